@@ -1,0 +1,5 @@
+"""Custom Kedro datasets."""
+
+from .clip_array_dataset import ClipArrayDataset
+
+__all__ = ["ClipArrayDataset"]

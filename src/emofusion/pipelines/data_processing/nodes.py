@@ -1,0 +1,182 @@
+"""data_processing nodes: corpora -> one labelled manifest -> preprocessed fixed-length audio."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from emofusion.clip_array import ClipArray
+from emofusion.parallel import imap_chunks
+
+from .audio import ClipRejected, preprocess_clip
+from .corpora import CLIP_COLUMNS, REJECTION_COLUMNS, CorpusError, scan_corpus
+from .demo_corpus import write_demo_corpus
+
+logger = logging.getLogger(__name__)
+
+
+def _label_map(corpus: str, source: Mapping[str, Any], label_maps: Mapping[str, Any],
+               vocabulary: Sequence[str]) -> dict[str, str] | None:
+    """The corpus's own map, else its reader's; ``None`` means labels are already emotions."""
+    mapping = source.get("label_map") or label_maps.get(source["reader"])
+    if mapping is None:
+        return None
+    mapping = {str(k): v for k, v in mapping.items()}
+    unknown = sorted(set(mapping.values()) - set(vocabulary))
+    if unknown:
+        raise CorpusError(
+            f"Corpus '{corpus}': its label map names {unknown}, which are not in "
+            f"emotion_vocabulary {list(vocabulary)}"
+        )
+    return mapping
+
+
+def _harmonise(clips: pd.DataFrame, mapping: dict[str, str] | None, vocabulary: Sequence[str]
+               ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    if mapping is None:
+        emotion = clips["source_label"].str.strip().str.lower()
+        emotion = emotion.where(emotion.isin(vocabulary))
+    else:
+        emotion = clips["source_label"].map(mapping)
+    clips = clips.assign(emotion=emotion)
+    unmapped = clips[clips["emotion"].isna()]
+    hint = "add it to the corpus's label_map" if mapping is not None else (
+        "name the folder by an emotion of emotion_vocabulary or give the corpus a label_map")
+    rejections = unmapped.assign(
+        stage="label",
+        reason=[f"label '{label}' has no emotion; {hint}" for label in unmapped["source_label"]],
+    )[REJECTION_COLUMNS]
+    return clips[clips["emotion"].notna()], rejections
+
+
+def _stratified_sample(clips: pd.DataFrame, fraction: float, seed: int) -> pd.DataFrame:
+    if not 0 < fraction <= 1:
+        raise CorpusError(f"sample_fraction must be in (0, 1], got {fraction}")
+    if fraction == 1:
+        return clips
+    return clips.groupby("emotion", group_keys=False).sample(frac=fraction, random_state=seed)
+
+
+def build_corpus_manifest(
+    corpora: Sequence[str],
+    corpus_sources: Mapping[str, Mapping[str, Any]],
+    label_maps: Mapping[str, Mapping[str, str]],
+    emotion_vocabulary: Sequence[str],
+    emotions: Sequence[str],
+    demo_corpus: Mapping[str, Any],
+    random_seed: int,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Read every selected corpus, harmonise its labels, keep the chosen emotions and sample.
+
+    Returns the manifest of clips to decode and the clips rejected by name or label.
+    """
+    if not corpora:
+        raise CorpusError("Parameter 'corpora' is empty: name at least one of corpus_sources")
+    unknown = [c for c in corpora if c not in corpus_sources]
+    if unknown:
+        raise CorpusError(f"corpora {unknown} are not defined in corpus_sources "
+                          f"(defined: {sorted(corpus_sources)})")
+    unknown = sorted(set(emotions) - set(emotion_vocabulary))
+    if unknown:
+        raise CorpusError(f"emotions {unknown} are not in emotion_vocabulary "
+                          f"{list(emotion_vocabulary)}")
+    manifests, rejections = [], []
+    for corpus in corpora:
+        source = corpus_sources[corpus]
+        if source.get("reader") == "demo":
+            write_demo_corpus(Path(source["path"]), dict(demo_corpus))
+        clips, rejected = scan_corpus(corpus, source)
+        clips, unlabelled = _harmonise(
+            clips, _label_map(corpus, source, label_maps, emotion_vocabulary), emotion_vocabulary)
+        kept = clips[clips["emotion"].isin(emotions)]
+        excluded = clips.loc[~clips["emotion"].isin(emotions), "emotion"].value_counts()
+        kept = _stratified_sample(kept, float(source.get("sample_fraction", 1.0)), random_seed)
+        logger.info(
+            "Corpus '%s': %d clips found, %d selected%s%s, %d rejected by name or label",
+            corpus, len(clips) + len(rejected) + len(unlabelled), len(kept),
+            f" ({source['sample_fraction']:.0%} stratified sample)"
+            if source.get("sample_fraction", 1.0) < 1 else "",
+            f", {excluded.sum()} of unselected emotions {excluded.to_dict()}" if len(excluded)
+            else "",
+            len(rejected) + len(unlabelled),
+        )
+        manifests.append(kept)
+        rejections += [rejected, unlabelled]
+    manifest = pd.concat(manifests, ignore_index=True)[CLIP_COLUMNS]
+    if manifest.empty:
+        raise CorpusError(
+            f"No clips selected from corpora {list(corpora)} for emotions {list(emotions)}; "
+            "check the 'emotions' parameter against the corpora's labels"
+        )
+    return manifest.sort_values("clip_id", ignore_index=True), pd.concat(
+        [r for r in rejections if len(r)] or [pd.DataFrame(columns=REJECTION_COLUMNS)],
+        ignore_index=True,
+    )
+
+
+def _preprocess_chunk(rows: list[tuple[str, str]], params: Mapping[str, Any]
+                      ) -> list[tuple[str, np.ndarray | None, dict[str, Any] | str]]:
+    results = []
+    for clip_id, path in rows:
+        try:
+            signal, info = preprocess_clip(path, params)
+            results.append((clip_id, signal, info))
+        except ClipRejected as rejection:
+            results.append((clip_id, None, str(rejection)))
+    return results
+
+
+def preprocess_audio(
+    corpus_manifest: pd.DataFrame, audio: Mapping[str, Any], n_jobs: int
+) -> tuple[ClipArray, pd.DataFrame, pd.DataFrame]:
+    """Decode and preprocess every clip in parallel into one (clips, samples) float32 array.
+
+    Returns the audio, the manifest of clips that passed (with their source format) and the
+    clips rejected with the reason.
+    """
+    length = int(round(audio["duration_s"] * audio["sample_rate"]))
+    values = np.empty((len(corpus_manifest), length), dtype=np.float32)
+    used_ids, infos, rejections = [], [], []
+    rows = list(zip(corpus_manifest["clip_id"], corpus_manifest["path"], strict=True))
+    for clip_id, signal, info in imap_chunks(_preprocess_chunk, rows, n_jobs=n_jobs,
+                                             description="Preprocessing audio", params=audio):
+        if signal is None:
+            rejections.append({"clip_id": clip_id, "stage": "audio", "reason": info})
+            continue
+        values[len(used_ids)] = signal  # rejected clips leave no gap: rows stay compact
+        used_ids.append(clip_id)
+        infos.append({"clip_id": clip_id} | info)
+    indexed = corpus_manifest.set_index("clip_id")
+    clip_manifest = indexed.loc[used_ids].reset_index().merge(pd.DataFrame(infos), on="clip_id")
+    rejected = pd.DataFrame(rejections, columns=["clip_id", "stage", "reason"]).merge(
+        corpus_manifest[["clip_id", "corpus", "path"]], on="clip_id")[REJECTION_COLUMNS]
+    metadata = {"sample_rate": audio["sample_rate"], "duration_s": audio["duration_s"],
+                "preprocessing": dict(audio)}
+    return ClipArray(np.array(used_ids), values[: len(used_ids)], metadata), clip_manifest, rejected
+
+
+def report_clip_usage(
+    clip_manifest: pd.DataFrame, manifest_rejections: pd.DataFrame, audio_rejections: pd.DataFrame
+) -> pd.DataFrame:
+    """Log how many clips each corpus contributed and why the others were rejected; stop if
+    nothing is left to learn from."""
+    rejected = pd.concat([manifest_rejections, audio_rejections], ignore_index=True)
+    used = clip_manifest["corpus"].value_counts()
+    for corpus in sorted(set(used.index) | set(rejected["corpus"])):
+        reasons = rejected.loc[rejected["corpus"] == corpus, "reason"].str.split(r"[:;]").str[0]
+        logger.info("Corpus '%s': %d clips used, %d rejected %s", corpus, used.get(corpus, 0),
+                    len(reasons), reasons.value_counts().to_dict() if len(reasons) else "")
+    if clip_manifest.empty:
+        raise CorpusError(
+            f"All {len(rejected)} clips were rejected; the reasons are in rejected_clips "
+            f"(first: {rejected['clip_id'].iloc[0]}: {rejected['reason'].iloc[0]})"
+        )
+    if len(rejected):
+        logger.warning("%d clips rejected; see the rejected_clips dataset for each reason",
+                       len(rejected))
+    return rejected

@@ -1,0 +1,65 @@
+"""feature_extraction nodes: preprocessed audio -> MFCC, LPCC and log-mel spectrogram arrays."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import numpy as np
+
+from emofusion.clip_array import ClipArray
+from emofusion.parallel import imap_chunks
+
+from .features import clip_statistics, log_mel_spectrogram, lpcc_frames, mfcc_frames
+
+
+def _clip_vectors(chunk: np.ndarray, frames: Callable[..., np.ndarray], sample_rate: int,
+                  params: Mapping[str, Any]) -> list[np.ndarray]:
+    return [clip_statistics(frames(signal, sample_rate, params), params["statistics"])
+            for signal in chunk]
+
+
+def _per_clip_statistics(audio: ClipArray, frames: Callable[..., np.ndarray], name: str,
+                         width: int, params: Mapping[str, Any], n_jobs: int) -> ClipArray:
+    rows = imap_chunks(_clip_vectors, audio.values, n_jobs=n_jobs,
+                       description=f"Extracting {name.upper()}", frames=frames,
+                       sample_rate=audio.metadata["sample_rate"], params=params)
+    values = np.stack(list(rows)).astype(np.float32)
+    columns = [f"{name}_{stat}_{i:02d}" for stat in params["statistics"] for i in range(width)]
+    return ClipArray(audio.clip_ids, values, {"feature": name, "columns": columns,
+                                              "parameters": dict(params)})
+
+
+def extract_mfcc(preprocessed_audio: ClipArray, mfcc: Mapping[str, Any], n_jobs: int
+                 ) -> ClipArray:
+    """Clip-level statistics of per-frame MFCCs: (clips, n_mfcc x statistics)."""
+    return _per_clip_statistics(preprocessed_audio, mfcc_frames, "mfcc", mfcc["n_mfcc"], mfcc,
+                                n_jobs)
+
+
+def extract_lpcc(preprocessed_audio: ClipArray, lpcc: Mapping[str, Any], n_jobs: int
+                 ) -> ClipArray:
+    """Clip-level statistics of per-frame LPCCs: (clips, n_ceps x statistics)."""
+    return _per_clip_statistics(preprocessed_audio, lpcc_frames, "lpcc", lpcc["n_ceps"], lpcc,
+                                n_jobs)
+
+
+def _spectrograms(chunk: np.ndarray, sample_rate: int, params: Mapping[str, Any]
+                  ) -> list[np.ndarray]:
+    return [log_mel_spectrogram(signal, sample_rate, params).astype(params["dtype"])
+            for signal in chunk]
+
+
+def extract_log_mel_spectrogram(preprocessed_audio: ClipArray,
+                                log_mel_spectrogram: Mapping[str, Any], n_jobs: int
+                                ) -> ClipArray:
+    """(clips, n_mels, frames) log-mel spectrograms at native resolution; turning them into
+    CNN images is transfer_features' job."""
+    sample_rate = preprocessed_audio.metadata["sample_rate"]
+    spectrograms = imap_chunks(_spectrograms, preprocessed_audio.values, n_jobs=n_jobs,
+                               description="Log-mel spectrograms", sample_rate=sample_rate,
+                               params=log_mel_spectrogram)
+    values = np.stack(list(spectrograms))
+    return ClipArray(preprocessed_audio.clip_ids, values, {
+        "feature": "log_mel_spectrogram", "unit": "dB re full scale", "axes": ["clip", "mel", "frame"],
+        "sample_rate": sample_rate, "parameters": dict(log_mel_spectrogram)})
