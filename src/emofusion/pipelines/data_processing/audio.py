@@ -11,6 +11,9 @@ import numpy as np
 import soundfile as sf
 import soxr
 
+# What preprocess_clip reports about each clip it accepts, for the clip manifest.
+CLIP_INFO_COLUMNS = ["source_sample_rate", "source_channels", "source_duration_s", "speech_duration_s"]
+
 
 class ClipRejected(ValueError):
     """The clip cannot be used; the message is the reason recorded in rejected_clips."""

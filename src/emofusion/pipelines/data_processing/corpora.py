@@ -207,6 +207,12 @@ def scan_corpus(corpus: str, source: Mapping[str, Any]) -> tuple[pd.DataFrame, p
     root = Path(source["path"])
     if reader in ("csv", "demo"):
         clips, rejections = _scan_csv(corpus, root / "manifest.csv" if reader == "demo" else root)
+        if not clips:
+            raise CorpusError(
+                f"Corpus '{corpus}': none of the {len(rejections)} clips listed in '{root}' can be "
+                f"used (first: {rejections[0]['path'] if rejections else 'none listed'}"
+                f"{': ' + rejections[0]['reason'] if rejections else ''})"
+            )
     else:
         clips, rejections = _scan_named_files(corpus, reader, root)
     clip_table = pd.DataFrame(clips, columns=[c for c in CLIP_COLUMNS if c != "emotion"])

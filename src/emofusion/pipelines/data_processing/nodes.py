@@ -13,7 +13,7 @@ import pandas as pd
 from emofusion.clip_array import ClipArray
 from emofusion.parallel import imap_chunks
 
-from .audio import ClipRejected, preprocess_clip
+from .audio import CLIP_INFO_COLUMNS, ClipRejected, preprocess_clip
 from .corpora import CLIP_COLUMNS, REJECTION_COLUMNS, CorpusError, scan_corpus
 from .demo_corpus import write_demo_corpus
 
@@ -152,7 +152,8 @@ def preprocess_audio(
         used_ids.append(clip_id)
         infos.append({"clip_id": clip_id} | info)
     indexed = corpus_manifest.set_index("clip_id")
-    clip_manifest = indexed.loc[used_ids].reset_index().merge(pd.DataFrame(infos), on="clip_id")
+    info_table = pd.DataFrame(infos, columns=["clip_id", *CLIP_INFO_COLUMNS])
+    clip_manifest = indexed.loc[used_ids].reset_index().merge(info_table, on="clip_id")
     rejected = pd.DataFrame(rejections, columns=["clip_id", "stage", "reason"]).merge(
         corpus_manifest[["clip_id", "corpus", "path"]], on="clip_id")[REJECTION_COLUMNS]
     metadata = {"sample_rate": audio["sample_rate"], "duration_s": audio["duration_s"],

@@ -98,6 +98,7 @@ def lpcc_frames(signal: np.ndarray, sample_rate: int, params: Mapping[str, Any])
 
 def log_mel_spectrogram(signal: np.ndarray, sample_rate: int, params: Mapping[str, Any]
                         ) -> np.ndarray:
-    """(n_mels, frames) in dB relative to full scale, floored ``top_db`` below the clip's peak."""
-    return librosa.power_to_db(mel_power(signal, sample_rate, params), ref=1.0,
+    """(n_mels, frames) in dB relative to the clip's loudest bin (0 dB), floored ``top_db`` below
+    it: clips are level-normalised already, and a fixed range maps straight onto image pixels."""
+    return librosa.power_to_db(mel_power(signal, sample_rate, params), ref=np.max,
                                top_db=params["top_db"])

@@ -1,0 +1,47 @@
+import numpy as np
+import pytest
+from kedro.io import DatasetError
+
+from emofusion.clip_array import ClipArray
+from emofusion.datasets import ClipArrayDataset
+
+
+def test_select_aligns_by_clip_id():
+    array = ClipArray(np.array(["a", "b", "c"]), np.arange(6).reshape(3, 2))
+    selected = array.select(["c", "a"])
+    assert list(selected.clip_ids) == ["c", "a"]
+    np.testing.assert_array_equal(selected.values, [[4, 5], [0, 1]])
+    with pytest.raises(KeyError, match="1 clip ids are not in this array"):
+        array.select(["a", "z"])
+
+
+def test_ids_must_match_rows_and_be_unique():
+    with pytest.raises(ValueError, match="2 clip ids for 3 rows"):
+        ClipArray(np.array(["a", "b"]), np.zeros((3, 1)))
+    with pytest.raises(ValueError, match="unique"):
+        ClipArray(np.array(["a", "a"]), np.zeros((2, 1)))
+
+
+def test_dataset_round_trip_memory_maps(tmp_path):
+    values = np.random.default_rng(0).standard_normal((4, 3, 5)).astype(np.float16)
+    original = ClipArray(np.array(["x/1", "x/2", "y/1", "y/2"]), values, {"feature": "test"})
+    dataset = ClipArrayDataset(path=str(tmp_path / "feature"), load_args={"mmap_mode": "r"})
+    assert not dataset.exists()
+    dataset.save(original)
+    loaded = dataset.load()
+    assert isinstance(loaded.values, np.memmap)
+    assert loaded.values.dtype == np.float16
+    np.testing.assert_array_equal(loaded.values, values)
+    assert list(loaded.clip_ids) == list(original.clip_ids)
+    assert loaded.metadata == {"feature": "test"}
+    # Saving again replaces the folder whole.
+    dataset.save(ClipArray(np.array(["z"]), np.ones((1, 2))))
+    assert dataset.load().values.shape == (1, 2)
+
+
+def test_dataset_refuses_other_objects_and_missing_data(tmp_path):
+    dataset = ClipArrayDataset(path=str(tmp_path / "nothing"))
+    with pytest.raises(DatasetError):
+        dataset.load()
+    with pytest.raises(DatasetError, match="saves a ClipArray"):
+        dataset.save(np.zeros(3))

@@ -1,0 +1,94 @@
+"""`kedro run` as a user runs it, in a copy of the project with a tiny demo corpus."""
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import soundfile as sf
+import yaml
+
+from emofusion.datasets import ClipArrayDataset
+
+PROJECT = Path(__file__).resolve().parents[1]
+TINY_DEMO = ("demo_corpus.speakers=2,demo_corpus.clips_per_emotion=2,demo_corpus.duration_s=1.5,"
+             "audio.duration_s=1.0")
+
+
+def kedro(project: Path, *args: str) -> subprocess.CompletedProcess:
+    # A wide console, so that rich does not wrap the log lines the tests look for.
+    env = dict(os.environ, KEDRO_DISABLE_TELEMETRY="1", PYTHONWARNINGS="ignore", COLUMNS="400")
+    return subprocess.run([sys.executable, "-m", "kedro", *args], cwd=project, env=env,
+                          capture_output=True, text=True, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("project")
+    shutil.copytree(PROJECT / "conf", root / "conf", ignore=shutil.ignore_patterns("local"))
+    shutil.copy(PROJECT / "pyproject.toml", root)
+    (root / "conf" / "local").mkdir()
+    (root / "src").mkdir()  # kedro wants the source folder; the package itself is installed
+    return root
+
+
+@pytest.fixture(scope="module")
+def finished_run(project: Path) -> subprocess.CompletedProcess:
+    # A second corpus in the user's folder layout, with one clip of each kind of trouble.
+    mine = project / "mine"
+    rng = np.random.default_rng(0)
+    for label in ("angry", "sad"):
+        for take in range(2):
+            (mine / label).mkdir(parents=True, exist_ok=True)
+            sf.write(mine / label / f"{take}.flac", 0.3 * rng.standard_normal(24000), 24000)
+    sf.write(mine / "angry" / "silent.wav", np.zeros(16000), 16000)
+    (mine / "sad" / "broken.wav").write_bytes(b"not audio at all")
+    (mine / "furious").mkdir()
+    sf.write(mine / "furious" / "x.wav", 0.3 * rng.standard_normal(16000), 16000)
+    local = {
+        "corpora": ["demo", "mine"],
+        "corpus_sources": {"mine": {"reader": "folder", "path": "mine"}},
+    }
+    (project / "conf" / "local" / "parameters.yml").write_text(yaml.safe_dump(local))
+    return kedro(project, "run", "--params", TINY_DEMO)
+
+
+def test_run_succeeds_and_reports_clip_counts(finished_run):
+    assert finished_run.returncode == 0, finished_run.stderr[-3000:]
+    log = " ".join((finished_run.stdout + finished_run.stderr).split())
+    assert "Corpus 'demo': 32 clips used, 0 rejected" in log
+    assert "Corpus 'mine': 4 clips used, 3 rejected" in log
+
+
+def test_run_writes_manifests_rejections_and_features(finished_run, project):
+    assert finished_run.returncode == 0
+    manifest = pd.read_csv(project / "data/03_primary/clip_manifest.csv")
+    assert len(manifest) == 36
+    assert set(manifest["emotion"]) == {"neutral", "calm", "happy", "sad", "angry", "fearful",
+                                        "disgust", "surprised"}
+    assert (manifest["source_sample_rate"].loc[manifest["corpus"] == "demo"] == 22050).all()
+    rejected = pd.read_csv(project / "data/03_primary/rejected_clips.csv").set_index("clip_id")
+    assert rejected.loc["mine/angry/silent", "reason"].startswith("silent")
+    assert rejected.loc["mine/sad/broken", "reason"].startswith("unreadable")
+    assert "no emotion" in rejected.loc["mine/furious/x", "reason"]
+
+    features = {name: ClipArrayDataset(path=str(project / "data/04_feature" / name)).load()
+                for name in ("mfcc", "lpcc", "log_mel_spectrogram")}
+    assert features["mfcc"].values.shape == (36, 40)
+    assert features["lpcc"].values.shape == (36, 12)
+    assert features["log_mel_spectrogram"].values.shape == (36, 128, 81)
+    for feature in features.values():
+        assert list(feature.clip_ids) == manifest["clip_id"].tolist()
+        assert np.isfinite(feature.values.astype(np.float32)).all()
+
+
+def test_missing_corpus_stops_with_instructions(project):
+    result = kedro(project, "run", "--params", "corpora=[ravdess]")
+    assert result.returncode != 0
+    message = " ".join(result.stderr.split())
+    assert "Corpus 'ravdess': folder 'data/01_raw/ravdess' does not exist" in message
+    assert "Actor_01" in message and "corpus_sources.ravdess.path" in message

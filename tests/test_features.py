@@ -1,0 +1,139 @@
+"""Feature extraction against signals whose answers are known."""
+
+import numpy as np
+import pytest
+import yaml
+from scipy.signal import lfilter
+
+from emofusion.clip_array import ClipArray
+from emofusion.pipelines.feature_extraction.features import (
+    clip_statistics,
+    log_mel_spectrogram,
+    lpc,
+    lpc_to_lpcc,
+    lpcc_frames,
+    mfcc_frames,
+)
+from emofusion.pipelines.feature_extraction.nodes import (
+    extract_log_mel_spectrogram,
+    extract_lpcc,
+    extract_mfcc,
+)
+
+SR = 16000
+
+
+@pytest.fixture(scope="module")
+def params():
+    with open("conf/base/parameters_feature_extraction.yml") as f:
+        return yaml.safe_load(f)
+
+
+def polynomial_from_poles(poles):
+    """A(z) = prod(1 - p z^-1) with conjugate pairs, so the coefficients are real."""
+    all_poles = [r * np.exp(1j * w) for r, w in poles] + [r * np.exp(-1j * w) for r, w in poles]
+    return np.real(np.poly(all_poles))
+
+
+# Four resonances, like formants: an AR(8) model whose coefficients we know.
+TRUE_A = polynomial_from_poles([(0.95, 0.1 * np.pi), (0.9, 0.3 * np.pi), (0.85, 0.55 * np.pi),
+                                (0.8, 0.8 * np.pi)])
+
+
+def ar_signal(a, n, seed=0):
+    return lfilter([1.0], a, np.random.default_rng(seed).standard_normal(n))
+
+
+def cepstrum_by_fft(a, n_ceps, n_fft=1 << 14):
+    """Cepstrum of 1/A(z) computed numerically: for a minimum-phase model, c_n = 2 * real
+    cepstrum at n > 0."""
+    log_magnitude = -np.log(np.abs(np.fft.rfft(a, n_fft)))
+    return 2 * np.fft.irfft(log_magnitude, n_fft)[1 : n_ceps + 1]
+
+
+def test_lpc_recovers_known_ar_coefficients():
+    signal = ar_signal(TRUE_A, 50_000)
+    estimated = lpc(signal[None, :], order=8)[0]
+    np.testing.assert_allclose(estimated, TRUE_A, atol=0.03)
+
+
+def test_lpc_per_frame_estimates_centre_on_known_coefficients():
+    frames = ar_signal(TRUE_A, 400 * 200, seed=1).reshape(200, 400) * np.hamming(400)
+    np.testing.assert_allclose(np.median(lpc(frames, order=8), axis=0), TRUE_A, atol=0.1)
+
+
+def test_lpc_of_silent_frames_is_finite():
+    a = lpc(np.zeros((3, 400)), order=12)
+    assert np.isfinite(a).all()
+    assert np.isfinite(lpc_to_lpcc(a, 12)).all()
+
+
+def test_lpcc_recursion_matches_cepstrum_computed_by_fft():
+    np.testing.assert_allclose(lpc_to_lpcc(TRUE_A[None, :], 12)[0], cepstrum_by_fft(TRUE_A, 12),
+                               atol=1e-6)
+
+
+def test_lpcc_recursion_continues_beyond_the_order():
+    a = polynomial_from_poles([(0.9, 0.25 * np.pi)])
+    np.testing.assert_allclose(lpc_to_lpcc(a[None, :], 12)[0], cepstrum_by_fft(a, 12), atol=1e-6)
+
+
+def test_lpcc_frames_of_an_ar_signal_estimate_its_cepstrum(params):
+    lpcc = dict(params["lpcc"], order=8, n_ceps=12, pre_emphasis=0.0)
+    signal = ar_signal(TRUE_A, SR * 3, seed=2)
+    frames = lpcc_frames(signal, SR, lpcc)
+    assert frames.shape == (239, 12)  # 25 ms frames every 12.5 ms over 3 s
+    np.testing.assert_allclose(frames.mean(axis=0), cepstrum_by_fft(TRUE_A, 12), atol=0.15)
+
+
+def tone(frequency, seconds=1.0, amplitude=0.5):
+    t = np.arange(int(SR * seconds)) / SR
+    return (amplitude * np.sin(2 * np.pi * frequency * t)).astype(np.float32)
+
+
+def test_log_mel_of_a_tone_peaks_in_the_band_of_its_frequency(params):
+    import librosa
+
+    spec = params["log_mel_spectrogram"]
+    log_mel = log_mel_spectrogram(tone(1000), SR, spec)
+    assert log_mel.shape == (spec["n_mels"], 81)  # 1 s / 12.5 ms hop + 1 (centred frames)
+    centres = librosa.mel_frequencies(spec["n_mels"] + 2, fmax=SR / 2)[1:-1]
+    peak_band = np.argmax(log_mel.mean(axis=1))
+    assert abs(centres[peak_band] - 1000) < 60
+    assert log_mel.max() == 0 and log_mel.min() >= -spec["top_db"]
+
+
+def test_mfcc_frames_skip_silence_and_have_40_coefficients(params):
+    padded = np.concatenate([tone(440, 0.5), np.zeros(SR // 2, dtype=np.float32)])
+    frames = mfcc_frames(padded, SR, params["mfcc"])
+    assert frames.shape[1] == 40
+    # About half of the 81 frames are padding and must not enter the statistics.
+    assert 38 <= len(frames) <= 46
+
+
+def test_clip_statistics_concatenate_in_order():
+    frames = np.array([[1.0, 2.0], [3.0, 6.0]])
+    np.testing.assert_allclose(clip_statistics(frames, ["mean", "std"]), [2, 4, 1, 2])
+    with pytest.raises(ValueError, match="unknown statistics"):
+        clip_statistics(frames, ["mode"])
+
+
+@pytest.fixture(scope="module")
+def audio():
+    values = np.stack([tone(220), tone(440), tone(880)])
+    return ClipArray(np.array(["c/b", "c/a", "c/c"]), values, {"sample_rate": SR})
+
+
+def test_feature_nodes_keep_clip_ids_and_shapes(audio, params):
+    mfcc = extract_mfcc(audio, dict(params["mfcc"], statistics=["mean", "std"]), n_jobs=1)
+    lpcc = extract_lpcc(audio, params["lpcc"], n_jobs=1)
+    log_mel = extract_log_mel_spectrogram(audio, params["log_mel_spectrogram"], n_jobs=1)
+    for feature in (mfcc, lpcc, log_mel):
+        assert list(feature.clip_ids) == ["c/b", "c/a", "c/c"]
+    assert mfcc.values.shape == (3, 80) and mfcc.values.dtype == np.float32
+    assert mfcc.metadata["columns"][40] == "mfcc_std_00"
+    assert lpcc.values.shape == (3, 12)
+    assert log_mel.values.shape == (3, 128, 81) and log_mel.values.dtype == np.float16
+    assert np.isfinite(mfcc.values).all() and np.isfinite(lpcc.values).all()
+    # Different tones give different features.
+    assert not np.allclose(mfcc.values[0], mfcc.values[1])
