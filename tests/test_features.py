@@ -137,3 +137,15 @@ def test_feature_nodes_keep_clip_ids_and_shapes(audio, params):
     assert np.isfinite(mfcc.values).all() and np.isfinite(lpcc.values).all()
     # Different tones give different features.
     assert not np.allclose(mfcc.values[0], mfcc.values[1])
+
+
+def test_mel_power_matches_librosa_melspectrogram(params):
+    import librosa
+
+    from emofusion.pipelines.feature_extraction.features import mel_power
+
+    signal = tone(300) + tone(2000, amplitude=0.1)
+    expected = librosa.feature.melspectrogram(y=signal, sr=SR, n_fft=512, win_length=400,
+                                              hop_length=200, window="hamming", n_mels=128)
+    np.testing.assert_allclose(mel_power(signal, SR, params["mfcc"]), expected, rtol=1e-4,
+                               atol=1e-6 * expected.max())

@@ -2,6 +2,10 @@
 
 from kedro.config import OmegaConfigLoader
 
+from emofusion.hooks import NodeTimingHooks
+
+HOOKS = (NodeTimingHooks(),)
+
 CONFIG_LOADER_CLASS = OmegaConfigLoader
 CONFIG_LOADER_ARGS = {
     "base_env": "base",

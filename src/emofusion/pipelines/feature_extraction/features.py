@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from functools import lru_cache
 from typing import Any
 
 import librosa
@@ -35,12 +36,18 @@ def clip_statistics(frames: np.ndarray, statistics: Sequence[str]) -> np.ndarray
     return np.concatenate([STATISTICS[name](frames, axis=0) for name in statistics])
 
 
+@lru_cache(maxsize=8)
+def _mel_filters(sample_rate: int, n_fft: int, n_mels: int) -> np.ndarray:
+    # Building the filter bank costs as much as the STFT of a 3 s clip: build it once.
+    return librosa.filters.mel(sr=sample_rate, n_fft=n_fft, n_mels=n_mels)
+
+
 def mel_power(signal: np.ndarray, sample_rate: int, params: Mapping[str, Any]) -> np.ndarray:
+    """(n_mels, frames) mel power spectrogram, as librosa.feature.melspectrogram computes it."""
     window, hop, n_fft = frame_lengths(params, sample_rate)
-    return librosa.feature.melspectrogram(
-        y=signal, sr=sample_rate, n_fft=n_fft, win_length=window, hop_length=hop,
-        window=params["window"], n_mels=params["n_mels"], power=2.0,
-    )
+    stft = librosa.stft(signal, n_fft=n_fft, hop_length=hop, win_length=window,
+                        window=params["window"])
+    return _mel_filters(sample_rate, n_fft, params["n_mels"]) @ (np.abs(stft) ** 2)
 
 
 def mfcc_frames(signal: np.ndarray, sample_rate: int, params: Mapping[str, Any]) -> np.ndarray:
@@ -58,9 +65,10 @@ def lpc(frames: np.ndarray, order: int) -> np.ndarray:
     frames, costs well under a millisecond per clip; librosa.lpc (Burg) needs a 36 s numba
     compilation on first use and seconds in every new worker process.
     """
-    n_fft = int(2 ** np.ceil(np.log2(2 * frames.shape[-1])))
-    spectrum = np.fft.rfft(frames, n=n_fft, axis=-1)
-    r = np.fft.irfft(np.abs(spectrum) ** 2, n=n_fft, axis=-1)[:, : order + 1]
+    length = frames.shape[-1]
+    # Only order + 1 lags are needed: direct products beat an FFT of the whole frame.
+    r = np.stack([np.einsum("ij,ij->i", frames[:, : length - k], frames[:, k:])
+                  for k in range(order + 1)], axis=1)
     r[:, 0] = r[:, 0] * (1 + 1e-9) + 1e-12  # white-noise floor keeps silent frames finite
     a = np.zeros((len(frames), order + 1))
     a[:, 0] = 1.0

@@ -61,5 +61,6 @@ def extract_log_mel_spectrogram(preprocessed_audio: ClipArray,
                                params=log_mel_spectrogram)
     values = np.stack(list(spectrograms))
     return ClipArray(preprocessed_audio.clip_ids, values, {
-        "feature": "log_mel_spectrogram", "unit": "dB re the clip's loudest bin", "axes": ["clip", "mel", "frame"],
+        "feature": "log_mel_spectrogram", "unit": "dB re the clip's loudest bin",
+        "axes": ["clip", "mel", "frame"],
         "sample_rate": sample_rate, "parameters": dict(log_mel_spectrogram)})

@@ -1,0 +1,93 @@
+"""Run `kedro run` in a scratch copy of the project and measure it from outside: wall time and
+peak memory of the whole process tree (the Kedro process and its workers).
+
+Memory is the sum of proportional set sizes (PSS): pages shared between processes, such as a
+memory-mapped array that every worker reads, are split between them instead of being counted
+once per process as a sum of RSS would."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import psutil
+import yaml
+
+PROJECT = Path(__file__).resolve().parents[1]
+
+
+def scratch_project(local_parameters: dict[str, Any], workdir: str | None = None) -> Path:
+    """A copy of conf/ and pyproject.toml whose data/ lives outside the repository."""
+    root = Path(workdir or tempfile.mkdtemp(prefix="emofusion-bench-"))
+    shutil.rmtree(root / "conf", ignore_errors=True)
+    shutil.copytree(PROJECT / "conf", root / "conf", ignore=shutil.ignore_patterns("local"))
+    (root / "conf" / "local").mkdir()
+    (root / "conf" / "local" / "parameters.yml").write_text(yaml.safe_dump(local_parameters))
+    shutil.copy(PROJECT / "pyproject.toml", root)
+    (root / "src").mkdir(exist_ok=True)
+    return root
+
+
+def pss(pid: int) -> int:
+    """Bytes of PSS from /proc/PID/smaps_rollup, which the kernel sums for us (cheap enough to
+    sample often without slowing the run it measures)."""
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+        if line.startswith("Pss:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def tree_pss(process: psutil.Process) -> int:
+    total = 0
+    for p in [process, *process.children(recursive=True)]:
+        try:
+            total += pss(p.pid)
+        except (FileNotFoundError, ProcessLookupError):
+            pass  # the process ended between listing and reading
+    return total
+
+
+def measured_kedro_run(project: Path, *args: str) -> dict[str, Any]:
+    """Run kedro, sampling the tree's PSS every 100 ms; returns seconds (overall and per node,
+    from the project's timing hook) and peak MB."""
+    env = dict(os.environ, KEDRO_DISABLE_TELEMETRY="1", COLUMNS="200")
+    start = time.perf_counter()
+    process = subprocess.Popen([sys.executable, "-m", "kedro", "run", *args], cwd=project, env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    watched = psutil.Process(process.pid)
+    peak = 0
+    done = threading.Event()
+
+    def sample() -> None:
+        nonlocal peak
+        while not done.is_set():
+            try:
+                peak = max(peak, tree_pss(watched))
+            except psutil.NoSuchProcess:
+                return
+            time.sleep(0.1)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    log, _ = process.communicate()
+    done.set()
+    sampler.join()
+    seconds = time.perf_counter() - start
+    if process.returncode:
+        sys.exit(f"kedro run failed:\n{log[-5000:]}")
+    pipeline_seconds = next(
+        (float(line.split(" in ")[-1].split(" sec")[0]) for line in log.splitlines()
+         if "Pipeline execution completed successfully in" in line), float("nan"))
+    node_seconds = {
+        line.split("Node ")[1].split(" took")[0]: float(line.split(" took ")[1].split(" s")[0])
+        for line in log.splitlines() if " took " in line and "Node " in line
+    }
+    return {"wall_s": seconds, "pipeline_s": pipeline_seconds, "peak_pss_mb": peak / 2**20,
+            "node_s": node_seconds}
