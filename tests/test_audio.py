@@ -353,3 +353,36 @@ def test_demo_corpus_is_not_rewritten_when_unchanged(tmp_path, demo_params):
     assert clip.read_bytes() == b"marker"
     write_demo_corpus(folder, dict(demo_params, seed=demo_params["seed"] + 1))
     assert clip.read_bytes() != b"marker"
+
+
+@pytest.mark.parametrize(("extension", "rate"), [("flac", 48000), ("ogg", 22050), ("mp3", 44100)])
+def test_compressed_formats_at_other_rates_are_read(tmp_path, audio_params, extension, rate):
+    path = write(tmp_path / f"clip.{extension}", tone(1.2, rate=rate), rate=rate, subtype=None)
+    signal, info = preprocess_clip(path, audio_params)
+    assert info["source_sample_rate"] == rate
+    assert len(signal) == expected_length(audio_params)
+    spectrum = np.abs(np.fft.rfft(signal))
+    assert abs(np.argmax(spectrum) * audio_params["sample_rate"] / len(signal) - TONE_HZ) < 3
+
+
+def median_f0(path):
+    import librosa
+
+    signal, rate = sf.read(path)
+    f0 = librosa.yin(signal, fmin=60, fmax=600, sr=rate, frame_length=1024)
+    loud = librosa.feature.rms(y=signal, frame_length=1024, hop_length=256)[0] > 0.02
+    return float(np.median(f0[loud[: len(f0)]]))
+
+
+def test_demo_speakers_and_emotions_differ_in_pitch(tmp_path, all_params):
+    params = dict(all_params["demo_corpus"], speakers=2, clips_per_emotion=1,
+                  emotions=["sad", "surprised"], duration_s=1.0)
+    write_demo_corpus(tmp_path, params)
+    manifest = pd.read_csv(tmp_path / "manifest.csv").set_index(["speaker", "label"])
+    f0 = {key: median_f0(tmp_path / path) for key, path in manifest["path"].items()}
+    assert manifest.loc[("spk01", "sad"), "gender"] == "male"
+    assert manifest.loc[("spk02", "sad"), "gender"] == "female"
+    # The female speaker is higher than the male one, and surprise is higher than sadness.
+    assert f0[("spk02", "sad")] > 1.5 * f0[("spk01", "sad")]
+    for speaker in ("spk01", "spk02"):
+        assert f0[(speaker, "surprised")] > 1.3 * f0[(speaker, "sad")]
