@@ -1,5 +1,6 @@
 """`kedro run` as a user runs it, in a copy of the project with a tiny demo corpus."""
 
+import json
 import os
 import shutil
 import subprocess
@@ -92,3 +93,13 @@ def test_missing_corpus_stops_with_instructions(project):
     message = " ".join(result.stderr.split())
     assert "Corpus 'ravdess': folder 'data/01_raw/ravdess' does not exist" in message
     assert "Actor_01" in message and "corpus_sources.ravdess.path" in message
+
+
+def test_kedro_viz_build_draws_the_pipeline_with_layers(project):
+    result = kedro(project, "viz", "build")
+    assert result.returncode == 0, result.stderr[-3000:]
+    graph = json.loads((project / "build" / "api" / "main").read_text())
+    names = {node["name"] for node in graph["nodes"]}
+    assert {"build_corpus_manifest", "preprocess_audio", "extract_lpcc", "log_mel_spectrogram",
+            "rejected_clips"} <= names
+    assert graph["layers"] == ["intermediate", "primary", "feature"]
