@@ -34,9 +34,13 @@ def main() -> None:
         "n_jobs": args.n_jobs,
     }, args.workdir)
     figures = measured_kedro_run(project, f"--to-outputs={OUTPUTS}")
-    clips = len(pd.read_csv(project / "data/03_primary/clip_manifest.csv"))
+    manifest = pd.read_csv(project / "data/03_primary/clip_manifest.csv", dtype=str)
+    clips = len(manifest)
     rejected = len(pd.read_csv(project / "data/03_primary/rejected_clips.csv"))
     print(f"corpus: {args.corpus_path} ({args.reader}), {clips} clips used, {rejected} rejected")
+    print(f"emotions: {manifest['emotion'].value_counts().sort_index().to_dict()}")
+    speakers = manifest.drop_duplicates("speaker")["gender"].value_counts(dropna=False).to_dict()
+    print(f"speakers: {manifest['speaker'].nunique()} ({speakers})")
     print(f"kedro run (data_processing + feature_extraction): {figures['wall_s']:.1f} s wall "
           f"including start-up, {figures['pipeline_s']:.1f} s pipeline")
     print(f"throughput: {clips / figures['wall_s']:.0f} clips/s (wall), "

@@ -416,3 +416,12 @@ def test_sample_fraction_out_of_range_raises(crema_tree, params):
     sources = {"crema_d": {"reader": "crema_d", "path": str(crema_tree), "sample_fraction": 1.5}}
     with pytest.raises(CorpusError, match="sample_fraction"):
         build(params, ["crema_d"], sources)
+
+
+def test_same_clip_in_two_formats_is_rejected_once(tmp_path, make_tree):
+    root = make_tree(tmp_path / "mine", ["angry/a.wav"])
+    (root / "angry" / "a.flac").write_bytes((root / "angry" / "a.wav").read_bytes())
+    clips, rejections = scan_corpus("mine", {"reader": "folder", "path": str(root)})
+    assert clips["clip_id"].tolist() == ["mine/angry/a"]
+    assert rejections["clip_id"].tolist() == ["mine/angry/a"]
+    assert "different extension" in rejections["reason"].iloc[0]

@@ -216,6 +216,13 @@ def scan_corpus(corpus: str, source: Mapping[str, Any]) -> tuple[pd.DataFrame, p
     else:
         clips, rejections = _scan_named_files(corpus, reader, root)
     clip_table = pd.DataFrame(clips, columns=[c for c in CLIP_COLUMNS if c != "emotion"])
+    # a.wav beside a.flac would give two clips one id: keep the first, reject the rest.
+    duplicate = clip_table["clip_id"].duplicated()
+    rejections += [row | {"stage": "scan", "reason": "another file has the same name and path "
+                          "but a different extension"}
+                   for row in clip_table.loc[duplicate, ["clip_id", "corpus", "path"]]
+                   .to_dict("records")]
+    clip_table = clip_table[~duplicate].reset_index(drop=True)
     if reader == "crema_d":
         clip_table["gender"] = clip_table["speaker"].map(_crema_d_genders(root))
     # Speakers are only unique within a corpus.

@@ -93,17 +93,15 @@ def build_corpus_manifest(
         clips, rejected = scan_corpus(corpus, source)
         clips, unlabelled = _harmonise(
             clips, _label_map(corpus, source, label_maps, emotion_vocabulary), emotion_vocabulary)
-        kept = clips[clips["emotion"].isin(emotions)]
-        excluded = clips.loc[~clips["emotion"].isin(emotions), "emotion"].value_counts()
-        kept = _stratified_sample(kept, float(source.get("sample_fraction", 1.0)), random_seed)
+        selected = clips["emotion"].isin(emotions)
+        fraction = float(source.get("sample_fraction", 1.0))
+        kept = _stratified_sample(clips[selected], fraction, random_seed)
         logger.info(
-            "Corpus '%s': %d clips found, %d selected%s%s, %d rejected by name or label",
-            corpus, len(clips) + len(rejected) + len(unlabelled), len(kept),
-            f" ({source['sample_fraction']:.0%} stratified sample)"
-            if source.get("sample_fraction", 1.0) < 1 else "",
-            f", {excluded.sum()} of unselected emotions {excluded.to_dict()}" if len(excluded)
-            else "",
-            len(rejected) + len(unlabelled),
+            "Corpus '%s': %d clips found, %d rejected by name or label, %d of unselected emotions "
+            "%s, %d selected (%.0f%% stratified sample)",
+            corpus, len(clips) + len(rejected) + len(unlabelled), len(rejected) + len(unlabelled),
+            (~selected).sum(), clips.loc[~selected, "emotion"].value_counts().to_dict(), len(kept),
+            100 * fraction,
         )
         manifests.append(kept)
         rejections += [rejected, unlabelled]
