@@ -269,7 +269,7 @@ def test_csv_manifest_missing_columns_raises(tmp_path):
 # --- rejections and errors --------------------------------------------------------------------
 
 
-def test_stray_files_are_rejections_and_non_audio_is_ignored(tmp_path, make_tree):
+def test_stray_files_are_rejections_and_non_audio_is_ignored(tmp_path, make_tree, caplog):
     root = make_tree(tmp_path / "ravdess", [
         "Actor_01/03-01-05-02-01-01-01.wav",
         "Actor_01/03-01-05-02-01-01-01 (copy).wav",
@@ -277,7 +277,10 @@ def test_stray_files_are_rejections_and_non_audio_is_ignored(tmp_path, make_tree
         "README.txt",
         "Actor_01/info.csv",
     ])
-    clips, rejected = scan_corpus("ravdess", {"reader": "ravdess", "path": str(root)})
+    with caplog.at_level("INFO"):
+        clips, rejected = scan_corpus("ravdess", {"reader": "ravdess", "path": str(root)})
+    assert "skipped 2 files that are not audio" in caplog.text
+    assert "'.txt': 1" in caplog.text and "'.csv': 1" in caplog.text
     assert len(clips) == 1
     assert len(rejected) == 2
     assert set(rejected["stage"]) == {"scan"}

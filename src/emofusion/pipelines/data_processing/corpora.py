@@ -7,12 +7,16 @@ reason, not an exception, so one stray file does not stop a run over thousands.
 
 from __future__ import annotations
 
+import logging
 import re
+from collections import Counter
 from collections.abc import Callable, Mapping
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 import pandas as pd
+
+logger = logging.getLogger(__name__)
 
 AUDIO_EXTENSIONS = frozenset({".wav", ".flac", ".ogg", ".oga", ".mp3", ".aif", ".aiff", ".au"})
 
@@ -120,12 +124,17 @@ def _clip_id(corpus: str, relative: PurePosixPath) -> str:
     return f"{corpus}/{relative.with_suffix('').as_posix()}"
 
 
-def _list_audio(root: Path) -> list[PurePosixPath]:
-    return sorted(
-        PurePosixPath(p.relative_to(root).as_posix())
-        for p in root.rglob("*")
-        if p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS
-    )
+def _list_audio(corpus: str, root: Path) -> list[PurePosixPath]:
+    """Audio files under root; the others are counted in the log, so that a format the readers
+    skip (say .m4a) does not vanish unnoticed."""
+    files = [p for p in root.rglob("*") if p.is_file()]
+    skipped = Counter(p.suffix.lower() or p.name for p in files
+                      if p.suffix.lower() not in AUDIO_EXTENSIONS)
+    if skipped:
+        logger.info("Corpus '%s': skipped %d files that are not audio %s", corpus,
+                    sum(skipped.values()), dict(skipped))
+    return sorted(PurePosixPath(p.relative_to(root).as_posix()) for p in files
+                  if p.suffix.lower() in AUDIO_EXTENSIONS)
 
 
 def _scan_named_files(corpus: str, reader: str, root: Path) -> tuple[list[dict], list[dict]]:
@@ -135,7 +144,7 @@ def _scan_named_files(corpus: str, reader: str, root: Path) -> tuple[list[dict],
             f"Or point parameter corpus_sources.{corpus}.path at it, e.g. "
             f'kedro run --params "corpus_sources.{corpus}.path=/path/to/{corpus}".'
         )
-    files = _list_audio(root)
+    files = _list_audio(corpus, root)
     if not files:
         raise CorpusError(
             f"Corpus '{corpus}': folder '{root}' holds no audio files "
