@@ -428,3 +428,21 @@ def test_same_clip_in_two_formats_is_rejected_once(tmp_path, make_tree):
     assert clips["clip_id"].tolist() == ["mine/angry/a"]
     assert rejections["clip_id"].tolist() == ["mine/angry/a"]
     assert "different extension" in rejections["reason"].iloc[0]
+
+
+def test_csv_manifest_with_absolute_paths_gives_clean_ids(tmp_path, make_tree):
+    audio = make_tree(tmp_path / "elsewhere", ["x/clip.wav"]) / "x" / "clip.wav"
+    manifest = tmp_path / "list.csv"
+    pd.DataFrame({"path": [str(audio)], "label": ["angry"]}).to_csv(manifest, index=False)
+    clips, rejected = scan_corpus("mine", {"reader": "csv", "path": str(manifest)})
+    assert rejected.empty
+    assert clips["clip_id"].tolist() == [f"mine/{str(audio.with_suffix('')).lstrip('/')}"]
+    assert "//" not in clips["clip_id"].iloc[0]
+
+
+def test_crema_d_demographics_without_sex_column_raises(tmp_path, make_tree):
+    root = make_tree(tmp_path / "crema_d", CREMA_FILES)
+    pd.DataFrame({"ActorID": ["1001"], "Age": [51]}).to_csv(root / "VideoDemographics.csv",
+                                                          index=False)
+    with pytest.raises(CorpusError, match="needs columns ActorID and Sex"):
+        scan_corpus("crema_d", {"reader": "crema_d", "path": str(root)})

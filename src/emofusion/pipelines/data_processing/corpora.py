@@ -121,7 +121,8 @@ READERS = frozenset(NAME_PARSERS) | {"csv", "demo"}
 
 
 def _clip_id(corpus: str, relative: PurePosixPath) -> str:
-    return f"{corpus}/{relative.with_suffix('').as_posix()}"
+    # A CSV manifest may list absolute paths: no "corpus//..." ids.
+    return f"{corpus}/{relative.with_suffix('').as_posix().lstrip('/')}"
 
 
 def _list_audio(corpus: str, root: Path) -> list[PurePosixPath]:
@@ -173,6 +174,9 @@ def _crema_d_genders(root: Path) -> dict[str, str]:
     for candidate in (root / "VideoDemographics.csv", root.parent / "VideoDemographics.csv"):
         if candidate.is_file():
             table = pd.read_csv(candidate, dtype=str)
+            if not {"ActorID", "Sex"} <= set(table.columns):
+                raise CorpusError(f"'{candidate}' needs columns ActorID and Sex, as in CREMA-D's "
+                                  f"release; it has {list(table.columns)}")
             return dict(zip(table["ActorID"], table["Sex"].str.lower(), strict=True))
     return {}
 
