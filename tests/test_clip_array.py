@@ -45,3 +45,24 @@ def test_dataset_refuses_other_objects_and_missing_data(tmp_path):
         dataset.load()
     with pytest.raises(DatasetError, match="saves a ClipArray"):
         dataset.save(np.zeros(3))
+
+
+def test_optional_dataset_loads_none_until_saved(tmp_path):
+    dataset = ClipArrayDataset(path=str(tmp_path / "later"), optional=True)
+    assert dataset.load() is None
+    dataset.save(ClipArray(np.array(["a"]), np.ones((1, 2))))
+    assert dataset.load().values.shape == (1, 2)
+
+
+def test_saving_its_own_memory_map_rewrites_only_metadata_but_a_view_is_written(tmp_path):
+    dataset = ClipArrayDataset(path=str(tmp_path / "reused"), load_args={"mmap_mode": "r"})
+    dataset.save(ClipArray(np.array(["a", "b", "c"]), np.arange(6.0).reshape(3, 2), {"run": 1}))
+    values_file = tmp_path / "reused" / "values.npy"
+    written = values_file.stat().st_mtime_ns
+    loaded = dataset.load()
+    dataset.save(ClipArray(loaded.clip_ids, loaded.values, {"run": 2}))
+    assert values_file.stat().st_mtime_ns == written
+    assert dataset.load().metadata == {"run": 2}
+    # A reversed view of the same file is different data: it must be written.
+    dataset.save(ClipArray(loaded.clip_ids, loaded.values[::-1], {"run": 3}))
+    np.testing.assert_array_equal(dataset.load().values, [[4, 5], [2, 3], [0, 1]])

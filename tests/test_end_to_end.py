@@ -20,9 +20,10 @@ TINY_DEMO = ("demo_corpus.speakers=2,demo_corpus.clips_per_emotion=2,demo_corpus
              "audio.duration_s=1.0")
 
 
-def kedro(project: Path, *args: str) -> subprocess.CompletedProcess:
+def kedro(project: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     # A wide console, so that rich does not wrap the log lines the tests look for.
-    env = dict(os.environ, KEDRO_DISABLE_TELEMETRY="1", PYTHONWARNINGS="ignore", COLUMNS="400")
+    env = dict(os.environ, KEDRO_DISABLE_TELEMETRY="1", PYTHONWARNINGS="ignore", COLUMNS="400",
+               **(env or {}))
     return subprocess.run([sys.executable, "-m", "kedro", *args], cwd=project, env=env,
                           capture_output=True, text=True, timeout=600)
 
@@ -53,6 +54,10 @@ def finished_run(project: Path) -> subprocess.CompletedProcess:
     local = {
         "corpora": ["demo", "mine"],
         "corpus_sources": {"mine": {"reader": "folder", "path": "mine"}},
+        # The default backbone at its smallest input and without weights, to stay fast.
+        "transfer_features": {"weights": "none", "batch_size": 8},
+        "backbones": {"inception_resnet_v2": {"input_size": [75, 75]},
+                      "squeezenet_v1_1": {"input_size": [64, 64]}},
     }
     (project / "conf" / "local" / "parameters.yml").write_text(yaml.safe_dump(local))
     return kedro(project, "run", "--params", TINY_DEMO)
@@ -85,6 +90,90 @@ def test_run_writes_manifests_rejections_and_features(finished_run, project):
     for feature in features.values():
         assert list(feature.clip_ids) == manifest["clip_id"].tolist()
         assert np.isfinite(feature.values.astype(np.float32)).all()
+
+
+def transfer_features(project: Path) -> ClipArrayDataset:
+    return ClipArrayDataset(path=str(project / "data/04_feature/transfer_features")).load()
+
+
+def test_run_extracts_transfer_features_and_says_the_weights_are_random(finished_run, project):
+    assert finished_run.returncode == 0
+    features = transfer_features(project)
+    manifest = pd.read_csv(project / "data/03_primary/clip_manifest.csv")
+    assert list(features.clip_ids) == manifest["clip_id"].tolist()
+    assert features.values.shape == (36, 1536) and features.values.dtype == np.float32
+    assert np.isfinite(features.values).all() and features.values.std() > 0
+    meta = features.metadata
+    assert (meta["backbone"], meta["pretrained"], meta["feature_shape"]) == (
+        "inception_resnet_v2", False, [1, 1, 1536])
+    assert "RANDOM WEIGHTS" in log_of(finished_run) and "NOT pretrained" in log_of(finished_run)
+
+
+def offline(project: Path) -> dict[str, str]:
+    """No route to the weights' host, whether or not this machine has one, and an empty Keras cache."""
+    return {"HTTPS_PROXY": "http://127.0.0.1:9", "HTTP_PROXY": "http://127.0.0.1:9",
+            "https_proxy": "http://127.0.0.1:9", "KERAS_HOME": str(project / "keras_home")}
+
+
+@pytest.fixture(scope="module")
+def transfer_reruns(finished_run, project) -> dict:
+    """Runs of the transfer step after the first run, in this order; each test reads some of them."""
+    values = project / "data/04_feature/transfer_features/values.npy"
+    first_mtime = values.stat().st_mtime_ns
+    unchanged = kedro(project, "run", "--pipeline", "transfer_features")
+    runs = {"unchanged": unchanged, "rewritten": values.stat().st_mtime_ns != first_mtime}
+    runs["pooling"] = kedro(project, "run", "--pipeline", "transfer_features",
+                            "--params", "backbones.inception_resnet_v2.pooling=avg")
+    runs["pooled"] = transfer_features(project)
+    runs["fallback"] = kedro(project, "run", "--pipeline", "transfer_features", "--params",
+                             "transfer_features.weights=imagenet", env=offline(project))
+    runs["fallen_back"] = transfer_features(project)
+    runs["no_fallback"] = kedro(
+        project, "run", "--pipeline", "transfer_features", "--params",
+        "transfer_features.weights=imagenet,transfer_features.offline_fallback=null", env=offline(project))
+    return runs
+
+
+def log_of(run: subprocess.CompletedProcess) -> str:
+    return " ".join((run.stdout + run.stderr).split())
+
+
+def test_unchanged_rerun_reuses_the_stored_features(transfer_reruns):
+    run = transfer_reruns["unchanged"]
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "Transfer features are up to date" in log_of(run)
+    assert "without running the CNN" in log_of(run)
+    assert "features:" not in run.stderr  # no progress bar: the CNN did not run
+    assert not transfer_reruns["rewritten"]
+
+
+def test_changed_backbone_setting_recomputes(transfer_reruns):
+    run = transfer_reruns["pooling"]
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "backbone settings changed" in log_of(run)
+    assert transfer_reruns["pooled"].values.shape == (36, 1536)
+    assert transfer_reruns["pooled"].metadata["pooling"] == "avg"
+
+
+def test_offline_imagenet_falls_back_to_squeezenet_and_records_it(transfer_reruns):
+    run = transfer_reruns["fallback"]
+    assert run.returncode == 0, run.stderr[-3000:]
+    wanted = "inception_resnet_v2_weights_tf_dim_ordering_tf_kernels_notop.h5"
+    assert f"Keras wanted the file {wanted}" in log_of(run)
+    assert "Going on with the offline backbone 'squeezenet_v1_1'" in log_of(run)
+    meta = transfer_reruns["fallen_back"].metadata
+    assert (meta["backbone_requested"], meta["backbone"], meta["weights"]) == (
+        "inception_resnet_v2", "squeezenet_v1_1", "imagenet")
+    assert wanted in meta["fallback_reason"]
+    assert transfer_reruns["fallen_back"].values.shape == (36, 3 * 3 * 512)
+
+
+def test_offline_imagenet_without_fallback_stops_with_what_to_download(transfer_reruns, project):
+    run = transfer_reruns["no_fallback"]
+    assert run.returncode != 0
+    assert "ImageNetWeightsUnavailable" in log_of(run)
+    assert f"put it in {project / 'keras_home' / 'models'}/" in log_of(run)
+    assert "offline_fallback is null, so the run stops here" in log_of(run)
 
 
 def test_missing_corpus_stops_with_instructions(project):

@@ -24,6 +24,10 @@ class ClipArrayDataset(AbstractDataset[ClipArray, ClipArray]):
           path: data/04_feature/log_mel_spectrogram
           load_args:
             mmap_mode: r
+
+    ``optional: true`` makes ``load`` return None while nothing is saved yet: a node can then read
+    its own previous output (under a second catalog name) and decide whether it is still valid.
+    Saving a memory-mapped array loaded from this very folder rewrites only the JSON files.
     """
 
     def __init__(
@@ -31,6 +35,7 @@ class ClipArrayDataset(AbstractDataset[ClipArray, ClipArray]):
         *,
         path: str,
         load_args: dict[str, Any] | None = None,
+        optional: bool = False,
         metadata: dict[str, Any] | None = None,
     ) -> None:
         protocol, local_path = get_protocol_and_path(path)
@@ -38,16 +43,19 @@ class ClipArrayDataset(AbstractDataset[ClipArray, ClipArray]):
             raise DatasetError(f"ClipArrayDataset only supports local paths, got '{path}'")
         self._path = Path(local_path)
         self._load_args = dict(load_args or {})
+        self._optional = optional
         self.metadata = metadata
 
     def _describe(self) -> dict[str, Any]:
-        return {"path": str(self._path), "load_args": self._load_args}
+        return {"path": str(self._path), "load_args": self._load_args, "optional": self._optional}
 
     def _exists(self) -> bool:
         return (self._path / "values.npy").is_file() and (self._path / "clip_ids.json").is_file()
 
-    def load(self) -> ClipArray:
+    def load(self) -> ClipArray | None:
         if not self._exists():
+            if self._optional:
+                return None
             raise DatasetError(f"No clip array at '{self._path}'")
         values = np.load(self._path / "values.npy", mmap_mode=self._load_args.get("mmap_mode"))
         clip_ids = json.loads((self._path / "clip_ids.json").read_text())
@@ -58,12 +66,32 @@ class ClipArrayDataset(AbstractDataset[ClipArray, ClipArray]):
     def save(self, data: ClipArray) -> None:
         if not isinstance(data, ClipArray):
             raise DatasetError(f"ClipArrayDataset saves a ClipArray, got {type(data).__name__}")
+        if _maps_whole_file(data.values, self._path / "values.npy"):
+            # Values read from here unchanged (a reused result): the file already holds them.
+            self._write_json(self._path, data)
+            return
         # Write beside the target and swap, so an interrupted save never leaves a mixed folder.
         staging = self._path.with_name(self._path.name + ".saving")
         shutil.rmtree(staging, ignore_errors=True)
         staging.mkdir(parents=True)
         np.save(staging / "values.npy", np.ascontiguousarray(data.values))
-        (staging / "clip_ids.json").write_text(json.dumps(data.clip_ids.tolist()))
-        (staging / "metadata.json").write_text(json.dumps(data.metadata, indent=2, default=str))
+        self._write_json(staging, data)
         shutil.rmtree(self._path, ignore_errors=True)
         staging.rename(self._path)
+
+    @staticmethod
+    def _write_json(folder: Path, data: ClipArray) -> None:
+        (folder / "clip_ids.json").write_text(json.dumps(data.clip_ids.tolist()))
+        (folder / "metadata.json").write_text(json.dumps(data.metadata, indent=2, default=str))
+
+
+def _maps_whole_file(values: np.ndarray, values_file: Path) -> bool:
+    """Whether ``values`` is the whole memory-mapped ``values_file``, not a view of part of it."""
+    if not isinstance(values, np.memmap) or values.filename is None or not values_file.exists():
+        return False
+    root = values
+    while isinstance(root.base, np.ndarray):
+        root = root.base
+    return (Path(values.filename).resolve() == values_file.resolve()
+            and values.ctypes.data == root.ctypes.data
+            and values.shape == root.shape and values.strides == root.strides)

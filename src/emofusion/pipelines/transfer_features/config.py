@@ -1,0 +1,154 @@
+"""Checked transfer-feature settings and their fingerprint, without importing Keras (5 s), so that a
+bad setting fails at once and an unchanged run can reuse its stored features cheaply."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import json
+import os
+import urllib.error
+import urllib.request
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from emofusion.clip_array import ClipArray
+
+POOLINGS = ("none", "avg", "max")
+PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
+OUTPUT_DTYPES = ("float32", "float16")
+REGISTRY_FILE = "conf/base/parameters_transfer_features.yml"
+
+
+class TransferConfigError(ValueError):
+    """A transfer_features or backbones setting that cannot work."""
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    """One registry entry: how to build the network and what it expects."""
+
+    name: str
+    application: str  # dotted path to a constructor with the Keras-applications signature
+    preprocess_input: str  # dotted path to its input scaling, applied to 0-255 RGB pixels
+    input_size: tuple[int, int]
+    layer: str | None  # None taps the output of the headless network
+    pooling: str
+
+
+@dataclass(frozen=True)
+class TransferSettings:
+    """Everything the transfer features depend on, besides the spectrograms."""
+
+    backbone: BackboneSpec
+    weights: str | None  # "imagenet", a weights file path, or None for random initialisation
+    weights_digest: str | None  # content hash of a weights file, so a changed file recomputes
+    offline_fallback: BackboneSpec | None
+    precision: str
+    output_dtype: str
+    batch_size: int
+    random_seed: int
+
+    def identity(self) -> dict[str, Any]:
+        """The parts that change the features (the batch size does not)."""
+        identity = asdict(self)
+        identity.pop("batch_size")
+        if self.weights is not None:
+            identity.pop("random_seed")  # it only matters for random weights
+        identity["versions"] = {package: importlib.metadata.version(package)
+                                for package in ("keras", "tensorflow")}
+        return identity
+
+
+def backbone_spec(name: str, backbones: Mapping[str, Mapping[str, Any]]) -> BackboneSpec:
+    if name not in backbones:
+        raise TransferConfigError(
+            f"Unknown backbone '{name}'. Known backbones: {', '.join(sorted(backbones))}. "
+            f"To use another, add an entry under `backbones` in {REGISTRY_FILE}."
+        )
+    entry = dict(backbones[name])
+    required = ("application", "preprocess_input", "input_size", "pooling")
+    missing = [key for key in required if key not in entry]
+    if missing:
+        raise TransferConfigError(f"Backbone '{name}' in {REGISTRY_FILE} lacks {', '.join(missing)}")
+    pooling = str(entry["pooling"]).lower()
+    if pooling not in POOLINGS:
+        raise TransferConfigError(
+            f"Backbone '{name}': pooling '{entry['pooling']}' is not one of {', '.join(POOLINGS)}"
+        )
+    size = entry["input_size"]
+    if len(size) != 2 or not all(isinstance(s, int) and s > 0 for s in size):
+        raise TransferConfigError(f"Backbone '{name}': input_size must be [height, width], got {size}")
+    return BackboneSpec(name=name, application=entry["application"],
+                        preprocess_input=entry["preprocess_input"], input_size=tuple(size),
+                        layer=entry.get("layer"), pooling=pooling)
+
+
+def _choice(name: str, value: Any, choices: tuple[str, ...]) -> str:
+    if value not in choices:
+        raise TransferConfigError(f"transfer_features.{name} '{value}' is not one of {', '.join(choices)}")
+    return value
+
+
+def transfer_settings(params: Mapping[str, Any], backbones: Mapping[str, Mapping[str, Any]],
+                      random_seed: int) -> TransferSettings:
+    """Validate ``transfer_features`` parameters against the ``backbones`` registry."""
+    weights = params.get("weights")
+    weights = None if weights is None or str(weights).lower() == "none" else str(weights)
+    digest = None
+    if weights not in (None, "imagenet"):
+        path = Path(weights)
+        if not path.is_file():
+            raise TransferConfigError(
+                f"transfer_features.weights is '{weights}', which is neither 'imagenet', 'none' nor "
+                "an existing weights file"
+            )
+        with path.open("rb") as file:
+            digest = hashlib.file_digest(file, "blake2b").hexdigest()
+    fallback = params.get("offline_fallback")
+    batch_size = params.get("batch_size")
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise TransferConfigError(
+            f"transfer_features.batch_size must be a positive integer, got {batch_size}")
+    return TransferSettings(
+        backbone=backbone_spec(params["backbone"], backbones),
+        weights=weights,
+        weights_digest=digest,
+        offline_fallback=None if fallback is None else backbone_spec(fallback, backbones),
+        precision=_choice("precision", params.get("precision", "float32"), PRECISIONS),
+        output_dtype=_choice("output_dtype", params.get("output_dtype", "float32"), OUTPUT_DTYPES),
+        batch_size=batch_size,
+        random_seed=random_seed,
+    )
+
+
+def fingerprint(spectrograms: ClipArray, settings: TransferSettings) -> str:
+    """A digest of the spectrograms (ids, values, shape) and the settings that shape the features."""
+    digest = hashlib.blake2b(digest_size=16)
+    digest.update(json.dumps(settings.identity(), sort_keys=True).encode())
+    digest.update(json.dumps(spectrograms.clip_ids.tolist()).encode())
+    digest.update(str((spectrograms.values.shape, spectrograms.values.dtype.str)).encode())
+    chunk = 256  # clips at a time, so a memory-mapped array is never read whole into memory
+    for start in range(0, len(spectrograms), chunk):
+        digest.update(np.ascontiguousarray(spectrograms.values[start:start + chunk]).data)
+    return digest.hexdigest()
+
+
+def keras_cache_dir() -> Path:
+    """Where Keras keeps downloaded weights (``$KERAS_HOME/models``, by default ~/.keras/models)."""
+    return Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")).expanduser() / "models"
+
+
+def weights_now_reachable(url: str, timeout_s: float = 10.0) -> bool:
+    """Whether ImageNet weights that were unavailable before are in Keras's cache or downloadable."""
+    if (keras_cache_dir() / url.rsplit("/", 1)[-1]).is_file():
+        return True
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, method="HEAD"), timeout=timeout_s):
+            return True
+    except (urllib.error.URLError, OSError):
+        return False

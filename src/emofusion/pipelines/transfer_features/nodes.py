@@ -1,0 +1,89 @@
+"""transfer_features node: log-mel spectrograms -> ImageNet-CNN features, reused while unchanged."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import logging
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from emofusion.clip_array import ClipArray
+
+from .config import fingerprint, transfer_settings, weights_now_reachable
+
+logger = logging.getLogger(__name__)
+
+
+def _reusable(stored: ClipArray | None, digest: str) -> bool:
+    if stored is None:
+        return False
+    if stored.metadata.get("fingerprint") != digest:
+        logger.info("The spectrograms or the backbone settings changed since the stored transfer "
+                    "features were made: recomputing them.")
+        return False
+    url = stored.metadata.get("wanted_weights_url")
+    if url and weights_now_reachable(url):
+        logger.info("The stored transfer features came from the offline fallback, and the ImageNet "
+                    "weights it stood in for can now be had (%s): recomputing them.", url)
+        return False
+    return True
+
+
+def extract_transfer_features(log_mel_spectrogram: ClipArray, stored_transfer_features: ClipArray | None,
+                              transfer_features: Mapping[str, Any],
+                              backbones: Mapping[str, Mapping[str, Any]], random_seed: int) -> ClipArray:
+    """(clips, width) features of a headless ImageNet CNN applied to spectrogram images.
+
+    The CNN is the expensive step of the whole project, so when neither the spectrograms nor the
+    settings changed, the stored features (``stored_transfer_features``, the previous output) are
+    returned as they are."""
+    settings = transfer_settings(transfer_features, backbones, random_seed)
+    digest = fingerprint(log_mel_spectrogram, settings)
+    if _reusable(stored_transfer_features, digest):
+        meta = stored_transfer_features.metadata
+        logger.info("Transfer features are up to date (fingerprint %s): reusing the stored %d x %d "
+                    "features of backbone '%s' without running the CNN.", digest,
+                    *stored_transfer_features.values.shape, meta["backbone"])
+        return stored_transfer_features
+
+    # Keras and TensorFlow take seconds to import: only a run that computes features pays for that.
+    from .backbones import load_backbone
+    from .images import compute_device, extract_features
+
+    backbone = load_backbone(settings)
+    device = compute_device()
+    if settings.precision == "mixed_float16" and device == "CPU":
+        logger.warning("precision mixed_float16 is meant for GPUs; on a CPU it is slower than float32.")
+    spec = backbone.spec
+    width = int(backbone.model.output_shape[-1])
+    logger.info("Transfer features: backbone '%s' (%s), input %dx%d, layer %s %s, %d values per "
+                "clip, %s, batch %d, on %s.", spec.name, backbone.provenance["weights"],
+                *spec.input_size, backbone.layer, "flattened" if spec.pooling == "none" else
+                f"{spec.pooling}-pooled", width, settings.precision, settings.batch_size, device)
+    start = time.perf_counter()
+    values = extract_features(backbone, log_mel_spectrogram.values, settings.batch_size,
+                              settings.output_dtype)
+    seconds = time.perf_counter() - start
+    metadata = {
+        "feature": "transfer",
+        "backbone": spec.name,
+        "backbone_requested": settings.backbone.name,
+        **backbone.provenance,
+        "layer": backbone.layer,
+        "pooling": spec.pooling,
+        "input_size": list(spec.input_size),
+        "feature_shape": list(backbone.feature_shape),
+        "width": width,
+        "dtype": settings.output_dtype,
+        "precision": settings.precision,
+        "batch_size": settings.batch_size,
+        "device": device,
+        "seconds": round(seconds, 2),
+        "clips_per_second": round(len(values) / seconds, 2),
+        "fingerprint": digest,
+        "settings": settings.identity(),
+        "versions": {package: importlib.metadata.version(package)
+                     for package in ("emofusion", "tensorflow", "keras", "numpy")},
+    }
+    return ClipArray(log_mel_spectrogram.clip_ids, values, metadata)
