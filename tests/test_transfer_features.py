@@ -81,7 +81,10 @@ def test_weights_from_a_local_file_reproduce_the_model_they_were_saved_from(tmp_
     spectrograms = np.random.default_rng(1).uniform(-80, 0, (4, 32, 40)).astype(np.float16)
     expected = extract_features(original, spectrograms, 4, "float32")
     assert reloaded.provenance == {"weights": f"file {weights_file}", "pretrained": True}
-    assert np.array_equal(extract_features(reloaded, spectrograms, 3, "float32"), expected)
+    assert np.array_equal(extract_features(reloaded, spectrograms, 4, "float32"), expected)
+    # A batch size that does not divide the clips pads the last batch; the padding is cut off.
+    assert np.allclose(extract_features(reloaded, spectrograms, 3, "float32"), expected,
+                       rtol=1e-4, atol=1e-5)
     assert not np.allclose(extract_features(fresh, spectrograms, 4, "float32"), expected, atol=0)
 
 

@@ -29,17 +29,23 @@ def spectrogram_to_image(spectrograms: tf.Tensor | np.ndarray, input_size: tuple
 
 
 def backbone_inputs(backbone: Backbone, spectrograms: np.ndarray, batch_size: int) -> tf.data.Dataset:
-    """Batches of images scaled as the backbone expects; conversion overlaps the forward pass."""
+    """Batches of images scaled as the backbone expects; conversion overlaps the forward pass.
+
+    Every batch has `batch_size` rows, the last one padded with empty spectrograms, so the network
+    runs on a single static shape: one trace, and XLA (used on GPUs) compiles once."""
 
     def batches() -> Iterator[np.ndarray]:
         for start in range(0, len(spectrograms), batch_size):
-            yield np.asarray(spectrograms[start:start + batch_size], dtype=np.float32)
+            batch = np.zeros((batch_size, *spectrograms.shape[1:]), dtype=np.float32)
+            rows = spectrograms[start:start + batch_size]
+            batch[:len(rows)] = rows
+            yield batch
 
     def to_input(batch: tf.Tensor) -> tf.Tensor:
         pixels = 127.5 * (spectrogram_to_image(batch, backbone.spec.input_size) + 1.0)  # 0-255 RGB
         return backbone.preprocess_input(pixels)
 
-    signature = tf.TensorSpec((None, *spectrograms.shape[1:]), tf.float32)
+    signature = tf.TensorSpec((batch_size, *spectrograms.shape[1:]), tf.float32)
     return (tf.data.Dataset.from_generator(batches, output_signature=signature)
             .map(to_input, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
             .prefetch(2))
@@ -50,14 +56,11 @@ def extract_features(backbone: Backbone, spectrograms: np.ndarray, batch_size: i
     """(clips, width) features, written batch by batch into one preallocated array."""
     width = int(backbone.model.output_shape[-1])
     features = np.empty((len(spectrograms), width), dtype=output_dtype)
-    # One graph for every batch size: a last, smaller batch would otherwise cost a second trace,
-    # several seconds for Inception-ResNet-V2.
-    forward = tf.function(lambda images: backbone.model(images, training=False), input_signature=[
-        tf.TensorSpec((None, *backbone.spec.input_size, 3), tf.float32)])
     done = 0
     with tqdm(total=len(spectrograms), unit="clip", desc=f"{backbone.spec.name} features") as progress:
         for batch in backbone_inputs(backbone, spectrograms, batch_size):
-            rows = forward(batch).numpy()
+            # The same compiled path as model.predict, without its per-call data-adapter set-up.
+            rows = backbone.model.predict_on_batch(batch)[:len(spectrograms) - done]
             features[done:done + len(rows)] = rows
             done += len(rows)
             progress.update(len(rows))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import logging
+import os
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -48,6 +49,9 @@ def extract_transfer_features(log_mel_spectrogram: ClipArray, stored_transfer_fe
         return stored_transfer_features
 
     # Keras and TensorFlow take seconds to import: only a run that computes features pays for that.
+    # Their C++ start-up chatter is hidden unless the user sets TF_CPP_MIN_LOG_LEVEL; the device is
+    # logged below.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from .backbones import load_backbone
     from .images import compute_device, extract_features
 
