@@ -16,7 +16,8 @@ import yaml
 from emofusion.datasets import ClipArrayDataset
 
 PROJECT = Path(__file__).resolve().parents[1]
-TINY_DEMO = ("demo_corpus.speakers=2,demo_corpus.clips_per_emotion=2,demo_corpus.duration_s=1.5,"
+# 4 speakers x 8 emotions x 3 clips: enough for a split with every emotion in each subset.
+TINY_DEMO = ("demo_corpus.speakers=4,demo_corpus.clips_per_emotion=3,demo_corpus.duration_s=1.5,"
              "audio.duration_s=1.0")
 
 
@@ -28,14 +29,18 @@ def kedro(project: Path, *args: str, env: dict[str, str] | None = None) -> subpr
                           capture_output=True, text=True, timeout=600)
 
 
-@pytest.fixture(scope="module")
-def project(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("project")
+def scratch_project(root: Path) -> Path:
+    """The project's configuration without conf/local, and no data."""
     shutil.copytree(PROJECT / "conf", root / "conf", ignore=shutil.ignore_patterns("local"))
     shutil.copy(PROJECT / "pyproject.toml", root)
     (root / "conf" / "local").mkdir()
     (root / "src").mkdir()  # kedro wants the source folder; the package itself is installed
     return root
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory) -> Path:
+    return scratch_project(tmp_path_factory.mktemp("project"))
 
 
 @pytest.fixture(scope="module")
@@ -58,6 +63,7 @@ def finished_run(project: Path) -> subprocess.CompletedProcess:
         "transfer_features": {"weights": "none", "batch_size": 8},
         "backbones": {"inception_resnet_v2": {"input_size": [75, 75]},
                       "squeezenet_v1_1": {"input_size": [64, 64]}},
+        "classifiers": {"dnn": {"epochs": 40, "patience": 5}},
     }
     (project / "conf" / "local" / "parameters.yml").write_text(yaml.safe_dump(local))
     return kedro(project, "run", "--params", TINY_DEMO)
@@ -66,14 +72,14 @@ def finished_run(project: Path) -> subprocess.CompletedProcess:
 def test_run_succeeds_and_reports_clip_counts(finished_run):
     assert finished_run.returncode == 0, finished_run.stderr[-3000:]
     log = " ".join((finished_run.stdout + finished_run.stderr).split())
-    assert "Corpus 'demo': 32 clips used, 0 rejected" in log
+    assert "Corpus 'demo': 96 clips used, 0 rejected" in log
     assert "Corpus 'mine': 4 clips used, 3 rejected" in log
 
 
 def test_run_writes_manifests_rejections_and_features(finished_run, project):
     assert finished_run.returncode == 0
     manifest = pd.read_csv(project / "data/03_primary/clip_manifest.csv")
-    assert len(manifest) == 36
+    assert len(manifest) == 100
     assert set(manifest["emotion"]) == {"neutral", "calm", "happy", "sad", "angry", "fearful",
                                         "disgust", "surprised"}
     assert (manifest["source_sample_rate"].loc[manifest["corpus"] == "demo"] == 22050).all()
@@ -84,9 +90,9 @@ def test_run_writes_manifests_rejections_and_features(finished_run, project):
 
     features = {name: ClipArrayDataset(path=str(project / "data/04_feature" / name)).load()
                 for name in ("mfcc", "lpcc", "log_mel_spectrogram")}
-    assert features["mfcc"].values.shape == (36, 40)
-    assert features["lpcc"].values.shape == (36, 12)
-    assert features["log_mel_spectrogram"].values.shape == (36, 128, 81)
+    assert features["mfcc"].values.shape == (100, 40)
+    assert features["lpcc"].values.shape == (100, 12)
+    assert features["log_mel_spectrogram"].values.shape == (100, 128, 81)
     for feature in features.values():
         assert list(feature.clip_ids) == manifest["clip_id"].tolist()
         assert np.isfinite(feature.values.astype(np.float32)).all()
@@ -101,12 +107,39 @@ def test_run_extracts_transfer_features_and_says_the_weights_are_random(finished
     features = transfer_features(project)
     manifest = pd.read_csv(project / "data/03_primary/clip_manifest.csv")
     assert list(features.clip_ids) == manifest["clip_id"].tolist()
-    assert features.values.shape == (36, 1536) and features.values.dtype == np.float32
+    assert features.values.shape == (100, 1536) and features.values.dtype == np.float32
     assert np.isfinite(features.values).all() and features.values.std() > 0
     meta = features.metadata
     assert (meta["backbone"], meta["pretrained"], meta["feature_shape"]) == (
         "inception_resnet_v2", False, [1, 1, 1536])
     assert "RANDOM WEIGHTS" in log_of(finished_run) and "NOT pretrained" in log_of(finished_run)
+
+
+def test_run_fuses_streams_and_trains_every_variant_and_classifier_above_chance(finished_run, project):
+    assert finished_run.returncode == 0
+    params = yaml.safe_load((project / "conf/base/parameters_fusion.yml").read_text())
+    fused = ClipArrayDataset(path=str(project / "data/05_model_input/fused_features/mfcc_lpcc_ir")).load()
+    assert fused.values.shape == (100, 40 + 12 + 1536)
+    assert [b["stream"] for b in fused.metadata["blocks"]] == ["mfcc", "lpcc", "transfer_features"]
+
+    summary = pd.read_csv(project / "data/08_reporting/model_summary.csv")
+    assert set(zip(summary["variant"], summary["classifier"], strict=True)) == {
+        (variant, classifier) for variant in params["fusion_variants"] for classifier in ("svm", "dnn")}
+    split = pd.read_csv(project / "data/05_model_input/data_split.csv")
+    assert (summary["test_clips"] == (split["subset"] == "test").sum()).all()
+    assert (summary["split"] == "random").all()
+    # Eight emotions: chance is 1/8. The demo's emotions differ in pitch, energy and tempo, but
+    # these clips are 1 s long and there are 32 test clips.
+    by_model = summary.set_index(["variant", "classifier"])
+    assert by_model.loc[("mfcc_lpcc_ir", "svm"), "accuracy"] > 0.4
+    assert by_model["accuracy"].max() > 0.5 and by_model["accuracy"].median() > 0.3
+    metrics = json.loads((project / "data/08_reporting/metrics/mfcc_ir/dnn.json").read_text())
+    assert metrics["features"][1] | {"width": 0} == {
+        "stream": "transfer_features", "width": 0, "weight": 1.0, "backbone": "inception_resnet_v2",
+        "weights": "random initialisation (not pretrained)", "pretrained": False}
+    assert (project / "data/06_models/mfcc_ir/dnn.pkl").is_file()
+    log = log_of(finished_run)
+    assert "Model summary (random split)" in log
 
 
 def offline(project: Path) -> dict[str, str]:
@@ -151,7 +184,7 @@ def test_changed_backbone_setting_recomputes(transfer_reruns):
     run = transfer_reruns["pooling"]
     assert run.returncode == 0, run.stderr[-3000:]
     assert "backbone settings changed" in log_of(run)
-    assert transfer_reruns["pooled"].values.shape == (36, 1536)
+    assert transfer_reruns["pooled"].values.shape == (100, 1536)
     assert transfer_reruns["pooled"].metadata["pooling"] == "avg"
 
 
@@ -165,7 +198,7 @@ def test_offline_imagenet_falls_back_to_squeezenet_and_records_it(transfer_rerun
     assert (meta["backbone_requested"], meta["backbone"], meta["weights"]) == (
         "inception_resnet_v2", "squeezenet_v1_1", "imagenet")
     assert wanted in meta["fallback_reason"]
-    assert transfer_reruns["fallen_back"].values.shape == (36, 3 * 3 * 512)
+    assert transfer_reruns["fallen_back"].values.shape == (100, 3 * 3 * 512)
 
 
 def test_offline_imagenet_without_fallback_stops_with_what_to_download(transfer_reruns, project):
@@ -191,4 +224,32 @@ def test_kedro_viz_build_draws_the_pipeline_with_layers(project):
     names = {node["name"] for node in graph["nodes"]}
     assert {"build_corpus_manifest", "preprocess_audio", "extract_lpcc", "log_mel_spectrogram",
             "rejected_clips"} <= names
-    assert graph["layers"] == ["intermediate", "primary", "feature"]
+    assert graph["layers"][:4] == ["intermediate", "primary", "feature", "model_input"]
+    assert set(graph["layers"][4:]) == {"models", "model_output", "reporting"}
+    assert {"fusion.mfcc_ir.fused_features", "modelling.mfcc_ir.svm.trained_model", "model_summary"} <= names
+    namespaces = set(graph["modular_pipelines"])
+    assert {"fusion.mfcc_ir", "modelling.mfcc_ir.svm", "modelling.mfcc_ir.dnn"} <= namespaces
+
+
+def test_one_modelling_namespace_runs_alone_from_stored_features(transfer_reruns, project):
+    one = kedro(project, "run", "--namespaces", "modelling.lpcc.svm")
+    assert one.returncode == 0, one.stderr[-3000:]
+    ran = [line for line in one.stdout.splitlines() if "Node " in line and " took " in line]
+    assert len(ran) == 2 and all("modelling.lpcc.svm." in line for line in ran)
+
+
+def test_speaker_independent_split_refuses_clips_without_a_speaker(finished_run, project):
+    # The folder corpus 'mine' has <label>/clip.wav names: its speakers are unknown.
+    run = kedro(project, "run", "--pipeline", "modelling", "--params",
+                "split.strategy=speaker_independent,split.speaker_folds=4")
+    assert run.returncode != 0
+    assert "4 clips have no speaker (corpora: mine)" in log_of(run)
+
+
+def test_modelling_before_the_features_says_which_pipelines_to_run(tmp_path):
+    run = kedro(scratch_project(tmp_path), "run", "--pipeline", "modelling")
+    assert run.returncode != 0
+    log = log_of(run)
+    assert "This run needs data that is not there yet" in log
+    assert "clip_manifest (made by `kedro run --pipeline=data_processing`)" in log
+    assert "(made by `kedro run --pipeline=fusion`)" in log

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import importlib
 import logging
+import pkgutil
 import time
 from typing import Any
 
 from kedro.framework.hooks import hook_impl
-from kedro.pipeline import Node
+from kedro.pipeline import Node, Pipeline
 
 logger = logging.getLogger(__name__)
 
@@ -26,3 +28,35 @@ class NodeTimingHooks:
     def after_node_run(self, node: Node, outputs: dict[str, Any]) -> None:
         seconds = time.perf_counter() - self._started.pop(node.name)
         logger.info("Node %s took %.1f s", node.name, seconds)
+
+
+class MissingInputHooks:
+    """Stop a run before it starts when an input that another pipeline makes is not there yet,
+    and name that pipeline: `kedro run --pipeline=modelling` on a fresh project says to make the
+    features first instead of failing in its first node."""
+
+    @hook_impl
+    def before_pipeline_run(self, run_params: dict[str, Any], pipeline: Pipeline, catalog: Any) -> None:
+        made_by = {output: name for name, made in every_pipeline().items() for output in made.all_outputs()}
+        missing = {}
+        for dataset in sorted(pipeline.inputs()):
+            if dataset in made_by and not catalog.exists(dataset):
+                missing.setdefault(made_by[dataset], []).append(dataset)
+        if missing:
+            needs = "; ".join(f"{', '.join(names)} (made by `kedro run --pipeline={maker}`)"
+                              for maker, names in missing.items())
+            raise MissingInputError(f"This run needs data that is not there yet: {needs}. Run those "
+                                    "pipelines first, or plain `kedro run` to make everything.")
+
+
+def every_pipeline() -> dict[str, Pipeline]:
+    """Each folder of emofusion.pipelines, built: during a run Kedro's own registry holds only the
+    pipelines that were asked for."""
+    import emofusion.pipelines as package
+
+    return {module.name: importlib.import_module(f"{package.__name__}.{module.name}").create_pipeline()
+            for module in pkgutil.iter_modules(package.__path__) if module.ispkg}
+
+
+class MissingInputError(RuntimeError):
+    """An input of the requested pipeline has not been made yet."""

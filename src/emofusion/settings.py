@@ -2,9 +2,9 @@
 
 from kedro.config import OmegaConfigLoader
 
-from emofusion.hooks import NodeTimingHooks
+from emofusion.hooks import MissingInputHooks, NodeTimingHooks
 
-HOOKS = (NodeTimingHooks(),)
+HOOKS = (NodeTimingHooks(), MissingInputHooks())
 
 CONFIG_LOADER_CLASS = OmegaConfigLoader
 CONFIG_LOADER_ARGS = {

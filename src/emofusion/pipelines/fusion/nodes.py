@@ -1,0 +1,86 @@
+"""Feature streams joined by clip id into one matrix per fusion variant.
+
+Fusion only aligns and concatenates. Scaling each block is learned from the training split, so it
+belongs to the fitted model (modelling's `BlockScaler`): the block boundaries and their weights
+travel in the fused array's metadata."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from emofusion.clip_array import ClipArray
+
+logger = logging.getLogger(__name__)
+
+ROWS_PER_COPY = 256  # rows copied at a time from a memory-mapped stream
+
+
+class FusionConfigError(ValueError):
+    """A fusion variant that cannot be built, said before anything runs."""
+
+
+def validated_fusion_variants(fusion_variants: Mapping[str, Sequence[str]],
+                              block_weights: Mapping[str, float]) -> dict[str, list[str]]:
+    """Variants as lists of known streams; the streams are the keys of `block_weights`."""
+    if not fusion_variants:
+        raise FusionConfigError("`fusion_variants` is empty: name at least one list of feature streams")
+    variants = {}
+    for variant, streams in fusion_variants.items():
+        if isinstance(streams, str) or not streams:
+            raise FusionConfigError(
+                f"fusion variant '{variant}' must be a non-empty list of streams, "
+                "e.g. [mfcc, transfer_features]")
+        unknown = [stream for stream in streams if stream not in block_weights]
+        if unknown:
+            raise FusionConfigError(
+                f"fusion variant '{variant}' names unknown feature stream(s) {unknown}; known streams "
+                f"(the keys of `block_weights`): {sorted(block_weights)}")
+        if len(set(streams)) != len(streams):
+            raise FusionConfigError(f"fusion variant '{variant}' names a stream twice: {list(streams)}")
+        if not variant.isidentifier() or "__" in variant:
+            raise FusionConfigError(
+                f"fusion variant name '{variant}' must be a Python identifier (letters, digits, single "
+                "underscores): it becomes part of dataset and pipeline names")
+        variants[variant] = list(streams)
+    return variants
+
+
+def fuse_feature_streams(clip_manifest: pd.DataFrame, streams: Sequence[str],
+                         block_weights: Mapping[str, float], *arrays: ClipArray) -> ClipArray:
+    """One row per clip of the manifest, the streams' columns side by side.
+
+    Rows are matched by clip id, never by position: a stream that lacks a clip is an error that
+    names the stream, not a silent shift."""
+    clip_ids = clip_manifest["clip_id"].astype(str).to_numpy()
+    rows = {}
+    for name, array in zip(streams, arrays, strict=True):
+        position = {clip_id: i for i, clip_id in enumerate(array.clip_ids)}
+        missing = [clip_id for clip_id in clip_ids if clip_id not in position]
+        if missing:
+            raise KeyError(
+                f"feature stream '{name}' lacks {len(missing)} of the {len(clip_ids)} clips in "
+                f"clip_manifest (first: {missing[:3]}); it is older than the manifest: re-run the "
+                "pipeline that makes it (`kedro run` re-runs everything)")
+        rows[name] = np.fromiter((position[c] for c in clip_ids), dtype=np.int64, count=len(clip_ids))
+
+    widths = [int(np.prod(array.values.shape[1:])) for array in arrays]
+    fused = np.empty((len(clip_ids), sum(widths)), dtype=np.float32)
+    blocks: list[dict[str, Any]] = []
+    start = 0
+    for name, array, width in zip(streams, arrays, widths, strict=True):
+        stop = start + width
+        for first in range(0, len(clip_ids), ROWS_PER_COPY):
+            chunk = rows[name][first:first + ROWS_PER_COPY]
+            fused[first:first + len(chunk), start:stop] = array.values[chunk].reshape(len(chunk), width)
+        blocks.append({"stream": name, "start": start, "stop": stop, "weight": float(block_weights[name]),
+                       "source": array.metadata})
+        start = stop
+    logger.info("Fused %s for %d clips: %s", " + ".join(streams), len(clip_ids),
+                ", ".join(f"{b['stream']} {b['stop'] - b['start']}" for b in blocks))
+    return ClipArray(clip_ids, fused, {"feature": "fused_features", "streams": list(streams),
+                                       "blocks": blocks})

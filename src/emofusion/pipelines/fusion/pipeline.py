@@ -1,0 +1,24 @@
+from kedro.pipeline import Pipeline, node, pipeline
+
+from emofusion.configuration import pipeline_parameters
+
+from .nodes import fuse_feature_streams, validated_fusion_variants
+
+
+def fusion_template(streams: list[str]) -> Pipeline:
+    return Pipeline([node(
+        fuse_feature_streams,
+        inputs=["clip_manifest", "params:streams", "params:block_weights", *streams],
+        outputs="fused_features", name="fuse_feature_streams")])
+
+
+def create_pipeline(**kwargs) -> Pipeline:
+    """`fusion.<variant>` for every entry of `fusion_variants` in parameters_fusion.yml (or in the
+    `parameters` given, as tests do)."""
+    parameters = kwargs.get("parameters") or pipeline_parameters()
+    variants = validated_fusion_variants(parameters["fusion_variants"], parameters["block_weights"])
+    return sum((pipeline(fusion_template(streams), namespace=f"fusion.{variant}",
+                         inputs={"clip_manifest", *streams},
+                         parameters={"params:streams": f"params:fusion_variants.{variant}",
+                                     "params:block_weights": "params:block_weights"})
+                for variant, streams in variants.items()), Pipeline([]))

@@ -1,0 +1,240 @@
+"""Estimators with the scikit-learn interface, so a fitted model is one sklearn Pipeline: its
+block scaling, then the classifier, with the label order in `classes_`."""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+from sklearn.base import BaseEstimator, ClassifierMixin, TransformerMixin, clone
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics.pairwise import linear_kernel, rbf_kernel
+from sklearn.model_selection import StratifiedKFold, cross_val_predict
+from sklearn.svm import SVC
+
+logger = logging.getLogger(__name__)
+
+ROWS_PER_CHUNK = 256  # rows scaled at a time, so no float64 copy of a 98,304-wide matrix is made
+
+
+class ClassifierConfigError(ValueError):
+    """A classifier entry that cannot be built, said before anything runs."""
+
+
+class BlockScaler(TransformerMixin, BaseEstimator):
+    """Standardise every column, then weight each block by weight / sqrt(width).
+
+    A block's total variance becomes weight², so the 40 MFCC columns count as much as the 98,304
+    CNN columns at equal weights. Fitted on training rows only; float32 in and out."""
+
+    def __init__(self, blocks: Sequence[tuple[int, int]] = (), weights: Sequence[float] = ()) -> None:
+        self.blocks = blocks
+        self.weights = weights
+
+    def fit(self, X: np.ndarray, y: Any = None) -> BlockScaler:
+        width = X.shape[1]
+        total = np.zeros(width)
+        squares = np.zeros(width)
+        for start in range(0, len(X), ROWS_PER_CHUNK):
+            chunk = np.asarray(X[start:start + ROWS_PER_CHUNK], dtype=np.float64)
+            total += chunk.sum(axis=0)
+            squares += np.square(chunk).sum(axis=0)
+        mean = total / len(X)
+        std = np.sqrt(np.maximum(squares / len(X) - mean**2, 0.0))
+        std[std < 1e-8 * max(1.0, float(np.abs(mean).max(initial=0.0)))] = 1.0  # constant columns stay 0
+        factor = np.ones(width)
+        for (start, stop), weight in zip(self.blocks or [(0, width)], self.weights or [1.0], strict=True):
+            factor[start:stop] = weight / np.sqrt(stop - start)
+        self.mean_ = mean.astype(np.float32)
+        self.multiplier_ = (factor / std).astype(np.float32)
+        self.n_features_in_ = width
+        return self
+
+    def transform(self, X: np.ndarray) -> np.ndarray:
+        if X.shape[1] != self.n_features_in_:
+            raise ValueError(f"expected {self.n_features_in_} columns, got {X.shape[1]}: features made "
+                             "with other settings than this model was trained on")
+        out = np.empty(X.shape, dtype=np.float32)
+        for start in range(0, len(X), ROWS_PER_CHUNK):
+            chunk = np.asarray(X[start:start + ROWS_PER_CHUNK], dtype=np.float32)
+            out[start:start + len(chunk)] = (chunk - self.mean_) * self.multiplier_
+        return out
+
+
+class KernelSVC(ClassifierMixin, BaseEstimator):
+    """One-vs-one SVC (libsvm) on a kernel matrix computed with BLAS matrix products.
+
+    Given 98,304-wide rows, libsvm would evaluate every kernel value with its own scalar loop; one
+    matrix product makes the whole training kernel in about a second. Only the support vectors are
+    kept for prediction. With `probability`, class probabilities come from a multinomial logistic
+    calibration of the SVM's scores, fitted on cross-validated scores of the training clips
+    (Platt's idea; scikit-learn deprecates SVC's own `probability`)."""
+
+    def __init__(self, kernel: str = "rbf", C: float = 1.0, gamma: float | str = "scale",
+                 probability: bool = True, random_state: int | None = None) -> None:
+        self.kernel = kernel
+        self.C = C
+        self.gamma = gamma
+        self.probability = probability
+        self.random_state = random_state
+
+    def _kernel(self, X: np.ndarray, Y: np.ndarray) -> np.ndarray:
+        if self.kernel == "linear":
+            return linear_kernel(X, Y)
+        return rbf_kernel(X, Y, gamma=self.gamma_)
+
+    def fit(self, X: np.ndarray, y: np.ndarray) -> KernelSVC:
+        if self.kernel not in ("rbf", "linear"):
+            raise ClassifierConfigError(f"svm kernel '{self.kernel}' is not one of: rbf, linear")
+        X = np.asarray(X, dtype=np.float32)
+        self.gamma_ = 1.0 / (X.shape[1] * float(X.var())) if self.gamma == "scale" else float(self.gamma)
+        self.svc_ = SVC(kernel="precomputed", C=self.C)
+        self.svc_.fit(self._kernel(X, X), y)
+        self.support_vectors_ = X[self.svc_.support_]
+        self.n_training_rows_ = len(X)
+        self.classes_ = self.svc_.classes_
+        self.n_features_in_ = X.shape[1]
+        if self.probability:
+            folds = min(5, int(np.unique(y, return_counts=True)[1].min()))
+            if folds < 2:
+                raise ValueError("svm probabilities need at least 2 training clips of every emotion")
+            scores = cross_val_predict(
+                clone(self).set_params(probability=False), X, y, method="decision_function",
+                cv=StratifiedKFold(folds, shuffle=True, random_state=self.random_state))
+            self.calibrator_ = LogisticRegression(max_iter=1000).fit(scores.reshape(len(X), -1), y)
+        return self
+
+    def _test_kernel(self, X: np.ndarray) -> np.ndarray:
+        # libsvm indexes a precomputed kernel by training row; rows that are not support vectors
+        # have no weight, so their columns can stay zero.
+        kernel = np.zeros((len(X), self.n_training_rows_))
+        kernel[:, self.svc_.support_] = self._kernel(np.asarray(X, dtype=np.float32), self.support_vectors_)
+        return kernel
+
+    def decision_function(self, X: np.ndarray) -> np.ndarray:
+        """Per-class scores aggregated from the one-vs-one votes (scikit-learn's 'ovr' shape)."""
+        return self.svc_.decision_function(self._test_kernel(X))
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        """The one-vs-one vote."""
+        return self.svc_.predict(self._test_kernel(X))
+
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        if not self.probability:
+            raise AttributeError("this svm was trained with probability: false")
+        scores = self.decision_function(X)
+        return self.calibrator_.predict_proba(scores.reshape(len(X), -1))
+
+
+class DenseNetworkClassifier(ClassifierMixin, BaseEstimator):
+    """The reference head as a classifier: dense layers (ReLU, optional dropout), softmax, Adam,
+    early stopping on a validation split that is never the test split."""
+
+    def __init__(self, layers: Sequence[Mapping[str, Any]] = ({"units": 512, "dropout": 0.5}, {"units": 256}),
+                 learning_rate: float = 1e-3, epochs: int = 100, batch_size: int = 32,
+                 patience: int = 10, random_state: int | None = None) -> None:
+        self.layers = layers
+        self.learning_rate = learning_rate
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.patience = patience
+        self.random_state = random_state
+
+    def _network(self, width: int) -> Any:
+        import keras
+
+        network = [keras.Input((width,))]
+        for layer in self.layers:
+            network.append(keras.layers.Dense(int(layer["units"]), activation="relu"))
+            if layer.get("dropout"):
+                network.append(keras.layers.Dropout(float(layer["dropout"])))
+        network.append(keras.layers.Dense(len(self.classes_), activation="softmax"))
+        model = keras.Sequential(network)
+        model.compile(optimizer=keras.optimizers.Adam(self.learning_rate),
+                      loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+        return model
+
+    def fit(self, X: np.ndarray, y: np.ndarray,
+            validation: tuple[np.ndarray, np.ndarray] | None = None) -> DenseNetworkClassifier:
+        import keras
+        import tensorflow as tf
+
+        if validation is None or len(validation[1]) == 0:
+            raise ValueError("the dense network needs validation clips for early stopping; "
+                             "the split gave none")
+        keras.utils.set_random_seed(self.random_state or 0)
+        self.classes_ = np.unique(y)
+        code = {label: i for i, label in enumerate(self.classes_)}
+        encode = np.vectorize(code.__getitem__, otypes=[np.int64])
+        unseen = sorted(set(validation[1]) - set(self.classes_))
+        if unseen:
+            raise ValueError(f"validation clips have emotions absent from training: {unseen}")
+        self.model_ = self._network(X.shape[1])
+        # tf.data datasets made once: Keras would otherwise rebuild its input pipeline from the
+        # numpy arrays for every validation pass, a fixed cost per epoch that dominates small runs.
+        train = (tf.data.Dataset.from_tensor_slices((np.asarray(X, np.float32), encode(y)))
+                 .shuffle(len(y), seed=self.random_state, reshuffle_each_iteration=True)
+                 .batch(self.batch_size).prefetch(1))
+        validation_batches = tf.data.Dataset.from_tensor_slices(
+            (np.asarray(validation[0], np.float32), encode(validation[1]))).batch(256).cache()
+        history = self.model_.fit(
+            train, validation_data=validation_batches, epochs=self.epochs, shuffle=False, verbose=0,
+            callbacks=[keras.callbacks.EarlyStopping(patience=self.patience, restore_best_weights=True),
+                       keras.callbacks.LambdaCallback(on_epoch_end=self._log_epoch)])
+        self.epochs_run_ = len(history.history["loss"])
+        self.n_features_in_ = X.shape[1]
+        return self
+
+    def _log_epoch(self, epoch: int, logs: Mapping[str, float]) -> None:
+        logger.info("DNN epoch %d/%d: loss %.3f, accuracy %.3f, validation loss %.3f, accuracy %.3f",
+                    epoch + 1, self.epochs, logs["loss"], logs["accuracy"], logs["val_loss"],
+                    logs["val_accuracy"])
+
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        return np.asarray(self.model_.predict(np.asarray(X, np.float32), batch_size=256, verbose=0))
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        return self.classes_[self.predict_proba(X).argmax(axis=1)]
+
+    # A Keras model is pickled as the bytes of its .keras file, so the fitted pipeline is one file.
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        if "model_" in state:
+            with tempfile.TemporaryDirectory() as folder:
+                path = os.path.join(folder, "network.keras")
+                state["model_"].save(path)
+                with open(path, "rb") as file:
+                    state["model_"] = file.read()
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        if isinstance(state.get("model_"), bytes):
+            import keras
+
+            with tempfile.TemporaryDirectory() as folder:
+                path = os.path.join(folder, "network.keras")
+                with open(path, "wb") as file:
+                    file.write(state["model_"])
+                state["model_"] = keras.saving.load_model(path)
+        self.__dict__.update(state)
+
+
+CLASSIFIER_KINDS = {"svm": KernelSVC, "dnn": DenseNetworkClassifier}
+
+
+def build_classifier(settings: Mapping[str, Any], random_seed: int) -> BaseEstimator:
+    """`kind` picks the estimator; the other keys are its parameters."""
+    settings = dict(settings)
+    kind = settings.pop("kind", None)
+    if kind not in CLASSIFIER_KINDS:
+        raise ClassifierConfigError(f"classifier kind '{kind}' is not one of: {sorted(CLASSIFIER_KINDS)}")
+    estimator = CLASSIFIER_KINDS[kind]
+    known = set(estimator().get_params()) - {"random_state"}
+    unknown = sorted(set(settings) - known)
+    if unknown:
+        raise ClassifierConfigError(f"{kind} does not take {unknown}; it takes {sorted(known)}")
+    return estimator(**settings, random_state=random_seed)

@@ -1,0 +1,205 @@
+"""Split, train, predict and score. The split is made once and shared by every variant and
+classifier, so their scores are on the same test clips."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn.metrics import (
+    accuracy_score,
+    confusion_matrix,
+    f1_score,
+    precision_recall_fscore_support,
+    recall_score,
+)
+from sklearn.pipeline import Pipeline
+
+from emofusion.clip_array import ClipArray
+
+from .classifiers import BlockScaler, DenseNetworkClassifier, build_classifier
+
+logger = logging.getLogger(__name__)
+
+SPLIT_STRATEGIES = ("random", "speaker_independent")
+
+
+class SplitConfigError(ValueError):
+    """A split that cannot be made from these clips with these settings."""
+
+
+def split_clips(clip_manifest: pd.DataFrame, split: Mapping[str, Any], random_seed: int) -> pd.DataFrame:
+    """One row per (fold, clip) with its subset: train, validation or test.
+
+    `random`: one fold, stratified by emotion: test `test_size`, validation `validation_size`, the
+    rest train. `speaker_independent`: speakers are dealt into `speaker_folds` groups; fold k tests
+    on group k, validates on group k+1 and trains on the others, so no speaker is in two subsets.
+    Classifiers without early stopping (the SVM) train on train and validation together."""
+    strategy = split.get("strategy")
+    if strategy not in SPLIT_STRATEGIES:
+        raise SplitConfigError(f"split strategy '{strategy}' is not one of: {', '.join(SPLIT_STRATEGIES)}")
+    clips = clip_manifest[["clip_id", "emotion", "speaker"]].astype(str).reset_index(drop=True)
+    if strategy == "random":
+        test_size, validation_size = float(split["test_size"]), float(split["validation_size"])
+        if not (0 < test_size < 1 and 0 < validation_size < 1 and test_size + validation_size < 1):
+            raise SplitConfigError("split.test_size and split.validation_size must be fractions that "
+                                   "leave clips to train on")
+        # Each emotion is split in the same proportions, however few clips it has.
+        rng = np.random.default_rng(random_seed)
+        subset = np.full(len(clips), "train", dtype=object)
+        for emotion, members in clips.groupby("emotion").groups.items():
+            members = rng.permutation(np.asarray(members))
+            n_test = max(1, round(test_size * len(members)))
+            n_validation = max(1, round(validation_size * len(members)))
+            if len(members) - n_test - n_validation < 1:
+                raise SplitConfigError(
+                    f"emotion '{emotion}' has {len(members)} clips: too few for a test, a validation and a "
+                    "training clip. Add clips, or leave the emotion out with the `emotions` parameter")
+            subset[members[:n_test]] = "test"
+            subset[members[n_test:n_test + n_validation]] = "validation"
+        return clips.assign(fold=0, subset=subset)[["fold", "clip_id", "emotion", "speaker", "subset"]]
+
+    unknown = clip_manifest["speaker"].isna().to_numpy()
+    if unknown.any():
+        corpora = sorted(clip_manifest.loc[unknown, "corpus"].astype(str).unique())
+        raise SplitConfigError(
+            f"{unknown.sum()} clips have no speaker (corpora: {', '.join(corpora)}), so a "
+            "speaker-independent split cannot keep their speakers apart. Give their speakers (folder reader: "
+            "<label>/<speaker>/clip.wav; csv reader: a speaker column), leave those corpora out, or use "
+            "split.strategy: random")
+    speakers = sorted(clips["speaker"].unique())
+    n_folds = int(split["speaker_folds"])
+    if n_folds < 3 or len(speakers) < n_folds:
+        raise SplitConfigError(
+            f"a speaker-independent split into {n_folds} folds needs at least 3 folds and one speaker per "
+            f"fold; these clips have {len(speakers)} speakers. Set split.speaker_folds between 3 and "
+            f"{len(speakers)}, or use split.strategy: random")
+    group = {speaker: k for k, chunk in enumerate(np.array_split(np.array(speakers), n_folds))
+             for speaker in chunk}
+    speaker_group = clips["speaker"].map(group).to_numpy()
+    folds = []
+    for fold in range(n_folds):
+        subset = np.where(speaker_group == fold, "test",
+                          np.where(speaker_group == (fold + 1) % n_folds, "validation", "train"))
+        folds.append(clips.assign(fold=fold, subset=subset))
+    return pd.concat(folds, ignore_index=True)[["fold", "clip_id", "emotion", "speaker", "subset"]]
+
+
+def _rows(features: ClipArray, clip_ids: pd.Series) -> np.ndarray:
+    """Feature rows for these clips, by id."""
+    position = {clip_id: i for i, clip_id in enumerate(features.clip_ids)}
+    missing = [clip_id for clip_id in clip_ids if clip_id not in position]
+    if missing:
+        raise KeyError(f"{len(missing)} clips of the split have no fused features (first: {missing[:3]}); "
+                       "the split and the features come from different runs: run `kedro run` again")
+    return np.sort(np.fromiter((position[c] for c in clip_ids), dtype=np.int64, count=len(clip_ids)))
+
+
+def fit_and_predict(fused_features: ClipArray, data_split: pd.DataFrame, classifier: Mapping[str, Any],
+                    random_seed: int) -> tuple[Pipeline, pd.DataFrame]:
+    """Per fold: fit the block scaling and the classifier on that fold's training clips only, then
+    predict its test clips. Returns the first fold's fitted pipeline and every test prediction (with
+    speaker-independent folds, each clip is predicted once, by a model that never heard its speaker)."""
+    blocks = fused_features.metadata.get("blocks") or [{"start": 0, "stop": fused_features.values.shape[1],
+                                                        "weight": 1.0}]
+    emotion = dict(zip(data_split["clip_id"], data_split["emotion"], strict=False))
+    first_model, predictions = None, []
+    folds = sorted(data_split["fold"].unique())
+    for fold in folds:
+        rows = data_split[data_split["fold"] == fold]
+        estimator = build_classifier(classifier, random_seed)
+        early_stopping = isinstance(estimator, DenseNetworkClassifier)
+        train_subsets = ["train"] if early_stopping else ["train", "validation"]
+        started = time.perf_counter()
+        train = _rows(fused_features, rows.loc[rows["subset"].isin(train_subsets), "clip_id"])
+        scaler = BlockScaler([(b["start"], b["stop"]) for b in blocks], [b["weight"] for b in blocks])
+        X_train = fused_features.values[train]
+        X_train = scaler.fit(X_train).transform(X_train)
+        y_train = np.array([emotion[c] for c in fused_features.clip_ids[train]])
+        if early_stopping:
+            validation = _rows(fused_features, rows.loc[rows["subset"] == "validation", "clip_id"])
+            y_validation = np.array([emotion[c] for c in fused_features.clip_ids[validation]])
+            estimator.fit(X_train, y_train, validation=(scaler.transform(fused_features.values[validation]),
+                                                        y_validation))
+        else:
+            estimator.fit(X_train, y_train)
+        del X_train
+        model = Pipeline([("scale", scaler), ("classify", estimator)])
+        test = _rows(fused_features, rows.loc[rows["subset"] == "test", "clip_id"])
+        X_test = fused_features.values[test]
+        predicted = model.predict(X_test)
+        probabilities = model.predict_proba(X_test)
+        frame = pd.DataFrame({"fold": fold, "clip_id": fused_features.clip_ids[test],
+                              "emotion": [emotion[c] for c in fused_features.clip_ids[test]],
+                              "predicted": predicted})
+        columns = [f"p_{label}" for label in model.classes_]
+        predictions.append(frame.join(pd.DataFrame(probabilities, columns=columns)))
+        logger.info("Fold %d/%d: trained on %d clips, tested on %d, accuracy %.3f (%.1f s)", fold + 1,
+                    len(folds), len(train), len(test), float((frame["emotion"] == frame["predicted"]).mean()),
+                    time.perf_counter() - started)
+        if first_model is None:
+            first_model = model
+    predictions = pd.concat(predictions, ignore_index=True)
+    # A fold whose training clips lacked an emotion gives it no probability column: it had none.
+    return first_model, predictions.fillna({column: 0.0 for column in predictions if column.startswith("p_")})
+
+
+def describe_features(fused_features: ClipArray) -> list[dict[str, Any]]:
+    """Each block's stream and width and, for CNN features, the backbone and weights really used."""
+    described = []
+    for block in fused_features.metadata.get("blocks", []):
+        source = block.get("source", {})
+        entry = {"stream": block["stream"], "width": block["stop"] - block["start"],
+                 "weight": block["weight"]}
+        if "backbone" in source:
+            entry |= {"backbone": source["backbone"], "weights": source.get("weights"),
+                      "pretrained": source.get("pretrained")}
+        described.append(entry)
+    return described
+
+
+def evaluate_predictions(test_predictions: pd.DataFrame, fused_features: ClipArray) -> dict[str, Any]:
+    """Accuracy, unweighted average recall (the mean of per-emotion recalls, blind to class sizes),
+    macro F1, per-class precision, recall and F1 and the confusion matrix, over all test clips."""
+    truth, predicted = test_predictions["emotion"].astype(str), test_predictions["predicted"].astype(str)
+    labels = sorted(set(truth) | set(predicted))
+    precision, recall, f1, support = precision_recall_fscore_support(truth, predicted, labels=labels,
+                                                                     zero_division=0)
+    return {
+        "test_clips": len(test_predictions),
+        "folds": int(test_predictions["fold"].nunique()),
+        "accuracy": accuracy_score(truth, predicted),
+        "unweighted_average_recall": recall_score(truth, predicted, labels=labels, average="macro",
+                                                  zero_division=0),
+        "macro_f1": f1_score(truth, predicted, labels=labels, average="macro", zero_division=0),
+        "per_class": {label: {"precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)}
+                      for label, p, r, f, s in zip(labels, precision, recall, f1, support, strict=True)},
+        "confusion_matrix": {"labels": labels,
+                             "counts": confusion_matrix(truth, predicted, labels=labels).tolist()},
+        "features": describe_features(fused_features),
+    }
+
+
+def summarise_classification_metrics(split: Mapping[str, Any], **metrics: dict[str, Any]) -> pd.DataFrame:
+    """One row per `<variant>__<classifier>` input, best unweighted average recall first."""
+    rows = []
+    for instance, scores in metrics.items():
+        variant, classifier = instance.split("__", 1)
+        cnn = next((block for block in scores["features"] if "backbone" in block), {})
+        rows.append({
+            "variant": variant, "classifier": classifier,
+            "streams": " + ".join(block["stream"] for block in scores["features"]),
+            "width": sum(block["width"] for block in scores["features"]),
+            "split": split["strategy"], "folds": scores["folds"], "test_clips": scores["test_clips"],
+            "accuracy": scores["accuracy"], "unweighted_average_recall": scores["unweighted_average_recall"],
+            "macro_f1": scores["macro_f1"],
+            "backbone": cnn.get("backbone", ""), "weights": cnn.get("weights", ""),
+        })
+    summary = pd.DataFrame(rows).sort_values("unweighted_average_recall", ascending=False, kind="stable")
+    logger.info("Model summary (%s split):\n%s", split["strategy"], summary.drop(
+        columns=["streams", "backbone", "weights"]).to_string(index=False, float_format="%.3f"))
+    return summary.reset_index(drop=True)

@@ -1,0 +1,53 @@
+import warnings
+
+from kedro.pipeline import Pipeline, node, pipeline
+
+from emofusion.configuration import pipeline_parameters
+
+from ..fusion.nodes import validated_fusion_variants
+from .classifiers import ClassifierConfigError, build_classifier
+from .nodes import evaluate_predictions, fit_and_predict, split_clips, summarise_classification_metrics
+
+
+def modelling_template() -> Pipeline:
+    return Pipeline([
+        node(fit_and_predict,
+             inputs=["fused_features", "data_split", "params:classifier", "params:random_seed"],
+             outputs=["trained_model", "test_predictions"], name="fit_and_predict"),
+        node(evaluate_predictions, inputs=["test_predictions", "fused_features"],
+             outputs="classification_metrics", name="evaluate_predictions"),
+    ])
+
+
+def create_pipeline(**kwargs) -> Pipeline:
+    """The shared split, `modelling.<variant>.<classifier>` for every fusion variant and every entry
+    of `classifiers` in parameters_modelling.yml, and one summary table over all of them."""
+    parameters = kwargs.get("parameters") or pipeline_parameters()
+    variants = validated_fusion_variants(parameters["fusion_variants"], parameters["block_weights"])
+    classifiers = parameters["classifiers"]
+    for name, settings in classifiers.items():
+        if not name.isidentifier() or "__" in name:
+            raise ClassifierConfigError(f"classifier name '{name}' must be a Python identifier (letters, "
+                                        "digits, single underscores): it becomes part of pipeline names")
+        build_classifier(settings, 0)  # an unknown kind or option fails here, before anything runs
+    instances = [(variant, classifier) for variant in variants for classifier in classifiers]
+    with warnings.catch_warnings():
+        # The inputs are other namespaces' outputs, dotted as Kedro names them; Kedro warns about
+        # any dotted name it did not make itself.
+        warnings.filterwarnings("ignore", message="One or more dataset names contain '.'")
+        models = [pipeline(modelling_template(), namespace=f"modelling.{variant}.{classifier}",
+                           inputs={"fused_features": f"fusion.{variant}.fused_features",
+                                   "data_split": "data_split"},
+                           parameters={"params:classifier": f"params:classifiers.{classifier}",
+                                       "params:random_seed": "params:random_seed"})
+                  for variant, classifier in instances]
+    return Pipeline([
+        node(split_clips, inputs=["clip_manifest", "params:split", "params:random_seed"],
+             outputs="data_split", name="split_clips"),
+        *models,
+        node(summarise_classification_metrics,
+             inputs={"split": "params:split", **{
+                 f"{variant}__{classifier}": f"modelling.{variant}.{classifier}.classification_metrics"
+                 for variant, classifier in instances}},
+             outputs="model_summary", name="summarise_classification_metrics"),
+    ])

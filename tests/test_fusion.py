@@ -1,0 +1,74 @@
+"""fusion: streams joined by clip id, and variants that are YAML."""
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from emofusion.clip_array import ClipArray
+from emofusion.configuration import pipeline_parameters
+from emofusion.pipelines.fusion import create_pipeline
+from emofusion.pipelines.fusion.nodes import (
+    FusionConfigError,
+    fuse_feature_streams,
+    validated_fusion_variants,
+)
+
+PROJECT = Path(__file__).resolve().parents[1]
+WEIGHTS = {"mfcc": 1.0, "lpcc": 0.5, "transfer_features": 2.0}
+
+
+def stream(ids: list[str], width: int, offset: float) -> ClipArray:
+    """Row values that encode the clip: clip number + offset, so alignment is visible."""
+    values = np.array([[int(i[1:]) + offset] * width for i in ids], dtype=np.float32)
+    return ClipArray(np.array(ids), values, {"feature": f"w{width}"})
+
+
+def test_streams_are_joined_by_clip_id_not_by_position():
+    manifest = pd.DataFrame({"clip_id": ["c1", "c2", "c3"]})
+    mfcc = stream(["c3", "c1", "c2"], 2, 0.0)
+    cnn = ClipArray(np.array(["c2", "c3", "c1", "c9"]),
+                    np.array([[[2.5]], [[3.5]], [[1.5]], [[9.5]]], dtype=np.float32), {"backbone": "x"})
+    fused = fuse_feature_streams(manifest, ["mfcc", "transfer_features"], WEIGHTS, mfcc, cnn)
+    assert list(fused.clip_ids) == ["c1", "c2", "c3"]
+    assert fused.values.tolist() == [[1, 1, 1.5], [2, 2, 2.5], [3, 3, 3.5]]
+    assert [(b["stream"], b["start"], b["stop"], b["weight"]) for b in fused.metadata["blocks"]] == [
+        ("mfcc", 0, 2, 1.0), ("transfer_features", 2, 3, 2.0)]
+    assert fused.metadata["blocks"][1]["source"] == {"backbone": "x"}
+
+
+def test_a_stream_missing_a_clip_is_named():
+    manifest = pd.DataFrame({"clip_id": ["c1", "c2"]})
+    with pytest.raises(KeyError, match="'lpcc' lacks 1 of the 2 clips"):
+        fuse_feature_streams(manifest, ["mfcc", "lpcc"], WEIGHTS,
+                             stream(["c1", "c2"], 2, 0), stream(["c1"], 2, 0))
+
+
+@pytest.mark.parametrize(("variants", "message"), [
+    ({"bad": ["mfcc", "mfccs"]}, r"unknown feature stream\(s\) \['mfccs'\]"),
+    ({"bad": []}, "non-empty list"),
+    ({"bad": "mfcc"}, "non-empty list"),
+    ({"bad": ["mfcc", "mfcc"]}, "names a stream twice"),
+    ({"no good": ["mfcc"]}, "Python identifier"),
+    ({}, "is empty"),
+])
+def test_bad_fusion_variants_are_refused_with_the_reason(variants, message):
+    with pytest.raises(FusionConfigError, match=message):
+        validated_fusion_variants(variants, WEIGHTS)
+
+
+def test_one_namespaced_pipeline_per_variant_with_its_streams_as_inputs():
+    parameters = pipeline_parameters(PROJECT)
+    assert set(parameters["fusion_variants"]) >= {"ir", "mfcc_ir", "lpcc_ir", "mfcc_lpcc_ir"}
+    fusion = create_pipeline(parameters=parameters)
+    for variant, streams in parameters["fusion_variants"].items():
+        (node,) = fusion.only_nodes_with_namespaces([f"fusion.{variant}"]).nodes
+        assert node.name == f"fusion.{variant}.fuse_feature_streams"
+        assert node.inputs == ["clip_manifest", f"params:fusion_variants.{variant}", "params:block_weights",
+                               *streams]
+        assert node.outputs == [f"fusion.{variant}.fused_features"]
+
+    extra = dict(parameters, fusion_variants={"mfcc_only": ["mfcc"]})
+    names = [n.name for n in create_pipeline(parameters=extra).nodes]
+    assert names == ["fusion.mfcc_only.fuse_feature_streams"]

@@ -1,0 +1,190 @@
+"""modelling: splits, scaling fitted on training clips only, classifiers, metrics, namespaced pipelines."""
+
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.svm import SVC
+
+from emofusion.clip_array import ClipArray
+from emofusion.configuration import pipeline_parameters
+from emofusion.pipelines.modelling import create_pipeline
+from emofusion.pipelines.modelling.classifiers import (
+    BlockScaler,
+    ClassifierConfigError,
+    DenseNetworkClassifier,
+    KernelSVC,
+    build_classifier,
+)
+from emofusion.pipelines.modelling.nodes import (
+    SplitConfigError,
+    evaluate_predictions,
+    fit_and_predict,
+    split_clips,
+)
+
+PROJECT = Path(__file__).resolve().parents[1]
+EMOTIONS = ["angry", "calm", "happy", "sad"]
+
+
+def manifest(speakers: int = 8, clips_per_emotion: int = 5) -> pd.DataFrame:
+    rows = [{"clip_id": f"s{s}/{e}/{k}", "emotion": e, "speaker": f"c:{s:02d}"}
+            for s in range(speakers) for e in EMOTIONS for k in range(clips_per_emotion)]
+    return pd.DataFrame(rows)
+
+
+def test_random_split_is_disjoint_stratified_and_seeded():
+    clips = manifest()
+    split = split_clips(clips, {"strategy": "random", "test_size": 0.3, "validation_size": 0.15}, 7)
+    assert split["clip_id"].is_unique and set(split["clip_id"]) == set(clips["clip_id"])
+    assert (split["fold"] == 0).all()
+    shares = split.groupby("emotion")["subset"].value_counts(normalize=True).unstack()
+    # 40 clips per emotion: exactly 12 test, 6 validation, 22 train in each
+    assert (shares["test"] == 12 / 40).all() and (shares["validation"] == 6 / 40).all()
+    again = split_clips(clips, {"strategy": "random", "test_size": 0.3, "validation_size": 0.15}, 7)
+    other = split_clips(clips, {"strategy": "random", "test_size": 0.3, "validation_size": 0.15}, 8)
+    assert split.equals(again) and not split.equals(other)
+
+
+def test_speaker_independent_folds_never_share_a_speaker_and_test_each_clip_once():
+    clips = manifest(speakers=8)
+    split = split_clips(clips, {"strategy": "speaker_independent", "speaker_folds": 4}, 0)
+    assert sorted(split["fold"].unique()) == [0, 1, 2, 3]
+    for _, fold in split.groupby("fold"):
+        speakers = fold.groupby("subset")["speaker"].agg(set)
+        assert len(speakers["test"]) == 2
+        assert not speakers["test"] & speakers["train"] and not speakers["test"] & speakers["validation"]
+        assert not speakers["validation"] & speakers["train"]
+    tested = split.loc[split["subset"] == "test", "clip_id"]
+    assert tested.is_unique and set(tested) == set(clips["clip_id"])
+
+
+@pytest.mark.parametrize(("clips", "split", "message"), [
+    (manifest(speakers=2), {"strategy": "speaker_independent", "speaker_folds": 6}, "have 2 speakers"),
+    (manifest(speakers=1, clips_per_emotion=2),
+     {"strategy": "random", "test_size": 0.3, "validation_size": 0.15}, "has 2 clips: too few"),
+    (manifest(), {"strategy": "leave_one_out"}, "not one of: random, speaker_independent"),
+])
+def test_impossible_splits_say_why(clips, split, message):
+    with pytest.raises(SplitConfigError, match=message):
+        split_clips(clips, split, 0)
+
+
+def test_block_scaler_gives_each_block_the_total_variance_of_its_weight():
+    rng = np.random.default_rng(0)
+    X = np.hstack([rng.normal(5, 3, (200, 4)), rng.normal(-2, 0.1, (200, 400))]).astype(np.float32)
+    scaled = BlockScaler([(0, 4), (4, 404)], [1.0, 2.0]).fit(X).transform(X)
+    assert scaled.dtype == np.float32
+    assert np.allclose(scaled.mean(axis=0), 0, atol=1e-4)
+    assert scaled[:, :4].var(axis=0).sum() == pytest.approx(1.0, rel=1e-3)
+    assert scaled[:, 4:].var(axis=0).sum() == pytest.approx(4.0, rel=1e-3)
+
+
+def fused(n_per_emotion: int = 30, width: int = 6, seed: int = 0) -> tuple[ClipArray, pd.DataFrame]:
+    """Clips whose first column says the emotion, plus noise columns."""
+    rng = np.random.default_rng(seed)
+    clips = manifest(speakers=6, clips_per_emotion=n_per_emotion // 6)
+    values = rng.normal(0, 1, (len(clips), width)).astype(np.float32)
+    values[:, 0] += 4 * clips["emotion"].map({e: i for i, e in enumerate(EMOTIONS)}).to_numpy()
+    blocks = [{"stream": "a", "start": 0, "stop": 2, "weight": 1.0},
+              {"stream": "b", "start": 2, "stop": width, "weight": 1.0}]
+    return ClipArray(clips["clip_id"].to_numpy(), values, {"blocks": blocks}), clips
+
+
+def test_no_statistic_is_fitted_on_test_clips():
+    features, clips = fused()
+    split = split_clips(clips, {"strategy": "random", "test_size": 0.3, "validation_size": 0.15}, 0)
+    test_ids = set(split.loc[split["subset"] == "test", "clip_id"])
+    is_test = np.array([c in test_ids for c in features.clip_ids])
+    poisoned = features.values.copy()
+    poisoned[is_test] += 1000.0  # would move any mean or scale that saw a test clip
+    model, predictions = fit_and_predict(ClipArray(features.clip_ids, poisoned, features.metadata), split,
+                                         {"kind": "svm", "C": 1.0}, 0)
+    train = poisoned[~is_test]
+    assert np.allclose(model.named_steps["scale"].mean_, train.mean(axis=0), atol=1e-3)
+    assert set(predictions["clip_id"]) == test_ids
+    assert list(model.classes_) == EMOTIONS
+
+
+@pytest.mark.parametrize("classifier", [
+    {"kind": "svm", "kernel": "rbf", "C": 10.0},
+    {"kind": "dnn", "layers": [{"units": 32, "dropout": 0.5}, {"units": 16}], "learning_rate": 0.01,
+     "epochs": 60, "patience": 10},
+])
+def test_classifiers_learn_a_separable_problem_in_both_split_strategies(classifier):
+    features, clips = fused(n_per_emotion=36)
+    for split in ({"strategy": "random", "test_size": 0.3, "validation_size": 0.15},
+                  {"strategy": "speaker_independent", "speaker_folds": 3}):
+        _, predictions = fit_and_predict(features, split_clips(clips, split, 0), classifier, 0)
+        assert (predictions["emotion"] == predictions["predicted"]).mean() > 0.8
+        probabilities = predictions.filter(regex="^p_").to_numpy()
+        assert np.allclose(probabilities.sum(axis=1), 1, atol=1e-4)
+
+
+def test_kernel_svc_predicts_as_libsvm_does_with_its_own_kernel():
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(120, 30)).astype(np.float32)
+    y = np.where(X[:, 0] + X[:, 1] ** 2 > 0.5, "a", np.where(X[:, 2] > 0, "b", "c"))
+    X_test = rng.normal(size=(50, 30)).astype(np.float32)
+    ours = KernelSVC(C=3.0, gamma=0.05, probability=False).fit(X, y)
+    reference = SVC(C=3.0, gamma=0.05).fit(X.astype(np.float64), y)
+    assert np.array_equal(ours.predict(X_test), reference.predict(X_test))
+    assert np.allclose(ours.decision_function(X_test), reference.decision_function(X_test), atol=1e-4)
+    assert len(ours.support_vectors_) == len(reference.support_vectors_) < len(X)
+
+
+def test_a_fitted_dense_network_survives_pickling():
+    features, clips = fused()
+    model, _ = fit_and_predict(features, split_clips(
+        clips, {"strategy": "random", "test_size": 0.3, "validation_size": 0.15}, 0),
+        {"kind": "dnn", "layers": [{"units": 8}], "epochs": 3}, 0)
+    restored = pickle.loads(pickle.dumps(model))
+    assert np.allclose(restored.predict_proba(features.values[:5]), model.predict_proba(features.values[:5]))
+
+
+def test_metrics_on_a_case_worked_by_hand():
+    predictions = pd.DataFrame({"fold": 0, "emotion": ["a", "a", "b", "b", "b", "b", "c", "c"],
+                                "predicted": ["a", "b", "b", "b", "b", "c", "c", "a"]})
+    metrics = evaluate_predictions(predictions, ClipArray(np.array(["x"]), np.zeros((1, 1))))
+    assert metrics["accuracy"] == pytest.approx(5 / 8)
+    # recalls: a 1/2, b 3/4, c 1/2
+    assert metrics["unweighted_average_recall"] == pytest.approx((1 / 2 + 3 / 4 + 1 / 2) / 3)
+    # precisions: a 1/2, b 3/4, c 1/2; F1 = harmonic means
+    assert metrics["per_class"]["b"] == pytest.approx(
+        {"precision": 0.75, "recall": 0.75, "f1": 0.75, "support": 4})
+    assert metrics["macro_f1"] == pytest.approx((0.5 + 0.75 + 0.5) / 3)
+    assert metrics["confusion_matrix"] == {"labels": ["a", "b", "c"],
+                                           "counts": [[1, 1, 0], [0, 3, 1], [1, 0, 1]]}
+
+
+def test_classifier_entries_are_checked():
+    with pytest.raises(ClassifierConfigError, match="kind 'forest'"):
+        build_classifier({"kind": "forest"}, 0)
+    with pytest.raises(ClassifierConfigError, match=r"svm does not take \['depth'\]"):
+        build_classifier({"kind": "svm", "depth": 3}, 0)
+    assert isinstance(build_classifier({"kind": "dnn", "epochs": 5}, 0), DenseNetworkClassifier)
+
+
+def test_one_namespaced_pipeline_per_variant_and_classifier():
+    parameters = pipeline_parameters(PROJECT)
+    modelling = create_pipeline(parameters=parameters)
+    variants, classifiers = parameters["fusion_variants"], parameters["classifiers"]
+    assert {"ir", "mfcc_ir", "lpcc_ir", "mfcc_lpcc_ir"} <= set(variants)
+    assert {"svm", "dnn"} <= set(classifiers)
+    for variant in variants:
+        for classifier in classifiers:
+            namespace = f"modelling.{variant}.{classifier}"
+            nodes = {n.name: n for n in modelling.only_nodes_with_namespaces([namespace]).nodes}
+            fit = nodes[f"{namespace}.fit_and_predict"]
+            assert fit.inputs == [f"fusion.{variant}.fused_features", "data_split",
+                                  f"params:classifiers.{classifier}", "params:random_seed"]
+            assert fit.outputs == [f"{namespace}.trained_model", f"{namespace}.test_predictions"]
+            evaluate = nodes[f"{namespace}.evaluate_predictions"]
+            assert evaluate.outputs == [f"{namespace}.classification_metrics"]
+    summary = next(n for n in modelling.nodes if n.name == "summarise_classification_metrics")
+    assert len(summary.inputs) == 1 + len(variants) * len(classifiers)
+    assert modelling.inputs() == {"clip_manifest", "params:split", "params:random_seed",
+                                  *(f"params:classifiers.{c}" for c in classifiers),
+                                  *(f"fusion.{v}.fused_features" for v in variants)}
