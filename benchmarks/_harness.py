@@ -90,4 +90,4 @@ def measured_kedro_run(project: Path, *args: str) -> dict[str, Any]:
         for line in log.splitlines() if " took " in line and "Node " in line
     }
     return {"wall_s": seconds, "pipeline_s": pipeline_seconds, "peak_pss_mb": peak / 2**20,
-            "node_s": node_seconds}
+            "node_s": node_seconds, "log": log}

@@ -26,6 +26,20 @@ def report(title: str, figures: dict) -> None:
         print(f"  {node:<48} {seconds:7.1f} s")
 
 
+def summary_of(project: Path, models: list[str], strategy: str) -> pd.DataFrame:
+    """The summary table's rows for models trained through --namespaces (the summary node is not
+    in their namespaces), from their metrics files."""
+    rows = []
+    for model in models:
+        variant, classifier = model.split(".")
+        scores = json.loads((project / f"data/08_reporting/metrics/{variant}/{classifier}.json").read_text())
+        rows.append({"variant": variant, "classifier": classifier, "split": strategy,
+                     "width": sum(block["width"] for block in scores["features"]),
+                     **{key: scores[key] for key in ("folds", "test_clips", "accuracy",
+                                                     "unweighted_average_recall", "macro_f1")}})
+    return pd.DataFrame(rows).sort_values("unweighted_average_recall", ascending=False)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--corpus-path", default="../shared/data/ravdess")
@@ -35,6 +49,8 @@ def main() -> None:
     parser.add_argument("--statistics", nargs="+", default=None,
                         help="MFCC and LPCC clip statistics (default: the project's)")
     parser.add_argument("--strategies", nargs="+", default=["random", "speaker_independent"])
+    parser.add_argument("--only", nargs="+", metavar="VARIANT.CLASSIFIER",
+                        help="train only these models (e.g. mfcc_ir.svm), through `kedro run --namespaces`")
     parser.add_argument("--workdir", help="scratch project folder (default: a new temp folder)")
     parser.add_argument("--skip-features", action="store_true", help="reuse the workdir's features")
     parser.add_argument("--json", help="also write the figures and tables to this file")
@@ -49,17 +65,26 @@ def main() -> None:
     results: dict = {}
     if not args.skip_features:
         results["features"] = measured_kedro_run(project, "--to-outputs=mfcc,lpcc,transfer_features")
+        results["features"].pop("log")
         report("features (data_processing, feature_extraction, transfer_features)", results["features"])
     results["fusion"] = measured_kedro_run(project, "--pipeline=fusion")
+    results["fusion"].pop("log")
     report("kedro run --pipeline=fusion", results["fusion"])
     meta = json.loads((project / "data/04_feature/transfer_features/metadata.json").read_text())
     for strategy in args.strategies:
-        figures = measured_kedro_run(project, "--pipeline=modelling",
-                                     "--params", f"split.strategy={strategy}")
-        report(f"kedro run --pipeline=modelling, {strategy} split", figures)
-        summary = pd.read_csv(project / "data/08_reporting/model_summary.csv")
+        split = f"split.strategy={strategy}"
+        if args.only:
+            measured_kedro_run(project, "--nodes=split_clips", "--params", split)
+            namespaces = ",".join(f"modelling.{model}" for model in args.only)
+            figures = measured_kedro_run(project, f"--namespaces={namespaces}", "--params", split)
+            summary = summary_of(project, args.only, strategy)
+        else:
+            figures = measured_kedro_run(project, "--pipeline=modelling", "--params", split)
+            summary = pd.read_csv(project / "data/08_reporting/model_summary.csv")
+        (project / f"modelling_{strategy}.log").write_text(figures.pop("log"))
+        report(f"modelling, {strategy} split", figures)
         summary.to_csv(project / f"model_summary_{strategy}.csv", index=False)
-        print(f"\n{strategy} split, CNN: {meta['backbone']} ({meta['provenance']['weights']}), "
+        print(f"\n{strategy} split, CNN: {meta['backbone']} ({meta['weights']}), "
               f"{meta['width']} values per clip")
         print(summary[["variant", "classifier", "width", "folds", "test_clips", "accuracy",
                        "unweighted_average_recall", "macro_f1"]].to_string(index=False, float_format="%.3f"))

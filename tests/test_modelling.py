@@ -165,6 +165,10 @@ def test_classifier_entries_are_checked():
     with pytest.raises(ClassifierConfigError, match=r"svm does not take \['depth'\]"):
         build_classifier({"kind": "svm", "depth": 3}, 0)
     assert isinstance(build_classifier({"kind": "dnn", "epochs": 5}, 0), DenseNetworkClassifier)
+    with pytest.raises(ClassifierConfigError, match="dnn precision 'int8'"):
+        build_classifier({"kind": "dnn", "precision": "int8"}, 0).fit(
+            np.zeros((4, 2)), np.array(["a", "b", "a", "b"]),
+            validation=(np.zeros((2, 2)), np.array(["a", "b"])))
 
 
 def test_one_namespaced_pipeline_per_variant_and_classifier():

@@ -4,16 +4,14 @@ block scaling, then the classifier, with the label order in `classes_`."""
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
-from sklearn.base import BaseEstimator, ClassifierMixin, TransformerMixin, clone
+from sklearn.base import BaseEstimator, ClassifierMixin, TransformerMixin
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics.pairwise import linear_kernel, rbf_kernel
-from sklearn.model_selection import StratifiedKFold, cross_val_predict
+from sklearn.model_selection import StratifiedKFold
 from sklearn.svm import SVC
 
 logger = logging.getLogger(__name__)
@@ -91,22 +89,32 @@ class KernelSVC(ClassifierMixin, BaseEstimator):
         if self.kernel not in ("rbf", "linear"):
             raise ClassifierConfigError(f"svm kernel '{self.kernel}' is not one of: rbf, linear")
         X = np.asarray(X, dtype=np.float32)
+        y = np.asarray(y)
         self.gamma_ = 1.0 / (X.shape[1] * float(X.var())) if self.gamma == "scale" else float(self.gamma)
-        self.svc_ = SVC(kernel="precomputed", C=self.C)
-        self.svc_.fit(self._kernel(X, X), y)
+        kernel = self._kernel(X, X)
+        self.svc_ = SVC(kernel="precomputed", C=self.C).fit(kernel, y)
         self.support_vectors_ = X[self.svc_.support_]
         self.n_training_rows_ = len(X)
         self.classes_ = self.svc_.classes_
         self.n_features_in_ = X.shape[1]
         if self.probability:
-            folds = min(5, int(np.unique(y, return_counts=True)[1].min()))
-            if folds < 2:
-                raise ValueError("svm probabilities need at least 2 training clips of every emotion")
-            scores = cross_val_predict(
-                clone(self).set_params(probability=False), X, y, method="decision_function",
-                cv=StratifiedKFold(folds, shuffle=True, random_state=self.random_state))
-            self.calibrator_ = LogisticRegression(max_iter=1000).fit(scores.reshape(len(X), -1), y)
+            self.calibrator_ = LogisticRegression(max_iter=1000).fit(
+                self._cross_validated_scores(kernel, y), y)
         return self
+
+    def _cross_validated_scores(self, kernel: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """Scores of each training clip from an SVM that did not see it, cut from the one kernel
+        matrix already computed, for the probability calibration."""
+        folds = min(5, int(np.unique(y, return_counts=True)[1].min()))
+        if folds < 2:
+            raise ValueError("svm probabilities need at least 2 training clips of every emotion")
+        scores = np.zeros((len(y), len(self.classes_) if len(self.classes_) > 2 else 1))
+        splitter = StratifiedKFold(folds, shuffle=True, random_state=self.random_state)
+        for train, held_out in splitter.split(y, y):
+            svc = SVC(kernel="precomputed", C=self.C).fit(kernel[np.ix_(train, train)], y[train])
+            held_out_scores = svc.decision_function(kernel[np.ix_(held_out, train)])
+            scores[held_out] = held_out_scores.reshape(len(held_out), -1)
+        return scores
 
     def _test_kernel(self, X: np.ndarray) -> np.ndarray:
         # libsvm indexes a precomputed kernel by training row; rows that are not support vectors
@@ -136,8 +144,9 @@ class DenseNetworkClassifier(ClassifierMixin, BaseEstimator):
 
     def __init__(self, layers: Sequence[Mapping[str, Any]] = ({"units": 512, "dropout": 0.5}, {"units": 256}),
                  learning_rate: float = 1e-3, epochs: int = 100, batch_size: int = 32,
-                 patience: int = 10, random_state: int | None = None) -> None:
+                 patience: int = 10, precision: str = "float32", random_state: int | None = None) -> None:
         self.layers = layers
+        self.precision = precision
         self.learning_rate = learning_rate
         self.epochs = epochs
         self.batch_size = batch_size
@@ -149,10 +158,11 @@ class DenseNetworkClassifier(ClassifierMixin, BaseEstimator):
 
         network = [keras.Input((width,))]
         for layer in self.layers:
-            network.append(keras.layers.Dense(int(layer["units"]), activation="relu"))
+            network.append(keras.layers.Dense(int(layer["units"]), activation="relu", dtype=self.precision))
             if layer.get("dropout"):
                 network.append(keras.layers.Dropout(float(layer["dropout"])))
-        network.append(keras.layers.Dense(len(self.classes_), activation="softmax"))
+        # The softmax stays float32 whatever the precision, for a stable loss.
+        network.append(keras.layers.Dense(len(self.classes_), activation="softmax", dtype="float32"))
         model = keras.Sequential(network)
         model.compile(optimizer=keras.optimizers.Adam(self.learning_rate),
                       loss="sparse_categorical_crossentropy", metrics=["accuracy"])
@@ -163,6 +173,9 @@ class DenseNetworkClassifier(ClassifierMixin, BaseEstimator):
         import keras
         import tensorflow as tf
 
+        if self.precision not in PRECISIONS:
+            raise ClassifierConfigError(
+                f"dnn precision '{self.precision}' is not one of: {', '.join(PRECISIONS)}")
         if validation is None or len(validation[1]) == 0:
             raise ValueError("the dense network needs validation clips for early stopping; "
                              "the split gave none")
@@ -186,6 +199,9 @@ class DenseNetworkClassifier(ClassifierMixin, BaseEstimator):
             callbacks=[keras.callbacks.EarlyStopping(patience=self.patience, restore_best_weights=True),
                        keras.callbacks.LambdaCallback(on_epoch_end=self._log_epoch)])
         self.epochs_run_ = len(history.history["loss"])
+        best = int(np.argmin(history.history["val_loss"])) + 1
+        logger.info("DNN: %d epochs, kept the weights of epoch %d (validation loss %.3f)", self.epochs_run_,
+                    best, history.history["val_loss"][best - 1])
         self.n_features_in_ = X.shape[1]
         return self
 
@@ -200,29 +216,26 @@ class DenseNetworkClassifier(ClassifierMixin, BaseEstimator):
     def predict(self, X: np.ndarray) -> np.ndarray:
         return self.classes_[self.predict_proba(X).argmax(axis=1)]
 
-    # A Keras model is pickled as the bytes of its .keras file, so the fitted pipeline is one file.
+    # A Keras model is pickled as its architecture and weights, without the optimizer's state
+    # (which would triple the file), so the fitted pipeline is one file.
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         if "model_" in state:
-            with tempfile.TemporaryDirectory() as folder:
-                path = os.path.join(folder, "network.keras")
-                state["model_"].save(path)
-                with open(path, "rb") as file:
-                    state["model_"] = file.read()
+            state["model_"] = {"architecture": state["model_"].to_json(),
+                               "weights": state["model_"].get_weights()}
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        if isinstance(state.get("model_"), bytes):
+        if isinstance(state.get("model_"), dict):
             import keras
 
-            with tempfile.TemporaryDirectory() as folder:
-                path = os.path.join(folder, "network.keras")
-                with open(path, "wb") as file:
-                    file.write(state["model_"])
-                state["model_"] = keras.saving.load_model(path)
+            model = keras.models.model_from_json(state["model_"]["architecture"])
+            model.set_weights(state["model_"]["weights"])
+            state["model_"] = model
         self.__dict__.update(state)
 
 
+PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
 CLASSIFIER_KINDS = {"svm": KernelSVC, "dnn": DenseNetworkClassifier}
 
 
