@@ -30,14 +30,24 @@ class ClipArray:
     def __len__(self) -> int:
         return len(self.clip_ids)
 
-    def select(self, clip_ids: Sequence[str]) -> ClipArray:
-        """Rows for ``clip_ids`` in that order; a missing id is an error, not a silent gap."""
+    def positions(self, clip_ids: Sequence[str]) -> np.ndarray:
+        """Row numbers of ``clip_ids`` in that order; a missing id is an error, not a silent gap."""
         position = {clip_id: i for i, clip_id in enumerate(self.clip_ids)}
         missing = [clip_id for clip_id in clip_ids if clip_id not in position]
         if missing:
-            raise KeyError(
-                f"{len(missing)} clip ids are not in this array (first: {missing[:3]}); "
-                "re-run the pipeline that produced it"
-            )
-        rows = np.fromiter((position[c] for c in clip_ids), dtype=np.int64, count=len(clip_ids))
+            raise MissingClipsError(missing)
+        return np.fromiter((position[c] for c in clip_ids), dtype=np.int64, count=len(clip_ids))
+
+    def select(self, clip_ids: Sequence[str]) -> ClipArray:
+        """Rows for ``clip_ids`` in that order."""
+        rows = self.positions(clip_ids)
         return ClipArray(np.asarray(clip_ids, dtype=str), self.values[rows], dict(self.metadata))
+
+
+class MissingClipsError(KeyError):
+    """Clip ids asked of an array that lacks them: it is older than what asks."""
+
+    def __init__(self, missing: Sequence[str]) -> None:
+        self.missing = list(missing)
+        super().__init__(f"{len(self.missing)} clip ids are not in this array (first: {self.missing[:3]}); "
+                         "re-run the pipeline that produced it")

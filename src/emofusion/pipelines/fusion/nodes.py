@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from emofusion.clip_array import ClipArray
+from emofusion.clip_array import ClipArray, MissingClipsError
 
 logger = logging.getLogger(__name__)
 
@@ -59,14 +59,13 @@ def fuse_feature_streams(clip_manifest: pd.DataFrame, streams: Sequence[str],
     clip_ids = clip_manifest["clip_id"].astype(str).to_numpy()
     rows = {}
     for name, array in zip(streams, arrays, strict=True):
-        position = {clip_id: i for i, clip_id in enumerate(array.clip_ids)}
-        missing = [clip_id for clip_id in clip_ids if clip_id not in position]
-        if missing:
+        try:
+            rows[name] = array.positions(clip_ids)
+        except MissingClipsError as error:
             raise KeyError(
-                f"feature stream '{name}' lacks {len(missing)} of the {len(clip_ids)} clips in "
-                f"clip_manifest (first: {missing[:3]}); it is older than the manifest: re-run the "
-                "pipeline that makes it (`kedro run` re-runs everything)")
-        rows[name] = np.fromiter((position[c] for c in clip_ids), dtype=np.int64, count=len(clip_ids))
+                f"feature stream '{name}' lacks {len(error.missing)} of the {len(clip_ids)} clips in "
+                f"clip_manifest (first: {error.missing[:3]}); it is older than the manifest: re-run the "
+                "pipeline that makes it (`kedro run` re-runs everything)") from error
 
     widths = [int(np.prod(array.values.shape[1:])) for array in arrays]
     fused = np.empty((len(clip_ids), sum(widths)), dtype=np.float32)

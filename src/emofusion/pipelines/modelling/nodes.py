@@ -19,7 +19,7 @@ from sklearn.metrics import (
 )
 from sklearn.pipeline import Pipeline
 
-from emofusion.clip_array import ClipArray
+from emofusion.clip_array import ClipArray, MissingClipsError
 
 from .classifiers import BlockScaler, DenseNetworkClassifier, build_classifier
 
@@ -90,13 +90,13 @@ def split_clips(clip_manifest: pd.DataFrame, split: Mapping[str, Any], random_se
 
 
 def _rows(features: ClipArray, clip_ids: pd.Series) -> np.ndarray:
-    """Feature rows for these clips, by id."""
-    position = {clip_id: i for i, clip_id in enumerate(features.clip_ids)}
-    missing = [clip_id for clip_id in clip_ids if clip_id not in position]
-    if missing:
-        raise KeyError(f"{len(missing)} clips of the split have no fused features (first: {missing[:3]}); "
-                       "the split and the features come from different runs: run `kedro run` again")
-    return np.sort(np.fromiter((position[c] for c in clip_ids), dtype=np.int64, count=len(clip_ids)))
+    """Feature rows for these clips, in file order (faster reads from a memory map)."""
+    try:
+        return np.sort(features.positions(list(clip_ids)))
+    except MissingClipsError as error:
+        raise KeyError(f"{len(error.missing)} clips of the split have no fused features (first: "
+                       f"{error.missing[:3]}); the split and the features come from different runs: "
+                       "run `kedro run` again") from error
 
 
 def fit_and_predict(fused_features: ClipArray, data_split: pd.DataFrame, classifier: Mapping[str, Any],
