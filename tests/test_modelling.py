@@ -1,5 +1,7 @@
 """modelling: splits, scaling fitted on training clips only, classifiers, metrics, namespaced pipelines."""
 
+import logging
+import os
 import pickle
 from pathlib import Path
 
@@ -100,7 +102,7 @@ def test_no_statistic_is_fitted_on_test_clips():
     is_test = np.array([c in test_ids for c in features.clip_ids])
     poisoned = features.values.copy()
     poisoned[is_test] += 1000.0  # would move any mean or scale that saw a test clip
-    model, predictions = fit_and_predict(ClipArray(features.clip_ids, poisoned, features.metadata), split,
+    model, _, predictions = fit_and_predict(ClipArray(features.clip_ids, poisoned, features.metadata), split,
                                          {"kind": "svm", "C": 1.0}, 0)
     train = poisoned[~is_test]
     assert np.allclose(model.named_steps["scale"].mean_, train.mean(axis=0), atol=1e-3)
@@ -117,7 +119,7 @@ def test_classifiers_learn_a_separable_problem_in_both_split_strategies(classifi
     features, clips = fused(n_per_emotion=36)
     for split in ({"strategy": "random", "test_size": 0.3, "validation_size": 0.15},
                   {"strategy": "speaker_independent", "speaker_folds": 3}):
-        _, predictions = fit_and_predict(features, split_clips(clips, split, 0), classifier, 0)
+        _, _, predictions = fit_and_predict(features, split_clips(clips, split, 0), classifier, 0)
         assert (predictions["emotion"] == predictions["predicted"]).mean() > 0.8
         probabilities = predictions.filter(regex="^p_").to_numpy()
         assert np.allclose(probabilities.sum(axis=1), 1, atol=1e-4)
@@ -129,6 +131,7 @@ def test_kernel_svc_predicts_as_libsvm_does_with_its_own_kernel():
     y = np.where(X[:, 0] + X[:, 1] ** 2 > 0.5, "a", np.where(X[:, 2] > 0, "b", "c"))
     X_test = rng.normal(size=(50, 30)).astype(np.float32)
     ours = KernelSVC(C=3.0, gamma=0.05, probability=False).fit(X, y)
+    assert not hasattr(ours, "predict_proba")  # so callers can tell, as with scikit-learn's SVC
     reference = SVC(C=3.0, gamma=0.05).fit(X.astype(np.float64), y)
     assert np.array_equal(ours.predict(X_test), reference.predict(X_test))
     assert np.allclose(ours.decision_function(X_test), reference.decision_function(X_test), atol=1e-4)
@@ -137,11 +140,36 @@ def test_kernel_svc_predicts_as_libsvm_does_with_its_own_kernel():
 
 def test_a_fitted_dense_network_survives_pickling():
     features, clips = fused()
-    model, _ = fit_and_predict(features, split_clips(
+    model, card, _ = fit_and_predict(features, split_clips(
         clips, {"strategy": "random", "test_size": 0.3, "validation_size": 0.15}, 0),
         {"kind": "dnn", "layers": [{"units": 8}], "epochs": 3}, 0)
     restored = pickle.loads(pickle.dumps(model))
     assert np.allclose(restored.predict_proba(features.values[:5]), model.predict_proba(features.values[:5]))
+    assert card["classes"] == EMOTIONS == list(restored.classes_)
+    # The NumPy forward pass is the Keras network's.
+    import keras
+
+    network = keras.models.model_from_json(model.named_steps["classify"].architecture_)
+    network.set_weights(model.named_steps["classify"].weights_)
+    scaled = model.named_steps["scale"].transform(features.values)
+    assert np.allclose(network.predict(scaled, verbose=0), model.predict_proba(features.values), atol=1e-5)
+    assert card["features"] == features.metadata
+    assert card["training_clips"] == 68  # per emotion: 30 - 9 test - 4 validation
+
+
+def test_the_dense_network_trains_in_its_own_process_reproducibly_and_logs_here(caplog):
+    rng = np.random.default_rng(0)
+    y = np.repeat(["a", "b"], 20)
+    X = (rng.normal(size=(40, 6)) + (y == "b")[:, None]).astype(np.float32)
+    with caplog.at_level(logging.INFO):
+        first = DenseNetworkClassifier(layers=[{"units": 8}], epochs=4, random_state=3).fit(
+            X[::2], y[::2], validation=(X[1::2], y[1::2]))
+    second = DenseNetworkClassifier(layers=[{"units": 8}], epochs=4, random_state=3).fit(
+        X[::2], y[::2], validation=(X[1::2], y[1::2]))
+    assert all(np.array_equal(a, b) for a, b in zip(first.weights_, second.weights_, strict=True))
+    epochs = [r for r in caplog.records if r.getMessage().startswith("DNN epoch")]
+    assert len(epochs) == first.epochs_run_ > 0
+    assert {r.process for r in epochs} != {os.getpid()}
 
 
 def test_metrics_on_a_case_worked_by_hand():
@@ -184,7 +212,8 @@ def test_one_namespaced_pipeline_per_variant_and_classifier():
             fit = nodes[f"{namespace}.fit_and_predict"]
             assert fit.inputs == [f"fusion.{variant}.fused_features", "data_split",
                                   f"params:classifiers.{classifier}", "params:random_seed"]
-            assert fit.outputs == [f"{namespace}.trained_model", f"{namespace}.test_predictions"]
+            assert fit.outputs == [f"{namespace}.trained_model", f"{namespace}.model_card",
+                                   f"{namespace}.test_predictions"]
             evaluate = nodes[f"{namespace}.evaluate_predictions"]
             assert evaluate.outputs == [f"{namespace}.classification_metrics"]
     summary = next(n for n in modelling.nodes if n.name == "summarise_classification_metrics")
@@ -192,3 +221,15 @@ def test_one_namespaced_pipeline_per_variant_and_classifier():
     assert modelling.inputs() == {"clip_manifest", "params:split", "params:random_seed",
                                   *(f"params:classifiers.{c}" for c in classifiers),
                                   *(f"fusion.{v}.fused_features" for v in variants)}
+
+
+def test_reporting_has_a_confusion_matrix_per_model_and_one_report_of_them_all():
+    from emofusion.pipelines.reporting import create_pipeline as reporting_pipeline
+
+    parameters = pipeline_parameters(PROJECT)
+    reporting = reporting_pipeline(parameters=parameters)
+    models = [f"{v}.{c}" for v in parameters["fusion_variants"] for c in parameters["classifiers"]]
+    assert reporting.outputs() == {"html_report"}
+    assert {f"modelling.{m}.classification_metrics" for m in models} <= reporting.inputs()
+    report = next(n for n in reporting.nodes if n.name == "html_report")
+    assert {f"reporting.{m}.confusion_matrix" for m in models} <= set(report.inputs)

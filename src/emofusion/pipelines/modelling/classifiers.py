@@ -4,7 +4,14 @@ block scaling, then the classifier, with the label order in `classes_`."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+import logging.handlers
+import multiprocessing
+import os
+import tempfile
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -13,6 +20,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics.pairwise import linear_kernel, rbf_kernel
 from sklearn.model_selection import StratifiedKFold
 from sklearn.svm import SVC
+from sklearn.utils.metaestimators import available_if
 
 logger = logging.getLogger(__name__)
 
@@ -131,16 +139,20 @@ class KernelSVC(ClassifierMixin, BaseEstimator):
         """The one-vs-one vote."""
         return self.svc_.predict(self._test_kernel(X))
 
+    @available_if(lambda self: self.probability)
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
-        if not self.probability:
-            raise AttributeError("this svm was trained with probability: false")
         scores = self.decision_function(X)
         return self.calibrator_.predict_proba(scores.reshape(len(X), -1))
 
 
 class DenseNetworkClassifier(ClassifierMixin, BaseEstimator):
     """The reference head as a classifier: dense layers (ReLU, optional dropout), softmax, Adam,
-    early stopping on a validation split that is never the test split."""
+    early stopping on a validation split that is never the test split.
+
+    Each fit trains in a fresh process: TensorFlow keeps about half a gigabyte after every fit on
+    98,304-wide inputs, which a process returns to the system when it ends, so eight or forty-eight
+    fits cost the memory of one. The fitted classifier keeps the weights, and the architecture as
+    Keras JSON (`keras.models.model_from_json`), and predicts without TensorFlow."""
 
     def __init__(self, layers: Sequence[Mapping[str, Any]] = ({"units": 512, "dropout": 0.5}, {"units": 256}),
                  learning_rate: float = 1e-3, epochs: int = 100, batch_size: int = 32,
@@ -153,86 +165,127 @@ class DenseNetworkClassifier(ClassifierMixin, BaseEstimator):
         self.patience = patience
         self.random_state = random_state
 
-    def _network(self, width: int) -> Any:
-        import keras
-
-        network = [keras.Input((width,))]
-        for layer in self.layers:
-            network.append(keras.layers.Dense(int(layer["units"]), activation="relu", dtype=self.precision))
-            if layer.get("dropout"):
-                network.append(keras.layers.Dropout(float(layer["dropout"])))
-        # The softmax stays float32 whatever the precision, for a stable loss.
-        network.append(keras.layers.Dense(len(self.classes_), activation="softmax", dtype="float32"))
-        model = keras.Sequential(network)
-        model.compile(optimizer=keras.optimizers.Adam(self.learning_rate),
-                      loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-        return model
-
     def fit(self, X: np.ndarray, y: np.ndarray,
             validation: tuple[np.ndarray, np.ndarray] | None = None) -> DenseNetworkClassifier:
-        import keras
-        import tensorflow as tf
-
         if self.precision not in PRECISIONS:
             raise ClassifierConfigError(
                 f"dnn precision '{self.precision}' is not one of: {', '.join(PRECISIONS)}")
         if validation is None or len(validation[1]) == 0:
             raise ValueError("the dense network needs validation clips for early stopping; "
                              "the split gave none")
-        keras.utils.set_random_seed(self.random_state or 0)
         self.classes_ = np.unique(y)
-        code = {label: i for i, label in enumerate(self.classes_)}
-        encode = np.vectorize(code.__getitem__, otypes=[np.int64])
         unseen = sorted(set(validation[1]) - set(self.classes_))
         if unseen:
             raise ValueError(f"validation clips have emotions absent from training: {unseen}")
-        self.model_ = self._network(X.shape[1])
-        # tf.data datasets made once: Keras would otherwise rebuild its input pipeline from the
-        # numpy arrays for every validation pass, a fixed cost per epoch that dominates small runs.
-        train = (tf.data.Dataset.from_tensor_slices((np.asarray(X, np.float32), encode(y)))
-                 .shuffle(len(y), seed=self.random_state, reshuffle_each_iteration=True)
-                 .batch(self.batch_size).prefetch(1))
-        validation_batches = tf.data.Dataset.from_tensor_slices(
-            (np.asarray(validation[0], np.float32), encode(validation[1]))).batch(256).cache()
-        history = self.model_.fit(
-            train, validation_data=validation_batches, epochs=self.epochs, shuffle=False, verbose=0,
-            callbacks=[keras.callbacks.EarlyStopping(patience=self.patience, restore_best_weights=True),
-                       keras.callbacks.LambdaCallback(on_epoch_end=self._log_epoch)])
-        self.epochs_run_ = len(history.history["loss"])
-        best = int(np.argmin(history.history["val_loss"])) + 1
+        encode = np.vectorize({label: i for i, label in enumerate(self.classes_)}.__getitem__,
+                              otypes=[np.int64])
+        with tempfile.TemporaryDirectory(prefix="emofusion-dnn-") as folder:
+            # The matrices travel as files the training process maps, not as pickles through a pipe.
+            np.save(train_path := Path(folder, "train.npy"), np.asarray(X, np.float32))
+            np.save(validation_path := Path(folder, "validation.npy"), np.asarray(validation[0], np.float32))
+            self.architecture_, self.weights_, history = run_in_fresh_process(
+                train_dense_network, self.get_params(), len(self.classes_),
+                train_path, encode(y), validation_path, encode(validation[1]))
+        self.epochs_run_ = len(history["loss"])
+        best = int(np.argmin(history["val_loss"])) + 1
         logger.info("DNN: %d epochs, kept the weights of epoch %d (validation loss %.3f)", self.epochs_run_,
-                    best, history.history["val_loss"][best - 1])
+                    best, history["val_loss"][best - 1])
         self.n_features_in_ = X.shape[1]
         return self
 
-    def _log_epoch(self, epoch: int, logs: Mapping[str, float]) -> None:
-        logger.info("DNN epoch %d/%d: loss %.3f, accuracy %.3f, validation loss %.3f, accuracy %.3f",
-                    epoch + 1, self.epochs, logs["loss"], logs["accuracy"], logs["val_loss"],
-                    logs["val_accuracy"])
-
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
-        return np.asarray(self.model_.predict(np.asarray(X, np.float32), batch_size=256, verbose=0))
+        """The trained network's forward pass (dropout is off at inference) in NumPy, batch by
+        batch: predicting needs neither TensorFlow nor its memory in this process."""
+        *hidden, (last_kernel, last_bias) = zip(self.weights_[::2], self.weights_[1::2], strict=True)
+        probabilities = np.empty((len(X), len(self.classes_)), dtype=np.float32)
+        for start in range(0, len(X), 256):
+            activations = np.asarray(X[start:start + 256], np.float32)
+            for kernel, bias in hidden:
+                activations = np.maximum(activations @ kernel + bias, 0.0)
+            logits = activations @ last_kernel + last_bias
+            exponentials = np.exp(logits - logits.max(axis=1, keepdims=True))
+            probabilities[start:start + len(logits)] = exponentials / exponentials.sum(axis=1, keepdims=True)
+        return probabilities
 
     def predict(self, X: np.ndarray) -> np.ndarray:
         return self.classes_[self.predict_proba(X).argmax(axis=1)]
 
-    # A Keras model is pickled as its architecture and weights, without the optimizer's state
-    # (which would triple the file), so the fitted pipeline is one file.
-    def __getstate__(self) -> dict[str, Any]:
-        state = self.__dict__.copy()
-        if "model_" in state:
-            state["model_"] = {"architecture": state["model_"].to_json(),
-                               "weights": state["model_"].get_weights()}
-        return state
 
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        if isinstance(state.get("model_"), dict):
-            import keras
+def train_dense_network(params: Mapping[str, Any], n_classes: int, train_path: Path, y: np.ndarray,
+                        validation_path: Path, validation_y: np.ndarray
+                        ) -> tuple[str, list[np.ndarray], dict[str, list[float]]]:
+    """Build, train and early-stop the network; returns its architecture, weights and history."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # no C++ start-up chatter unless asked for
+    import keras
+    import tensorflow as tf
 
-            model = keras.models.model_from_json(state["model_"]["architecture"])
-            model.set_weights(state["model_"]["weights"])
-            state["model_"] = model
-        self.__dict__.update(state)
+    keras.utils.set_random_seed(params["random_state"] or 0)
+    X = np.load(train_path, mmap_mode="r")
+    network = [keras.Input((X.shape[1],))]
+    for layer in params["layers"]:
+        network.append(keras.layers.Dense(int(layer["units"]), activation="relu", dtype=params["precision"]))
+        if layer.get("dropout"):
+            network.append(keras.layers.Dropout(float(layer["dropout"])))
+    # The softmax stays float32 whatever the precision, for a stable loss.
+    network.append(keras.layers.Dense(n_classes, activation="softmax", dtype="float32"))
+    model = keras.Sequential(network)
+    model.compile(optimizer=keras.optimizers.Adam(params["learning_rate"]),
+                  loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    # One copy of the training matrix in TensorFlow; batches are gathered from it by shuffled row
+    # numbers, so no shuffle buffer holds a second copy.
+    features, labels = tf.constant(X), tf.constant(y)
+    del X  # unmaps the file: TensorFlow holds the only copy
+    train = (tf.data.Dataset.range(len(y))
+             .shuffle(len(y), seed=params["random_state"], reshuffle_each_iteration=True)
+             .batch(params["batch_size"])
+             .map(lambda rows: (tf.gather(features, rows), tf.gather(labels, rows)))
+             .prefetch(1))
+    validation = tf.data.Dataset.from_tensor_slices(
+        (np.load(validation_path), validation_y)).batch(256).cache()
+
+    def log_epoch(epoch: int, logs: Mapping[str, float]) -> None:
+        logger.info("DNN epoch %d/%d: loss %.3f, accuracy %.3f, validation loss %.3f, accuracy %.3f",
+                    epoch + 1, params["epochs"], logs["loss"], logs["accuracy"], logs["val_loss"],
+                    logs["val_accuracy"])
+
+    history = model.fit(
+        train, validation_data=validation, epochs=params["epochs"], verbose=0,
+        callbacks=[keras.callbacks.EarlyStopping(patience=params["patience"], restore_best_weights=True),
+                   keras.callbacks.LambdaCallback(on_epoch_end=log_epoch)])
+    return model.to_json(), model.get_weights(), history.history
+
+
+class _Relay(logging.Handler):
+    """Hands a record from the training process to the logger of the same name here."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        logger = logging.getLogger(record.name)
+        if logger.isEnabledFor(record.levelno):
+            logger.handle(record)
+
+
+def _log_through(records: Any) -> None:
+    root = logging.getLogger()
+    root.handlers = [logging.handlers.QueueHandler(records)]
+    root.setLevel(logging.INFO)
+
+
+def run_in_fresh_process(function: Callable[..., Any], *args: Any) -> Any:
+    """`function(*args)` in a new process (spawned: TensorFlow may already run here), whose log
+    records reach this process's loggers and whose memory is returned when it ends."""
+    context = multiprocessing.get_context("spawn")
+    records = context.Queue()
+    listener = logging.handlers.QueueListener(records, _Relay())
+    listener.start()
+    try:
+        with ProcessPoolExecutor(1, mp_context=context, initializer=_log_through,
+                                 initargs=(records,)) as process:
+            return process.submit(function, *args).result()
+    except BrokenProcessPool as error:
+        raise RuntimeError(f"the process running {function.__name__} ended abruptly, most likely killed "
+                           "for lack of memory") from error
+    finally:
+        listener.stop()
 
 
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
