@@ -9,8 +9,10 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import plotly.io
 import pytest
 import soundfile as sf
+import soxr
 import yaml
 
 from emofusion.datasets import ClipArrayDataset
@@ -138,8 +140,106 @@ def test_run_fuses_streams_and_trains_every_variant_and_classifier_above_chance(
         "stream": "transfer_features", "width": 0, "weight": 1.0, "backbone": "inception_resnet_v2",
         "weights": "random initialisation (not pretrained)", "pretrained": False}
     assert (project / "data/06_models/mfcc_ir/dnn.pkl").is_file()
+
+
+def test_run_writes_figures_and_a_report_of_every_model(finished_run, project):
+    assert finished_run.returncode == 0
+    summary = pd.read_csv(project / "data/08_reporting/model_summary.csv")
+    report = (project / "data/08_reporting/report.html").read_text()
+    assert "100 clips used, 3 rejected" in report and "mine/sad/broken" in report
+    assert report.count("Plotly.newPlot") == 2 + len(summary)
+    for variant, classifier in zip(summary["variant"], summary["classifier"], strict=True):
+        figure = plotly.io.read_json(
+            project / f"data/08_reporting/confusion_matrices/{variant}/{classifier}.json")
+        scores = json.loads((project / f"data/08_reporting/metrics/{variant}/{classifier}.json").read_text())
+        assert np.array_equal(figure.data[0].z, scores["confusion_matrix"]["counts"])
+        assert f"{variant} · {classifier}" in report
     log = log_of(finished_run)
     assert "Model summary (random split)" in log
+
+
+NOTEBOOK_RUNNER = """
+import json, sys
+from pathlib import Path
+from kedro.framework.session import KedroSession
+from kedro.framework.startup import bootstrap_project
+
+bootstrap_project(Path.cwd())
+with KedroSession.create(project_path=Path.cwd()) as session:
+    namespace = {"catalog": session.load_context().catalog}  # as `kedro jupyter` provides it
+    for cell in json.loads(Path(sys.argv[1]).read_text())["cells"]:
+        if cell["cell_type"] == "code":
+            exec(compile("".join(cell["source"]), "cell", "exec"), namespace)
+print(json.dumps({"spectrogram": list(namespace["spectrogram_figure"].data[0].z.shape),
+                  "mfcc_rows": list(namespace["stream_figures"]["mfcc"].data[0].y),
+                  "summary_rows": len(namespace["model_summary"])}))
+"""
+
+
+def test_the_notebook_runs_on_the_catalog_of_a_finished_run(finished_run, project):
+    assert finished_run.returncode == 0
+    notebook = PROJECT / "notebooks/explore_results.ipynb"
+    run = subprocess.run([sys.executable, "-c", NOTEBOOK_RUNNER, str(notebook)], cwd=project,
+                         capture_output=True, text=True, timeout=300,
+                         env=dict(os.environ, KEDRO_DISABLE_TELEMETRY="1"))
+    assert run.returncode == 0, run.stderr[-3000:]
+    shown = json.loads(run.stdout.strip().splitlines()[-1])
+    assert shown["spectrogram"] == [128, 81]
+    assert set(shown["mfcc_rows"]) == {"neutral", "calm", "happy", "sad", "angry", "fearful", "disgust",
+                                       "surprised"}
+    assert shown["summary_rows"] == len(pd.read_csv(project / "data/08_reporting/model_summary.csv"))
+
+
+def predict(project: Path, *args: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, KEDRO_DISABLE_TELEMETRY="1", PYTHONWARNINGS="ignore", COLUMNS="400")
+    return subprocess.run([str(Path(sys.executable).with_name("emofusion")), "predict", "--params", TINY_DEMO,
+                           *args], cwd=project, env=env, capture_output=True, text=True, timeout=600)
+
+
+def test_predict_repeats_the_training_run_on_its_own_test_clip_in_any_format(finished_run, project, tmp_path):
+    assert finished_run.returncode == 0
+    tested = pd.read_csv(project / "data/07_model_output/mfcc_lpcc_ir/svm_test_predictions.csv").iloc[0]
+    manifest = pd.read_csv(project / "data/03_primary/clip_manifest.csv").set_index("clip_id")
+    original = project / manifest.loc[tested["clip_id"], "path"]  # relative to the project
+    signal, rate = sf.read(original)
+    # The same speech at 44.1 kHz, in stereo, between silences: another rate, channel count and length.
+    resampled = soxr.resample(signal, rate, 44100)
+    silence = np.zeros(int(0.4 * 44100))
+    sf.write(tmp_path / "stereo.flac", np.stack([np.concatenate([silence, resampled, silence])] * 2, axis=1),
+             44100)
+    shutil.copy(original, tmp_path / "original.wav")
+    (tmp_path / "notes.txt").write_text("not audio: skipped, as a folder may hold such files")
+
+    run = predict(project, "--model", "mfcc_lpcc_ir.svm", str(tmp_path))
+    assert run.returncode == 0, run.stderr[-3000:]
+    written = pd.read_csv(project / "predictions.csv").set_index("file")
+    assert len(written) == 2
+    probability_columns = [column for column in written if column.startswith("p_")]
+    assert np.allclose(written[probability_columns].sum(axis=1), 1.0)
+    same = written.loc[str(tmp_path / "original.wav")]
+    # The same file gives the same probabilities as in the training run's test predictions.
+    assert np.allclose(same[probability_columns].astype(float), tested[probability_columns].astype(float),
+                       atol=1e-6)
+    converted = written.loc[str(tmp_path / "stereo.flac")]
+    assert np.abs(converted[probability_columns].astype(float) - same[probability_columns].astype(float)
+                  ).max() < 0.1
+    assert str(tmp_path / "original.wav") in run.stdout and same["emotion"] in run.stdout
+
+
+def test_predict_refuses_a_model_trained_on_other_settings_or_missing_parts(finished_run, project, tmp_path):
+    clip = str(project / pd.read_csv(project / "data/03_primary/clip_manifest.csv")["path"].iloc[0])
+    other = project / "conf" / "fewer_mfccs"
+    other.mkdir()
+    local = yaml.safe_load((project / "conf/local/parameters.yml").read_text())
+    mfcc = yaml.safe_load((project / "conf/base/parameters_feature_extraction.yml").read_text())["mfcc"]
+    (other / "parameters.yml").write_text(yaml.safe_dump(local | {"mfcc": mfcc | {"n_mfcc": 20}}))
+    run = predict(project, "--model", "mfcc.svm", "--env", "fewer_mfccs", clip)
+    assert run.returncode != 0
+    assert "mfcc.svm" in run.stderr and "n_mfcc: 40 when trained, 20 now" in " ".join(run.stderr.split())
+
+    shutil.copy(project / "data/06_models/mfcc/svm.pkl", project / "data/06_models/mfcc/orphan.pkl")
+    run = predict(project, "--model", "mfcc.orphan", clip)
+    assert run.returncode != 0 and "model 'mfcc.orphan' is incomplete or missing" in run.stderr
 
 
 def offline(project: Path) -> dict[str, str]:

@@ -13,6 +13,12 @@ from emofusion.parallel import imap_chunks
 from .features import clip_statistics, log_mel_spectrogram, lpcc_frames, mfcc_frames
 
 
+def _audio_settings(audio: ClipArray) -> dict[str, Any]:
+    """The preprocessing behind a feature, kept in its metadata so that a trained model can check
+    that new audio is prepared the same way."""
+    return dict(audio.metadata.get("preprocessing", {}))
+
+
 def _clip_vectors(chunk: np.ndarray, frames: Callable[..., np.ndarray], sample_rate: int,
                   params: Mapping[str, Any]) -> list[np.ndarray]:
     return [clip_statistics(frames(signal, sample_rate, params), params["statistics"])
@@ -27,7 +33,7 @@ def _per_clip_statistics(audio: ClipArray, frames: Callable[..., np.ndarray], na
     values = np.stack(list(rows)).astype(np.float32)
     columns = [f"{name}_{stat}_{i:02d}" for stat in params["statistics"] for i in range(width)]
     return ClipArray(audio.clip_ids, values, {"feature": name, "columns": columns,
-                                              "parameters": dict(params)})
+                                              "parameters": dict(params), "audio": _audio_settings(audio)})
 
 
 def extract_mfcc(preprocessed_audio: ClipArray, mfcc: Mapping[str, Any], n_jobs: int
@@ -63,4 +69,5 @@ def extract_log_mel_spectrogram(preprocessed_audio: ClipArray,
     return ClipArray(preprocessed_audio.clip_ids, values, {
         "feature": "log_mel_spectrogram", "unit": "dB re the clip's loudest bin",
         "axes": ["clip", "mel", "frame"],
-        "sample_rate": sample_rate, "parameters": dict(log_mel_spectrogram)})
+        "sample_rate": sample_rate, "parameters": dict(log_mel_spectrogram),
+        "audio": _audio_settings(preprocessed_audio)})

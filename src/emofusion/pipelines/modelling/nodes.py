@@ -100,14 +100,18 @@ def _rows(features: ClipArray, clip_ids: pd.Series) -> np.ndarray:
 
 
 def fit_and_predict(fused_features: ClipArray, data_split: pd.DataFrame, classifier: Mapping[str, Any],
-                    random_seed: int) -> tuple[Pipeline, pd.DataFrame]:
+                    random_seed: int) -> tuple[Pipeline, dict[str, Any], pd.DataFrame]:
     """Per fold: fit the block scaling and the classifier on that fold's training clips only, then
-    predict its test clips. Returns the first fold's fitted pipeline and every test prediction (with
-    speaker-independent folds, each clip is predicted once, by a model that never heard its speaker)."""
+    predict its test clips. Returns the first fold's fitted pipeline, its model card and every test
+    prediction (with speaker-independent folds, each clip is predicted once, by a model that never
+    heard its speaker).
+
+    The model card holds what predicting new audio must reproduce: the label order and how every
+    feature stream was made, from the audio preprocessing on."""
     blocks = fused_features.metadata.get("blocks") or [{"start": 0, "stop": fused_features.values.shape[1],
                                                         "weight": 1.0}]
     emotion = dict(zip(data_split["clip_id"], data_split["emotion"], strict=False))
-    first_model, predictions = None, []
+    first_model, model_card, predictions = None, {}, []
     folds = sorted(data_split["fold"].unique())
     for fold in folds:
         rows = data_split[data_split["fold"] == fold]
@@ -131,21 +135,25 @@ def fit_and_predict(fused_features: ClipArray, data_split: pd.DataFrame, classif
         model = Pipeline([("scale", scaler), ("classify", estimator)])
         test = _rows(fused_features, rows.loc[rows["subset"] == "test", "clip_id"])
         X_test = fused_features.values[test]
-        predicted = model.predict(X_test)
-        probabilities = model.predict_proba(X_test)
         frame = pd.DataFrame({"fold": fold, "clip_id": fused_features.clip_ids[test],
                               "emotion": [emotion[c] for c in fused_features.clip_ids[test]],
-                              "predicted": predicted})
-        columns = [f"p_{label}" for label in model.classes_]
-        predictions.append(frame.join(pd.DataFrame(probabilities, columns=columns)))
+                              "predicted": model.predict(X_test)})
+        if hasattr(model, "predict_proba"):  # not an SVM with probability: false
+            frame = frame.join(pd.DataFrame(model.predict_proba(X_test),
+                                            columns=[f"p_{label}" for label in model.classes_]))
+        predictions.append(frame)
         logger.info("Fold %d/%d: trained on %d clips, tested on %d, accuracy %.3f (%.1f s)", fold + 1,
                     len(folds), len(train), len(test), float((frame["emotion"] == frame["predicted"]).mean()),
                     time.perf_counter() - started)
         if first_model is None:
             first_model = model
+            model_card = {"classes": [str(label) for label in model.classes_],
+                          "classifier": dict(classifier), "training_clips": len(train), "fold": int(fold),
+                          "features": fused_features.metadata}
     predictions = pd.concat(predictions, ignore_index=True)
     # A fold whose training clips lacked an emotion gives it no probability column: it had none.
-    return first_model, predictions.fillna({column: 0.0 for column in predictions if column.startswith("p_")})
+    return first_model, model_card, predictions.fillna(
+        {column: 0.0 for column in predictions if column.startswith("p_")})
 
 
 def describe_features(fused_features: ClipArray) -> list[dict[str, Any]]:

@@ -13,24 +13,29 @@ def modelling_template() -> Pipeline:
     return Pipeline([
         node(fit_and_predict,
              inputs=["fused_features", "data_split", "params:classifier", "params:random_seed"],
-             outputs=["trained_model", "test_predictions"], name="fit_and_predict"),
+             outputs=["trained_model", "model_card", "test_predictions"], name="fit_and_predict"),
         node(evaluate_predictions, inputs=["test_predictions", "fused_features"],
              outputs="classification_metrics", name="evaluate_predictions"),
     ])
 
 
-def create_pipeline(**kwargs) -> Pipeline:
-    """The shared split, `modelling.<variant>.<classifier>` for every fusion variant and every entry
-    of `classifiers` in parameters_modelling.yml, and one summary table over all of them."""
-    parameters = kwargs.get("parameters") or pipeline_parameters()
+def model_instances(parameters: dict) -> list[tuple[str, str]]:
+    """(variant, classifier) for every fusion variant and every entry of `classifiers`, checked so
+    that an unknown kind or option fails here, before anything runs."""
     variants = validated_fusion_variants(parameters["fusion_variants"], parameters["block_weights"])
     classifiers = parameters["classifiers"]
     for name, settings in classifiers.items():
         if not name.isidentifier() or "__" in name:
             raise ClassifierConfigError(f"classifier name '{name}' must be a Python identifier (letters, "
                                         "digits, single underscores): it becomes part of pipeline names")
-        build_classifier(settings, 0)  # an unknown kind or option fails here, before anything runs
-    instances = [(variant, classifier) for variant in variants for classifier in classifiers]
+        build_classifier(settings, 0)
+    return [(variant, classifier) for variant in variants for classifier in classifiers]
+
+
+def create_pipeline(**kwargs) -> Pipeline:
+    """The shared split, `modelling.<variant>.<classifier>` for every fusion variant and every entry
+    of `classifiers` in parameters_modelling.yml, and one summary table over all of them."""
+    instances = model_instances(kwargs.get("parameters") or pipeline_parameters())
     with warnings.catch_warnings():
         # The inputs are other namespaces' outputs, dotted as Kedro names them; Kedro warns about
         # any dotted name it did not make itself.

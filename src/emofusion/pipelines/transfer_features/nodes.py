@@ -87,6 +87,8 @@ def extract_transfer_features(log_mel_spectrogram: ClipArray, stored_transfer_fe
         "clips_per_second": round(len(values) / seconds, 2),
         "fingerprint": digest,
         "settings": settings.identity(),
+        "spectrogram": {key: log_mel_spectrogram.metadata.get(key)
+                        for key in ("sample_rate", "parameters", "audio")},
         "versions": {package: importlib.metadata.version(package)
                      for package in ("emofusion", "tensorflow", "keras", "numpy")},
     }

@@ -1,0 +1,113 @@
+"""Emotions of new recordings from a trained model.
+
+The new files go through the project's own pipelines, the same nodes and wiring that made the
+training features (data_processing from the manifest on, feature_extraction, transfer_features and
+the model's fusion variant), on an in-memory catalog. The features' recorded settings, from the
+audio preprocessing to the CNN, are then compared with those in the model card: a model trained on
+features made differently is refused rather than fed features it has never seen."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from kedro.io import DataCatalog, MemoryDataset
+from kedro.pipeline import Pipeline
+from kedro.runner import SequentialRunner
+
+from emofusion.clip_array import ClipArray
+from emofusion.pipelines.data_processing.corpora import AUDIO_EXTENSIONS, CLIP_COLUMNS
+
+# Facts about a run, not settings: they differ between runs that make identical features.
+RUN_FACTS = frozenset({"seconds", "clips_per_second", "fingerprint", "device", "batch_size", "versions",
+                       "offline_fallback"})
+FEATURE_PIPELINES = ("data_processing", "feature_extraction", "transfer_features", "fusion")
+
+
+class ModelMismatchError(ValueError):
+    """A trained model that cannot be applied to features made with the project's settings now."""
+
+
+def audio_files(paths: Sequence[Path]) -> list[Path]:
+    """The files given, and every audio file under the folders given."""
+    files = []
+    for path in paths:
+        if path.is_dir():
+            found = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS)
+            if not found:
+                raise FileNotFoundError(
+                    f"no audio files ({', '.join(sorted(AUDIO_EXTENSIONS))}) under {path}")
+            files += found
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise FileNotFoundError(f"{path} does not exist")
+    return files
+
+
+def setting_differences(trained: Any, now: Any, where: str = "") -> list[str]:
+    """Every setting that differs between two feature metadata trees, as 'path: trained -> now'."""
+    if isinstance(trained, Mapping) and isinstance(now, Mapping):
+        return [difference for key in sorted(set(trained) | set(now), key=str) if key not in RUN_FACTS
+                for difference in setting_differences(trained.get(key), now.get(key),
+                                                      f"{where}.{key}" if where else str(key))]
+    if isinstance(trained, list) and isinstance(now, list) and len(trained) == len(now):
+        return [difference for i, (a, b) in enumerate(zip(trained, now, strict=True))
+                for difference in setting_differences(a, b, f"{where}[{i}]")]
+    return [] if trained == now else [f"{where}: {trained!r} when trained, {now!r} now"]
+
+
+def _parameter(parameters: Mapping[str, Any], name: str) -> Any:
+    value: Any = parameters
+    for key in name.removeprefix("params:").split("."):
+        value = value[key]
+    return value
+
+
+def fused_features_of(files: Sequence[Path], variant: str, pipelines: Mapping[str, Pipeline],
+                      parameters: Mapping[str, Any]) -> tuple[ClipArray, pd.DataFrame]:
+    """The fused features of these files for `variant`, and the files rejected (silent,
+    unreadable, too short) with the reason, through the project's pipelines."""
+    fused_name = f"fusion.{variant}.fused_features"
+    steps = sum((pipelines[name] for name in FEATURE_PIPELINES), Pipeline([]))
+    steps = steps.from_inputs("corpus_manifest").to_outputs(fused_name, "audio_rejections")
+    names = [str(f) for f in files]
+    manifest = pd.DataFrame({"clip_id": names, "corpus": "new", "path": names}).reindex(columns=CLIP_COLUMNS)
+    catalog = DataCatalog({"corpus_manifest": MemoryDataset(manifest),
+                           "stored_transfer_features": MemoryDataset(None)})
+    for name in steps.inputs() - {"corpus_manifest", "stored_transfer_features"}:
+        catalog[name] = _parameter(parameters, name)
+    outputs = SequentialRunner().run(steps, catalog)
+    rejected = outputs["audio_rejections"].load()
+    if fused_name not in outputs:  # every file was rejected: nothing reached fusion
+        return ClipArray(np.array([], dtype=str), np.empty((0, 0), np.float32)), rejected
+    return outputs[fused_name].load(), rejected
+
+
+def predict_emotions(files: Sequence[Path], variant: str, model: Any, model_card: Mapping[str, Any],
+                     pipelines: Mapping[str, Pipeline], parameters: Mapping[str, Any]
+                     ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """One row per readable file: its predicted emotion and the probability of each emotion; and
+    the rejected files with the reason."""
+    if list(map(str, model.classes_)) != list(model_card["classes"]):
+        raise ModelMismatchError("the model and its model card name different emotions: they come from "
+                                 "different runs; run `kedro run --pipeline=modelling` again")
+    fused, rejected = fused_features_of(files, variant, pipelines, parameters)
+    if len(fused.clip_ids) == 0:
+        return pd.DataFrame(columns=["file", "emotion"]), rejected
+    # Through JSON, as the model card was, so that a tuple and a list of the same values are equal.
+    differences = setting_differences(model_card["features"], json.loads(json.dumps(fused.metadata)))
+    if differences:
+        raise ModelMismatchError(
+            f"this {variant} model was trained on features made with other settings than the project "
+            "has now:\n  " + "\n  ".join(differences[:20]) + "\nRestore those settings, or train again "
+            "with these (`kedro run`).")
+    table = pd.DataFrame({"file": fused.clip_ids, "emotion": model.predict(fused.values)})
+    if hasattr(model, "predict_proba"):  # not an SVM trained with probability: false
+        table = table.join(pd.DataFrame(model.predict_proba(fused.values),
+                                        columns=[f"p_{label}" for label in model.classes_]))
+    return table, rejected

@@ -1,0 +1,139 @@
+"""Figures and one HTML report from the modelling outputs. Plotly figures, so kedro-viz previews
+them and the report stays interactive without a server."""
+
+from __future__ import annotations
+
+import html
+import json
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import plotly.express as px
+import plotly.graph_objects as go
+import plotly.io as pio
+from plotly.offline import get_plotlyjs
+from plotly.subplots import make_subplots
+
+SCORES = {"accuracy": "accuracy", "unweighted_average_recall": "unweighted average recall",
+          "macro_f1": "macro F1"}
+
+
+def confusion_matrix_figure(classification_metrics: Mapping[str, Any]) -> go.Figure:
+    """Counts beside row-normalised shares: the counts show how many clips a cell is, the shares
+    compare emotions of different sizes (their diagonal is each emotion's recall)."""
+    labels = classification_metrics["confusion_matrix"]["labels"]
+    counts = np.asarray(classification_metrics["confusion_matrix"]["counts"], dtype=int)
+    true_totals = counts.sum(axis=1, keepdims=True)
+    shares = np.divide(counts, true_totals, out=np.zeros(counts.shape), where=true_totals > 0)
+    figure = make_subplots(rows=1, cols=2, horizontal_spacing=0.14,
+                           subplot_titles=("Clips", "Share of each true emotion"))
+    for column, values, text in ((1, counts, "%{z}"), (2, shares, "%{z:.2f}")):
+        figure.add_trace(go.Heatmap(
+            # Lists, not arrays: the saved JSON stays readable by any tool.
+            z=values.tolist(), x=labels, y=labels, texttemplate=text, colorscale="Blues", showscale=False,
+            zmin=0, zmax=1 if column == 2 else None,
+            hovertemplate="true %{y}<br>predicted %{x}<br>" + text + "<extra></extra>"), 1, column)
+    figure.update_xaxes(title_text="predicted emotion")
+    figure.update_yaxes(title_text="true emotion", autorange="reversed", col=1)
+    figure.update_yaxes(autorange="reversed", col=2)
+    figure.update_layout(
+        title=(f"{classification_metrics['test_clips']} test clips in {classification_metrics['folds']} "
+               f"fold(s): accuracy {classification_metrics['accuracy']:.3f}, unweighted average recall "
+               f"{classification_metrics['unweighted_average_recall']:.3f}"),
+        height=460, width=980)
+    return figure
+
+
+def model_comparison_figure(model_summary: pd.DataFrame) -> go.Figure:
+    """Accuracy, unweighted average recall and macro F1 of every variant, one row per classifier,
+    variants in the summary's order (best unweighted average recall first)."""
+    scores = model_summary.melt(id_vars=["variant", "classifier"], value_vars=list(SCORES),
+                                var_name="score", value_name="value")
+    scores["score"] = scores["score"].map(SCORES)
+    figure = px.bar(scores, x="variant", y="value", color="score", barmode="group",
+                    facet_row="classifier", text_auto=".2f", range_y=[0, 1],
+                    category_orders={"variant": list(dict.fromkeys(model_summary["variant"])),
+                                     "score": list(SCORES.values())},
+                    title=f"Test scores, {model_summary['split'].iloc[0]} split")
+    figure.for_each_annotation(lambda note: note.update(text=note.text.replace("classifier=", "")))
+    figure.update_yaxes(title_text="")
+    figure.update_layout(height=300 * model_summary["classifier"].nunique() + 100, width=980)
+    return figure
+
+
+def per_class_f1_figure(**classification_metrics: Mapping[str, Any]) -> go.Figure:
+    """F1 of each emotion (columns) for each `<variant>__<classifier>` (rows): which emotions a
+    model confuses, and whether a stream helps all of them or only some."""
+    f1 = pd.DataFrame({instance.replace("__", " · "): {emotion: scores["f1"] for emotion, scores
+                                                       in metrics["per_class"].items()}
+                       for instance, metrics in classification_metrics.items()}).T
+    f1 = f1.loc[f1.mean(axis=1).sort_values(ascending=False).index]
+    figure = go.Figure(go.Heatmap(
+        z=f1.to_numpy().tolist(), x=list(f1.columns), y=list(f1.index), zmin=0, zmax=1, colorscale="Viridis",
+        texttemplate="%{z:.2f}", colorbar={"title": "F1"},
+        hovertemplate="%{y}<br>%{x}: F1 %{z:.3f}<extra></extra>"))
+    figure.update_yaxes(autorange="reversed")
+    figure.update_layout(title="F1 per emotion, best mean F1 first", xaxis_title="emotion",
+                         height=120 + 28 * len(f1), width=980)
+    return figure
+
+
+def _table(frame: pd.DataFrame) -> str:
+    return frame.to_html(index=False, border=0, classes="table", float_format="{:.3f}".format)
+
+
+def _figure(figure: go.Figure) -> str:
+    return pio.to_html(figure, full_html=False, include_plotlyjs=False,
+                       config={"displaylogo": False, "responsive": True})
+
+
+def html_report(model_summary: pd.DataFrame, model_comparison: go.Figure, per_class_f1: go.Figure,
+                clip_manifest: pd.DataFrame, rejected_clips: pd.DataFrame, data_split: pd.DataFrame,
+                split: Mapping[str, Any], classifiers: Mapping[str, Any],
+                fusion_variants: Mapping[str, Any], **confusion_matrices: go.Figure) -> str:
+    """One HTML file with plotly.js inside, so it opens in a browser with no network: what was
+    run, on which clips, the scores and the figures."""
+    corpora = (clip_manifest.groupby("corpus")
+               .agg(clips=("clip_id", "size"), emotions=("emotion", "nunique"),
+                    speakers=("speaker", "nunique"))
+               .join(rejected_clips.groupby("corpus").size().rename("rejected"))
+               .fillna({"rejected": 0}).astype({"rejected": int}).reset_index())
+    emotions = clip_manifest["emotion"].value_counts().rename_axis("emotion").reset_index(name="clips")
+    subsets = (data_split.groupby(["fold", "subset"]).size().unstack(fill_value=0).reset_index())
+    cnn = model_summary.loc[model_summary["backbone"].fillna("") != "", ["backbone", "weights"]]
+    backbone = (", ".join(f"{b} ({w} weights)" for b, w in cnn.drop_duplicates().itertuples(index=False))
+                or "none (no variant uses CNN features)")
+    rejected = (_table(rejected_clips[["clip_id", "corpus", "stage", "reason"]]) if len(rejected_clips)
+                else "<p>None.</p>")
+    settings = json.dumps({"split": split, "fusion_variants": fusion_variants, "classifiers": classifiers},
+                          indent=2, default=str)
+    confusion = "".join(f"<h3>{html.escape(name.replace('__', ' · '))}</h3>{_figure(figure)}"
+                        for name, figure in confusion_matrices.items())
+    escape = html.escape
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>EmoFusion report</title>
+<script type="text/javascript">{get_plotlyjs()}</script>
+<style>
+body {{ font-family: system-ui, sans-serif; max-width: 1040px; margin: 2em auto; color: #222; }}
+table.table {{ border-collapse: collapse; margin: 0.5em 0 1.5em; }}
+table.table th, table.table td {{ padding: 0.25em 0.7em; border-bottom: 1px solid #ddd; text-align: right; }}
+pre {{ background: #f6f6f6; padding: 1em; overflow-x: auto; }}
+</style></head><body>
+<h1>EmoFusion report</h1>
+<h2>What was run</h2>
+<p>{len(clip_manifest)} clips used, {len(rejected_clips)} rejected.
+Split: <b>{escape(str(split['strategy']))}</b>
+({data_split['fold'].nunique()} fold(s)). CNN features: <b>{escape(backbone)}</b>.</p>
+<h3>Corpora</h3>{_table(corpora)}
+<h3>Emotions</h3>{_table(emotions)}
+<h3>Clips per fold and subset</h3>{_table(subsets)}
+<h3>Rejected clips</h3>{rejected}
+<h3>Settings</h3><pre>{escape(settings)}</pre>
+<h2>Scores on the test clips</h2>{_table(model_summary)}
+{_figure(model_comparison)}
+<h2>F1 per emotion</h2>{_figure(per_class_f1)}
+<h2>Confusion matrices</h2>{confusion}
+</body></html>
+"""

@@ -1,0 +1,40 @@
+import warnings
+
+from kedro.pipeline import Pipeline, node, pipeline
+
+from emofusion.configuration import pipeline_parameters
+
+from ..modelling.pipeline import model_instances
+from .nodes import confusion_matrix_figure, html_report, model_comparison_figure, per_class_f1_figure
+
+
+def create_pipeline(**kwargs) -> Pipeline:
+    """`reporting.<variant>.<classifier>` (its confusion matrix) for every model the modelling
+    pipeline trains, the comparisons across them and the HTML report."""
+    instances = model_instances(kwargs.get("parameters") or pipeline_parameters())
+    metrics = {f"{variant}__{classifier}": f"modelling.{variant}.{classifier}.classification_metrics"
+               for variant, classifier in instances}
+    with warnings.catch_warnings():
+        # Inputs named by other namespaces, dotted as Kedro names them (see modelling).
+        warnings.filterwarnings("ignore", message="One or more dataset names contain '.'")
+        confusion_matrices = [
+            pipeline([node(confusion_matrix_figure, inputs="classification_metrics",
+                           outputs="confusion_matrix", name="confusion_matrix_figure")],
+                     namespace=f"reporting.{variant}.{classifier}",
+                     inputs={"classification_metrics": metrics[f"{variant}__{classifier}"]})
+            for variant, classifier in instances]
+    return Pipeline([
+        *confusion_matrices,
+        node(model_comparison_figure, inputs="model_summary", outputs="model_comparison",
+             name="model_comparison_figure"),
+        node(per_class_f1_figure, inputs=metrics, outputs="per_class_f1", name="per_class_f1_figure"),
+        node(html_report,
+             inputs={"model_summary": "model_summary", "model_comparison": "model_comparison",
+                     "per_class_f1": "per_class_f1", "clip_manifest": "clip_manifest",
+                     "rejected_clips": "rejected_clips", "data_split": "data_split",
+                     "split": "params:split", "classifiers": "params:classifiers",
+                     "fusion_variants": "params:fusion_variants",
+                     **{name: f"reporting.{variant}.{classifier}.confusion_matrix"
+                        for name, (variant, classifier) in zip(metrics, instances, strict=True)}},
+             outputs="html_report", name="html_report"),
+    ])

@@ -1,0 +1,120 @@
+"""reporting: the figures show the numbers they are given, and the HTML report holds them all and
+renders in a real browser."""
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from emofusion.pipelines.reporting.nodes import (
+    confusion_matrix_figure,
+    html_report,
+    model_comparison_figure,
+    per_class_f1_figure,
+)
+
+
+def metrics(counts: list[list[int]], labels: tuple[str, ...] = ("angry", "calm", "sad")) -> dict:
+    counts_array = np.asarray(counts)
+    recall = counts_array.diagonal() / counts_array.sum(axis=1)
+    precision = counts_array.diagonal() / counts_array.sum(axis=0)
+    f1 = 2 * precision * recall / (precision + recall)
+    return {"test_clips": int(counts_array.sum()), "folds": 1,
+            "accuracy": counts_array.trace() / counts_array.sum(),
+            "unweighted_average_recall": recall.mean(), "macro_f1": f1.mean(),
+            "per_class": {label: {"precision": p, "recall": r, "f1": f, "support": int(s)}
+                          for label, p, r, f, s in zip(labels, precision, recall, f1,
+                                                       counts_array.sum(axis=1), strict=True)},
+            "confusion_matrix": {"labels": list(labels), "counts": counts}}
+
+
+GOOD = metrics([[8, 1, 1], [0, 5, 5], [2, 0, 18]])
+POOR = metrics([[4, 3, 3], [3, 4, 3], [5, 5, 10]])
+SUMMARY = pd.DataFrame({
+    "variant": ["mfcc_ir", "mfcc_ir", "ir", "ir"], "classifier": ["svm", "dnn", "svm", "dnn"],
+    "split": "random", "accuracy": [0.8, 0.7, 0.5, 0.4],
+    "unweighted_average_recall": [0.78, 0.69, 0.45, 0.41], "macro_f1": [0.77, 0.68, 0.44, 0.39],
+    "backbone": "squeezenet_v1_1", "weights": "imagenet"})
+
+
+def test_confusion_matrix_shows_counts_and_shares_whose_diagonal_is_recall():
+    figure = confusion_matrix_figure(GOOD)
+    counts, shares = (np.asarray(trace.z, dtype=float) for trace in figure.data)
+    assert np.array_equal(counts, GOOD["confusion_matrix"]["counts"])
+    assert np.allclose(shares.sum(axis=1), 1)
+    assert np.allclose(shares.diagonal(), [GOOD["per_class"][e]["recall"] for e in ("angry", "calm", "sad")])
+    assert list(figure.data[0].x) == ["angry", "calm", "sad"]
+    assert "accuracy 0.775" in figure.layout.title.text  # 31 of 40
+
+
+def test_an_emotion_absent_from_the_test_clips_gives_zero_shares_not_nan():
+    absent = metrics([[3, 1], [0, 0]], ("a", "b")) | {"accuracy": 0.75, "unweighted_average_recall": 0.375}
+    figure = confusion_matrix_figure(absent)
+    assert np.array_equal(np.asarray(figure.data[1].z), [[0.75, 0.25], [0, 0]])
+
+
+def test_model_comparison_has_a_bar_for_every_score_of_every_model():
+    figure = model_comparison_figure(SUMMARY)
+    bars = {(trace.name, trace.xaxis): dict(zip(trace.x, trace.y, strict=True)) for trace in figure.data}
+    assert {name for name, _ in bars} == {"accuracy", "unweighted average recall", "macro F1"}
+    values = sorted(value for bar in bars.values() for value in bar.values())
+    expected = sorted(SUMMARY[["accuracy", "unweighted_average_recall", "macro_f1"]].to_numpy().ravel())
+    assert np.allclose(values, expected)
+    assert {note.text for note in figure.layout.annotations} == {"svm", "dnn"}
+    assert list(figure.layout.xaxis.categoryarray) == ["mfcc_ir", "ir"]  # best first
+
+
+def test_per_class_f1_puts_the_best_model_first_with_each_emotions_f1():
+    figure = per_class_f1_figure(ir__svm=POOR, mfcc_ir__svm=GOOD)
+    heatmap = figure.data[0]
+    assert list(heatmap.y) == ["mfcc_ir · svm", "ir · svm"]
+    assert np.allclose(heatmap.z[0], [GOOD["per_class"][e]["f1"] for e in heatmap.x])
+    assert np.allclose(heatmap.z[1], [POOR["per_class"][e]["f1"] for e in heatmap.x])
+
+
+def report(rejected: pd.DataFrame | None = None) -> str:
+    clips = pd.DataFrame({"clip_id": [f"c{i}" for i in range(40)], "corpus": ["demo"] * 30 + ["mine"] * 10,
+                          "emotion": ["angry", "calm", "sad", "sad"] * 10,
+                          "speaker": [f"s{i % 4}" for i in range(40)]})
+    split = pd.DataFrame({"fold": 0, "clip_id": clips["clip_id"],
+                          "subset": ["train", "train", "validation", "test"] * 10})
+    if rejected is None:
+        rejected = pd.DataFrame({"clip_id": ["mine/broken.wav"], "corpus": ["mine"], "stage": ["audio"],
+                                 "reason": ["unreadable: <not audio>"], "path": ["x"]})
+    return html_report(SUMMARY, model_comparison_figure(SUMMARY), per_class_f1_figure(ir__svm=POOR),
+                       clips, rejected, split, {"strategy": "random"}, {"svm": {"kind": "svm"}},
+                       {"ir": ["transfer_features"]},
+                       mfcc_ir__svm=confusion_matrix_figure(GOOD), ir__svm=confusion_matrix_figure(POOR))
+
+
+def test_the_report_says_what_was_run_and_holds_every_figure():
+    page = report()
+    assert "40 clips used, 1 rejected" in page and "unreadable: &lt;not audio&gt;" in page
+    assert "squeezenet_v1_1 (imagenet weights)" in page and "<b>random</b>" in page
+    assert page.count("Plotly.newPlot") == 4  # comparison, per-class F1, two confusion matrices
+    assert "mfcc_ir · svm" in page and "0.780" in page
+    assert "https://" not in re.sub(r"<script.*?</script>", "", page, flags=re.S)  # nothing to fetch
+    assert "None." in report(pd.DataFrame(columns=["clip_id", "corpus", "stage", "reason"]))
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="no Chromium here (Debian: apt-get install chromium)")
+def test_the_report_renders_every_figure_in_a_headless_browser(tmp_path: Path):
+    page = tmp_path / "report.html"
+    page.write_text(report())
+    # Logs console messages to stderr; prints the DOM after scripts ran.
+    result = subprocess.run(
+        [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--enable-logging=stderr", "--v=0",
+         "--virtual-time-budget=20000", "--dump-dom", page.as_uri()],
+        capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.count('class="plot-container plotly"') == 4  # plotly drew each figure
+    assert result.stdout.count('class="trace bars"') == 6  # 3 scores x 2 classifiers
+    errors = [line for line in result.stderr.splitlines() if "CONSOLE" in line and "Error" in line]
+    assert not errors, errors
