@@ -40,6 +40,43 @@ def summary_of(project: Path, models: list[str], strategy: str) -> pd.DataFrame:
     return pd.DataFrame(rows).sort_values("unweighted_average_recall", ascending=False)
 
 
+STRATEGY_TITLES = {"random": "Random split (stratified by emotion, test 30%)",
+                   "speaker_independent": "Speaker-independent split (folds of speakers; every clip tested "
+                                          "once)"}
+
+
+def results_page(results: dict, meta: dict, args: argparse.Namespace) -> str:
+    """docs/results.md: each strategy's summary table, with the command, backbone and run figures."""
+    command = " ".join(["python benchmarks/modelling.py", f"--corpus-path {args.corpus_path}",
+                        *([f"--statistics {' '.join(args.statistics)}"] if args.statistics else []),
+                        f"--markdown {args.markdown}"])
+    lines = ["# Results", "",
+             "Written by", "", "```bash", command, "```", "",
+             f"on the corpus at `{args.corpus_path}` (reader `{args.reader}`). CNN stream: "
+             f"**{meta['backbone']}** with **{meta['weights']}** weights, {meta['width']:,} values per clip "
+             f"(layer `{meta['layer']}`, "
+             f"pooling `{meta['pooling']}`). MFCC and LPCC clip statistics: "
+             f"{', '.join(args.statistics) if args.statistics else 'the project default'}. "
+             "Scores are on test clips only; UAR is the unweighted average recall.", ""]
+    for strategy, result in results.items():
+        if strategy not in STRATEGY_TITLES:
+            continue
+        summary = pd.DataFrame(result["summary"])
+        run = result["run"]
+        lines += [f"## {STRATEGY_TITLES[strategy]}", "",
+                  f"{int(summary['test_clips'].iloc[0])} test clips in {int(summary['folds'].iloc[0])} "
+                  f"fold(s). The modelling run took {run['wall_s']:.0f} s with a peak of "
+                  f"{run['peak_pss_mb'] / 1024:.1f} GB "
+                  "(PSS of the process tree) on the machine that wrote this page.", "",
+                  "| variant | classifier | width | accuracy | UAR | macro F1 |",
+                  "| --- | --- | --- | --- | --- | --- |"]
+        lines += [f"| {row.variant} | {row.classifier} | {row.width:,} | {row.accuracy:.3f} | "
+                  f"{row.unweighted_average_recall:.3f} | {row.macro_f1:.3f} |"
+                  for row in summary.itertuples()]
+        lines.append("")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--corpus-path", default="../shared/data/ravdess")
@@ -54,6 +91,7 @@ def main() -> None:
     parser.add_argument("--workdir", help="scratch project folder (default: a new temp folder)")
     parser.add_argument("--skip-features", action="store_true", help="reuse the workdir's features")
     parser.add_argument("--json", help="also write the figures and tables to this file")
+    parser.add_argument("--markdown", help="also write the results page (docs/results.md) to this file")
     args = parser.parse_args()
 
     local: dict = {"corpora": ["bench"], "corpus_sources": {"bench": {
@@ -90,6 +128,9 @@ def main() -> None:
                        "unweighted_average_recall", "macro_f1"]].to_string(index=False, float_format="%.3f"))
         results[strategy] = {"run": figures, "summary": summary.to_dict(orient="records")}
     print(f"\nscratch project: {project}")
+    if args.markdown:
+        Path(args.markdown).write_text(results_page(results, meta, args))
+        print(f"wrote {args.markdown}")
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2, default=str))
 
