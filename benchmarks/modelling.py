@@ -57,7 +57,8 @@ def results_page(results: dict, meta: dict, args: argparse.Namespace) -> str:
              f"(layer `{meta['layer']}`, "
              f"pooling `{meta['pooling']}`). MFCC and LPCC clip statistics: "
              f"{', '.join(args.statistics) if args.statistics else 'the project default'}. "
-             "Scores are on test clips only; UAR is the unweighted average recall.", ""]
+             "Scores are on test clips only; UAR is the unweighted average recall. The README's "
+             "*Results on RAVDESS* section discusses them.", ""]
     for strategy, result in results.items():
         if strategy not in STRATEGY_TITLES:
             continue

@@ -4,7 +4,6 @@ them and the report stays interactive without a server."""
 from __future__ import annotations
 
 import html
-import json
 from collections.abc import Mapping
 from typing import Any
 
@@ -13,6 +12,7 @@ import pandas as pd
 import plotly.express as px
 import plotly.graph_objects as go
 import plotly.io as pio
+import yaml
 from plotly.offline import get_plotlyjs
 from plotly.subplots import make_subplots
 
@@ -76,7 +76,7 @@ def per_class_f1_figure(**classification_metrics: Mapping[str, Any]) -> go.Figur
         hovertemplate="%{y}<br>%{x}: F1 %{z:.3f}<extra></extra>"))
     figure.update_yaxes(autorange="reversed")
     figure.update_layout(title="F1 per emotion, best mean F1 first", xaxis_title="emotion",
-                         height=120 + 28 * len(f1), width=980)
+                         height=max(320, 160 + 36 * len(f1)), width=980)
     return figure
 
 
@@ -101,14 +101,17 @@ def html_report(model_summary: pd.DataFrame, model_comparison: go.Figure, per_cl
                .join(rejected_clips.groupby("corpus").size().rename("rejected"))
                .fillna({"rejected": 0}).astype({"rejected": int}).reset_index())
     emotions = clip_manifest["emotion"].value_counts().rename_axis("emotion").reset_index(name="clips")
-    subsets = (data_split.groupby(["fold", "subset"]).size().unstack(fill_value=0).reset_index())
+    subsets = (data_split.groupby(["fold", "subset"]).size().unstack(fill_value=0)
+               .rename_axis(columns=None).reset_index())
     cnn = model_summary.loc[model_summary["backbone"].fillna("") != "", ["backbone", "weights"]]
-    backbone = (", ".join(f"{b} ({w} weights)" for b, w in cnn.drop_duplicates().itertuples(index=False))
+    backbone = ("; ".join(f"{b}, weights: {w}" for b, w in cnn.drop_duplicates().itertuples(index=False))
                 or "none (no variant uses CNN features)")
     rejected = (_table(rejected_clips[["clip_id", "corpus", "stage", "reason"]]) if len(rejected_clips)
                 else "<p>None.</p>")
-    settings = json.dumps({"split": split, "fusion_variants": fusion_variants, "classifiers": classifiers},
-                          indent=2, default=str)
+    settings = yaml.safe_dump({"split": dict(split), "fusion_variants": dict(fusion_variants),
+                               "classifiers": dict(classifiers)}, default_flow_style=None, sort_keys=False)
+    scores = model_summary[["variant", "classifier", "width", "folds", "test_clips", *SCORES]].rename(
+        columns={"test_clips": "test clips", **SCORES})
     confusion = "".join(f"<h3>{html.escape(name.replace('__', ' · '))}</h3>{_figure(figure)}"
                         for name, figure in confusion_matrices.items())
     escape = html.escape
@@ -119,6 +122,7 @@ def html_report(model_summary: pd.DataFrame, model_comparison: go.Figure, per_cl
 body {{ font-family: system-ui, sans-serif; max-width: 1040px; margin: 2em auto; color: #222; }}
 table.table {{ border-collapse: collapse; margin: 0.5em 0 1.5em; }}
 table.table th, table.table td {{ padding: 0.25em 0.7em; border-bottom: 1px solid #ddd; text-align: right; }}
+table.table td:first-child, table.table th:first-child {{ text-align: left; }}
 pre {{ background: #f6f6f6; padding: 1em; overflow-x: auto; }}
 </style></head><body>
 <h1>EmoFusion report</h1>
@@ -131,7 +135,7 @@ Split: <b>{escape(str(split['strategy']))}</b>
 <h3>Clips per fold and subset</h3>{_table(subsets)}
 <h3>Rejected clips</h3>{rejected}
 <h3>Settings</h3><pre>{escape(settings)}</pre>
-<h2>Scores on the test clips</h2>{_table(model_summary)}
+<h2>Scores on the test clips</h2>{_table(scores)}
 {_figure(model_comparison)}
 <h2>F1 per emotion</h2>{_figure(per_class_f1)}
 <h2>Confusion matrices</h2>{confusion}
