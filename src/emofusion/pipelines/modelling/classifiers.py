@@ -179,18 +179,21 @@ class DenseNetworkClassifier(ClassifierMixin, BaseEstimator):
             raise ValueError(f"validation clips have emotions absent from training: {unseen}")
         encode = np.vectorize({label: i for i, label in enumerate(self.classes_)}.__getitem__,
                               otypes=[np.int64])
+        self.n_features_in_ = X.shape[1]
         with tempfile.TemporaryDirectory(prefix="emofusion-dnn-") as folder:
-            # The matrices travel as files the training process maps, not as pickles through a pipe.
+            # The matrices travel as files the training process maps, not as pickles through a pipe;
+            # this process then drops its references, which frees them unless the caller keeps one.
             np.save(train_path := Path(folder, "train.npy"), np.asarray(X, np.float32))
             np.save(validation_path := Path(folder, "validation.npy"), np.asarray(validation[0], np.float32))
+            y, validation_y = encode(y), encode(validation[1])
+            del X, validation
             self.architecture_, self.weights_, history = run_in_fresh_process(
                 train_dense_network, self.get_params(), len(self.classes_),
-                train_path, encode(y), validation_path, encode(validation[1]))
+                train_path, y, validation_path, validation_y)
         self.epochs_run_ = len(history["loss"])
         best = int(np.argmin(history["val_loss"])) + 1
         logger.info("DNN: %d epochs, kept the weights of epoch %d (validation loss %.3f)", self.epochs_run_,
                     best, history["val_loss"][best - 1])
-        self.n_features_in_ = X.shape[1]
         return self
 
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
@@ -240,8 +243,7 @@ def train_dense_network(params: Mapping[str, Any], n_classes: int, train_path: P
              .batch(params["batch_size"])
              .map(lambda rows: (tf.gather(features, rows), tf.gather(labels, rows)))
              .prefetch(1))
-    validation = tf.data.Dataset.from_tensor_slices(
-        (np.load(validation_path), validation_y)).batch(256).cache()
+    validation = tf.data.Dataset.from_tensor_slices((np.load(validation_path), validation_y)).batch(256)
 
     def log_epoch(epoch: int, logs: Mapping[str, float]) -> None:
         logger.info("DNN epoch %d/%d: loss %.3f, accuracy %.3f, validation loss %.3f, accuracy %.3f",

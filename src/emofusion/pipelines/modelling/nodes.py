@@ -121,17 +121,17 @@ def fit_and_predict(fused_features: ClipArray, data_split: pd.DataFrame, classif
         started = time.perf_counter()
         train = _rows(fused_features, rows.loc[rows["subset"].isin(train_subsets), "clip_id"])
         scaler = BlockScaler([(b["start"], b["stop"]) for b in blocks], [b["weight"] for b in blocks])
-        X_train = fused_features.values[train]
-        X_train = scaler.fit(X_train).transform(X_train)
+        scaler.fit(fused_features.values[train])
         y_train = np.array([emotion[c] for c in fused_features.clip_ids[train]])
+        # No name here holds the scaled matrices: the dense network passes them to its training
+        # process and lets go of them, so this process does not keep a copy while it trains.
         if early_stopping:
             validation = _rows(fused_features, rows.loc[rows["subset"] == "validation", "clip_id"])
             y_validation = np.array([emotion[c] for c in fused_features.clip_ids[validation]])
-            estimator.fit(X_train, y_train, validation=(scaler.transform(fused_features.values[validation]),
-                                                        y_validation))
+            estimator.fit(scaler.transform(fused_features.values[train]), y_train,
+                          validation=(scaler.transform(fused_features.values[validation]), y_validation))
         else:
-            estimator.fit(X_train, y_train)
-        del X_train
+            estimator.fit(scaler.transform(fused_features.values[train]), y_train)
         model = Pipeline([("scale", scaler), ("classify", estimator)])
         test = _rows(fused_features, rows.loc[rows["subset"] == "test", "clip_id"])
         X_test = fused_features.values[test]
