@@ -99,6 +99,17 @@ def _rows(features: ClipArray, clip_ids: pd.Series) -> np.ndarray:
                        "run `kedro run` again") from error
 
 
+def _read_rows(values: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """A copy of these rows. From a memory map, through a map of the same file that is closed
+    right after, so the pages read do not stay mapped in (and counted against) this process for
+    the rest of the node."""
+    if isinstance(values, np.memmap) and values.filename:
+        fresh = np.memmap(values.filename, dtype=values.dtype, mode="r", offset=values.offset,
+                          shape=values.shape)
+        return fresh[rows]
+    return values[rows]
+
+
 def fit_and_predict(fused_features: ClipArray, data_split: pd.DataFrame, classifier: Mapping[str, Any],
                     random_seed: int) -> tuple[Pipeline, dict[str, Any], pd.DataFrame]:
     """Per fold: fit the block scaling and the classifier on that fold's training clips only, then
@@ -121,20 +132,21 @@ def fit_and_predict(fused_features: ClipArray, data_split: pd.DataFrame, classif
         started = time.perf_counter()
         train = _rows(fused_features, rows.loc[rows["subset"].isin(train_subsets), "clip_id"])
         scaler = BlockScaler([(b["start"], b["stop"]) for b in blocks], [b["weight"] for b in blocks])
-        scaler.fit(fused_features.values[train])
+        scaler.fit(_read_rows(fused_features.values, train))
         y_train = np.array([emotion[c] for c in fused_features.clip_ids[train]])
         # No name here holds the scaled matrices: the dense network passes them to its training
         # process and lets go of them, so this process does not keep a copy while it trains.
         if early_stopping:
             validation = _rows(fused_features, rows.loc[rows["subset"] == "validation", "clip_id"])
             y_validation = np.array([emotion[c] for c in fused_features.clip_ids[validation]])
-            estimator.fit(scaler.transform(fused_features.values[train]), y_train,
-                          validation=(scaler.transform(fused_features.values[validation]), y_validation))
+            estimator.fit(scaler.transform(_read_rows(fused_features.values, train)), y_train,
+                          validation=(scaler.transform(_read_rows(fused_features.values, validation)),
+                                      y_validation))
         else:
-            estimator.fit(scaler.transform(fused_features.values[train]), y_train)
+            estimator.fit(scaler.transform(_read_rows(fused_features.values, train)), y_train)
         model = Pipeline([("scale", scaler), ("classify", estimator)])
         test = _rows(fused_features, rows.loc[rows["subset"] == "test", "clip_id"])
-        X_test = fused_features.values[test]
+        X_test = _read_rows(fused_features.values, test)
         frame = pd.DataFrame({"fold": fold, "clip_id": fused_features.clip_ids[test],
                               "emotion": [emotion[c] for c in fused_features.clip_ids[test]],
                               "predicted": model.predict(X_test)})
