@@ -20,7 +20,7 @@ from kedro.pipeline import Pipeline
 from kedro.runner import SequentialRunner
 
 from emofusion.clip_array import ClipArray
-from emofusion.pipelines.data_processing.corpora import AUDIO_EXTENSIONS, CLIP_COLUMNS
+from emofusion.pipelines.data_processing.corpora import AUDIO_EXTENSIONS, CLIP_COLUMNS, list_audio
 
 # Facts about a run, not settings: they differ between runs that make identical features.
 RUN_FACTS = frozenset({"seconds", "clips_per_second", "fingerprint", "device", "batch_size", "versions",
@@ -37,7 +37,7 @@ def audio_files(paths: Sequence[Path]) -> list[Path]:
     files = []
     for path in paths:
         if path.is_dir():
-            found = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS)
+            found = [path / relative for relative in list_audio(str(path), path)]
             if not found:
                 raise FileNotFoundError(
                     f"no audio files ({', '.join(sorted(AUDIO_EXTENSIONS))}) under {path}")

@@ -125,7 +125,7 @@ def _clip_id(corpus: str, relative: PurePosixPath) -> str:
     return f"{corpus}/{relative.with_suffix('').as_posix().lstrip('/')}"
 
 
-def _list_audio(corpus: str, root: Path) -> list[PurePosixPath]:
+def list_audio(corpus: str, root: Path) -> list[PurePosixPath]:
     """Audio files under root; the others are counted in the log, so that a format the readers
     skip (say .m4a) does not vanish unnoticed."""
     files = [p for p in root.rglob("*") if p.is_file()]
@@ -145,7 +145,7 @@ def _scan_named_files(corpus: str, reader: str, root: Path) -> tuple[list[dict],
             f"Or point parameter corpus_sources.{corpus}.path at it, e.g. "
             f'kedro run --params "corpus_sources.{corpus}.path=/path/to/{corpus}".'
         )
-    files = _list_audio(corpus, root)
+    files = list_audio(corpus, root)
     if not files:
         raise CorpusError(
             f"Corpus '{corpus}': folder '{root}' holds no audio files "

@@ -32,6 +32,13 @@ def model_instances(parameters: dict) -> list[tuple[str, str]]:
     return [(variant, classifier) for variant in variants for classifier in classifiers]
 
 
+def metrics_by_model(instances: list[tuple[str, str]]) -> dict[str, str]:
+    """`<variant>__<classifier>` -> its metrics dataset: the keyword inputs of nodes that read
+    every model's metrics."""
+    return {f"{variant}__{classifier}": f"modelling.{variant}.{classifier}.classification_metrics"
+            for variant, classifier in instances}
+
+
 def create_pipeline(**kwargs) -> Pipeline:
     """The shared split, `modelling.<variant>.<classifier>` for every fusion variant and every entry
     of `classifiers` in parameters_modelling.yml, and one summary table over all of them."""
@@ -51,8 +58,6 @@ def create_pipeline(**kwargs) -> Pipeline:
              outputs="data_split", name="split_clips"),
         *models,
         node(summarise_classification_metrics,
-             inputs={"split": "params:split", **{
-                 f"{variant}__{classifier}": f"modelling.{variant}.{classifier}.classification_metrics"
-                 for variant, classifier in instances}},
+             inputs={"split": "params:split", **metrics_by_model(instances)},
              outputs="model_summary", name="summarise_classification_metrics"),
     ])
