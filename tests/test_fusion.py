@@ -30,18 +30,32 @@ def test_streams_are_joined_by_clip_id_not_by_position():
     mfcc = stream(["c3", "c1", "c2"], 2, 0.0)
     cnn = ClipArray(np.array(["c2", "c3", "c1", "c9"]),
                     np.array([[[2.5]], [[3.5]], [[1.5]], [[9.5]]], dtype=np.float32), {"backbone": "x"})
-    fused = fuse_feature_streams(manifest, ["mfcc", "transfer_features"], WEIGHTS, mfcc, cnn)
+    fused = fuse_feature_streams(manifest, ["mfcc", "transfer_features"], WEIGHTS, "balanced", mfcc, cnn)
     assert list(fused.clip_ids) == ["c1", "c2", "c3"]
     assert fused.values.tolist() == [[1, 1, 1.5], [2, 2, 2.5], [3, 3, 3.5]]
     assert [(b["stream"], b["start"], b["stop"], b["weight"]) for b in fused.metadata["blocks"]] == [
         ("mfcc", 0, 2, 1.0), ("transfer_features", 2, 3, 2.0)]
     assert fused.metadata["blocks"][1]["source"] == {"backbone": "x"}
+    assert fused.metadata["fusion"] == "early" and fused.metadata["groups"] == [["mfcc", "transfer_features"]]
+
+
+def test_a_late_variant_fuses_the_same_columns_and_records_its_groups():
+    manifest = pd.DataFrame({"clip_id": ["c1", "c2"]})
+    late = {"fusion": "late", "streams": [["mfcc", "lpcc"], "transfer_features"]}
+    fused = fuse_feature_streams(manifest, late, WEIGHTS, "standard", stream(["c1", "c2"], 2, 0),
+                                 stream(["c1", "c2"], 1, 0), stream(["c1", "c2"], 3, 0))
+    assert fused.values.shape == (2, 6)
+    assert fused.metadata["fusion"] == "late" and fused.metadata["block_scaling"] == "standard"
+    assert fused.metadata["groups"] == [["mfcc", "lpcc"], ["transfer_features"]]
+    assert validated_fusion_variants({"x": late, "off": None}, WEIGHTS) == {"x": {
+        "fusion": "late", "groups": [["mfcc", "lpcc"], ["transfer_features"]],
+        "streams": ["mfcc", "lpcc", "transfer_features"]}}
 
 
 def test_a_stream_missing_a_clip_is_named():
     manifest = pd.DataFrame({"clip_id": ["c1", "c2"]})
     with pytest.raises(KeyError, match="'lpcc' lacks 1 of the 2 clips"):
-        fuse_feature_streams(manifest, ["mfcc", "lpcc"], WEIGHTS,
+        fuse_feature_streams(manifest, ["mfcc", "lpcc"], WEIGHTS, "balanced",
                              stream(["c1", "c2"], 2, 0), stream(["c1"], 2, 0))
 
 
@@ -52,6 +66,9 @@ def test_a_stream_missing_a_clip_is_named():
     ({"bad": ["mfcc", "mfcc"]}, "names a stream twice"),
     ({"no good": ["mfcc"]}, "Python identifier"),
     ({}, "is empty"),
+    ({"bad": {"fusion": "late", "streams": ["mfcc"]}}, "at least two"),
+    ({"bad": {"fusion": "middle", "streams": ["mfcc", "lpcc"]}}, "'middle' is not one of"),
+    ({"bad": {"fusion": "late", "streams": ["mfcc", "lpcc"], "weights": [1, 2]}}, r"unknown key\(s\)"),
 ])
 def test_bad_fusion_variants_are_refused_with_the_reason(variants, message):
     with pytest.raises(FusionConfigError, match=message):
@@ -62,11 +79,12 @@ def test_one_namespaced_pipeline_per_variant_with_its_streams_as_inputs():
     parameters = pipeline_parameters(PROJECT)
     assert set(parameters["fusion_variants"]) >= {"ir", "mfcc_ir", "lpcc_ir", "mfcc_lpcc_ir"}
     fusion = create_pipeline(parameters=parameters)
-    for variant, streams in parameters["fusion_variants"].items():
+    for variant, layout in validated_fusion_variants(parameters["fusion_variants"],
+                                                     parameters["block_weights"]).items():
         (node,) = fusion.only_nodes_with_namespaces([f"fusion.{variant}"]).nodes
         assert node.name == f"fusion.{variant}.fuse_feature_streams"
         assert node.inputs == ["clip_manifest", f"params:fusion_variants.{variant}", "params:block_weights",
-                               *streams]
+                               "params:block_scaling", *layout["streams"]]
         assert node.outputs == [f"fusion.{variant}.fused_features"]
 
     extra = dict(parameters, fusion_variants={"mfcc_only": ["mfcc"]})

@@ -103,7 +103,7 @@ def test_no_statistic_is_fitted_on_test_clips():
     poisoned = features.values.copy()
     poisoned[is_test] += 1000.0  # would move any mean or scale that saw a test clip
     model, _, predictions = fit_and_predict(ClipArray(features.clip_ids, poisoned, features.metadata), split,
-                                         {"kind": "svm", "C": 1.0}, 0)
+                                         {"kind": "svm", "C": 1.0}, None, 0)
     train = poisoned[~is_test]
     assert np.allclose(model.named_steps["scale"].mean_, train.mean(axis=0), atol=1e-3)
     assert set(predictions["clip_id"]) == test_ids
@@ -119,7 +119,7 @@ def test_classifiers_learn_a_separable_problem_in_both_split_strategies(classifi
     features, clips = fused(n_per_emotion=36)
     for split in ({"strategy": "random", "test_size": 0.3, "validation_size": 0.15},
                   {"strategy": "speaker_independent", "speaker_folds": 3}):
-        _, _, predictions = fit_and_predict(features, split_clips(clips, split, 0), classifier, 0)
+        _, _, predictions = fit_and_predict(features, split_clips(clips, split, 0), classifier, None, 0)
         assert (predictions["emotion"] == predictions["predicted"]).mean() > 0.8
         probabilities = predictions.filter(regex="^p_").to_numpy()
         assert np.allclose(probabilities.sum(axis=1), 1, atol=1e-4)
@@ -142,7 +142,7 @@ def test_a_fitted_dense_network_survives_pickling():
     features, clips = fused()
     model, card, _ = fit_and_predict(features, split_clips(
         clips, {"strategy": "random", "test_size": 0.3, "validation_size": 0.15}, 0),
-        {"kind": "dnn", "layers": [{"units": 8}], "epochs": 3}, 0)
+        {"kind": "dnn", "layers": [{"units": 8}], "epochs": 3}, None, 0)
     restored = pickle.loads(pickle.dumps(model))
     assert np.allclose(restored.predict_proba(features.values[:5]), model.predict_proba(features.values[:5]))
     assert card["classes"] == EMOTIONS == list(restored.classes_)
@@ -154,7 +154,7 @@ def test_a_fitted_dense_network_survives_pickling():
     scaled = model.named_steps["scale"].transform(features.values)
     assert np.allclose(network.predict(scaled, verbose=0), model.predict_proba(features.values), atol=1e-5)
     assert card["features"] == features.metadata
-    assert card["training_clips"] == 68  # per emotion: 30 - 9 test - 4 validation
+    assert card["model_selection"] == [{"fold": 0, "candidates": 1, "chosen": {}}]
 
 
 def test_the_dense_network_trains_in_its_own_process_reproducibly_and_logs_here(caplog):
@@ -175,7 +175,7 @@ def test_the_dense_network_trains_in_its_own_process_reproducibly_and_logs_here(
 def test_metrics_on_a_case_worked_by_hand():
     predictions = pd.DataFrame({"fold": 0, "emotion": ["a", "a", "b", "b", "b", "b", "c", "c"],
                                 "predicted": ["a", "b", "b", "b", "b", "c", "c", "a"]})
-    metrics = evaluate_predictions(predictions, ClipArray(np.array(["x"]), np.zeros((1, 1))))
+    metrics = evaluate_predictions(predictions, {})
     assert metrics["accuracy"] == pytest.approx(5 / 8)
     # recalls: a 1/2, b 3/4, c 1/2
     assert metrics["unweighted_average_recall"] == pytest.approx((1 / 2 + 3 / 4 + 1 / 2) / 3)
@@ -211,14 +211,15 @@ def test_one_namespaced_pipeline_per_variant_and_classifier():
             nodes = {n.name: n for n in modelling.only_nodes_with_namespaces([namespace]).nodes}
             fit = nodes[f"{namespace}.fit_and_predict"]
             assert fit.inputs == [f"fusion.{variant}.fused_features", "data_split",
-                                  f"params:classifiers.{classifier}", "params:random_seed"]
+                                  f"params:classifiers.{classifier}", "params:reduction",
+                                  "params:random_seed"]
             assert fit.outputs == [f"{namespace}.trained_model", f"{namespace}.model_card",
                                    f"{namespace}.test_predictions"]
             evaluate = nodes[f"{namespace}.evaluate_predictions"]
             assert evaluate.outputs == [f"{namespace}.classification_metrics"]
     summary = next(n for n in modelling.nodes if n.name == "summarise_classification_metrics")
     assert len(summary.inputs) == 1 + len(variants) * len(classifiers)
-    assert modelling.inputs() == {"clip_manifest", "params:split", "params:random_seed",
+    assert modelling.inputs() == {"clip_manifest", "params:split", "params:random_seed", "params:reduction",
                                   *(f"params:classifiers.{c}" for c in classifiers),
                                   *(f"fusion.{v}.fused_features" for v in variants)}
 
@@ -233,3 +234,94 @@ def test_reporting_has_a_confusion_matrix_per_model_and_one_report_of_them_all()
     assert {f"modelling.{m}.classification_metrics" for m in models} <= reporting.inputs()
     report = next(n for n in reporting.nodes if n.name == "html_report")
     assert {f"reporting.{m}.confusion_matrix" for m in models} <= set(report.inputs)
+
+
+def two_stream_problem(seed: int = 0) -> tuple[ClipArray, pd.DataFrame]:
+    """Stream a tells {angry, calm} from {happy, sad}; stream b tells {angry, happy} from {calm, sad}.
+    Each alone gets about half the clips right; together they name every emotion."""
+    rng = np.random.default_rng(seed)
+    clips = manifest(speakers=6, clips_per_emotion=6)
+    index = clips["emotion"].map({e: i for i, e in enumerate(EMOTIONS)}).to_numpy()
+    a = rng.normal(0, 1, (len(clips), 3)) + 4 * (index >= 2)[:, None]
+    b = rng.normal(0, 1, (len(clips), 5)) + 4 * (index % 2 == 1)[:, None]
+    blocks = [{"stream": "a", "start": 0, "stop": 3, "weight": 1.0},
+              {"stream": "b", "start": 3, "stop": 8, "weight": 1.0}]
+    return ClipArray(clips["clip_id"].to_numpy(), np.hstack([a, b]).astype(np.float32),
+                     {"blocks": blocks, "fusion": "late", "groups": [["a"], ["b"]]}), clips
+
+
+RANDOM_SPLIT = {"strategy": "random", "test_size": 0.3, "validation_size": 0.15}
+
+
+def test_late_fusion_names_emotions_that_neither_stream_can_alone():
+    features, clips = two_stream_problem()
+    split = split_clips(clips, RANDOM_SPLIT, 0)
+    svm = {"kind": "svm", "C": 1.0}
+    accuracy = {}
+    for name, metadata in {
+            "a": {"blocks": features.metadata["blocks"][:1]},
+            "b": {"blocks": [dict(features.metadata["blocks"][1], start=0, stop=5)]},
+            "late": features.metadata}.items():
+        values = {"a": features.values[:, :3], "b": features.values[:, 3:], "late": features.values}[name]
+        model, card, predictions = fit_and_predict(ClipArray(features.clip_ids, values, metadata), split,
+                                                   svm, None, 0)
+        accuracy[name] = (predictions["emotion"] == predictions["predicted"]).mean()
+    assert accuracy["a"] < 0.65 and accuracy["b"] < 0.65
+    assert accuracy["late"] > 0.9
+    (selection,) = card["model_selection"]
+    assert len(selection["chosen"]["late_weights"]) == 2 and selection["candidates"] == 5
+    assert min(selection["chosen"]["late_weights"]) > 0  # both streams are needed
+    # The fitted late model predicts from the fused matrix alone, as `emofusion predict` calls it.
+    restored = pickle.loads(pickle.dumps(model))
+    assert np.array_equal(restored.predict(features.values), model.predict(features.values))
+
+
+def test_test_labels_cannot_influence_any_choice():
+    features, clips = two_stream_problem(seed=1)
+    split = split_clips(clips, {"strategy": "speaker_independent", "speaker_folds": 3}, 0)
+    shuffled = split.copy()  # each fold's test rows get shuffled labels; other folds keep theirs
+    is_test = shuffled["subset"] == "test"
+    shuffled.loc[is_test, "emotion"] = np.random.default_rng(5).permutation(shuffled.loc[is_test, "emotion"])
+    assert (shuffled["emotion"] != split["emotion"]).sum() > 30
+    svm = {"kind": "svm", "search": {"C": [0.1, 1.0, 100.0], "block_weights.b": [0.5, 1.0, 2.0]}}
+    early = ClipArray(features.clip_ids, features.values, {"blocks": features.metadata["blocks"]})
+    for fused in (early, features):
+        _, card, predictions = fit_and_predict(fused, split, svm, {"b": {"pca": 2}}, 0)
+        _, shuffled_card, shuffled_predictions = fit_and_predict(fused, shuffled, svm, {"b": {"pca": 2}}, 0)
+        assert card["model_selection"] == shuffled_card["model_selection"]
+        assert predictions["predicted"].equals(shuffled_predictions["predicted"])
+        assert all(len(fold["chosen"]) >= 2 for fold in card["model_selection"])
+
+
+def test_pca_is_fitted_on_training_clips_only_and_travels_with_the_model():
+    features, clips = fused(n_per_emotion=36, width=40)
+    split = split_clips(clips, RANDOM_SPLIT, 0)
+    is_test = np.isin(features.clip_ids, split.loc[split["subset"] == "test", "clip_id"])
+    poisoned = features.values.copy()
+    poisoned[is_test, 2:] = np.random.default_rng(9).normal(0, 1000, (is_test.sum(), 38))
+    reduction = {"b": {"pca": 5}}
+    models = [fit_and_predict(ClipArray(features.clip_ids, values, features.metadata), split,
+                              {"kind": "svm", "C": 1.0}, reduction, 0)[0]
+              for values in (features.values, poisoned)]
+    clean, dirty = (model.named_steps["reduce"].projections_[1] for model in models)
+    assert models[0].named_steps["reduce"].projections_[0] is None  # block a is not reduced
+    assert clean.n_components_ == 5
+    assert np.allclose(clean.components_, dirty.components_) and np.allclose(clean.mean_, dirty.mean_)
+    # the model takes the fused matrix as it is: the projection is inside it
+    assert models[0].predict(features.values[:3]).shape == (3,)
+
+
+def test_search_and_reduction_settings_are_checked():
+    from emofusion.pipelines.modelling.classifiers import validated_reduction, validated_search
+
+    with pytest.raises(ClassifierConfigError, match="search key 'depth'"):
+        validated_search({"kind": "svm", "search": {"depth": [1, 2]}}, ["a"])
+    with pytest.raises(ClassifierConfigError, match="names no known stream"):
+        validated_search({"kind": "svm", "search": {"pca.c": [4]}}, ["a"])
+    with pytest.raises(ClassifierConfigError, match="has no candidates"):
+        validated_search({"kind": "dnn", "search": {"learning_rate": []}}, ["a"])
+    with pytest.raises(ClassifierConfigError, match="unknown stream 'c'"):
+        validated_reduction({"c": {"pca": 4}}, ["a"])
+    with pytest.raises(ClassifierConfigError, match="positive integer"):
+        validated_reduction({"a": {"pca": 0}}, ["a"])
+    validated_search({"kind": "svm", "search": {"C": [1, 10], "block_weights.a": [1, 2]}}, ["a"])

@@ -24,38 +24,79 @@ class FusionConfigError(ValueError):
     """A fusion variant that cannot be built, said before anything runs."""
 
 
-def validated_fusion_variants(fusion_variants: Mapping[str, Sequence[str]],
-                              block_weights: Mapping[str, float]) -> dict[str, list[str]]:
-    """Variants as lists of known streams; the streams are the keys of `block_weights`."""
-    if not fusion_variants:
-        raise FusionConfigError("`fusion_variants` is empty: name at least one list of feature streams")
+FUSION_KINDS = ("early", "late")
+BLOCK_SCALINGS = ("balanced", "standard")
+
+
+def variant_layout(variant: str, spec: Any) -> dict[str, Any]:
+    """A variant's fusion kind, its groups of streams and all its streams, from either YAML form:
+    a list of streams (early fusion: one model on the streams side by side) or a mapping
+    `{fusion: late, streams: [[mfcc, lpcc], transfer_features]}` (late fusion: one model per item,
+    an item being a stream or a list of streams, their class probabilities combined)."""
+    if isinstance(spec, Mapping):
+        unknown = sorted(set(spec) - {"fusion", "streams"})
+        if unknown:
+            raise FusionConfigError(f"fusion variant '{variant}' has unknown key(s) {unknown}; it takes "
+                                    "`fusion` (early or late) and `streams`")
+        kind, items = spec.get("fusion", "early"), spec.get("streams")
+    else:
+        kind, items = "early", spec
+    if kind not in FUSION_KINDS:
+        raise FusionConfigError(f"fusion variant '{variant}': fusion '{kind}' is not one of: "
+                                f"{', '.join(FUSION_KINDS)}")
+    if isinstance(items, str) or not isinstance(items, Sequence) or not items:
+        raise FusionConfigError(
+            f"fusion variant '{variant}' must be a non-empty list of streams, e.g. [mfcc, "
+            "transfer_features], or {fusion: late, streams: [[mfcc, lpcc], transfer_features]}")
+    if kind == "early":
+        groups = [list(items)]
+    else:
+        groups = [[item] if isinstance(item, str) else list(item) for item in items]
+        if len(groups) < 2 or not all(groups):
+            raise FusionConfigError(f"late fusion variant '{variant}' needs at least two non-empty items "
+                                    "in `streams`, one model each")
+    return {"fusion": kind, "groups": groups, "streams": [s for group in groups for s in group]}
+
+
+def validated_fusion_variants(fusion_variants: Mapping[str, Any],
+                              block_weights: Mapping[str, float]) -> dict[str, dict[str, Any]]:
+    """Each variant's layout (see `variant_layout`), its streams checked against the keys of
+    `block_weights`. A variant set to null (e.g. in a configuration environment) is switched off."""
     variants = {}
-    for variant, streams in fusion_variants.items():
-        if isinstance(streams, str) or not streams:
+    for variant, spec in (fusion_variants or {}).items():
+        if spec is None:
+            continue
+        if not variant.isidentifier() or "__" in variant:
             raise FusionConfigError(
-                f"fusion variant '{variant}' must be a non-empty list of streams, "
-                "e.g. [mfcc, transfer_features]")
+                f"fusion variant name '{variant}' must be a Python identifier (letters, digits, single "
+                "underscores): it becomes part of dataset and pipeline names")
+        layout = variant_layout(variant, spec)
+        streams = layout["streams"]
         unknown = [stream for stream in streams if stream not in block_weights]
         if unknown:
             raise FusionConfigError(
                 f"fusion variant '{variant}' names unknown feature stream(s) {unknown}; known streams "
                 f"(the keys of `block_weights`): {sorted(block_weights)}")
         if len(set(streams)) != len(streams):
-            raise FusionConfigError(f"fusion variant '{variant}' names a stream twice: {list(streams)}")
-        if not variant.isidentifier() or "__" in variant:
-            raise FusionConfigError(
-                f"fusion variant name '{variant}' must be a Python identifier (letters, digits, single "
-                "underscores): it becomes part of dataset and pipeline names")
-        variants[variant] = list(streams)
+            raise FusionConfigError(f"fusion variant '{variant}' names a stream twice: {streams}")
+        variants[variant] = layout
+    if not variants:
+        raise FusionConfigError("`fusion_variants` is empty: name at least one list of feature streams")
     return variants
 
 
-def fuse_feature_streams(clip_manifest: pd.DataFrame, streams: Sequence[str],
-                         block_weights: Mapping[str, float], *arrays: ClipArray) -> ClipArray:
+def fuse_feature_streams(clip_manifest: pd.DataFrame, fusion_variant: Any, block_weights: Mapping[str, float],
+                         block_scaling: str, *arrays: ClipArray) -> ClipArray:
     """One row per clip of the manifest, the streams' columns side by side.
 
     Rows are matched by clip id, never by position: a stream that lacks a clip is an error that
-    names the stream, not a silent shift."""
+    names the stream, not a silent shift. The metadata carries what the model needs to treat the
+    blocks: each block's columns and weight, how blocks are scaled and, for late fusion, which
+    streams share a model."""
+    if block_scaling not in BLOCK_SCALINGS:
+        raise FusionConfigError(f"block_scaling '{block_scaling}' is not one of: {', '.join(BLOCK_SCALINGS)}")
+    layout = variant_layout("", fusion_variant)
+    streams = layout["streams"]
     clip_ids = clip_manifest["clip_id"].astype(str).to_numpy()
     rows = {}
     for name, array in zip(streams, arrays, strict=True):
@@ -82,4 +123,5 @@ def fuse_feature_streams(clip_manifest: pd.DataFrame, streams: Sequence[str],
     logger.info("Fused %s for %d clips: %s", " + ".join(streams), len(clip_ids),
                 ", ".join(f"{b['stream']} {b['stop'] - b['start']}" for b in blocks))
     return ClipArray(clip_ids, fused, {"feature": "fused_features", "streams": list(streams),
-                                       "blocks": blocks})
+                                       "fusion": layout["fusion"], "groups": layout["groups"],
+                                       "block_scaling": block_scaling, "blocks": blocks})

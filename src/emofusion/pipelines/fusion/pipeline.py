@@ -8,7 +8,8 @@ from .nodes import fuse_feature_streams, validated_fusion_variants
 def fusion_template(streams: list[str]) -> Pipeline:
     return Pipeline([node(
         fuse_feature_streams,
-        inputs=["clip_manifest", "params:streams", "params:block_weights", *streams],
+        inputs=["clip_manifest", "params:fusion_variant", "params:block_weights", "params:block_scaling",
+                *streams],
         outputs="fused_features", name="fuse_feature_streams")])
 
 
@@ -17,8 +18,9 @@ def create_pipeline(**kwargs) -> Pipeline:
     `parameters` given, as tests do)."""
     parameters = kwargs.get("parameters") or pipeline_parameters()
     variants = validated_fusion_variants(parameters["fusion_variants"], parameters["block_weights"])
-    return sum((pipeline(fusion_template(streams), namespace=f"fusion.{variant}",
-                         inputs={"clip_manifest", *streams},
-                         parameters={"params:streams": f"params:fusion_variants.{variant}",
-                                     "params:block_weights": "params:block_weights"})
-                for variant, streams in variants.items()), Pipeline([]))
+    return sum((pipeline(fusion_template(layout["streams"]), namespace=f"fusion.{variant}",
+                         inputs={"clip_manifest", *layout["streams"]},
+                         parameters={"params:fusion_variant": f"params:fusion_variants.{variant}",
+                                     "params:block_weights": "params:block_weights",
+                                     "params:block_scaling": "params:block_scaling"})
+                for variant, layout in variants.items()), Pipeline([]))

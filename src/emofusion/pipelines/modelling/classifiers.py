@@ -3,6 +3,7 @@ block scaling, then the classifier, with the label order in `classes_`."""
 
 from __future__ import annotations
 
+import itertools
 import logging
 import logging.handlers
 import multiprocessing
@@ -15,10 +16,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sklearn.base import BaseEstimator, ClassifierMixin, TransformerMixin
+from sklearn.base import BaseEstimator, ClassifierMixin, TransformerMixin, clone
+from sklearn.decomposition import PCA
 from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import recall_score
 from sklearn.metrics.pairwise import linear_kernel, rbf_kernel
 from sklearn.model_selection import StratifiedKFold
+from sklearn.pipeline import Pipeline
 from sklearn.svm import SVC
 from sklearn.utils.metaestimators import available_if
 
@@ -32,14 +36,18 @@ class ClassifierConfigError(ValueError):
 
 
 class BlockScaler(TransformerMixin, BaseEstimator):
-    """Standardise every column, then weight each block by weight / sqrt(width).
+    """Standardise every column, then weight each block by weight / sqrt(width) (`balanced`).
 
     A block's total variance becomes weight², so the 40 MFCC columns count as much as the 98,304
-    CNN columns at equal weights. Fitted on training rows only; float32 in and out."""
+    CNN columns at equal weights. With `balanced=False` each column is only standardised and
+    multiplied by its block's weight: plain concatenation, as in the reference design. Fitted on
+    training rows only; float32 in and out."""
 
-    def __init__(self, blocks: Sequence[tuple[int, int]] = (), weights: Sequence[float] = ()) -> None:
+    def __init__(self, blocks: Sequence[tuple[int, int]] = (), weights: Sequence[float] = (),
+                 balanced: bool = True) -> None:
         self.blocks = blocks
         self.weights = weights
+        self.balanced = balanced
 
     def fit(self, X: np.ndarray, y: Any = None) -> BlockScaler:
         width = X.shape[1]
@@ -54,7 +62,7 @@ class BlockScaler(TransformerMixin, BaseEstimator):
         std[std < 1e-8 * max(1.0, float(np.abs(mean).max(initial=0.0)))] = 1.0  # constant columns stay 0
         factor = np.ones(width)
         for (start, stop), weight in zip(self.blocks or [(0, width)], self.weights or [1.0], strict=True):
-            factor[start:stop] = weight / np.sqrt(stop - start)
+            factor[start:stop] = weight / np.sqrt(stop - start) if self.balanced else weight
         self.mean_ = mean.astype(np.float32)
         self.multiplier_ = (factor / std).astype(np.float32)
         self.n_features_in_ = width
@@ -69,6 +77,36 @@ class BlockScaler(TransformerMixin, BaseEstimator):
             chunk = np.asarray(X[start:start + ROWS_PER_CHUNK], dtype=np.float32)
             out[start:start + len(chunk)] = (chunk - self.mean_) * self.multiplier_
         return out
+
+
+class BlockReducer(TransformerMixin, BaseEstimator):
+    """Randomized PCA of chosen blocks, fitted on the training rows only; other blocks pass through.
+
+    `components[i]` is the number of components kept of block i (None: the block as it is). A
+    block is never given more components than it has columns or training rows. After the block
+    scaling, the projection keeps the block's weight: it is a rotation and a cut, no rescaling."""
+
+    def __init__(self, blocks: Sequence[tuple[int, int]] = (), components: Sequence[int | None] = (),
+                 random_state: int | None = None) -> None:
+        self.blocks = blocks
+        self.components = components
+        self.random_state = random_state
+
+    def fit(self, X: np.ndarray, y: Any = None) -> BlockReducer:
+        self.projections_ = []
+        for (start, stop), wanted in zip(self.blocks, self.components, strict=True):
+            kept = None if wanted is None else min(int(wanted), stop - start, len(X))
+            if kept is not None and kept < 1:
+                raise ClassifierConfigError(f"pca must keep at least one component, got {wanted}")
+            self.projections_.append(None if kept is None or kept == stop - start else PCA(
+                kept, svd_solver="randomized", random_state=self.random_state).fit(X[:, start:stop]))
+        self.n_features_in_ = X.shape[1]
+        return self
+
+    def transform(self, X: np.ndarray) -> np.ndarray:
+        return np.hstack([np.asarray(X[:, start:stop], np.float32) if projection is None
+                          else projection.transform(X[:, start:stop]).astype(np.float32)
+                          for (start, stop), projection in zip(self.blocks, self.projections_, strict=True)])
 
 
 class KernelSVC(ClassifierMixin, BaseEstimator):
@@ -145,6 +183,53 @@ class KernelSVC(ClassifierMixin, BaseEstimator):
         return self.calibrator_.predict_proba(scores.reshape(len(X), -1))
 
 
+class LateFusionClassifier(ClassifierMixin, BaseEstimator):
+    """Late fusion: one model per group of streams, each on its own columns, and their class
+    probabilities averaged with `weights` (chosen on validation clips by `select_and_fit`).
+
+    `columns[i]` lists the (start, stop) column ranges of group i in the fused matrix; `models[i]`
+    is the unfitted model for those columns. The weights act only at prediction, so candidates
+    for them are scored on one fit."""
+
+    predict_time_params = ("weights",)
+
+    def __init__(self, columns: Sequence[Sequence[tuple[int, int]]] = (), models: Sequence[Any] = (),
+                 weights: Sequence[float] | None = None) -> None:
+        self.columns = columns
+        self.models = models
+        self.weights = weights
+
+    @property
+    def needs_validation(self) -> bool:
+        return any(uses_validation(model) for model in self.models)
+
+    def _group(self, X: np.ndarray, group: int) -> np.ndarray:
+        return np.hstack([np.asarray(X[:, start:stop]) for start, stop in self.columns[group]])
+
+    def fit(self, X: np.ndarray, y: np.ndarray,
+            validation: tuple[np.ndarray, np.ndarray] | None = None) -> LateFusionClassifier:
+        self.models_ = [fit_model(clone(model), self._group(X, group), y,
+                                  None if validation is None else (self._group(validation[0], group),
+                                                                   validation[1]))
+                        for group, model in enumerate(self.models)]
+        self.classes_ = self.models_[0].classes_
+        if not hasattr(self.models_[0], "predict_proba"):
+            raise ClassifierConfigError("late fusion combines class probabilities: its classifier must "
+                                        "give them (svm: probability: true)")
+        self.n_features_in_ = X.shape[1]
+        return self
+
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        weights = np.ones(len(self.models_)) if self.weights is None else np.asarray(self.weights, float)
+        combined = sum(weight * model.predict_proba(self._group(X, group))
+                       for group, (model, weight) in enumerate(zip(self.models_, weights, strict=True))
+                       if weight > 0)
+        return combined / weights.sum()
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        return self.classes_[self.predict_proba(X).argmax(axis=1)]
+
+
 class DenseNetworkClassifier(ClassifierMixin, BaseEstimator):
     """The reference head as a classifier: dense layers (ReLU, optional dropout), softmax, Adam,
     early stopping on a validation split that is never the test split.
@@ -153,6 +238,8 @@ class DenseNetworkClassifier(ClassifierMixin, BaseEstimator):
     98,304-wide inputs, which a process returns to the system when it ends, so eight or forty-eight
     fits cost the memory of one. The fitted classifier keeps the weights, and the architecture as
     Keras JSON (`keras.models.model_from_json`), and predicts without TensorFlow."""
+
+    needs_validation = True  # early stopping
 
     def __init__(self, layers: Sequence[Mapping[str, Any]] = ({"units": 512, "dropout": 0.5}, {"units": 256}),
                  learning_rate: float = 1e-3, epochs: int = 100, batch_size: int = 32,
@@ -296,7 +383,7 @@ CLASSIFIER_KINDS = {"svm": KernelSVC, "dnn": DenseNetworkClassifier}
 
 def build_classifier(settings: Mapping[str, Any], random_seed: int) -> BaseEstimator:
     """`kind` picks the estimator; the other keys are its parameters."""
-    settings = dict(settings)
+    settings = {key: value for key, value in settings.items() if key != "search"}
     kind = settings.pop("kind", None)
     if kind not in CLASSIFIER_KINDS:
         raise ClassifierConfigError(f"classifier kind '{kind}' is not one of: {sorted(CLASSIFIER_KINDS)}")
@@ -306,3 +393,201 @@ def build_classifier(settings: Mapping[str, Any], random_seed: int) -> BaseEstim
     if unknown:
         raise ClassifierConfigError(f"{kind} does not take {unknown}; it takes {sorted(known)}")
     return estimator(**settings, random_state=random_seed)
+
+
+def uses_validation(model: Any) -> bool:
+    """Whether fitting uses the validation clips (early stopping): such a model trains on the
+    training clips alone; others train on training and validation clips together."""
+    return bool(getattr(model[-1] if isinstance(model, Pipeline) else model, "needs_validation", False))
+
+
+def fit_model(model: Any, X: np.ndarray, y: np.ndarray,
+              validation: tuple[np.ndarray, np.ndarray] | None = None) -> Any:
+    """Fit a model whose last step may need the validation clips; those go through the same
+    preprocessing, fitted on the training rows only, first."""
+    if not uses_validation(model):
+        return model.fit(X, y)
+    if validation is None or len(validation[1]) == 0:
+        raise ValueError("this model needs validation clips (early stopping); the split gave none")
+    if isinstance(model, Pipeline) and len(model) > 1:
+        preprocess = model[:-1]  # the same fitted steps as the model's
+        model[-1].fit(preprocess.fit_transform(X, y), y,
+                      validation=(preprocess.transform(validation[0]), validation[1]))
+    else:
+        (model[-1] if isinstance(model, Pipeline) else model).fit(X, y, validation=validation)
+    return model
+
+
+def _early_model(blocks: Sequence[Mapping[str, Any]], classifier: Mapping[str, Any], balanced: bool,
+                 reduction: Mapping[str, Any], random_seed: int) -> Pipeline:
+    """Block scaling, the optional per-stream PCA, the classifier: one Pipeline, so everything
+    fitted on training clips travels with the model to `predict`."""
+    ranges = [(int(b["start"]), int(b["stop"])) for b in blocks]
+    steps: list[tuple[str, Any]] = [("scale", BlockScaler(ranges, [float(b["weight"]) for b in blocks],
+                                                          balanced))]
+    components = [(reduction.get(b["stream"]) or {}).get("pca") for b in blocks]
+    if any(c is not None for c in components):
+        steps.append(("reduce", BlockReducer(ranges, components, random_seed)))
+    steps.append(("classify", build_classifier(classifier, random_seed)))
+    return Pipeline(steps)
+
+
+def build_model(blocks: Sequence[Mapping[str, Any]], groups: Sequence[Sequence[str]] | None,
+                classifier: Mapping[str, Any], reduction: Mapping[str, Any] | None, balanced: bool,
+                random_seed: int) -> Pipeline:
+    """The unfitted model for a fused matrix with these blocks: one early-fusion Pipeline, or, when
+    `groups` has several groups of streams, late fusion of one such Pipeline per group."""
+    reduction = reduction or {}
+    if not groups or len(groups) == 1:
+        return _early_model(blocks, classifier, balanced, reduction, random_seed)
+    by_stream = {b["stream"]: b for b in blocks}
+    columns, models = [], []
+    for group in groups:
+        members, start = [], 0
+        for stream in group:  # the group's blocks, renumbered from its own first column
+            block = by_stream[stream]
+            width = block["stop"] - block["start"]
+            members.append({**block, "start": start, "stop": start + width})
+            start += width
+        columns.append([(by_stream[stream]["start"], by_stream[stream]["stop"]) for stream in group])
+        models.append(_early_model(members, classifier, balanced, reduction, random_seed))
+    return Pipeline([("classify", LateFusionClassifier(columns, models))])
+
+
+SEARCHABLE_STREAM_SETTINGS = ("block_weights", "pca")
+LATE_WEIGHT_STEP = 0.25
+
+
+def search_candidates(search: Mapping[str, Sequence[Any]] | None, streams: Sequence[str]
+                      ) -> list[dict[str, Any]]:
+    """Every combination of the search grid that applies to a variant with these streams: a
+    `block_weights.<stream>` or `pca.<stream>` key counts only where the variant has that stream."""
+    grid = {}
+    for key, values in (search or {}).items():
+        setting, _, stream = key.partition(".")
+        if setting in SEARCHABLE_STREAM_SETTINGS and stream not in streams:
+            continue
+        grid[key] = list(values) if isinstance(values, Sequence) and not isinstance(values, str) else [values]
+    keys = list(grid)
+    return [dict(zip(keys, values, strict=True)) for values in itertools.product(*(grid[k] for k in keys))]
+
+
+def late_weight_candidates(groups: int) -> list[tuple[float, ...]]:
+    """Combiner weights on a simplex grid (step LATE_WEIGHT_STEP), equal weights first."""
+    steps = round(1 / LATE_WEIGHT_STEP)
+    grid = [tuple(k / steps for k in combination)
+            for combination in itertools.product(range(steps + 1), repeat=groups)
+            if sum(combination) == steps]
+    equal = tuple(1 / groups for _ in range(groups))
+    return [equal, *[weights for weights in grid if not np.allclose(weights, equal)]]
+
+
+def _apply_candidate(candidate: Mapping[str, Any], blocks: Sequence[Mapping[str, Any]],
+                     classifier: Mapping[str, Any], reduction: Mapping[str, Any] | None
+                     ) -> tuple[list[dict[str, Any]], dict[str, Any], dict[str, Any]]:
+    blocks = [dict(block) for block in blocks]
+    settings = {key: value for key, value in classifier.items() if key != "search"}
+    reduction = {stream: dict(options or {}) for stream, options in (reduction or {}).items()}
+    for key, value in candidate.items():
+        setting, _, stream = key.partition(".")
+        if setting == "block_weights":
+            for block in blocks:
+                if block["stream"] == stream:
+                    block["weight"] = float(value)
+        elif setting == "pca":
+            reduction[stream] = {"pca": value}
+        else:
+            settings[key] = value
+    return blocks, settings, reduction
+
+
+def validated_reduction(reduction: Mapping[str, Any] | None, streams: Sequence[str]) -> None:
+    """`reduction` maps known streams to {pca: N}, N a positive number of components or null."""
+    if reduction is None:
+        return
+    if not isinstance(reduction, Mapping):
+        raise ClassifierConfigError(f"reduction must map streams to {{pca: N}}, got {reduction!r}")
+    for stream, options in reduction.items():
+        if stream not in streams:
+            raise ClassifierConfigError(
+                f"reduction names unknown stream '{stream}'; known: {sorted(streams)}")
+        if options is None:
+            continue
+        if not isinstance(options, Mapping) or set(options) - {"pca"}:
+            raise ClassifierConfigError(f"reduction.{stream} must be {{pca: N}}, got {options!r}")
+        n = options.get("pca")
+        if n is not None and (not isinstance(n, int) or isinstance(n, bool) or n < 1):
+            raise ClassifierConfigError(f"reduction.{stream}.pca must be a positive integer, got {n!r}")
+
+
+def validated_search(classifier: Mapping[str, Any], streams: Sequence[str]) -> None:
+    """A `search` grid names settings this classifier or the streams have, each with candidates."""
+    search = classifier.get("search") or {}
+    if not isinstance(search, Mapping):
+        raise ClassifierConfigError(f"search must map settings to lists of candidates, got {search!r}")
+    known = set(CLASSIFIER_KINDS.get(classifier.get("kind"), KernelSVC)().get_params()) - {"random_state"}
+    for key, values in search.items():
+        setting, _, stream = key.partition(".")
+        if setting in SEARCHABLE_STREAM_SETTINGS:
+            if stream not in streams:
+                raise ClassifierConfigError(f"search key '{key}' names no known stream ({sorted(streams)})")
+        elif key not in known:
+            raise ClassifierConfigError(
+                f"search key '{key}' is neither a setting of {classifier.get('kind')} ({sorted(known)}) "
+                f"nor block_weights.<stream> or pca.<stream>")
+        if isinstance(values, Sequence) and not isinstance(values, str) and len(values) == 0:
+            raise ClassifierConfigError(f"search key '{key}' has no candidates")
+
+
+def select_and_fit(blocks: Sequence[Mapping[str, Any]], groups: Sequence[Sequence[str]] | None,
+                   classifier: Mapping[str, Any], reduction: Mapping[str, Any] | None, balanced: bool,
+                   random_seed: int, train: tuple[np.ndarray, np.ndarray],
+                   validation: tuple[np.ndarray, np.ndarray]) -> tuple[Pipeline, dict[str, Any]]:
+    """Choose among the candidates of the classifier's `search` grid (and, for late fusion, the
+    combiner weights) by unweighted average recall on the validation clips, then fit the chosen
+    model as the split prescribes: on training and validation clips together, or on the training
+    clips with early stopping on the validation clips. Test clips play no part.
+
+    Returns the fitted model and a record of the choice."""
+    streams = [b["stream"] for b in blocks]
+    candidates = search_candidates(classifier.get("search"), streams)
+    late = bool(groups) and len(groups) > 1
+    combiner_weights: list[Any] = late_weight_candidates(len(groups)) if late else [None]
+
+    def build(candidate: Mapping[str, Any], **overrides: Any) -> Pipeline:
+        candidate_blocks, settings, candidate_reduction = _apply_candidate(candidate, blocks, classifier,
+                                                                           reduction)
+        return build_model(candidate_blocks, groups, {**settings, **overrides}, candidate_reduction,
+                           balanced, random_seed)
+
+    def fit_as_prescribed(model: Pipeline) -> Pipeline:
+        if uses_validation(model):
+            return fit_model(model, *train, validation)
+        return fit_model(model, np.vstack([train[0], validation[0]]),
+                         np.concatenate([train[1], validation[1]]))
+
+    if len(candidates) * len(combiner_weights) == 1:
+        return fit_as_prescribed(build(candidates[0])), {"candidates": 1, "chosen": {}}
+
+    # Scoring needs only predictions: an SVM of early fusion skips its probability calibration.
+    scoring = {"probability": False} if classifier.get("kind") == "svm" and not late else {}
+    best: tuple[float, dict[str, Any], Any, Pipeline] | None = None
+    for candidate in candidates:
+        model = fit_model(build(candidate, **scoring), *train, validation)
+        for weights in combiner_weights:
+            if weights is not None:
+                model[-1].set_params(weights=list(weights))
+            score = recall_score(validation[1], model.predict(validation[0]), average="macro",
+                                 zero_division=0)
+            if best is None or score > best[0] + 1e-12:
+                best = (score, candidate, weights, model)
+    score, candidate, weights, model = best
+    chosen = dict(candidate)
+    if weights is not None:
+        chosen["late_weights"] = [round(w, 4) for w in weights]
+    if scoring or not uses_validation(model):
+        model = fit_as_prescribed(build(candidate))
+        if weights is not None:
+            model[-1].set_params(weights=list(weights))
+    return model, {"candidates": len(candidates) * len(combiner_weights), "chosen": chosen,
+                   "validation_uar": float(score)}

@@ -21,7 +21,7 @@ from sklearn.pipeline import Pipeline
 
 from emofusion.clip_array import ClipArray, MissingClipsError
 
-from .classifiers import BlockScaler, DenseNetworkClassifier, build_classifier
+from .classifiers import select_and_fit
 
 logger = logging.getLogger(__name__)
 
@@ -111,40 +111,38 @@ def _read_rows(values: np.ndarray, rows: np.ndarray) -> np.ndarray:
 
 
 def fit_and_predict(fused_features: ClipArray, data_split: pd.DataFrame, classifier: Mapping[str, Any],
-                    random_seed: int) -> tuple[Pipeline, dict[str, Any], pd.DataFrame]:
-    """Per fold: fit the block scaling and the classifier on that fold's training clips only, then
-    predict its test clips. Returns the first fold's fitted pipeline, its model card and every test
-    prediction (with speaker-independent folds, each clip is predicted once, by a model that never
-    heard its speaker).
+                    reduction: Mapping[str, Any] | None, random_seed: int
+                    ) -> tuple[Pipeline, dict[str, Any], pd.DataFrame]:
+    """Per fold: choose the model on that fold's validation clips, fit it (block scaling, optional
+    PCA, classifier; for late fusion one such model per group of streams) on its training clips
+    only, then predict its test clips once. Returns the first fold's fitted pipeline, its model
+    card and every test prediction (with speaker-independent folds, each clip is predicted once, by
+    a model that never heard its speaker).
 
-    The model card holds what predicting new audio must reproduce: the label order and how every
-    feature stream was made, from the audio preprocessing on."""
-    blocks = fused_features.metadata.get("blocks") or [{"start": 0, "stop": fused_features.values.shape[1],
-                                                        "weight": 1.0}]
-    emotion = dict(zip(data_split["clip_id"], data_split["emotion"], strict=False))
-    first_model, model_card, predictions = None, {}, []
+    The model card holds what predicting new audio must reproduce, the label order and how every
+    feature stream was made, and what was chosen on each fold's validation clips."""
+    metadata = fused_features.metadata
+    blocks = metadata.get("blocks") or [{"stream": "features", "start": 0,
+                                         "stop": fused_features.values.shape[1], "weight": 1.0}]
+    groups = metadata.get("groups")
+    balanced = metadata.get("block_scaling", "balanced") == "balanced"
+    first_model, model_card, predictions, selections = None, {}, [], []
     folds = sorted(data_split["fold"].unique())
     for fold in folds:
         rows = data_split[data_split["fold"] == fold]
-        estimator = build_classifier(classifier, random_seed)
-        early_stopping = isinstance(estimator, DenseNetworkClassifier)
-        train_subsets = ["train"] if early_stopping else ["train", "validation"]
+        # Labels from this fold's own rows: a clip tested here is a training clip of another fold.
+        emotion = dict(zip(rows["clip_id"], rows["emotion"], strict=True))
         started = time.perf_counter()
-        train = _rows(fused_features, rows.loc[rows["subset"].isin(train_subsets), "clip_id"])
-        scaler = BlockScaler([(b["start"], b["stop"]) for b in blocks], [b["weight"] for b in blocks])
-        scaler.fit(_read_rows(fused_features.values, train))
-        y_train = np.array([emotion[c] for c in fused_features.clip_ids[train]])
-        # No name here holds the scaled matrices: the dense network passes them to its training
-        # process and lets go of them, so this process does not keep a copy while it trains.
-        if early_stopping:
-            validation = _rows(fused_features, rows.loc[rows["subset"] == "validation", "clip_id"])
-            y_validation = np.array([emotion[c] for c in fused_features.clip_ids[validation]])
-            estimator.fit(scaler.transform(_read_rows(fused_features.values, train)), y_train,
-                          validation=(scaler.transform(_read_rows(fused_features.values, validation)),
-                                      y_validation))
-        else:
-            estimator.fit(scaler.transform(_read_rows(fused_features.values, train)), y_train)
-        model = Pipeline([("scale", scaler), ("classify", estimator)])
+
+        def subset(name: str, rows: pd.DataFrame = rows, emotion: dict = emotion
+                   ) -> tuple[np.ndarray, np.ndarray]:
+            positions = _rows(fused_features, rows.loc[rows["subset"] == name, "clip_id"])
+            return (_read_rows(fused_features.values, positions),
+                    np.array([emotion[c] for c in fused_features.clip_ids[positions]]))
+
+        model, selection = select_and_fit(blocks, groups, classifier, reduction, balanced, random_seed,
+                                          subset("train"), subset("validation"))
+        selections.append({"fold": int(fold), **selection})
         test = _rows(fused_features, rows.loc[rows["subset"] == "test", "clip_id"])
         X_test = _read_rows(fused_features.values, test)
         frame = pd.DataFrame({"fold": fold, "clip_id": fused_features.clip_ids[test],
@@ -154,24 +152,28 @@ def fit_and_predict(fused_features: ClipArray, data_split: pd.DataFrame, classif
             frame = frame.join(pd.DataFrame(model.predict_proba(X_test),
                                             columns=[f"p_{label}" for label in model.classes_]))
         predictions.append(frame)
-        logger.info("Fold %d/%d: trained on %d clips, tested on %d, accuracy %.3f (%.1f s)", fold + 1,
-                    len(folds), len(train), len(test), float((frame["emotion"] == frame["predicted"]).mean()),
-                    time.perf_counter() - started)
+        chosen = ", ".join(f"{key} {value}" for key, value in selection["chosen"].items())
+        logger.info("Fold %d/%d: %s%s, tested on %d clips: accuracy %.3f (%.1f s)", fold + 1, len(folds),
+                    f"chose {chosen} (validation UAR {selection['validation_uar']:.3f}, "
+                    f"{selection['candidates']} candidates)" if chosen else "trained",
+                    "" if chosen else f" on {int((rows['subset'] != 'test').sum())} clips", len(test),
+                    float((frame["emotion"] == frame["predicted"]).mean()), time.perf_counter() - started)
         if first_model is None:
             first_model = model
             model_card = {"classes": [str(label) for label in model.classes_],
-                          "classifier": dict(classifier), "training_clips": len(train), "fold": int(fold),
-                          "features": fused_features.metadata}
+                          "classifier": dict(classifier), "reduction": dict(reduction or {}),
+                          "fold": int(fold), "features": metadata}
+    model_card["model_selection"] = selections
     predictions = pd.concat(predictions, ignore_index=True)
     # A fold whose training clips lacked an emotion gives it no probability column: it had none.
     return first_model, model_card, predictions.fillna(
         {column: 0.0 for column in predictions if column.startswith("p_")})
 
 
-def describe_features(fused_features: ClipArray) -> list[dict[str, Any]]:
+def describe_features(features: Mapping[str, Any]) -> list[dict[str, Any]]:
     """Each block's stream and width and, for CNN features, the backbone and weights really used."""
     described = []
-    for block in fused_features.metadata.get("blocks", []):
+    for block in features.get("blocks", []):
         source = block.get("source", {})
         entry = {"stream": block["stream"], "width": block["stop"] - block["start"],
                  "weight": block["weight"]}
@@ -182,9 +184,10 @@ def describe_features(fused_features: ClipArray) -> list[dict[str, Any]]:
     return described
 
 
-def evaluate_predictions(test_predictions: pd.DataFrame, fused_features: ClipArray) -> dict[str, Any]:
+def evaluate_predictions(test_predictions: pd.DataFrame, model_card: Mapping[str, Any]) -> dict[str, Any]:
     """Accuracy, unweighted average recall (the mean of per-emotion recalls, blind to class sizes),
-    macro F1, per-class precision, recall and F1 and the confusion matrix, over all test clips."""
+    macro F1, per-class precision, recall and F1 and the confusion matrix, over all test clips;
+    with the features used and what was chosen on each fold's validation clips."""
     truth, predicted = test_predictions["emotion"].astype(str), test_predictions["predicted"].astype(str)
     labels = sorted(set(truth) | set(predicted))
     precision, recall, f1, support = precision_recall_fscore_support(truth, predicted, labels=labels,
@@ -200,7 +203,9 @@ def evaluate_predictions(test_predictions: pd.DataFrame, fused_features: ClipArr
                       for label, p, r, f, s in zip(labels, precision, recall, f1, support, strict=True)},
         "confusion_matrix": {"labels": labels,
                              "counts": confusion_matrix(truth, predicted, labels=labels).tolist()},
-        "features": describe_features(fused_features),
+        "features": describe_features(model_card.get("features", {})),
+        "fusion": model_card.get("features", {}).get("fusion", "early"),
+        "model_selection": model_card.get("model_selection", []),
     }
 
 

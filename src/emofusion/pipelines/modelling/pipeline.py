@@ -5,16 +5,22 @@ from kedro.pipeline import Pipeline, node, pipeline
 from emofusion.configuration import pipeline_parameters
 
 from ..fusion.nodes import validated_fusion_variants
-from .classifiers import ClassifierConfigError, build_classifier
+from .classifiers import (
+    ClassifierConfigError,
+    build_classifier,
+    validated_reduction,
+    validated_search,
+)
 from .nodes import evaluate_predictions, fit_and_predict, split_clips, summarise_classification_metrics
 
 
 def modelling_template() -> Pipeline:
     return Pipeline([
         node(fit_and_predict,
-             inputs=["fused_features", "data_split", "params:classifier", "params:random_seed"],
+             inputs=["fused_features", "data_split", "params:classifier", "params:reduction",
+                     "params:random_seed"],
              outputs=["trained_model", "model_card", "test_predictions"], name="fit_and_predict"),
-        node(evaluate_predictions, inputs=["test_predictions", "fused_features"],
+        node(evaluate_predictions, inputs=["test_predictions", "model_card"],
              outputs="classification_metrics", name="evaluate_predictions"),
     ])
 
@@ -23,12 +29,17 @@ def model_instances(parameters: dict) -> list[tuple[str, str]]:
     """(variant, classifier) for every fusion variant and every entry of `classifiers`, checked so
     that an unknown kind or option fails here, before anything runs."""
     variants = validated_fusion_variants(parameters["fusion_variants"], parameters["block_weights"])
-    classifiers = parameters["classifiers"]
+    # An entry set to null (e.g. in a configuration environment) is switched off.
+    classifiers = {name: settings for name, settings in parameters["classifiers"].items()
+                   if settings is not None}
+    streams = sorted(parameters["block_weights"])
+    validated_reduction(parameters.get("reduction"), streams)
     for name, settings in classifiers.items():
         if not name.isidentifier() or "__" in name:
             raise ClassifierConfigError(f"classifier name '{name}' must be a Python identifier (letters, "
                                         "digits, single underscores): it becomes part of pipeline names")
         build_classifier(settings, 0)
+        validated_search(settings, streams)
     return [(variant, classifier) for variant in variants for classifier in classifiers]
 
 
@@ -51,6 +62,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                            inputs={"fused_features": f"fusion.{variant}.fused_features",
                                    "data_split": "data_split"},
                            parameters={"params:classifier": f"params:classifiers.{classifier}",
+                                       "params:reduction": "params:reduction",
                                        "params:random_seed": "params:random_seed"})
                   for variant, classifier in instances]
     return Pipeline([
