@@ -2,12 +2,18 @@
 
 from pathlib import Path
 
+import keras
 import numpy as np
 import pytest
 import yaml
 
 from emofusion.clip_array import ClipArray
-from emofusion.pipelines.transfer_features.backbones import build_backbone, load_backbone
+from emofusion.pipelines.transfer_features.backbones import (
+    TimePooling,
+    build_backbone,
+    dtype_policy,
+    load_backbone,
+)
 from emofusion.pipelines.transfer_features.config import (
     TransferConfigError,
     backbone_spec,
@@ -15,6 +21,7 @@ from emofusion.pipelines.transfer_features.config import (
     transfer_settings,
 )
 from emofusion.pipelines.transfer_features.images import extract_features, spectrogram_to_image
+from emofusion.pipelines.transfer_features.nodes import extract_transfer_features
 from emofusion.pipelines.transfer_features.squeezenet import SqueezeNetV1_1
 
 CONFIG = yaml.safe_load(
@@ -26,6 +33,13 @@ def registry(**input_sizes: list[int]) -> dict:
     """The project's registry with some input sizes made small, to keep the tests fast."""
     return {name: dict(entry, input_size=input_sizes.get(name, entry["input_size"]))
             for name, entry in REGISTRY.items()}
+
+
+def squeezenet_taps(pooling: str, size: int = 227, **entry) -> dict:
+    """The registry with SqueezeNet tapped at fire5 and fire9 (as conf/local would add `layers`)."""
+    entries = registry(squeezenet_v1_1=[size, size])
+    entries["squeezenet_v1_1"] |= {"layers": ["fire5_concat", "fire9_concat"], "pooling": pooling, **entry}
+    return entries
 
 
 def settings(backbones: dict | None = None, **changes):
@@ -54,18 +68,62 @@ def test_spectrogram_image_spans_minus_one_to_one_with_low_frequencies_at_the_bo
 
 def test_inception_resnet_v2_without_pooling_gives_98304_values_per_clip():
     backbone = build_backbone(backbone_spec("inception_resnet_v2", REGISTRY), weights=None)
-    assert backbone.feature_shape == (8, 8, 1536)
+    assert [(tap.layer, tap.shape, tap.width) for tap in backbone.taps] == [
+        ("conv_7b_ac", (8, 8, 1536), 98_304)]
     features = extract_features(backbone, np.zeros((1, 128, 241), np.float16), 1, "float32")
     assert features.shape == (1, 98_304)
 
 
-@pytest.mark.parametrize(("pooling", "width"), [("avg", 1280), ("max", 1280), ("none", 3 * 3 * 1280)])
+@pytest.mark.parametrize(("pooling", "width"), [("avg", 1280), ("max", 1280), ("none", 3 * 3 * 1280),
+                                               ("time", 3 * 1280), ("time_stats", 2 * 3 * 1280)])
 def test_pooling_choices_set_the_width(pooling, width):
     entries = registry(mobilenet_v2=[96, 96])
     entries["mobilenet_v2"]["pooling"] = pooling
     backbone = build_backbone(backbone_spec("mobilenet_v2", entries), weights=None)
     features = extract_features(backbone, np.ones((3, 16, 20), np.float16), 2, "float16")
     assert features.shape == (3, width) and features.dtype == np.float16
+
+
+def test_time_pooling_averages_over_columns_then_appends_the_standard_deviations():
+    maps = np.random.default_rng(2).normal(size=(2, 3, 5, 4)).astype(np.float32)  # batch, freq, time, ch
+    means = maps.mean(axis=2).reshape(2, 3 * 4)  # frequency-major: row 0's channels, then row 1's...
+    stds = maps.std(axis=2).reshape(2, 3 * 4)
+    assert np.allclose(TimePooling()(maps), means, atol=1e-6)
+    assert np.allclose(TimePooling(with_std=True)(maps), np.concatenate([means, stds], axis=1), atol=1e-6)
+
+
+def test_time_pooling_runs_in_float32_under_a_mixed_policy():
+    # Each row is 0 then 1000 over time: float16 squares of the deviations (250,000) would overflow.
+    maps = np.zeros((1, 2, 2, 1), np.float16)
+    maps[0, :, 1] = 1000
+    with dtype_policy("mixed_float16"):
+        pooled = TimePooling(with_std=True)(maps)
+    assert pooled.dtype == "float32" and np.array_equal(pooled, [[500, 500, 500, 500]])
+
+
+@pytest.mark.parametrize(("pooling", "widths"), [("time", (27 * 256, 13 * 512)),
+                                                  ("time_stats", (2 * 27 * 256, 2 * 13 * 512))])
+def test_squeezenet_tapped_at_two_fire_modules_concatenates_their_pooled_maps(pooling, widths):
+    backbone = build_backbone(backbone_spec("squeezenet_v1_1", squeezenet_taps(pooling)), weights=None)
+    assert [(tap.layer, tap.shape, tap.width) for tap in backbone.taps] == [
+        ("fire5_concat", (27, 27, 256), widths[0]), ("fire9_concat", (13, 13, 512), widths[1])]
+    assert backbone.model.output_shape == (None, sum(widths))  # 13,568 averaged; 27,136 with stds
+
+
+@pytest.mark.parametrize("precision", ["float32", "mixed_bfloat16"])
+def test_tapped_maps_are_pooled_over_time_inside_the_model_in_the_order_of_layers(precision):
+    backbone = build_backbone(backbone_spec("squeezenet_v1_1", squeezenet_taps("time_stats", size=64)),
+                              weights=None, precision=precision)
+    probe = keras.Model(backbone.model.input, [backbone.model.get_layer(tap.layer).output
+                                               for tap in backbone.taps])
+    images = np.random.default_rng(3).uniform(-100, 100, (2, 64, 64, 3)).astype(np.float32)
+    maps = [np.asarray(m, np.float32) for m in probe.predict_on_batch(images)]
+    # Per tap, in the order of layers: all its means over time, then all its standard deviations.
+    expected = np.concatenate([statistic(m, axis=2).reshape(2, -1) for m in maps
+                               for statistic in (np.mean, np.std)], axis=1)
+    features = backbone.model.predict_on_batch(images)
+    assert features.dtype == np.float32 and features.shape == (2, 2 * (7 * 256 + 3 * 512))
+    assert np.allclose(features, expected, rtol=1e-4, atol=1e-4 * np.abs(expected).max())
 
 
 def test_weights_from_a_local_file_reproduce_the_model_they_were_saved_from(tmp_path):
@@ -116,12 +174,60 @@ def test_bad_settings_are_named(changes, message):
 def test_bad_registry_entries_are_named():
     entries = registry()
     entries["vgg16"]["pooling"] = "median"
-    with pytest.raises(TransferConfigError, match="pooling 'median' is not one of none, avg, max"):
+    with pytest.raises(TransferConfigError,
+                       match="pooling 'median' is not one of none, avg, max, time, time_stats"):
         backbone_spec("vgg16", entries)
     entries = registry(mobilenet_v2=[96, 96])
     entries["mobilenet_v2"]["layer"] = "no_such_layer"
     with pytest.raises(TransferConfigError, match="has no layer 'no_such_layer'"):
         build_backbone(backbone_spec("mobilenet_v2", entries), weights=None)
+
+
+@pytest.mark.parametrize(("entry", "message"), [
+    ({"layer": "fire9_concat"}, r"sets both layer \('fire9_concat'\) and layers"),
+    ({"layers": []}, r"layers must be a non-empty list of layer names, got \[\]"),
+    ({"layers": "fire9_concat"}, "layers must be a non-empty list of layer names, got 'fire9_concat'"),
+    ({"layers": ["fire5_concat", None]}, "layers must all be layer names"),
+    ({"layers": ["fire9_concat", "fire9_concat"]}, "layers names fire9_concat more than once"),
+    ({"layers": None, "layer": ["fire9_concat"]}, "layer must be a layer name or null"),
+])
+def test_bad_tapped_layers_are_named(entry, message):
+    with pytest.raises(TransferConfigError, match=f"Backbone 'squeezenet_v1_1'.*{message}"):
+        backbone_spec("squeezenet_v1_1", squeezenet_taps("time", **entry))
+
+
+def test_layer_and_layers_normalise_to_one_tuple():
+    def layers(**entry) -> tuple:
+        return backbone_spec("squeezenet_v1_1", squeezenet_taps("time", **entry)).layers
+
+    assert backbone_spec("squeezenet_v1_1", REGISTRY).layers == (None,)  # layer: null
+    assert layers(layers=None, layer="fire5_concat") == ("fire5_concat",)
+    # A null layer beside layers is unset: conf/local can add layers to an entry of conf/base.
+    assert layers(layer=None) == ("fire5_concat", "fire9_concat")
+
+
+def test_an_unknown_tapped_layer_is_named_with_close_names():
+    entries = squeezenet_taps("time", size=64, layers=["fire5_concat", "fire9_concatenate"])
+    with pytest.raises(TransferConfigError, match="has no layer 'fire9_concatenate' "
+                                                  r"\(close names: fire9_concat.*; its last layers: "):
+        build_backbone(backbone_spec("squeezenet_v1_1", entries), weights=None)
+
+
+def test_metadata_records_each_tap_before_and_after_pooling(caplog):
+    values = np.random.default_rng(4).uniform(-80, 0, (3, 16, 20)).astype(np.float16)
+    params = dict(CONFIG["transfer_features"], backbone="squeezenet_v1_1", weights="none", batch_size=2)
+    with caplog.at_level("INFO"):
+        features = extract_transfer_features(ClipArray(["a", "b", "c"], values), None, params,
+                                             squeezenet_taps("time", size=64), random_seed=3)
+    meta = features.metadata
+    assert meta["taps"] == [
+        {"layer": "fire5_concat", "shape": [7, 7, 256], "pooling": "time", "width": 7 * 256},
+        {"layer": "fire9_concat", "shape": [3, 3, 512], "pooling": "time", "width": 3 * 512}]
+    assert (meta["layer"], meta["feature_shape"], meta["pooling"], meta["width"]) == (
+        "fire5_concat+fire9_concat", [[7, 7, 256], [3, 3, 512]], "time", 3_328)
+    assert features.values.shape == (3, 3_328)
+    assert ("layers fire5_concat (7x7x256 -> 1,792) + fire9_concat (3x3x512 -> 1,536) averaged over "
+            "time: 3,328 values per clip") in caplog.text
 
 
 def test_random_weights_are_seeded_and_announced(caplog):
@@ -144,3 +250,13 @@ def test_fingerprint_follows_the_spectrograms_and_the_settings_that_shape_the_fe
     assert fingerprint(ClipArray(["b", "a"], spectrograms.values), settings()) != base
     assert fingerprint(spectrograms, settings(output_dtype="float16")) != base
     assert fingerprint(spectrograms, settings(backbones=registry(inception_resnet_v2=[75, 75]))) != base
+
+    def tapped(pooling: str, **entry) -> str:
+        return fingerprint(spectrograms, settings(backbone="squeezenet_v1_1",
+                                                  backbones=squeezenet_taps(pooling, **entry)))
+
+    two_layers = tapped("time")
+    assert len({two_layers, tapped("time_stats"), tapped("time", layers=["fire9_concat", "fire5_concat"]),
+                tapped("time", layers=["fire9_concat"]), tapped("time", layers=None)}) == 5
+    # The same tap written either way is the same setting.
+    assert tapped("time", layers=None, layer="fire9_concat") == tapped("time", layers=["fire9_concat"])

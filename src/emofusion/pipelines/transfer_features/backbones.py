@@ -4,6 +4,8 @@ fall back to the offline SqueezeNet when ImageNet weights cannot be downloaded."
 from __future__ import annotations
 
 import contextlib
+import difflib
+import functools
 import importlib
 import logging
 import re
@@ -12,14 +14,41 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import keras
-from keras import layers
+from keras import layers, ops
 
 from .config import BackboneSpec, TransferConfigError, TransferSettings, keras_cache_dir
 
 logger = logging.getLogger(__name__)
 
-_POOLING_LAYERS = {"none": layers.Flatten, "avg": layers.GlobalAveragePooling2D,
-                   "max": layers.GlobalMaxPooling2D}
+
+class TimePooling(layers.Layer):
+    """(batch, frequency, time, channels) maps -> (batch, frequency * channels) means over time,
+    followed, with ``with_std``, by the (population) standard deviations over time in the same order.
+
+    A spectrogram image's rows are frequencies and its columns time: averaging over columns keeps
+    where in frequency the energy lies and drops when it came, which global pooling would also
+    drop. It runs in float32 under any dtype policy, as float16 squares overflow above 256."""
+
+    def __init__(self, with_std: bool = False, **kwargs: Any) -> None:
+        kwargs.setdefault("dtype", "float32")
+        super().__init__(**kwargs)
+        self.with_std = with_std
+
+    def call(self, maps: Any) -> Any:
+        maps = ops.cast(maps, "float32")
+        _, height, _, channels = maps.shape
+        statistics = [ops.mean(maps, axis=2)]
+        if self.with_std:
+            statistics.append(ops.std(maps, axis=2))
+        return ops.concatenate([ops.reshape(s, (-1, height * channels)) for s in statistics], axis=-1)
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "with_std": self.with_std}
+
+
+_POOLING_LAYERS: dict[str, Callable[..., layers.Layer]] = {
+    "none": layers.Flatten, "avg": layers.GlobalAveragePooling2D, "max": layers.GlobalMaxPooling2D,
+    "time": TimePooling, "time_stats": functools.partial(TimePooling, with_std=True)}
 
 
 class ImageNetWeightsUnavailable(RuntimeError):
@@ -36,6 +65,15 @@ class ImageNetWeightsUnavailable(RuntimeError):
         )
 
 
+@dataclass(frozen=True)
+class Tap:
+    """One tapped layer: the shape of its map (height, width, channels) and its values once pooled."""
+
+    layer: str
+    shape: tuple[int, ...]
+    width: int
+
+
 @dataclass
 class Backbone:
     """A ready network (image batch -> (batch, width) features) and what it really is."""
@@ -43,8 +81,7 @@ class Backbone:
     model: keras.Model
     spec: BackboneSpec
     preprocess_input: Callable[[Any], Any]
-    layer: str  # the layer whose output is tapped
-    feature_shape: tuple[int, ...]
+    taps: tuple[Tap, ...]  # in the order their pooled values are concatenated
     provenance: dict[str, Any] = field(default_factory=dict)
 
 
@@ -69,7 +106,8 @@ def dtype_policy(precision: str) -> Iterator[None]:
 
 
 def build_backbone(spec: BackboneSpec, weights: str | None, precision: str = "float32") -> Backbone:
-    """The registry's network without its head, tapped at ``spec.layer`` and pooled (or flattened)."""
+    """The registry's network without its head, tapped at ``spec.layers``, each map pooled (or
+    flattened) and the results concatenated in that order."""
     application = import_object(spec.application)
     with dtype_policy(precision):
         try:
@@ -81,22 +119,33 @@ def build_backbone(spec: BackboneSpec, weights: str | None, precision: str = "fl
             if isinstance(error, ValueError):
                 raise TransferConfigError(f"Backbone '{spec.name}' cannot be built: {error}") from error
             raise
-        if spec.layer is None:
-            tapped, layer = base.output, base.layers[-1].name
-        else:
-            layer = spec.layer
-            try:
-                tapped = base.get_layer(spec.layer).output
-            except ValueError as error:
-                names = ", ".join(candidate.name for candidate in base.layers[-5:])
-                raise TransferConfigError(
-                    f"Backbone '{spec.name}' has no layer '{spec.layer}' (its last layers: {names})"
-                ) from error
-        features = _POOLING_LAYERS[spec.pooling](name=f"{spec.pooling}_features")(tapped)
+        taps, pooled = [], []
+        for name in spec.layers:
+            layer = base.layers[-1] if name is None else _layer(base, spec, name)
+            pool = _POOLING_LAYERS[spec.pooling](name=f"{spec.pooling}_pooled_{layer.name}")
+            pooled.append(pool(layer.output))
+            taps.append(Tap(layer=layer.name, shape=tuple(int(d) for d in layer.output.shape[1:]),
+                            width=int(pooled[-1].shape[-1])))
+        # float32, so that float32 time statistics are not cast back to float16 under a mixed policy.
+        features = (pooled[0] if len(pooled) == 1
+                    else layers.Concatenate(name="features", dtype="float32")(pooled))
         model = keras.Model(base.input, features, name=f"{spec.name}_features")
     model.trainable = False
     return Backbone(model=model, spec=spec, preprocess_input=import_object(spec.preprocess_input),
-                    layer=layer, feature_shape=tuple(int(d) for d in tapped.shape[1:]))
+                    taps=tuple(taps))
+
+
+def _layer(base: keras.Model, spec: BackboneSpec, name: str) -> layers.Layer:
+    try:
+        return base.get_layer(name)
+    except ValueError as error:
+        names = [candidate.name for candidate in base.layers]
+        close = difflib.get_close_matches(name, names, n=3)
+        raise TransferConfigError(
+            f"Backbone '{spec.name}' has no layer '{name}' ("
+            + (f"close names: {', '.join(close)}; " if close else "")
+            + f"its last layers: {', '.join(names[-5:])})"
+        ) from error
 
 
 def load_backbone(settings: TransferSettings) -> Backbone:

@@ -18,7 +18,7 @@ import numpy as np
 
 from emofusion.clip_array import ClipArray
 
-POOLINGS = ("none", "avg", "max")
+POOLINGS = ("none", "avg", "max", "time", "time_stats")
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 OUTPUT_DTYPES = ("float32", "float16")
 REGISTRY_FILE = "conf/base/parameters_transfer_features.yml"
@@ -36,8 +36,8 @@ class BackboneSpec:
     application: str  # dotted path to a constructor with the Keras-applications signature
     preprocess_input: str  # dotted path to its input scaling, applied to 0-255 RGB pixels
     input_size: tuple[int, int]
-    layer: str | None  # None taps the output of the headless network
-    pooling: str
+    layers: tuple[str | None, ...]  # tapped in this order; (None,) taps the output of the headless network
+    pooling: str  # applied to each tapped map before the pooled maps are concatenated
 
 
 @dataclass(frozen=True)
@@ -85,7 +85,32 @@ def backbone_spec(name: str, backbones: Mapping[str, Mapping[str, Any]]) -> Back
         raise TransferConfigError(f"Backbone '{name}': input_size must be [height, width], got {size}")
     return BackboneSpec(name=name, application=entry["application"],
                         preprocess_input=entry["preprocess_input"], input_size=tuple(size),
-                        layer=entry.get("layer"), pooling=pooling)
+                        layers=_tapped_layers(name, entry.get("layer"), entry.get("layers")),
+                        pooling=pooling)
+
+
+def _tapped_layers(name: str, layer: Any, layers: Any) -> tuple[str | None, ...]:
+    """`layer` (one name, or null for the network's output) or `layers` (several names) as one tuple.
+
+    A null value counts as unset, because conf/local is merged into conf/base key by key: an
+    override can add `layers` to an entry whose base says `layer: null`, but cannot delete a key."""
+    if layers is None:
+        if layer is not None and not isinstance(layer, str):
+            raise TransferConfigError(f"Backbone '{name}': layer must be a layer name or null, got {layer!r}")
+        return (layer,)
+    if layer is not None:
+        raise TransferConfigError(
+            f"Backbone '{name}' sets both layer ({layer!r}) and layers ({layers!r}): set layer for one "
+            "tapped layer, or layers for several (and layer to null)")
+    if not isinstance(layers, list | tuple) or not layers:
+        raise TransferConfigError(
+            f"Backbone '{name}': layers must be a non-empty list of layer names, got {layers!r}")
+    if not all(isinstance(tapped, str) for tapped in layers):
+        raise TransferConfigError(f"Backbone '{name}': layers must all be layer names, got {layers!r}")
+    repeated = sorted({tapped for tapped in layers if layers.count(tapped) > 1})
+    if repeated:
+        raise TransferConfigError(f"Backbone '{name}': layers names {', '.join(repeated)} more than once")
+    return tuple(layers)
 
 
 def _choice(name: str, value: Any, choices: tuple[str, ...]) -> str:

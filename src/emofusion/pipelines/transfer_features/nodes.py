@@ -15,6 +15,9 @@ from .config import fingerprint, transfer_settings, weights_now_reachable
 
 logger = logging.getLogger(__name__)
 
+_POOLING_WORDS = {"none": "flattened", "avg": "average-pooled", "max": "max-pooled",
+                 "time": "averaged over time", "time_stats": "mean and std over time"}
+
 
 def _reusable(stored: ClipArray | None, digest: str) -> bool:
     if stored is None:
@@ -61,10 +64,12 @@ def extract_transfer_features(log_mel_spectrogram: ClipArray, stored_transfer_fe
         logger.warning("precision mixed_float16 is meant for GPUs; on a CPU it is slower than float32.")
     spec = backbone.spec
     width = int(backbone.model.output_shape[-1])
-    logger.info("Transfer features: backbone '%s' (%s), input %dx%d, layer %s %s, %d values per "
-                "clip, %s, batch %d, on %s.", spec.name, backbone.provenance["weights"],
-                *spec.input_size, backbone.layer, "flattened" if spec.pooling == "none" else
-                f"{spec.pooling}-pooled", width, settings.precision, settings.batch_size, device)
+    taps = " + ".join(f"{tap.layer} ({'x'.join(map(str, tap.shape))} -> {tap.width:,})"
+                      for tap in backbone.taps)
+    logger.info("Transfer features: backbone '%s' (%s), input %dx%d, %s %s %s: %s values per clip, "
+                "%s, batch %d, on %s.", spec.name, backbone.provenance["weights"], *spec.input_size,
+                "layer" if len(backbone.taps) == 1 else "layers", taps, _POOLING_WORDS[spec.pooling],
+                f"{width:,}", settings.precision, settings.batch_size, device)
     start = time.perf_counter()
     values = extract_features(backbone, log_mel_spectrogram.values, settings.batch_size,
                               settings.output_dtype)
@@ -74,10 +79,14 @@ def extract_transfer_features(log_mel_spectrogram: ClipArray, stored_transfer_fe
         "backbone": spec.name,
         "backbone_requested": settings.backbone.name,
         **backbone.provenance,
-        "layer": backbone.layer,
+        "layer": "+".join(tap.layer for tap in backbone.taps),
         "pooling": spec.pooling,
         "input_size": list(spec.input_size),
-        "feature_shape": list(backbone.feature_shape),
+        # One tap: its map's shape, as before taps came; several: one shape per tap.
+        "feature_shape": (list(backbone.taps[0].shape) if len(backbone.taps) == 1
+                          else [list(tap.shape) for tap in backbone.taps]),
+        "taps": [{"layer": tap.layer, "shape": list(tap.shape), "pooling": spec.pooling, "width": tap.width}
+                 for tap in backbone.taps],
         "width": width,
         "dtype": settings.output_dtype,
         "precision": settings.precision,
