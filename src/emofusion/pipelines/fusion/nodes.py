@@ -24,13 +24,19 @@ class FusionConfigError(ValueError):
     """A fusion variant that cannot be built, said before anything runs."""
 
 
-def validated_fusion_variants(fusion_variants: Mapping[str, Sequence[str]],
+def validated_fusion_variants(fusion_variants: Mapping[str, Sequence[str] | None],
                               block_weights: Mapping[str, float]) -> dict[str, list[str]]:
-    """Variants as lists of known streams; the streams are the keys of `block_weights`."""
-    if not fusion_variants:
-        raise FusionConfigError("`fusion_variants` is empty: name at least one list of feature streams")
+    """Variants as lists of known streams; the streams are the keys of `block_weights`.
+
+    A variant set to null is left out: an environment's parameters are merged into base's key by
+    key, so `<variant>: null` is how an environment (e.g. conf/paper) switches off a variant of
+    conf/base."""
+    switched_on = {variant: streams for variant, streams in fusion_variants.items() if streams is not None}
+    if not switched_on:
+        raise FusionConfigError("`fusion_variants` is empty (or all null): name at least one list of "
+                                "feature streams")
     variants = {}
-    for variant, streams in fusion_variants.items():
+    for variant, streams in switched_on.items():
         if isinstance(streams, str) or not streams:
             raise FusionConfigError(
                 f"fusion variant '{variant}' must be a non-empty list of streams, "

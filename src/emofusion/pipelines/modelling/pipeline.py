@@ -21,9 +21,13 @@ def modelling_template() -> Pipeline:
 
 def model_instances(parameters: dict) -> list[tuple[str, str]]:
     """(variant, classifier) for every fusion variant and every entry of `classifiers`, checked so
-    that an unknown kind or option fails here, before anything runs."""
+    that an unknown kind or option fails here, before anything runs.
+
+    Entries set to null are left out, as in `validated_fusion_variants`: an environment merged
+    into conf/base key by key switches off a classifier with `<classifier>: null`."""
     variants = validated_fusion_variants(parameters["fusion_variants"], parameters["block_weights"])
-    classifiers = parameters["classifiers"]
+    classifiers = {name: settings for name, settings in parameters["classifiers"].items()
+                   if settings is not None}
     for name, settings in classifiers.items():
         if not name.isidentifier() or "__" in name:
             raise ClassifierConfigError(f"classifier name '{name}' must be a Python identifier (letters, "
