@@ -1,4 +1,4 @@
-"""How environments merge into conf/base."""
+"""How environments merge into conf/base, and conf/paper, the reference design."""
 
 from pathlib import Path
 
@@ -10,7 +10,12 @@ from emofusion.pipelines.fusion import create_pipeline as fusion_pipeline
 from emofusion.pipelines.fusion.nodes import FusionConfigError, validated_fusion_variants
 from emofusion.pipelines.modelling.pipeline import model_instances
 
+PROJECT = Path(__file__).resolve().parents[1]
 WEIGHTS = {"mfcc": 1.0, "lpcc": 1.0, "transfer_features": 1.0}
+PAPER_VARIANTS = {"ir": ["transfer_features"], "mfcc_ir": ["mfcc", "transfer_features"],
+                  "lpcc_ir": ["lpcc", "transfer_features"],
+                  "mfcc_lpcc_ir": ["mfcc", "lpcc", "transfer_features"],
+                  "mfcc": ["mfcc"], "lpcc": ["lpcc"], "mfcc_lpcc": ["mfcc", "lpcc"]}
 
 
 def parameters_of(conf: Path, env: str) -> dict:
@@ -43,3 +48,34 @@ def test_null_in_an_environment_switches_off_a_variant_or_classifier_of_base(tmp
     with pytest.raises(FusionConfigError, match="all null"):
         validated_fusion_variants({"mfcc": None}, WEIGHTS)
 
+
+def test_the_paper_environment_is_the_reference_design():
+    parameters = parameters_of(PROJECT / "conf", "paper")
+    # A variant or classifier conf/base gains must be set to null in conf/paper, or pinned there
+    # when it is part of the reference.
+    assert validated_fusion_variants(parameters["fusion_variants"], parameters["block_weights"]) == (
+        PAPER_VARIANTS)
+    assert {name for name, settings in parameters["classifiers"].items() if settings is not None} == {
+        "svm", "dnn"}
+    assert {stream: parameters["block_weights"][stream] for stream in WEIGHTS} == WEIGHTS
+    assert parameters["block_scaling"] == "standard"
+    assert parameters["reduction"] is None
+    assert parameters["split"] | {"speaker_folds": None} == {
+        "strategy": "random", "test_size": 0.30, "validation_size": 0.15, "speaker_folds": None}
+    # Every key of a classifier counts: one conf/base adds must be pinned in conf/paper too.
+    assert parameters["classifiers"]["svm"] == {"kind": "svm", "kernel": "rbf", "C": 10.0, "gamma": "scale",
+                                                "probability": True, "search": None}
+    assert parameters["classifiers"]["dnn"] == {
+        "kind": "dnn", "layers": [{"units": 512, "dropout": 0.5}, {"units": 256}], "learning_rate": 0.001,
+        "epochs": 100, "batch_size": 32, "patience": 10, "precision": "float32", "search": None}
+
+    cnn = parameters["transfer_features"]
+    assert (cnn["backbone"], cnn["weights"], cnn["offline_fallback"]) == (
+        "inception_resnet_v2", "imagenet", "squeezenet_v1_1")
+    backbones = parameters["backbones"]
+    assert {name: (backbones[name]["input_size"], backbones[name]["layer"], backbones[name]["pooling"])
+            for name in ("inception_resnet_v2", "squeezenet_v1_1")} == {
+        "inception_resnet_v2": ([299, 299], None, "none"), "squeezenet_v1_1": ([227, 227], None, "none")}
+    assert (parameters["mfcc"]["n_mfcc"], parameters["lpcc"]["order"], parameters["lpcc"]["n_ceps"]) == (
+        40, 12, 12)
+    assert parameters["mfcc"]["statistics"] == parameters["lpcc"]["statistics"] == ["mean"]
