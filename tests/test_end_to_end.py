@@ -14,8 +14,12 @@ import pytest
 import soundfile as sf
 import soxr
 import yaml
+from omegaconf import OmegaConf
 
+from emofusion import settings as project_settings
 from emofusion.datasets import ClipArrayDataset
+from emofusion.pipelines.modelling.classifiers import ClassifierConfigError
+from emofusion.pipelines.modelling.pipeline import model_instances
 
 PROJECT = Path(__file__).resolve().parents[1]
 # 4 speakers x 8 emotions x 3 clips: enough for a split with every emotion in each subset.
@@ -353,3 +357,105 @@ def test_modelling_before_the_features_says_which_pipelines_to_run(tmp_path):
     assert "This run needs data that is not there yet" in log
     assert "clip_manifest (made by `kedro run --pipeline=data_processing`)" in log
     assert "(made by `kedro run --pipeline=fusion`)" in log
+
+
+def with_lpcc_only_environment(project: Path) -> Path:
+    """conf/lpcc_only: a variant conf/base lacks, `lpcc_only`, and every variant of conf/base and the
+    DNN switched off with null."""
+    base = yaml.safe_load((project / "conf/base/parameters_fusion.yml").read_text())
+    (project / "conf/lpcc_only").mkdir()
+    (project / "conf/lpcc_only/parameters.yml").write_text(yaml.safe_dump({
+        "fusion_variants": dict.fromkeys(base["fusion_variants"]) | {"lpcc_only": ["lpcc"]},
+        "classifiers": {"dnn": None}}))
+    return project
+
+
+SESSIONS_RUNNER = """
+import json, sys
+from pathlib import Path
+from kedro.framework.project import pipelines
+from kedro.framework.session import KedroSession
+from kedro.framework.startup import bootstrap_project
+
+bootstrap_project(Path.cwd())
+namespaces = []
+for env in sys.argv[1:]:  # one session after another in this process; "" gives no env
+    with KedroSession.create(project_path=Path.cwd(), env=env or None) as session:
+        session.load_context()
+        namespaces.append(sorted({node.namespace for node in pipelines["fusion"].nodes}))
+print(json.dumps(namespaces))
+"""
+
+
+def fusion_namespaces_by_session(project: Path, *envs: str, kedro_env: str | None = None) -> list[list[str]]:
+    env = {key: value for key, value in os.environ.items() if key != "KEDRO_ENV"}
+    env["KEDRO_DISABLE_TELEMETRY"] = "1"
+    if kedro_env:
+        env["KEDRO_ENV"] = kedro_env
+    run = subprocess.run([sys.executable, "-c", SESSIONS_RUNNER, *envs], cwd=project, env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    return json.loads(run.stdout.strip().splitlines()[-1])
+
+
+def test_pipelines_follow_the_environment_of_each_session(tmp_path):
+    project = with_lpcc_only_environment(scratch_project(tmp_path))
+    local, lpcc_only, local_again = fusion_namespaces_by_session(project, "", "lpcc_only", "")
+    assert "fusion.mfcc_lpcc_ir" in local and "fusion.lpcc_only" not in local
+    assert lpcc_only == ["fusion.lpcc_only"]
+    assert local_again == local  # Kedro's registry, built once per process, is built again
+    assert fusion_namespaces_by_session(project, "", kedro_env="lpcc_only") == [["fusion.lpcc_only"]]
+
+
+def test_run_and_predict_with_env_build_that_environments_pipelines(tmp_path):
+    project = with_lpcc_only_environment(scratch_project(tmp_path))
+    run = kedro(project, "run", "--env", "lpcc_only", "--params", TINY_DEMO,
+                "--pipelines", "data_processing,feature_extraction,fusion,modelling")
+    assert run.returncode == 0, run.stderr[-3000:]
+    metrics = project / "data/08_reporting/metrics"
+    assert [path.relative_to(metrics).as_posix() for path in metrics.rglob("*.json")] == [
+        "lpcc_only/svm.json"]
+
+    clip = str(project / pd.read_csv(project / "data/03_primary/clip_manifest.csv")["path"].iloc[0])
+    predicted = predict(project, "--env", "lpcc_only", "--model", "lpcc_only.svm", clip)
+    assert predicted.returncode == 0, predicted.stderr[-3000:]
+    assert "Model lpcc_only.svm; 1 file(s)." in predicted.stderr
+
+
+PAPER_VARIANTS = {"ir", "mfcc_ir", "lpcc_ir", "mfcc_lpcc_ir", "mfcc", "lpcc", "mfcc_lpcc"}
+
+
+def paper_classifiers_are_buildable() -> bool:
+    """conf/paper gives each classifier `search: null`, a key of the classifier schema that is being
+    added on another branch: until it is there, no paper pipeline can be built."""
+    loader = project_settings.CONFIG_LOADER_CLASS(conf_source=str(PROJECT / "conf"), env="paper",
+                                                  **project_settings.CONFIG_LOADER_ARGS)
+    try:
+        model_instances(loader["parameters"])
+    except ClassifierConfigError as error:
+        return "'search'" not in str(error)
+    return True
+
+
+@pytest.mark.skipif(not paper_classifiers_are_buildable(),
+                    reason="conf/paper needs the classifiers' `search` key, which is not in the schema yet")
+def test_the_paper_environment_trains_exactly_the_reference_models(tmp_path):
+    project = scratch_project(tmp_path)
+    # The tiny corpus, a small random-weights CNN and short training, as nested parameters in a
+    # `kedro run --config` file: `--params` cannot give a list of two sizes.
+    fast = OmegaConf.merge(OmegaConf.from_dotlist(TINY_DEMO.split(",")), {
+        "transfer_features": {"weights": "none", "batch_size": 8},
+        "backbones": {"inception_resnet_v2": {"input_size": [75, 75]}},
+        "classifiers": {"dnn": {"epochs": 10, "patience": 3}}})
+    (project / "fast.yml").write_text(yaml.safe_dump({"run": {"params": OmegaConf.to_container(fast)}}))
+    run = kedro(project, "run", "--env", "paper", "--config", "fast.yml")
+    assert run.returncode == 0, run.stderr[-3000:]
+
+    summary = pd.read_csv(project / "data/08_reporting/model_summary.csv")
+    assert set(zip(summary["variant"], summary["classifier"], strict=True)) == {
+        (variant, classifier) for variant in PAPER_VARIANTS for classifier in ("svm", "dnn")}
+    metrics = project / "data/08_reporting/metrics"
+    assert {path.name for path in metrics.iterdir()} == PAPER_VARIANTS
+    fused = ClipArrayDataset(path=str(project / "data/05_model_input/fused_features/mfcc_lpcc_ir")).load()
+    assert fused.values.shape == (96, 40 + 12 + 1536)  # unpooled: 1 x 1 x 1536 at 75 x 75
+    assert [block["weight"] for block in fused.metadata["blocks"]] == [1.0, 1.0, 1.0]

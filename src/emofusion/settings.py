@@ -2,9 +2,13 @@
 
 from kedro.config import OmegaConfigLoader
 
+from emofusion.configuration import ProjectContext
 from emofusion.hooks import MissingInputHooks, NodeTimingHooks
 
 HOOKS = (NodeTimingHooks(), MissingInputHooks())
+
+# Builds the fusion and modelling pipelines from the session's environment (see configuration.py).
+CONTEXT_CLASS = ProjectContext
 
 CONFIG_LOADER_CLASS = OmegaConfigLoader
 CONFIG_LOADER_ARGS = {

@@ -61,7 +61,11 @@ def variant_layout(variant: str, spec: Any) -> dict[str, Any]:
 def validated_fusion_variants(fusion_variants: Mapping[str, Any],
                               block_weights: Mapping[str, float]) -> dict[str, dict[str, Any]]:
     """Each variant's layout (see `variant_layout`), its streams checked against the keys of
-    `block_weights`. A variant set to null (e.g. in a configuration environment) is switched off."""
+    `block_weights`.
+
+    A variant set to null is left out: an environment's parameters are merged into base's key by
+    key, so `<variant>: null` is how an environment (e.g. conf/paper) switches off a variant of
+    conf/base."""
     variants = {}
     for variant, spec in (fusion_variants or {}).items():
         if spec is None:
@@ -81,7 +85,8 @@ def validated_fusion_variants(fusion_variants: Mapping[str, Any],
             raise FusionConfigError(f"fusion variant '{variant}' names a stream twice: {streams}")
         variants[variant] = layout
     if not variants:
-        raise FusionConfigError("`fusion_variants` is empty: name at least one list of feature streams")
+        raise FusionConfigError("`fusion_variants` is empty (or all null): name at least one list of "
+                                "feature streams")
     return variants
 
 

@@ -27,9 +27,11 @@ def modelling_template() -> Pipeline:
 
 def model_instances(parameters: dict) -> list[tuple[str, str]]:
     """(variant, classifier) for every fusion variant and every entry of `classifiers`, checked so
-    that an unknown kind or option fails here, before anything runs."""
+    that an unknown kind or option fails here, before anything runs.
+
+    Entries set to null are left out, as in `validated_fusion_variants`: an environment merged
+    into conf/base key by key switches off a classifier with `<classifier>: null`."""
     variants = validated_fusion_variants(parameters["fusion_variants"], parameters["block_weights"])
-    # An entry set to null (e.g. in a configuration environment) is switched off.
     classifiers = {name: settings for name, settings in parameters["classifiers"].items()
                    if settings is not None}
     streams = sorted(parameters["block_weights"])
