@@ -313,7 +313,7 @@ def summarise_classification_metrics(split: Mapping[str, Any], fusion_variants: 
     summary = compare_with_references(summary.reset_index(drop=True), predictions, fusion_variants)
     shown = summary[["variant", "classifier", "width", "folds", "test_clips", "accuracy",
                      "unweighted_average_recall", "macro_f1", "reference", "uar_gain", "mcnemar_p"]]
-    logger.info("Model summary (%s split; reference: the best model on a subset of the streams):\n%s",
+    logger.info("Model summary (%s split); reference: the best model on a subset of the streams:\n%s",
                 split["strategy"],
                 shown.rename(columns={"unweighted_average_recall": "uar"})
                 .to_string(index=False, float_format="%.3f", na_rep="",
