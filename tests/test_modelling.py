@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from scipy.stats import binomtest
 from sklearn.svm import SVC
 
 from emofusion.clip_array import ClipArray
@@ -22,9 +23,13 @@ from emofusion.pipelines.modelling.classifiers import (
 )
 from emofusion.pipelines.modelling.nodes import (
     SplitConfigError,
+    compare_with_references,
     evaluate_predictions,
     fit_and_predict,
+    mcnemar_test,
     split_clips,
+    summarise_classification_metrics,
+    variant_streams,
 )
 
 PROJECT = Path(__file__).resolve().parents[1]
@@ -187,6 +192,84 @@ def test_metrics_on_a_case_worked_by_hand():
                                            "counts": [[1, 1, 0], [0, 3, 1], [1, 0, 1]]}
 
 
+def predictions_right_on(right: range | set[int], clips: int = 100) -> pd.DataFrame:
+    """Test predictions for clips c0..c99 (two emotions), right exactly on the clips numbered in `right`."""
+    emotion = np.array(["a", "b"] * (clips // 2))
+    return pd.DataFrame({"fold": 0, "clip_id": [f"c{i}" for i in range(clips)], "emotion": emotion,
+                         "predicted": [e if i in right else ("b" if e == "a" else "a")
+                                       for i, e in enumerate(emotion)]})
+
+
+VARIANTS = {"mfcc": ["mfcc"], "lpcc": ["lpcc"], "ir": ["transfer_features"], "mfcc_lpcc": ["mfcc", "lpcc"],
+            "all_late": {"fusion": "late", "streams": [["mfcc", "lpcc"], "transfer_features"]},
+            "switched_off": None}
+# mfcc is right on c0..c59; mfcc_lpcc fixes 30 of its errors (c60..c89) and makes 10 new ones (c0..c9).
+PREDICTIONS = {"mfcc__svm": predictions_right_on(range(60)), "lpcc__svm": predictions_right_on(range(50)),
+               "ir__svm": predictions_right_on(range(40, 95)),
+               "mfcc_lpcc__svm": predictions_right_on(set(range(10, 90))),
+               "all_late__svm": predictions_right_on(range(70)),
+               "mfcc_lpcc__dnn": predictions_right_on(range(70))}
+UAR = {"mfcc__svm": 0.6, "lpcc__svm": 0.5, "ir__svm": 0.55, "mfcc_lpcc__svm": 0.8, "all_late__svm": 0.7,
+       "mfcc_lpcc__dnn": 0.7}
+
+
+def test_variant_streams_flattens_early_and_late_variants():
+    assert variant_streams(["mfcc", "transfer_features"]) == {"mfcc", "transfer_features"}
+    assert variant_streams(VARIANTS["all_late"]) == {"mfcc", "lpcc", "transfer_features"}
+
+
+def test_mcnemar_counts_the_clips_only_one_model_got_right():
+    shuffled = PREDICTIONS["mfcc__svm"].sample(frac=1, random_state=0)
+    p, won, lost = mcnemar_test(PREDICTIONS["mfcc_lpcc__svm"], shuffled)
+    assert (won, lost) == (30, 10)  # joined on (fold, clip_id), not on row order
+    assert p == pytest.approx(binomtest(30, 40).pvalue)
+    assert mcnemar_test(PREDICTIONS["mfcc__svm"], PREDICTIONS["mfcc__svm"]) == (1.0, 0, 0)
+    with pytest.raises(ValueError, match="different splits"):
+        mcnemar_test(PREDICTIONS["mfcc__svm"], PREDICTIONS["mfcc__svm"].iloc[:90])
+
+
+def test_each_fused_model_is_compared_with_the_best_of_its_subsets_on_the_same_clips():
+    summary = pd.DataFrame([{"variant": key.split("__")[0], "classifier": key.split("__")[1],
+                             "unweighted_average_recall": uar} for key, uar in UAR.items()])
+    compared = compare_with_references(summary, PREDICTIONS, VARIANTS).set_index(["variant", "classifier"])
+    fused = compared.loc[("mfcc_lpcc", "svm")]
+    assert fused["reference"] == "mfcc"  # the better of its two subsets (lpcc: 0.5)
+    assert fused["reference_uar"] == 0.6 and fused["uar_gain"] == pytest.approx(0.2)
+    assert (fused["clips_gained"], fused["clips_lost"]) == (30, 10)
+    assert fused["mcnemar_p"] == pytest.approx(binomtest(30, 40).pvalue)
+    assert pd.isna(fused["without_cnn"])  # it has no CNN stream to do without
+    # a late variant's streams are all those it names: its best strict subset is mfcc_lpcc
+    late = compared.loc[("all_late", "svm")]
+    assert late["reference"] == "mfcc_lpcc" and late["uar_gain"] == pytest.approx(-0.1)
+    assert late["without_cnn"] == "mfcc_lpcc" and late["cnn_gain"] == pytest.approx(-0.1)
+    for single in ("mfcc", "lpcc", "ir"):
+        assert pd.isna(compared.loc[(single, "svm"), "reference"])
+        assert pd.isna(compared.loc[(single, "svm"), "mcnemar_p"])
+    # a single CNN stream has no reference, but is compared with the best model without it
+    assert compared.loc[("ir", "svm"), "without_cnn"] == "mfcc_lpcc"
+    assert compared.loc[("ir", "svm"), "cnn_gain"] == pytest.approx(-0.25)
+    # no dnn was trained on mfcc or lpcc alone
+    assert compared.loc[("mfcc_lpcc", "dnn")][["reference", "uar_gain", "clips_gained"]].isna().all()
+
+
+def test_the_summary_compares_models_from_their_predictions(caplog):
+    def scores(uar: float, streams: list[str]) -> dict:
+        return {"test_clips": 100, "folds": 1, "accuracy": uar, "unweighted_average_recall": uar,
+                "macro_f1": uar,
+                "features": [{"stream": stream, "width": 10, "weight": 1.0} for stream in streams]}
+
+    with caplog.at_level(logging.INFO):
+        summary = summarise_classification_metrics(
+            {"strategy": "random"}, VARIANTS, mfcc__svm=scores(0.6, ["mfcc"]),
+            mfcc_lpcc__svm=scores(0.8, ["mfcc", "lpcc"]),
+            mfcc__svm__test_predictions=PREDICTIONS["mfcc__svm"],
+            mfcc_lpcc__svm__test_predictions=PREDICTIONS["mfcc_lpcc__svm"])
+    assert list(summary["variant"]) == ["mfcc_lpcc", "mfcc"]
+    assert list(summary["reference"].fillna("")) == ["mfcc", ""]
+    assert summary["clips_gained"].iloc[0] == 30 and summary["clips_lost"].iloc[0] == 10
+    assert "+0.200" in caplog.text and "reference" in caplog.text
+
+
 def test_classifier_entries_are_checked():
     with pytest.raises(ClassifierConfigError, match="kind 'forest'"):
         build_classifier({"kind": "forest"}, 0)
@@ -218,8 +301,11 @@ def test_one_namespaced_pipeline_per_variant_and_classifier():
             evaluate = nodes[f"{namespace}.evaluate_predictions"]
             assert evaluate.outputs == [f"{namespace}.classification_metrics"]
     summary = next(n for n in modelling.nodes if n.name == "summarise_classification_metrics")
-    assert len(summary.inputs) == 1 + len(variants) * len(classifiers)
+    assert len(summary.inputs) == 2 + 2 * len(variants) * len(classifiers)
+    assert {f"modelling.{v}.{c}.test_predictions" for v in variants for c in classifiers} <= set(
+        summary.inputs)
     assert modelling.inputs() == {"clip_manifest", "params:split", "params:random_seed", "params:reduction",
+                                  "params:fusion_variants",
                                   *(f"params:classifiers.{c}" for c in classifiers),
                                   *(f"fusion.{v}.fused_features" for v in variants)}
 

@@ -1,6 +1,7 @@
 """reporting: the figures show the numbers they are given, and the HTML report holds them all and
 renders in a real browser."""
 
+import io
 import re
 import shutil
 import subprocess
@@ -11,6 +12,7 @@ import pandas as pd
 import pytest
 
 from emofusion.pipelines.reporting.nodes import (
+    cnn_stream_verdicts,
     confusion_matrix_figure,
     html_report,
     model_comparison_figure,
@@ -40,7 +42,13 @@ SUMMARY = pd.DataFrame({
     "split": "random", "width": [86608, 86608, 86528, 86528], "folds": 1, "test_clips": 40,
     "accuracy": [0.8, 0.7, 0.5, 0.4],
     "unweighted_average_recall": [0.78, 0.69, 0.45, 0.41], "macro_f1": [0.77, 0.68, 0.44, 0.39],
-    "backbone": "squeezenet_v1_1", "weights": "imagenet"})
+    "backbone": "squeezenet_v1_1", "weights": "imagenet",
+    # mfcc_ir against ir (mfcc alone was not trained); no model without the CNN stream
+    "reference": ["ir", "ir", None, None], "reference_uar": [0.45, 0.41, np.nan, np.nan],
+    "uar_gain": [0.33, 0.28, np.nan, np.nan], "mcnemar_p": [0.0004, 0.0213, np.nan, np.nan],
+    "clips_gained": [15, 12, None, None], "clips_lost": [2, 1, None, None],
+    "without_cnn": None, "without_cnn_uar": np.nan, "cnn_gain": np.nan, "cnn_mcnemar_p": np.nan})
+VARIANTS = {"ir": ["transfer_features"], "mfcc_ir": ["mfcc", "transfer_features"]}
 
 
 def test_confusion_matrix_shows_counts_and_shares_whose_diagonal_is_recall():
@@ -87,9 +95,9 @@ def report(rejected: pd.DataFrame | None = None) -> str:
     if rejected is None:
         rejected = pd.DataFrame({"clip_id": ["mine/broken.wav"], "corpus": ["mine"], "stage": ["audio"],
                                  "reason": ["unreadable: <not audio>"], "path": ["x"]})
-    return html_report(SUMMARY, model_comparison_figure(SUMMARY), per_class_f1_figure(ir__svm=POOR),
-                       clips, rejected, split, {"strategy": "random"}, {"svm": {"kind": "svm"}},
-                       {"ir": ["transfer_features"]},
+    summary = pd.read_csv(io.StringIO(SUMMARY.to_csv(index=False)))  # as the catalog loads it
+    return html_report(summary, model_comparison_figure(summary), per_class_f1_figure(ir__svm=POOR),
+                       clips, rejected, split, {"strategy": "random"}, {"svm": {"kind": "svm"}}, VARIANTS,
                        mfcc_ir__svm=confusion_matrix_figure(GOOD), ir__svm=confusion_matrix_figure(POOR))
 
 
@@ -101,6 +109,45 @@ def test_the_report_says_what_was_run_and_holds_every_figure():
     assert "mfcc_ir · svm" in page and "0.780" in page
     assert "https://" not in re.sub(r"<script.*?</script>", "", page, flags=re.S)  # nothing to fetch
     assert "None." in report(pd.DataFrame(columns=["clip_id", "corpus", "stage", "reason"]))
+
+
+def test_the_report_says_first_whether_each_stream_helps():
+    page = report()
+    assert page.index("What was run") < page.index("Does each stream help?") < page.index("Scores on the")
+    section = page[page.index("Does each stream help?"):page.index("Scores on the")]
+    rows = re.findall(r"<tr>\s*<td>(.*?)</td>(.*?)</tr>", section, flags=re.S)
+    assert [model for model, _ in rows] == ["mfcc_ir · svm", "mfcc_ir · dnn"]  # single streams have none
+    cells = re.findall(r"<td>(.*?)</td>", rows[0][1])
+    assert cells == ["0.780", "ir · svm", "0.450", "+33.0", "15 / 2", "&lt; 0.001"]
+    assert "<li>svm: every model uses the CNN stream" in section
+
+
+def summary_of(rows: list[tuple[str, str, float, str | None, float, float]]) -> pd.DataFrame:
+    """(variant, classifier, UAR, without_cnn, its UAR, McNemar p) per model."""
+    summary = pd.DataFrame(rows, columns=["variant", "classifier", "unweighted_average_recall", "without_cnn",
+                                          "without_cnn_uar", "cnn_mcnemar_p"])
+    return summary.assign(cnn_gain=summary["unweighted_average_recall"] - summary["without_cnn_uar"])
+
+
+def test_the_cnn_verdict_compares_the_best_model_with_and_without_the_cnn_stream():
+    variants = {"mfcc": ["mfcc"], "mfcc_lpcc": ["mfcc", "lpcc"], "ir": ["transfer_features"],
+                "mfcc_ir": {"fusion": "late", "streams": ["mfcc", "transfer_features"]}, "off": None}
+    summary = summary_of([
+        ("mfcc_ir", "svm", 0.80, "mfcc_lpcc", 0.70, 0.012), ("ir", "svm", 0.60, "mfcc_lpcc", 0.70, 0.2),
+        ("mfcc_lpcc", "svm", 0.70, None, np.nan, np.nan), ("mfcc", "svm", 0.65, None, np.nan, np.nan),
+        ("mfcc_ir", "dnn", 0.72, "mfcc", 0.70, 0.4), ("mfcc", "dnn", 0.70, None, np.nan, np.nan),
+        ("mfcc_ir", "knn", 0.50, "mfcc", 0.60, 0.0001), ("mfcc", "knn", 0.60, None, np.nan, np.nan),
+        ("mfcc", "tree", 0.5, None, np.nan, np.nan), ("ir", "forest", 0.5, None, np.nan, np.nan)])
+    assert cnn_stream_verdicts(summary, variants) == [
+        "svm: best model using the CNN stream: mfcc_ir (UAR 0.800) vs best without it: mfcc_lpcc "
+        "(UAR 0.700): +10.0 points, McNemar p = 0.012. The CNN stream helps.",
+        "dnn: best model using the CNN stream: mfcc_ir (UAR 0.720) vs best without it: mfcc (UAR 0.700): "
+        "+2.0 points, McNemar p = 0.400. Better, but not significantly (p ≥ 0.05): these test clips do not "
+        "show that the CNN stream helps.",
+        "knn: best model using the CNN stream: mfcc_ir (UAR 0.500) vs best without it: mfcc (UAR 0.600): "
+        "-10.0 points, McNemar p < 0.001. The CNN stream does not help.",
+        "tree: no model uses the CNN stream.",
+        "forest: every model uses the CNN stream, so there is no model without it to compare with."]
 
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")

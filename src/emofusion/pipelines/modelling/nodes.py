@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import pandas as pd
+from scipy.stats import binomtest
 from sklearn.metrics import (
     accuracy_score,
     confusion_matrix,
@@ -26,6 +27,10 @@ from .classifiers import select_and_fit
 logger = logging.getLogger(__name__)
 
 SPLIT_STRATEGIES = ("random", "speaker_independent")
+CNN_STREAM = "transfer_features"
+# The summary node's keyword inputs: `<variant>__<classifier>` is a model's metrics, the same with
+# this suffix its test predictions.
+PREDICTIONS_KEY_SUFFIX = "__test_predictions"
 
 
 class SplitConfigError(ValueError):
@@ -209,10 +214,95 @@ def evaluate_predictions(test_predictions: pd.DataFrame, model_card: Mapping[str
     }
 
 
-def summarise_classification_metrics(split: Mapping[str, Any], **metrics: dict[str, Any]) -> pd.DataFrame:
-    """One row per `<variant>__<classifier>` input, best unweighted average recall first."""
+def variant_streams(variant: Sequence[Any] | Mapping[str, Any]) -> frozenset[str]:
+    """The streams a fusion variant reads, however it combines them: a list of streams (early
+    fusion) or a mapping whose `streams` items are streams or lists of streams (late fusion). Two
+    variants are compared by these sets, whatever their fusion."""
+    items = variant["streams"] if isinstance(variant, Mapping) else variant
+    return frozenset(stream for item in items for stream in ([item] if isinstance(item, str) else item))
+
+
+def mcnemar_test(predictions: pd.DataFrame, reference: pd.DataFrame) -> tuple[float, int, int]:
+    """Exact McNemar test of two models on the same test clips, matched on (fold, clip_id): only
+    the clips that one model got right and the other wrong say which is better, and under "no
+    difference" each is equally likely to go either way (a two-sided binomial test).
+
+    Returns the p-value, the clips only `predictions` got right and the clips only `reference`
+    got right (p = 1 when there are none)."""
+    keys = ["fold", "clip_id"]
+    right = [frame[keys].astype({"clip_id": str}).assign(
+        right=(frame["predicted"].astype(str) == frame["emotion"].astype(str)).to_numpy())
+        for frame in (predictions, reference)]
+    paired = right[0].merge(right[1], on=keys, suffixes=("", "_reference"), validate="one_to_one")
+    if not len(paired) == len(predictions) == len(reference):
+        raise ValueError(f"two models' test predictions share {len(paired)} of their {len(predictions)} and "
+                         f"{len(reference)} clips: they come from different splits; run `kedro run` again")
+    won = int((paired["right"] & ~paired["right_reference"]).sum())
+    lost = int((~paired["right"] & paired["right_reference"]).sum())
+    return (binomtest(won, won + lost).pvalue if won + lost else 1.0), won, lost
+
+
+def compare_with_references(summary: pd.DataFrame, test_predictions: Mapping[str, pd.DataFrame],
+                            fusion_variants: Mapping[str, Any]) -> pd.DataFrame:
+    """`summary` with two comparisons per model, against models of the same classifier on the same
+    test clips, so that each fused stream has to earn its place.
+
+    - Its reference (`reference`, `reference_uar`, `uar_gain`, `mcnemar_p`, `clips_gained`,
+      `clips_lost`), for a variant of two or more streams: the best (by unweighted average recall)
+      of the variants whose streams are a strict subset of its own, single streams included. Empty
+      for single-stream variants and for variants none of whose subsets was trained.
+    - Without the CNN (`without_cnn`, `without_cnn_uar`, `cnn_gain`, `cnn_mcnemar_p`), for a model
+      that uses the `transfer_features` stream: the best variant without it. It may be the
+      reference too; it is what answers "does the CNN stream help?".
+
+    Gains are this model's UAR minus the other's; `clips_gained` / `clips_lost` are the test clips
+    only this model / only the reference got right. Ties in UAR go to fewer streams, then to the
+    alphabetically first variant. `test_predictions` is keyed `<variant>__<classifier>`; variants
+    set to null in `fusion_variants` are switched off and ignored."""
+    streams = {variant: variant_streams(value) for variant, value in fusion_variants.items()
+               if value is not None}
+    uar = summary.set_index(["variant", "classifier"])["unweighted_average_recall"]
+
+    def against(variant: str, classifier: str, candidates: list[str]) -> dict[str, Any]:
+        trained = [other for other in candidates if (other, classifier) in uar.index]
+        if not trained:
+            return {}
+        best = min(trained, key=lambda other: (-uar[(other, classifier)], len(streams[other]), other))
+        p, won, lost = mcnemar_test(test_predictions[f"{variant}__{classifier}"],
+                                    test_predictions[f"{best}__{classifier}"])
+        return {"variant": best, "uar": uar[(best, classifier)],
+                "gain": uar[(variant, classifier)] - uar[(best, classifier)], "p": p,
+                "won": won, "lost": lost}
+
+    classical = [other for other in streams if CNN_STREAM not in streams[other]]
     rows = []
-    for instance, scores in metrics.items():
+    for variant, classifier in zip(summary["variant"], summary["classifier"], strict=True):
+        own = streams[variant]
+        reference = against(variant, classifier,
+                            [other for other in streams if streams[other] < own] if len(own) >= 2 else [])
+        without = against(variant, classifier, classical if CNN_STREAM in own else [])
+        rows.append({"reference": reference.get("variant"), "reference_uar": reference.get("uar", np.nan),
+                     "uar_gain": reference.get("gain", np.nan), "mcnemar_p": reference.get("p", np.nan),
+                     "clips_gained": reference.get("won"), "clips_lost": reference.get("lost"),
+                     "without_cnn": without.get("variant"), "without_cnn_uar": without.get("uar", np.nan),
+                     "cnn_gain": without.get("gain", np.nan), "cnn_mcnemar_p": without.get("p", np.nan)})
+    compared = pd.DataFrame(rows, index=summary.index).astype(
+        {"reference": object, "without_cnn": object, "clips_gained": "Int64", "clips_lost": "Int64"})
+    return summary.join(compared)
+
+
+def summarise_classification_metrics(split: Mapping[str, Any], fusion_variants: Mapping[str, Any],
+                                     **models: Any) -> pd.DataFrame:
+    """One row per model, best unweighted average recall first, each compared with its reference
+    and with the best model without the CNN stream (`compare_with_references`). `models` holds
+    `<variant>__<classifier>`: its classification metrics, and the same key with
+    PREDICTIONS_KEY_SUFFIX: its test predictions."""
+    predictions = {key.removesuffix(PREDICTIONS_KEY_SUFFIX): value for key, value in models.items()
+                   if key.endswith(PREDICTIONS_KEY_SUFFIX)}
+    rows = []
+    for instance, scores in models.items():
+        if instance.endswith(PREDICTIONS_KEY_SUFFIX):
+            continue
         variant, classifier = instance.split("__", 1)
         cnn = next((block for block in scores["features"] if "backbone" in block), {})
         rows.append({
@@ -225,6 +315,13 @@ def summarise_classification_metrics(split: Mapping[str, Any], **metrics: dict[s
             "backbone": cnn.get("backbone", ""), "weights": cnn.get("weights", ""),
         })
     summary = pd.DataFrame(rows).sort_values("unweighted_average_recall", ascending=False, kind="stable")
-    logger.info("Model summary (%s split):\n%s", split["strategy"], summary.drop(
-        columns=["streams", "backbone", "weights"]).to_string(index=False, float_format="%.3f"))
-    return summary.reset_index(drop=True)
+    summary = compare_with_references(summary.reset_index(drop=True), predictions, fusion_variants)
+    shown = summary[["variant", "classifier", "width", "folds", "test_clips", "accuracy",
+                     "unweighted_average_recall", "macro_f1", "reference", "uar_gain", "mcnemar_p"]]
+    logger.info("Model summary (%s split); reference: the best model on a subset of the streams:\n%s",
+                split["strategy"],
+                shown.rename(columns={"unweighted_average_recall": "uar"})
+                .to_string(index=False, float_format="%.3f", na_rep="",
+                           formatters={"uar_gain": "{:+.3f}".format,
+                                       "mcnemar_p": lambda p: "<0.001" if p < 0.001 else f"{p:.3f}"}))
+    return summary

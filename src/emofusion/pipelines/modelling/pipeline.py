@@ -11,7 +11,13 @@ from .classifiers import (
     validated_reduction,
     validated_search,
 )
-from .nodes import evaluate_predictions, fit_and_predict, split_clips, summarise_classification_metrics
+from .nodes import (
+    PREDICTIONS_KEY_SUFFIX,
+    evaluate_predictions,
+    fit_and_predict,
+    split_clips,
+    summarise_classification_metrics,
+)
 
 
 def modelling_template() -> Pipeline:
@@ -45,16 +51,18 @@ def model_instances(parameters: dict) -> list[tuple[str, str]]:
     return [(variant, classifier) for variant in variants for classifier in classifiers]
 
 
-def metrics_by_model(instances: list[tuple[str, str]]) -> dict[str, str]:
-    """`<variant>__<classifier>` -> its metrics dataset: the keyword inputs of nodes that read
-    every model's metrics."""
-    return {f"{variant}__{classifier}": f"modelling.{variant}.{classifier}.classification_metrics"
+def outputs_by_model(instances: list[tuple[str, str]], output: str = "classification_metrics",
+                     key_suffix: str = "") -> dict[str, str]:
+    """`<variant>__<classifier><key_suffix>` -> that model's `output` dataset: the keyword inputs of
+    nodes that read one output of every model (a suffix keeps two outputs apart in one node)."""
+    return {f"{variant}__{classifier}{key_suffix}": f"modelling.{variant}.{classifier}.{output}"
             for variant, classifier in instances}
 
 
 def create_pipeline(**kwargs) -> Pipeline:
     """The shared split, `modelling.<variant>.<classifier>` for every fusion variant and every entry
-    of `classifiers` in parameters_modelling.yml, and one summary table over all of them."""
+    of `classifiers` in parameters_modelling.yml, and one summary table over all of them (which
+    reads every model's test predictions, to compare models clip by clip)."""
     instances = model_instances(kwargs.get("parameters") or pipeline_parameters())
     with warnings.catch_warnings():
         # The inputs are other namespaces' outputs, dotted as Kedro names them; Kedro warns about
@@ -72,6 +80,8 @@ def create_pipeline(**kwargs) -> Pipeline:
              outputs="data_split", name="split_clips"),
         *models,
         node(summarise_classification_metrics,
-             inputs={"split": "params:split", **metrics_by_model(instances)},
+             inputs={"split": "params:split", "fusion_variants": "params:fusion_variants",
+                     **outputs_by_model(instances),
+                     **outputs_by_model(instances, "test_predictions", PREDICTIONS_KEY_SUFFIX)},
              outputs="model_summary", name="summarise_classification_metrics"),
     ])

@@ -16,8 +16,11 @@ import yaml
 from plotly.offline import get_plotlyjs
 from plotly.subplots import make_subplots
 
+from emofusion.pipelines.modelling.nodes import CNN_STREAM, variant_streams
+
 SCORES = {"accuracy": "accuracy", "unweighted_average_recall": "unweighted average recall",
           "macro_f1": "macro F1"}
+SIGNIFICANCE = 0.05  # below this McNemar p, a difference is called more than chance
 
 
 def confusion_matrix_figure(classification_metrics: Mapping[str, Any]) -> go.Figure:
@@ -80,6 +83,69 @@ def per_class_f1_figure(**classification_metrics: Mapping[str, Any]) -> go.Figur
     return figure
 
 
+def _p_value(p: float) -> str:
+    return "< 0.001" if p < 0.001 else f"{p:.3f}"
+
+
+def cnn_stream_verdicts(model_summary: pd.DataFrame, fusion_variants: Mapping[str, Any]) -> list[str]:
+    """One plain sentence per classifier on whether the CNN stream helps: its best model with the
+    `transfer_features` stream against its best model without it, from the summary's `without_cnn`
+    comparison (`compare_with_references`). A gain is said to help only when McNemar's p is below
+    SIGNIFICANCE, so that a lucky test set is not read as a finding. Variants not (or no longer) in
+    `fusion_variants` are left out."""
+    streams = {variant: variant_streams(value) for variant, value in fusion_variants.items()
+               if value is not None}
+    known = model_summary[model_summary["variant"].isin(streams)]
+    uses_cnn = known["variant"].map(lambda variant: CNN_STREAM in streams[variant])
+    verdicts = []
+    for classifier in dict.fromkeys(known["classifier"]):
+        with_cnn = known[uses_cnn & (known["classifier"] == classifier)]
+        if with_cnn.empty:
+            verdicts.append(f"{classifier}: no model uses the CNN stream.")
+            continue
+        best = with_cnn.loc[with_cnn["unweighted_average_recall"].idxmax()]
+        if pd.isna(best["without_cnn"]):
+            verdicts.append(f"{classifier}: every model uses the CNN stream, so there is no model without "
+                            "it to compare with.")
+            continue
+        gain, p = 100 * best["cnn_gain"], best["cnn_mcnemar_p"]
+        if gain <= 0:
+            conclusion = "The CNN stream does not help."
+        elif p < SIGNIFICANCE:
+            conclusion = "The CNN stream helps."
+        else:
+            conclusion = (f"Better, but not significantly (p ≥ {SIGNIFICANCE}): these test clips do not show "
+                          "that the CNN stream helps.")
+        verdicts.append(
+            f"{classifier}: best model using the CNN stream: {best['variant']} (UAR "
+            f"{best['unweighted_average_recall']:.3f}) vs best without it: {best['without_cnn']} (UAR "
+            f"{best['without_cnn_uar']:.3f}): {gain:+.1f} points, McNemar p {'' if p < 0.001 else '= '}"
+            f"{_p_value(p)}. {conclusion}")
+    return verdicts
+
+
+def _stream_gains(model_summary: pd.DataFrame) -> str:
+    """Each fused model against its reference, or a line saying there is none."""
+    fused = model_summary[model_summary["reference"].notna()]
+    if fused.empty:
+        return "<p>No model fuses streams whose subsets were also trained: nothing to compare.</p>"
+    table = pd.DataFrame({
+        "model": fused["variant"] + " · " + fused["classifier"],
+        "UAR": fused["unweighted_average_recall"],
+        "reference": fused["reference"] + " · " + fused["classifier"],
+        "reference UAR": fused["reference_uar"],
+        "gain (points)": [f"{100 * gain:+.1f}" for gain in fused["uar_gain"]],
+        "clips gained / lost": [f"{won:.0f} / {lost:.0f}" for won, lost
+                                in zip(fused["clips_gained"], fused["clips_lost"], strict=True)],
+        "McNemar p": [_p_value(p) for p in fused["mcnemar_p"]],
+    })
+    return f"""<p>Each model that fuses two or more streams against its reference: the best model of the
+same classifier built from a strict subset of its streams (single streams included), on the same
+test clips. Gain: the difference in unweighted average recall (UAR). Clips gained / lost: test clips
+only this model / only the reference got right; McNemar p: exact two-sided test on those clips.</p>
+{_table(table)}"""
+
+
 def _table(frame: pd.DataFrame) -> str:
     return frame.to_html(index=False, border=0, classes="table", float_format="{:.3f}".format)
 
@@ -94,7 +160,8 @@ def html_report(model_summary: pd.DataFrame, model_comparison: go.Figure, per_cl
                 split: Mapping[str, Any], classifiers: Mapping[str, Any],
                 fusion_variants: Mapping[str, Any], **confusion_matrices: go.Figure) -> str:
     """One HTML file with plotly.js inside, so it opens in a browser with no network: what was
-    run, on which clips, the scores and the figures."""
+    run, on which clips, whether each stream helps (the project's question, so it comes first),
+    the scores and the figures."""
     corpora = (clip_manifest.groupby("corpus")
                .agg(clips=("clip_id", "size"), emotions=("emotion", "nunique"),
                     speakers=("speaker", "nunique"))
@@ -112,6 +179,8 @@ def html_report(model_summary: pd.DataFrame, model_comparison: go.Figure, per_cl
                                "classifiers": dict(classifiers)}, default_flow_style=None, sort_keys=False)
     scores = model_summary[["variant", "classifier", "width", "folds", "test_clips", *SCORES]].rename(
         columns={"test_clips": "test clips", **SCORES})
+    verdicts = "".join(f"<li>{html.escape(verdict)}</li>"
+                       for verdict in cnn_stream_verdicts(model_summary, fusion_variants))
     confusion = "".join(f"<h3>{html.escape(name.replace('__', ' · '))}</h3>{_figure(figure)}"
                         for name, figure in confusion_matrices.items())
     escape = html.escape
@@ -135,6 +204,9 @@ Split: <b>{escape(str(split['strategy']))}</b>
 <h3>Clips per fold and subset</h3>{_table(subsets)}
 <h3>Rejected clips</h3>{rejected}
 <h3>Settings</h3><pre>{escape(settings)}</pre>
+<h2>Does each stream help?</h2>
+<ul>{verdicts}</ul>
+{_stream_gains(model_summary)}
 <h2>Scores on the test clips</h2>{_table(scores)}
 {_figure(model_comparison)}
 <h2>F1 per emotion</h2>{_figure(per_class_f1)}
