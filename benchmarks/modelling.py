@@ -106,7 +106,7 @@ def main() -> None:
         results["features"] = measured_kedro_run(project, "--to-outputs=mfcc,lpcc,transfer_features")
         results["features"].pop("log")
         report("features (data_processing, feature_extraction, transfer_features)", results["features"])
-    results["fusion"] = measured_kedro_run(project, "--pipeline=fusion")
+    results["fusion"] = measured_kedro_run(project, "--pipelines=fusion")
     results["fusion"].pop("log")
     report("kedro run --pipeline=fusion", results["fusion"])
     meta = json.loads((project / "data/04_feature/transfer_features/metadata.json").read_text())
@@ -118,7 +118,7 @@ def main() -> None:
             figures = measured_kedro_run(project, f"--namespaces={namespaces}", "--params", split)
             summary = summary_of(project, args.only, strategy)
         else:
-            figures = measured_kedro_run(project, "--pipeline=modelling", "--params", split)
+            figures = measured_kedro_run(project, "--pipelines=modelling", "--params", split)
             summary = pd.read_csv(project / "data/08_reporting/model_summary.csv")
         (project / f"modelling_{strategy}.log").write_text(figures.pop("log"))
         report(f"modelling, {strategy} split", figures)

@@ -53,8 +53,9 @@ def test_the_paper_environment_is_the_reference_design():
     parameters = parameters_of(PROJECT / "conf", "paper")
     # A variant or classifier conf/base gains must be set to null in conf/paper, or pinned there
     # when it is part of the reference.
-    assert validated_fusion_variants(parameters["fusion_variants"], parameters["block_weights"]) == (
-        PAPER_VARIANTS)
+    variants = validated_fusion_variants(parameters["fusion_variants"], parameters["block_weights"])
+    assert {variant: layout["streams"] for variant, layout in variants.items()} == PAPER_VARIANTS
+    assert {layout["fusion"] for layout in variants.values()} == {"early"}
     assert {name for name, settings in parameters["classifiers"].items() if settings is not None} == {
         "svm", "dnn"}
     assert {stream: parameters["block_weights"][stream] for stream in WEIGHTS} == WEIGHTS
@@ -73,6 +74,7 @@ def test_the_paper_environment_is_the_reference_design():
     assert (cnn["backbone"], cnn["weights"], cnn["offline_fallback"]) == (
         "inception_resnet_v2", "imagenet", "squeezenet_v1_1")
     backbones = parameters["backbones"]
+    assert all(backbones[name]["layers"] is None for name in ("inception_resnet_v2", "squeezenet_v1_1"))
     assert {name: (backbones[name]["input_size"], backbones[name]["layer"], backbones[name]["pooling"])
             for name in ("inception_resnet_v2", "squeezenet_v1_1")} == {
         "inception_resnet_v2": ([299, 299], None, "none"), "squeezenet_v1_1": ([227, 227], None, "none")}

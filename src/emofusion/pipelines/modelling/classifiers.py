@@ -3,6 +3,8 @@ block scaling, then the classifier, with the label order in `classes_`."""
 
 from __future__ import annotations
 
+import atexit
+import copy
 import itertools
 import logging
 import logging.handlers
@@ -80,16 +82,19 @@ class BlockScaler(TransformerMixin, BaseEstimator):
 
 
 class BlockReducer(TransformerMixin, BaseEstimator):
-    """Randomized PCA of chosen blocks, fitted on the training rows only; other blocks pass through.
+    """Randomized PCA of chosen blocks, fitted on the training rows only, then each block multiplied
+    by its weight.
 
     `components[i]` is the number of components kept of block i (None: the block as it is). A
-    block is never given more components than it has columns or training rows. After the block
-    scaling, the projection keeps the block's weight: it is a rotation and a cut, no rescaling."""
+    block is never given more components than it has columns or training rows. The weights act
+    after the projection (a rotation and a cut, which commutes with scaling), so candidates that
+    differ only in block weights share one fitted PCA."""
 
     def __init__(self, blocks: Sequence[tuple[int, int]] = (), components: Sequence[int | None] = (),
-                 random_state: int | None = None) -> None:
+                 weights: Sequence[float] = (), random_state: int | None = None) -> None:
         self.blocks = blocks
         self.components = components
+        self.weights = weights
         self.random_state = random_state
 
     def fit(self, X: np.ndarray, y: Any = None) -> BlockReducer:
@@ -104,9 +109,12 @@ class BlockReducer(TransformerMixin, BaseEstimator):
         return self
 
     def transform(self, X: np.ndarray) -> np.ndarray:
-        return np.hstack([np.asarray(X[:, start:stop], np.float32) if projection is None
-                          else projection.transform(X[:, start:stop]).astype(np.float32)
-                          for (start, stop), projection in zip(self.blocks, self.projections_, strict=True)])
+        weights = self.weights or [1.0] * len(self.blocks)
+        return np.hstack([
+            weight * (np.asarray(X[:, start:stop], np.float32) if projection is None
+                      else projection.transform(X[:, start:stop]).astype(np.float32))
+            for (start, stop), projection, weight in zip(self.blocks, self.projections_, weights,
+                                                         strict=True)])
 
 
 class KernelSVC(ClassifierMixin, BaseEstimator):
@@ -234,10 +242,12 @@ class DenseNetworkClassifier(ClassifierMixin, BaseEstimator):
     """The reference head as a classifier: dense layers (ReLU, optional dropout), softmax, Adam,
     early stopping on a validation split that is never the test split.
 
-    Each fit trains in a fresh process: TensorFlow keeps about half a gigabyte after every fit on
-    98,304-wide inputs, which a process returns to the system when it ends, so eight or forty-eight
-    fits cost the memory of one. The fitted classifier keeps the weights, and the architecture as
-    Keras JSON (`keras.models.model_from_json`), and predicts without TensorFlow."""
+    Networks train in a separate process (`run_in_training_process`), so this one never loads
+    TensorFlow. Small networks share one such process; a network of tens of millions of weights
+    (98,304-wide inputs) gets a fresh one, since TensorFlow keeps about half a gigabyte after such
+    a fit that only the end of the process returns. The fitted classifier keeps the weights, and
+    the architecture as Keras JSON (`keras.models.model_from_json`), and predicts without
+    TensorFlow."""
 
     needs_validation = True  # early stopping
 
@@ -274,9 +284,11 @@ class DenseNetworkClassifier(ClassifierMixin, BaseEstimator):
             np.save(validation_path := Path(folder, "validation.npy"), np.asarray(validation[0], np.float32))
             y, validation_y = encode(y), encode(validation[1])
             del X, validation
-            self.architecture_, self.weights_, history = run_in_fresh_process(
+            self.architecture_, self.weights_, history = run_in_training_process(
                 train_dense_network, self.get_params(), len(self.classes_),
-                train_path, y, validation_path, validation_y)
+                train_path, y, validation_path, validation_y,
+                fresh=self.n_features_in_ * int(self.layers[0]["units"] if self.layers else 1)
+                >= FRESH_PROCESS_WEIGHTS)
         self.epochs_run_ = len(history["loss"])
         best = int(np.argmin(history["val_loss"])) + 1
         logger.info("DNN: %d epochs, kept the weights of epoch %d (validation loss %.3f)", self.epochs_run_,
@@ -309,6 +321,7 @@ def train_dense_network(params: Mapping[str, Any], n_classes: int, train_path: P
     import keras
     import tensorflow as tf
 
+    keras.backend.clear_session()  # the process may have trained others: fresh layer names and state
     keras.utils.set_random_seed(params["random_state"] or 0)
     X = np.load(train_path, mmap_mode="r")
     network = [keras.Input((X.shape[1],))]
@@ -359,22 +372,56 @@ def _log_through(records: Any) -> None:
     root.setLevel(logging.INFO)
 
 
-def run_in_fresh_process(function: Callable[..., Any], *args: Any) -> Any:
-    """`function(*args)` in a new process (spawned: TensorFlow may already run here), whose log
-    records reach this process's loggers and whose memory is returned when it ends."""
-    context = multiprocessing.get_context("spawn")
-    records = context.Queue()
-    listener = logging.handlers.QueueListener(records, _Relay())
-    listener.start()
+class _TrainingProcess:
+    """A spawned process (TensorFlow may already run in this one) that trains networks one after
+    another, with a relay of its log records to this process's loggers."""
+
+    def __init__(self) -> None:
+        context = multiprocessing.get_context("spawn")
+        records = context.Queue()
+        self.listener = logging.handlers.QueueListener(records, _Relay())
+        self.listener.start()
+        self.executor = ProcessPoolExecutor(1, mp_context=context, initializer=_log_through,
+                                            initargs=(records,))
+
+    def stop(self) -> None:
+        self.executor.shutdown()
+        self.listener.stop()
+
+
+_training_process: _TrainingProcess | None = None
+
+
+def _stop_training_process() -> None:
+    global _training_process
+    if _training_process is not None:
+        _training_process.stop()
+        _training_process = None
+
+
+atexit.register(_stop_training_process)
+
+
+def run_in_training_process(function: Callable[..., Any], *args: Any, fresh: bool = False) -> Any:
+    """`function(*args)` in the training process. It is kept for the next call, which then skips
+    TensorFlow's start-up (seconds per network, most of a small network's fit), unless `fresh`:
+    TensorFlow keeps memory after a fit of tens of millions of weights that only the end of its
+    process gives back."""
+    global _training_process
+    if _training_process is None:
+        _training_process = _TrainingProcess()
     try:
-        with ProcessPoolExecutor(1, mp_context=context, initializer=_log_through,
-                                 initargs=(records,)) as process:
-            return process.submit(function, *args).result()
+        return _training_process.executor.submit(function, *args).result()
     except BrokenProcessPool as error:
+        fresh = True
         raise RuntimeError(f"the process running {function.__name__} ended abruptly, most likely killed "
                            "for lack of memory") from error
     finally:
-        listener.stop()
+        if fresh:
+            _stop_training_process()
+
+
+FRESH_PROCESS_WEIGHTS = 10_000_000  # first-layer weights from which a network trains in a process of its own
 
 
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
@@ -421,13 +468,16 @@ def fit_model(model: Any, X: np.ndarray, y: np.ndarray,
 def _early_model(blocks: Sequence[Mapping[str, Any]], classifier: Mapping[str, Any], balanced: bool,
                  reduction: Mapping[str, Any], random_seed: int) -> Pipeline:
     """Block scaling, the optional per-stream PCA, the classifier: one Pipeline, so everything
-    fitted on training clips travels with the model to `predict`."""
+    fitted on training clips travels with the model to `predict`. With a PCA step, the block
+    weights are applied after it (see BlockReducer)."""
     ranges = [(int(b["start"]), int(b["stop"])) for b in blocks]
-    steps: list[tuple[str, Any]] = [("scale", BlockScaler(ranges, [float(b["weight"]) for b in blocks],
-                                                          balanced))]
+    weights = [float(b["weight"]) for b in blocks]
     components = [(reduction.get(b["stream"]) or {}).get("pca") for b in blocks]
-    if any(c is not None for c in components):
-        steps.append(("reduce", BlockReducer(ranges, components, random_seed)))
+    if all(c is None for c in components):
+        steps: list[tuple[str, Any]] = [("scale", BlockScaler(ranges, weights, balanced))]
+    else:
+        steps = [("scale", BlockScaler(ranges, [1.0] * len(blocks), balanced)),
+                 ("reduce", BlockReducer(ranges, components, weights, random_seed))]
     steps.append(("classify", build_classifier(classifier, random_seed)))
     return Pipeline(steps)
 
@@ -458,14 +508,18 @@ SEARCHABLE_STREAM_SETTINGS = ("block_weights", "pca")
 LATE_WEIGHT_STEP = 0.25
 
 
-def search_candidates(search: Mapping[str, Sequence[Any]] | None, streams: Sequence[str]
+def search_candidates(search: Mapping[str, Sequence[Any]] | None, groups: Sequence[Sequence[str]]
                       ) -> list[dict[str, Any]]:
-    """Every combination of the search grid that applies to a variant with these streams: a
-    `block_weights.<stream>` or `pca.<stream>` key counts only where the variant has that stream."""
+    """Every combination of the search grid that applies to a variant with these groups of streams
+    (one group per model): a `pca.<stream>` key counts only where the variant has that stream, a
+    `block_weights.<stream>` key only where the stream shares its model with another (alone, its
+    weight changes nothing: the kernel width follows the features' scale)."""
     grid = {}
     for key, values in (search or {}).items():
         setting, _, stream = key.partition(".")
-        if setting in SEARCHABLE_STREAM_SETTINGS and stream not in streams:
+        group = next((group for group in groups if stream in group), [])
+        alone = setting == "block_weights" and len(group) < 2
+        if setting in SEARCHABLE_STREAM_SETTINGS and (not group or alone):
             continue
         grid[key] = list(values) if isinstance(values, Sequence) and not isinstance(values, str) else [values]
     keys = list(grid)
@@ -539,6 +593,14 @@ def validated_search(classifier: Mapping[str, Any], streams: Sequence[str]) -> N
             raise ClassifierConfigError(f"search key '{key}' has no candidates")
 
 
+def _fit_signature(preprocess: Pipeline) -> str:
+    """What fitting the preprocessing depends on: candidates with equal signatures share one fit
+    (the reducer's block weights act only when transforming)."""
+    return repr([(name, sorted((key, repr(value)) for key, value in step.get_params(deep=False).items()
+                               if not (isinstance(step, BlockReducer) and key == "weights")))
+                 for name, step in preprocess.steps])
+
+
 def select_and_fit(blocks: Sequence[Mapping[str, Any]], groups: Sequence[Sequence[str]] | None,
                    classifier: Mapping[str, Any], reduction: Mapping[str, Any] | None, balanced: bool,
                    random_seed: int, train: tuple[np.ndarray, np.ndarray],
@@ -549,9 +611,9 @@ def select_and_fit(blocks: Sequence[Mapping[str, Any]], groups: Sequence[Sequenc
     clips with early stopping on the validation clips. Test clips play no part.
 
     Returns the fitted model and a record of the choice."""
-    streams = [b["stream"] for b in blocks]
-    candidates = search_candidates(classifier.get("search"), streams)
-    late = bool(groups) and len(groups) > 1
+    groups = groups or [[b["stream"] for b in blocks]]
+    candidates = search_candidates(classifier.get("search"), groups)
+    late = len(groups) > 1
     combiner_weights: list[Any] = late_weight_candidates(len(groups)) if late else [None]
 
     def build(candidate: Mapping[str, Any], **overrides: Any) -> Pipeline:
@@ -569,18 +631,38 @@ def select_and_fit(blocks: Sequence[Mapping[str, Any]], groups: Sequence[Sequenc
     if len(candidates) * len(combiner_weights) == 1:
         return fit_as_prescribed(build(candidates[0])), {"candidates": 1, "chosen": {}}
 
+    def uar(model: Any, X: np.ndarray) -> float:
+        return float(recall_score(validation[1], model.predict(X), average="macro", zero_division=0))
+
     # Scoring needs only predictions: an SVM of early fusion skips its probability calibration.
     scoring = {"probability": False} if classifier.get("kind") == "svm" and not late else {}
     best: tuple[float, dict[str, Any], Any, Pipeline] | None = None
+    preprocessed: dict[str, Pipeline] = {}
     for candidate in candidates:
-        model = fit_model(build(candidate, **scoring), *train, validation)
-        for weights in combiner_weights:
-            if weights is not None:
+        model = build(candidate, **scoring)
+        if late:
+            fit_model(model, *train, validation)
+            for weights in combiner_weights:  # act at prediction: one fit serves them all
                 model[-1].set_params(weights=list(weights))
-            score = recall_score(validation[1], model.predict(validation[0]), average="macro",
-                                 zero_division=0)
-            if best is None or score > best[0] + 1e-12:
-                best = (score, candidate, weights, model)
+                score = uar(model, validation[0])
+                if best is None or score > best[0] + 1e-12:
+                    best = (score, candidate, weights, model)
+            continue
+        # Early fusion: the scaling and PCA are fitted once per signature, each candidate's
+        # classifier on the transformed clips.
+        preprocess, estimator = model[:-1], model[-1]
+        signature = _fit_signature(preprocess)
+        if signature not in preprocessed:
+            preprocessed[signature] = preprocess.fit(*train)
+        shared = preprocessed[signature]
+        if "reduce" in model.named_steps:
+            shared.named_steps["reduce"].set_params(weights=model.named_steps["reduce"].weights)
+        X_train, X_validation = shared.transform(train[0]), shared.transform(validation[0])
+        estimator.fit(X_train, train[1], **({"validation": (X_validation, validation[1])}
+                                            if uses_validation(estimator) else {}))
+        score = uar(estimator, X_validation)
+        if best is None or score > best[0] + 1e-12:
+            best = (score, candidate, None, Pipeline([*copy.deepcopy(shared).steps, ("classify", estimator)]))
     score, candidate, weights, model = best
     chosen = dict(candidate)
     if weights is not None:
@@ -589,5 +671,7 @@ def select_and_fit(blocks: Sequence[Mapping[str, Any]], groups: Sequence[Sequenc
         model = fit_as_prescribed(build(candidate))
         if weights is not None:
             model[-1].set_params(weights=list(weights))
+    elif weights is not None:
+        model[-1].set_params(weights=list(weights))
     return model, {"candidates": len(candidates) * len(combiner_weights), "chosen": chosen,
-                   "validation_uar": float(score)}
+                   "validation_uar": score}
