@@ -64,15 +64,30 @@ def results_page(results: dict, meta: dict, args: argparse.Namespace) -> str:
             continue
         summary = pd.DataFrame(result["summary"])
         run = result["run"]
+        with_cnn = summary[summary["streams"].str.contains("transfer_features")]
+        without_cnn = summary[~summary["streams"].str.contains("transfer_features")]
+        best, classical = with_cnn.iloc[0], without_cnn.iloc[0]
+        cnn_alone = summary[summary["variant"] == "ir"].iloc[0] if (summary["variant"] == "ir").any() else None
         lines += [f"## {STRATEGY_TITLES[strategy]}", "",
                   f"{int(summary['test_clips'].iloc[0])} test clips in {int(summary['folds'].iloc[0])} "
                   f"fold(s). The modelling run took {run['wall_s']:.0f} s with a peak of "
                   f"{run['peak_pss_mb'] / 1024:.1f} GB "
                   "(PSS of the process tree) on the machine that wrote this page.", "",
-                  "| variant | classifier | width | accuracy | UAR | macro F1 |",
-                  "| --- | --- | --- | --- | --- | --- |"]
+                  f"Best model with the CNN stream: **{best.variant} {best.classifier}**, UAR "
+                  f"{best.unweighted_average_recall:.3f}; best without it: **{classical.variant} "
+                  f"{classical.classifier}**, UAR {classical.unweighted_average_recall:.3f} "
+                  f"({100 * (best.unweighted_average_recall - classical.unweighted_average_recall):+.1f} "
+                  "points)."
+                  + (f" The CNN stream alone (ir {cnn_alone.classifier}): accuracy {cnn_alone.accuracy:.3f}, "
+                     f"UAR {cnn_alone.unweighted_average_recall:.3f}." if cnn_alone is not None else ""), "",
+                  "| variant | classifier | width | accuracy | UAR | macro F1 | reference | UAR gain | "
+                  "McNemar p | chosen on validation clips |",
+                  "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
         lines += [f"| {row.variant} | {row.classifier} | {row.width:,} | {row.accuracy:.3f} | "
-                  f"{row.unweighted_average_recall:.3f} | {row.macro_f1:.3f} |"
+                  f"{row.unweighted_average_recall:.3f} | {row.macro_f1:.3f} | "
+                  + (f"{row.reference} | {100 * row.uar_gain:+.1f} | {row.mcnemar_p:.3g} | "
+                     if isinstance(row.reference, str) and row.reference else "| | | ")
+                  + f"{row.chosen_on_validation if isinstance(row.chosen_on_validation, str) else ''} |"
                   for row in summary.itertuples()]
         lines.append("")
     return "\n".join(lines)

@@ -3,8 +3,10 @@ classifier, so their scores are on the same test clips."""
 
 from __future__ import annotations
 
+import json
 import logging
 import time
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -291,6 +293,25 @@ def compare_with_references(summary: pd.DataFrame, test_predictions: Mapping[str
     return summary.join(compared)
 
 
+def describe_choices(model_selection: Sequence[Mapping[str, Any]]) -> str:
+    """What was chosen on the validation clips, e.g. `C 10; block_weights.transfer_features 0.5 (4
+    of 6 folds), 2.0 (2)`: each setting once, its values by how many folds chose them."""
+    values: dict[str, Counter] = {}
+    for fold in model_selection:
+        for key, value in fold.get("chosen", {}).items():
+            values.setdefault(key, Counter())[json.dumps(value)] += 1
+    described = []
+    for key, counts in values.items():
+        ranked = counts.most_common()
+        if len(ranked) == 1:
+            described.append(f"{key} {ranked[0][0]}")
+        else:
+            first, *rest = ranked
+            described.append(f"{key} {first[0]} ({first[1]} of {len(model_selection)} folds), "
+                             + ", ".join(f"{value} ({n})" for value, n in rest))
+    return "; ".join(described)
+
+
 def summarise_classification_metrics(split: Mapping[str, Any], fusion_variants: Mapping[str, Any],
                                      **models: Any) -> pd.DataFrame:
     """One row per model, best unweighted average recall first, each compared with its reference
@@ -311,7 +332,8 @@ def summarise_classification_metrics(split: Mapping[str, Any], fusion_variants: 
             "width": sum(block["width"] for block in scores["features"]),
             "split": split["strategy"], "folds": scores["folds"], "test_clips": scores["test_clips"],
             "accuracy": scores["accuracy"], "unweighted_average_recall": scores["unweighted_average_recall"],
-            "macro_f1": scores["macro_f1"],
+            "macro_f1": scores["macro_f1"], "fusion": scores.get("fusion", "early"),
+            "chosen_on_validation": describe_choices(scores.get("model_selection", [])),
             "backbone": cnn.get("backbone", ""), "weights": cnn.get("weights", ""),
         })
     summary = pd.DataFrame(rows).sort_values("unweighted_average_recall", ascending=False, kind="stable")
