@@ -58,7 +58,14 @@ def results_page(results: dict, meta: dict, args: argparse.Namespace) -> str:
              f"pooling `{meta['pooling']}`). MFCC and LPCC clip statistics: "
              f"{', '.join(args.statistics) if args.statistics else 'the project default'}. "
              "Scores are on test clips only; UAR is the unweighted average recall. The README's "
-             "*Results on RAVDESS* section discusses them.", ""]
+             "*Results on RAVDESS* section discusses them.", "",
+             "Every setting behind these scores was chosen on validation clips, never on test clips: "
+             "the MFCC and LPCC statistics and the CNN's tapped layers, pooling and PCA size by "
+             "`benchmarks/validation_choices.py` (tables in [validation_choices.md](validation_choices.md)); "
+             "and, per model and fold, the SVM's `C`, the CNN block weight and the late-fusion weights "
+             "by the project's own search (`search` in parameters_modelling.yml), whose choices are in "
+             "the last column. In the speaker-independent folds the validation clips are the "
+             "next fold's test speakers, never the fold's own.", ""]
     for strategy, result in results.items():
         if strategy not in STRATEGY_TITLES:
             continue
@@ -67,7 +74,8 @@ def results_page(results: dict, meta: dict, args: argparse.Namespace) -> str:
         with_cnn = summary[summary["streams"].str.contains("transfer_features")]
         without_cnn = summary[~summary["streams"].str.contains("transfer_features")]
         best, classical = with_cnn.iloc[0], without_cnn.iloc[0]
-        cnn_alone = summary[summary["variant"] == "ir"].iloc[0] if (summary["variant"] == "ir").any() else None
+        alone = summary[summary["variant"] == "ir"]
+        cnn_alone = alone.iloc[0] if len(alone) else None
         lines += [f"## {STRATEGY_TITLES[strategy]}", "",
                   f"{int(summary['test_clips'].iloc[0])} test clips in {int(summary['folds'].iloc[0])} "
                   f"fold(s). The modelling run took {run['wall_s']:.0f} s with a peak of "

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import joblib
 import numpy as np
 import pandas as pd
 import plotly.io
@@ -16,10 +17,7 @@ import soxr
 import yaml
 from omegaconf import OmegaConf
 
-from emofusion import settings as project_settings
 from emofusion.datasets import ClipArrayDataset
-from emofusion.pipelines.modelling.classifiers import ClassifierConfigError
-from emofusion.pipelines.modelling.pipeline import model_instances
 
 PROJECT = Path(__file__).resolve().parents[1]
 # 4 speakers x 8 emotions x 3 clips: enough for a split with every emotion in each subset.
@@ -96,8 +94,8 @@ def test_run_writes_manifests_rejections_and_features(finished_run, project):
 
     features = {name: ClipArrayDataset(path=str(project / "data/04_feature" / name)).load()
                 for name in ("mfcc", "lpcc", "log_mel_spectrogram")}
-    assert features["mfcc"].values.shape == (100, 40)
-    assert features["lpcc"].values.shape == (100, 12)
+    assert features["mfcc"].values.shape == (100, 80)  # 40 MFCCs: clip mean and std
+    assert features["lpcc"].values.shape == (100, 24)
     assert features["log_mel_spectrogram"].values.shape == (100, 128, 81)
     for feature in features.values():
         assert list(feature.clip_ids) == manifest["clip_id"].tolist()
@@ -113,11 +111,12 @@ def test_run_extracts_transfer_features_and_says_the_weights_are_random(finished
     features = transfer_features(project)
     manifest = pd.read_csv(project / "data/03_primary/clip_manifest.csv")
     assert list(features.clip_ids) == manifest["clip_id"].tolist()
-    assert features.values.shape == (100, 1536) and features.values.dtype == np.float32
+    # mixed_5b (7 x 7 x 320 at 75 x 75) and mixed_6a (3 x 3 x 1088), averaged over time
+    assert features.values.shape == (100, 7 * 320 + 3 * 1088) and features.values.dtype == np.float32
     assert np.isfinite(features.values).all() and features.values.std() > 0
     meta = features.metadata
     assert (meta["backbone"], meta["pretrained"], meta["feature_shape"]) == (
-        "inception_resnet_v2", False, [1, 1, 1536])
+        "inception_resnet_v2", False, [[7, 7, 320], [3, 3, 1088]])
     assert "RANDOM WEIGHTS" in log_of(finished_run) and "NOT pretrained" in log_of(finished_run)
 
 
@@ -125,7 +124,7 @@ def test_run_fuses_streams_and_trains_every_variant_and_classifier_above_chance(
     assert finished_run.returncode == 0
     params = yaml.safe_load((project / "conf/base/parameters_fusion.yml").read_text())
     fused = ClipArrayDataset(path=str(project / "data/05_model_input/fused_features/mfcc_lpcc_ir")).load()
-    assert fused.values.shape == (100, 40 + 12 + 1536)
+    assert fused.values.shape == (100, 80 + 24 + 7 * 320 + 3 * 1088)
     assert [b["stream"] for b in fused.metadata["blocks"]] == ["mfcc", "lpcc", "transfer_features"]
 
     summary = pd.read_csv(project / "data/08_reporting/model_summary.csv")
@@ -230,6 +229,27 @@ def test_predict_repeats_the_training_run_on_its_own_test_clip_in_any_format(fin
     assert str(tmp_path / "original.wav") in run.stdout and same["emotion"] in run.stdout
 
 
+@pytest.mark.parametrize("model", ["mfcc_lpcc_ir_late.svm", "ir.dnn"])
+def test_predict_with_late_fusion_and_pca_models_repeats_their_test_predictions(finished_run, project, model):
+    assert finished_run.returncode == 0
+    variant, classifier = model.split(".")
+    tested = pd.read_csv(project / f"data/07_model_output/{variant}/{classifier}_test_predictions.csv")[:2]
+    manifest = pd.read_csv(project / "data/03_primary/clip_manifest.csv").set_index("clip_id")
+    files = [str(project / manifest.loc[clip, "path"]) for clip in tested["clip_id"]]
+    output = project / f"{variant}_predictions.csv"
+    run = predict(project, "--model", model, "--output", str(output), *files)
+    assert run.returncode == 0, run.stderr[-3000:]
+    written = pd.read_csv(output).set_index("file").loc[files]
+    probabilities = [column for column in tested if column.startswith("p_")]
+    assert np.allclose(written[probabilities].to_numpy(float), tested[probabilities].to_numpy(float),
+                       atol=1e-5)
+    fitted = joblib.load(project / f"data/06_models/{variant}/{classifier}.pkl")
+    if variant == "ir":  # its CNN block is projected by the PCA fitted in training
+        assert fitted.named_steps["reduce"].projections_[0] is not None
+    else:
+        assert len(fitted.named_steps["classify"].models_) == 2
+
+
 def test_predict_refuses_a_model_trained_on_other_settings_or_missing_parts(finished_run, project, tmp_path):
     clip = str(project / pd.read_csv(project / "data/03_primary/clip_manifest.csv")["path"].iloc[0])
     other = project / "conf" / "fewer_mfccs"
@@ -288,7 +308,7 @@ def test_changed_backbone_setting_recomputes(transfer_reruns):
     run = transfer_reruns["pooling"]
     assert run.returncode == 0, run.stderr[-3000:]
     assert "backbone settings changed" in log_of(run)
-    assert transfer_reruns["pooled"].values.shape == (100, 1536)
+    assert transfer_reruns["pooled"].values.shape == (100, 320 + 1088)
     assert transfer_reruns["pooled"].metadata["pooling"] == "avg"
 
 
@@ -302,7 +322,8 @@ def test_offline_imagenet_falls_back_to_squeezenet_and_records_it(transfer_rerun
     assert (meta["backbone_requested"], meta["backbone"], meta["weights"]) == (
         "inception_resnet_v2", "squeezenet_v1_1", "imagenet")
     assert wanted in meta["fallback_reason"]
-    assert transfer_reruns["fallen_back"].values.shape == (100, 3 * 3 * 512)
+    # fire3 (15 x 15 x 128 at 64 x 64) and fire5 (7 x 7 x 256), averaged over time
+    assert transfer_reruns["fallen_back"].values.shape == (100, 15 * 128 + 7 * 256)
 
 
 def test_offline_imagenet_without_fallback_stops_with_what_to_download(transfer_reruns, project):
@@ -425,20 +446,6 @@ def test_run_and_predict_with_env_build_that_environments_pipelines(tmp_path):
 PAPER_VARIANTS = {"ir", "mfcc_ir", "lpcc_ir", "mfcc_lpcc_ir", "mfcc", "lpcc", "mfcc_lpcc"}
 
 
-def paper_classifiers_are_buildable() -> bool:
-    """conf/paper gives each classifier `search: null`, a key of the classifier schema that is being
-    added on another branch: until it is there, no paper pipeline can be built."""
-    loader = project_settings.CONFIG_LOADER_CLASS(conf_source=str(PROJECT / "conf"), env="paper",
-                                                  **project_settings.CONFIG_LOADER_ARGS)
-    try:
-        model_instances(loader["parameters"])
-    except ClassifierConfigError as error:
-        return "'search'" not in str(error)
-    return True
-
-
-@pytest.mark.skipif(not paper_classifiers_are_buildable(),
-                    reason="conf/paper needs the classifiers' `search` key, which is not in the schema yet")
 def test_the_paper_environment_trains_exactly_the_reference_models(tmp_path):
     project = scratch_project(tmp_path)
     # The tiny corpus, a small random-weights CNN and short training, as nested parameters in a
@@ -459,3 +466,8 @@ def test_the_paper_environment_trains_exactly_the_reference_models(tmp_path):
     fused = ClipArrayDataset(path=str(project / "data/05_model_input/fused_features/mfcc_lpcc_ir")).load()
     assert fused.values.shape == (96, 40 + 12 + 1536)  # unpooled: 1 x 1 x 1536 at 75 x 75
     assert [block["weight"] for block in fused.metadata["blocks"]] == [1.0, 1.0, 1.0]
+    # Plain concatenation, every column at full width: no PCA, no search.
+    model = joblib.load(project / "data/06_models/mfcc_lpcc_ir/svm.pkl")
+    assert list(model.named_steps) == ["scale", "classify"] and not model.named_steps["scale"].balanced
+    metrics = json.loads((project / "data/08_reporting/metrics/mfcc_lpcc_ir/svm.json").read_text())
+    assert [(fold["candidates"], fold["chosen"]) for fold in metrics["model_selection"]] == [(1, {})]

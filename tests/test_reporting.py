@@ -42,7 +42,9 @@ SUMMARY = pd.DataFrame({
     "split": "random", "width": [86608, 86608, 86528, 86528], "folds": 1, "test_clips": 40,
     "accuracy": [0.8, 0.7, 0.5, 0.4],
     "unweighted_average_recall": [0.78, 0.69, 0.45, 0.41], "macro_f1": [0.77, 0.68, 0.44, 0.39],
-    "backbone": "squeezenet_v1_1", "weights": "imagenet",
+    "backbone": "squeezenet_v1_1", "weights": "imagenet", "fusion": "early",
+    "validation_uar": [0.74, 0.66, 0.47, 0.4],
+    "chosen_on_validation": ["C 10.0; block_weights.transfer_features 0.5", "", "C 1.0", ""],
     # mfcc_ir against ir (mfcc alone was not trained); no model without the CNN stream
     "reference": ["ir", "ir", None, None], "reference_uar": [0.45, 0.41, np.nan, np.nan],
     "uar_gain": [0.33, 0.28, np.nan, np.nan], "mcnemar_p": [0.0004, 0.0213, np.nan, np.nan],
@@ -107,6 +109,7 @@ def test_the_report_says_what_was_run_and_holds_every_figure():
     assert "squeezenet_v1_1, weights: imagenet" in page and "<b>random</b>" in page
     assert page.count("Plotly.newPlot") == 4  # comparison, per-class F1, two confusion matrices
     assert "mfcc_ir · svm" in page and "0.780" in page
+    assert "chosen on validation clips" in page and "block_weights.transfer_features 0.5" in page
     assert "https://" not in re.sub(r"<script.*?</script>", "", page, flags=re.S)  # nothing to fetch
     assert "None." in report(pd.DataFrame(columns=["clip_id", "corpus", "stage", "reason"]))
 

@@ -21,7 +21,7 @@ def cli() -> None:
 @click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--model", "model_name", metavar="VARIANT.CLASSIFIER",
               help="A trained model, e.g. mfcc_lpcc_ir.svm (default: the best unweighted average recall "
-                   "in data/08_reporting/model_summary.csv).")
+                   "on validation clips, `validation_uar` in data/08_reporting/model_summary.csv).")
 @click.option("--output", type=click.Path(path_type=Path),
               help="Write the predictions to this CSV (default for a folder: predictions.csv).")
 @click.option("--env", default=None, help="Configuration environment, as for `kedro run --env`.")
@@ -55,7 +55,9 @@ def predict(paths: tuple[Path, ...], model_name: str | None, output: Path | None
                 summary = catalog.load("model_summary")
             except DatasetError as error:
                 raise click.ClickException("no trained models yet: run `kedro run` first") from error
-            model_name = f"{summary['variant'].iloc[0]}.{summary['classifier'].iloc[0]}"
+            # The best on validation clips: the test clips' scores choose nothing.
+            best = summary["validation_uar"].idxmax() if "validation_uar" in summary else 0
+            model_name = f"{summary['variant'].loc[best]}.{summary['classifier'].loc[best]}"
         variant, _, classifier = model_name.partition(".")
         try:
             model = catalog.load(f"modelling.{variant}.{classifier}.trained_model")

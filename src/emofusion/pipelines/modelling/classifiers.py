@@ -628,14 +628,20 @@ def select_and_fit(blocks: Sequence[Mapping[str, Any]], groups: Sequence[Sequenc
         return fit_model(model, np.vstack([train[0], validation[0]]),
                          np.concatenate([train[1], validation[1]]))
 
-    if len(candidates) * len(combiner_weights) == 1:
-        return fit_as_prescribed(build(candidates[0])), {"candidates": 1, "chosen": {}}
-
     def uar(model: Any, X: np.ndarray) -> float:
         return float(recall_score(validation[1], model.predict(X), average="macro", zero_division=0))
 
     # Scoring needs only predictions: an SVM of early fusion skips its probability calibration.
     scoring = {"probability": False} if classifier.get("kind") == "svm" and not late else {}
+    if len(candidates) * len(combiner_weights) == 1:
+        # Nothing to choose, but the validation score still ranks this model among the others
+        # (`emofusion predict` picks by it), from a fit on the training clips alone.
+        model = build(candidates[0])
+        if uses_validation(model):
+            fit_model(model, *train, validation)
+            return model, {"candidates": 1, "chosen": {}, "validation_uar": uar(model, validation[0])}
+        score = uar(fit_model(build(candidates[0], **scoring), *train), validation[0])
+        return fit_as_prescribed(model), {"candidates": 1, "chosen": {}, "validation_uar": score}
     best: tuple[float, dict[str, Any], Any, Pipeline] | None = None
     preprocessed: dict[str, Pipeline] = {}
     for candidate in candidates:

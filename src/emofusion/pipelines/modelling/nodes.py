@@ -160,10 +160,10 @@ def fit_and_predict(fused_features: ClipArray, data_split: pd.DataFrame, classif
                                             columns=[f"p_{label}" for label in model.classes_]))
         predictions.append(frame)
         chosen = ", ".join(f"{key} {value}" for key, value in selection["chosen"].items())
-        logger.info("Fold %d/%d: %s%s, tested on %d clips: accuracy %.3f (%.1f s)", fold + 1, len(folds),
-                    f"chose {chosen} (validation UAR {selection['validation_uar']:.3f}, "
-                    f"{selection['candidates']} candidates)" if chosen else "trained",
-                    "" if chosen else f" on {int((rows['subset'] != 'test').sum())} clips", len(test),
+        logger.info("Fold %d/%d: %svalidation UAR %.3f; tested on %d clips: accuracy %.3f (%.1f s)",
+                    fold + 1, len(folds),
+                    f"chose {chosen} of {selection['candidates']} candidates, " if chosen else "",
+                    selection["validation_uar"], len(test),
                     float((frame["emotion"] == frame["predicted"]).mean()), time.perf_counter() - started)
         if first_model is None:
             first_model = model
@@ -333,16 +333,18 @@ def summarise_classification_metrics(split: Mapping[str, Any], fusion_variants: 
             "split": split["strategy"], "folds": scores["folds"], "test_clips": scores["test_clips"],
             "accuracy": scores["accuracy"], "unweighted_average_recall": scores["unweighted_average_recall"],
             "macro_f1": scores["macro_f1"], "fusion": scores.get("fusion", "early"),
+            "validation_uar": np.mean([fold["validation_uar"] for fold in scores.get("model_selection", [])
+                                       if "validation_uar" in fold] or [np.nan]),
             "chosen_on_validation": describe_choices(scores.get("model_selection", [])),
             "backbone": cnn.get("backbone", ""), "weights": cnn.get("weights", ""),
         })
     summary = pd.DataFrame(rows).sort_values("unweighted_average_recall", ascending=False, kind="stable")
     summary = compare_with_references(summary.reset_index(drop=True), predictions, fusion_variants)
-    shown = summary[["variant", "classifier", "width", "folds", "test_clips", "accuracy",
+    shown = summary[["variant", "classifier", "width", "folds", "test_clips", "validation_uar", "accuracy",
                      "unweighted_average_recall", "macro_f1", "reference", "uar_gain", "mcnemar_p"]]
     logger.info("Model summary (%s split); reference: the best model on a subset of the streams:\n%s",
                 split["strategy"],
-                shown.rename(columns={"unweighted_average_recall": "uar"})
+                shown.rename(columns={"unweighted_average_recall": "uar", "validation_uar": "val_uar"})
                 .to_string(index=False, float_format="%.3f", na_rep="",
                            formatters={"uar_gain": "{:+.3f}".format,
                                        "mcnemar_p": lambda p: "<0.001" if p < 0.001 else f"{p:.3f}"}))

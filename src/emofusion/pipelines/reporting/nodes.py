@@ -177,8 +177,11 @@ def html_report(model_summary: pd.DataFrame, model_comparison: go.Figure, per_cl
                 else "<p>None.</p>")
     settings = yaml.safe_dump({"split": dict(split), "fusion_variants": dict(fusion_variants),
                                "classifiers": dict(classifiers)}, default_flow_style=None, sort_keys=False)
-    scores = model_summary[["variant", "classifier", "width", "folds", "test_clips", *SCORES]].rename(
-        columns={"test_clips": "test clips", **SCORES})
+    scores = model_summary[["variant", "classifier", "fusion", "width", "folds", "test_clips", *SCORES,
+                            "validation_uar", "chosen_on_validation"]]
+    scores = scores.fillna({"chosen_on_validation": ""}).rename(
+        columns={"test_clips": "test clips", "validation_uar": "validation UAR",
+                 "chosen_on_validation": "chosen on validation clips", **SCORES})
     verdicts = "".join(f"<li>{html.escape(verdict)}</li>"
                        for verdict in cnn_stream_verdicts(model_summary, fusion_variants))
     confusion = "".join(f"<h3>{html.escape(name.replace('__', ' · '))}</h3>{_figure(figure)}"
