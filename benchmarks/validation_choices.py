@@ -103,7 +103,8 @@ def main() -> None:
         return np.asarray(stored.values, dtype=np.float32), labels
 
     taps = []
-    for layers, pooling in itertools.product(TAPS, POOLINGS):
+    # The former default, fire9 unpooled (86,528 values), as the baseline.
+    for layers, pooling in [(["fire9_concat"], "none"), *itertools.product(TAPS, POOLINGS)]:
         features, labels = cnn_features(layers, pooling)
         taps.append({"layers": " + ".join(layers), "pooling": pooling, "width": features.shape[1],
                      **scores([features], labels)})

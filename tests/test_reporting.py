@@ -129,7 +129,8 @@ def summary_of(rows: list[tuple[str, str, float, str | None, float, float]]) -> 
     """(variant, classifier, UAR, without_cnn, its UAR, McNemar p) per model."""
     summary = pd.DataFrame(rows, columns=["variant", "classifier", "unweighted_average_recall", "without_cnn",
                                           "without_cnn_uar", "cnn_mcnemar_p"])
-    return summary.assign(cnn_gain=summary["unweighted_average_recall"] - summary["without_cnn_uar"])
+    return summary.assign(cnn_gain=summary["unweighted_average_recall"] - summary["without_cnn_uar"],
+                          test_clips=435, weights="imagenet")
 
 
 def test_the_cnn_verdict_compares_the_best_model_with_and_without_the_cnn_stream():
@@ -151,6 +152,18 @@ def test_the_cnn_verdict_compares_the_best_model_with_and_without_the_cnn_stream
         "-10.0 points, McNemar p < 0.001. The CNN stream does not help.",
         "tree: no model uses the CNN stream.",
         "forest: every model uses the CNN stream, so there is no model without it to compare with."]
+
+
+def test_the_cnn_verdict_says_why_the_stream_may_not_help_here():
+    summary = summary_of([("mfcc_ir", "svm", 0.6, "mfcc", 0.7, 0.3),
+                          ("mfcc", "svm", 0.7, None, np.nan, np.nan)])
+    summary = summary.assign(test_clips=32, weights="random initialisation (not pretrained)")
+    variants = {"mfcc": ["mfcc"], "mfcc_ir": ["mfcc", "transfer_features"]}
+    (verdict,) = cnn_stream_verdicts(summary, variants)
+    assert verdict.endswith(
+        "The CNN stream does not help. Its CNN has random weights (transfer_features.weights: none), so "
+        "its features are random projections of the spectrograms, not what ImageNet taught the network. "
+        "With 32 test clips, a few clips decide the difference.")
 
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")

@@ -116,12 +116,25 @@ def cnn_stream_verdicts(model_summary: pd.DataFrame, fusion_variants: Mapping[st
         else:
             conclusion = (f"Better, but not significantly (p ≥ {SIGNIFICANCE}): these test clips do not show "
                           "that the CNN stream helps.")
+        if gain <= 0 or p >= SIGNIFICANCE:
+            conclusion += _why_the_cnn_may_not_help(best)
         verdicts.append(
             f"{classifier}: best model using the CNN stream: {best['variant']} (UAR "
             f"{best['unweighted_average_recall']:.3f}) vs best without it: {best['without_cnn']} (UAR "
             f"{best['without_cnn_uar']:.3f}): {gain:+.1f} points, McNemar p {'' if p < 0.001 else '= '}"
             f"{_p_value(p)}. {conclusion}")
     return verdicts
+
+
+def _why_the_cnn_may_not_help(model: pd.Series) -> str:
+    """Plain reasons, from the run's own facts, why the CNN stream may show no gain."""
+    reasons = []
+    if "not pretrained" in str(model.get("weights", "")):
+        reasons.append(" Its CNN has random weights (transfer_features.weights: none), so its features are "
+                       "random projections of the spectrograms, not what ImageNet taught the network.")
+    if int(model["test_clips"]) < 200:
+        reasons.append(f" With {int(model['test_clips'])} test clips, a few clips decide the difference.")
+    return "".join(reasons)
 
 
 def _stream_gains(model_summary: pd.DataFrame) -> str:
