@@ -67,11 +67,18 @@ def test_spectrogram_image_spans_minus_one_to_one_with_low_frequencies_at_the_bo
 
 
 def test_inception_resnet_v2_without_pooling_gives_98304_values_per_clip():
-    backbone = build_backbone(backbone_spec("inception_resnet_v2", REGISTRY), weights=None)
+    # The reference design's features (conf/paper): the last map, unpooled.
+    entries = registry()
+    entries["inception_resnet_v2"] |= {"layer": None, "layers": None, "pooling": "none"}
+    backbone = build_backbone(backbone_spec("inception_resnet_v2", entries), weights=None)
     assert [(tap.layer, tap.shape, tap.width) for tap in backbone.taps] == [
         ("conv_7b_ac", (8, 8, 1536), 98_304)]
     features = extract_features(backbone, np.zeros((1, 128, 241), np.float16), 1, "float32")
     assert features.shape == (1, 98_304)
+    # The default: two mid-level maps averaged over time.
+    default = build_backbone(backbone_spec("inception_resnet_v2", REGISTRY), weights=None)
+    assert [(tap.layer, tap.shape, tap.width) for tap in default.taps] == [
+        ("mixed_5b", (35, 35, 320), 35 * 320), ("mixed_6a", (17, 17, 1088), 17 * 1088)]
 
 
 @pytest.mark.parametrize(("pooling", "width"), [("avg", 1280), ("max", 1280), ("none", 3 * 3 * 1280),
@@ -200,7 +207,8 @@ def test_layer_and_layers_normalise_to_one_tuple():
     def layers(**entry) -> tuple:
         return backbone_spec("squeezenet_v1_1", squeezenet_taps("time", **entry)).layers
 
-    assert backbone_spec("squeezenet_v1_1", REGISTRY).layers == (None,)  # layer: null
+    assert backbone_spec("squeezenet_v1_1", REGISTRY).layers == ("fire3_concat", "fire5_concat")
+    assert layers(layers=None) == (None,)  # layer: null, no layers: the network's output
     assert layers(layers=None, layer="fire5_concat") == ("fire5_concat",)
     # A null layer beside layers is unset: conf/local can add layers to an entry of conf/base.
     assert layers(layer=None) == ("fire5_concat", "fire9_concat")
