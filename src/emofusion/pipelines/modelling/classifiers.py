@@ -668,16 +668,16 @@ def select_and_fit(blocks: Sequence[Mapping[str, Any]], groups: Sequence[Sequenc
                                             if uses_validation(estimator) else {}))
         score = uar(estimator, X_validation)
         if best is None or score > best[0] + 1e-12:
-            best = (score, candidate, None, Pipeline([*copy.deepcopy(shared).steps, ("classify", estimator)]))
+            # A model that early-stops on the validation clips is final as it is; others are refitted.
+            kept = (Pipeline([*copy.deepcopy(shared).steps, ("classify", estimator)])
+                    if uses_validation(estimator) else None)
+            best = (score, candidate, None, kept)
     score, candidate, weights, model = best
+    if model is None or not uses_validation(model):
+        model = fit_as_prescribed(build(candidate))
     chosen = dict(candidate)
     if weights is not None:
-        chosen["late_weights"] = [round(w, 4) for w in weights]
-    if scoring or not uses_validation(model):
-        model = fit_as_prescribed(build(candidate))
-        if weights is not None:
-            model[-1].set_params(weights=list(weights))
-    elif weights is not None:
         model[-1].set_params(weights=list(weights))
+        chosen["late_weights"] = [round(w, 4) for w in weights]
     return model, {"candidates": len(candidates) * len(combiner_weights), "chosen": chosen,
                    "validation_uar": score}
