@@ -111,8 +111,8 @@ def test_run_extracts_transfer_features_and_says_the_weights_are_random(finished
     features = transfer_features(project)
     manifest = pd.read_csv(project / "data/03_primary/clip_manifest.csv")
     assert list(features.clip_ids) == manifest["clip_id"].tolist()
-    # mixed_5b (7 x 7 x 320 at 75 x 75) and mixed_6a (3 x 3 x 1088), averaged over time
-    assert features.values.shape == (100, 7 * 320 + 3 * 1088) and features.values.dtype == np.float32
+    # mixed_5b (7 x 7 x 320 at 75 x 75) and mixed_6a (3 x 3 x 1088), mean and std over time
+    assert features.values.shape == (100, 2 * (7 * 320 + 3 * 1088)) and features.values.dtype == np.float32
     assert np.isfinite(features.values).all() and features.values.std() > 0
     meta = features.metadata
     assert (meta["backbone"], meta["pretrained"], meta["feature_shape"]) == (
@@ -124,7 +124,7 @@ def test_run_fuses_streams_and_trains_every_variant_and_classifier_above_chance(
     assert finished_run.returncode == 0
     params = yaml.safe_load((project / "conf/base/parameters_fusion.yml").read_text())
     fused = ClipArrayDataset(path=str(project / "data/05_model_input/fused_features/mfcc_lpcc_ir")).load()
-    assert fused.values.shape == (100, 80 + 24 + 7 * 320 + 3 * 1088)
+    assert fused.values.shape == (100, 80 + 24 + 2 * (7 * 320 + 3 * 1088))
     assert [b["stream"] for b in fused.metadata["blocks"]] == ["mfcc", "lpcc", "transfer_features"]
 
     summary = pd.read_csv(project / "data/08_reporting/model_summary.csv")
@@ -322,8 +322,8 @@ def test_offline_imagenet_falls_back_to_squeezenet_and_records_it(transfer_rerun
     assert (meta["backbone_requested"], meta["backbone"], meta["weights"]) == (
         "inception_resnet_v2", "squeezenet_v1_1", "imagenet")
     assert wanted in meta["fallback_reason"]
-    # fire3 (15 x 15 x 128 at 64 x 64) and fire5 (7 x 7 x 256), averaged over time
-    assert transfer_reruns["fallen_back"].values.shape == (100, 15 * 128 + 7 * 256)
+    # fire3 (15 x 15 x 128 at 64 x 64) and fire5 (7 x 7 x 256), mean and std over time
+    assert transfer_reruns["fallen_back"].values.shape == (100, 2 * (15 * 128 + 7 * 256))
 
 
 def test_offline_imagenet_without_fallback_stops_with_what_to_download(transfer_reruns, project):

@@ -75,10 +75,10 @@ def test_inception_resnet_v2_without_pooling_gives_98304_values_per_clip():
         ("conv_7b_ac", (8, 8, 1536), 98_304)]
     features = extract_features(backbone, np.zeros((1, 128, 241), np.float16), 1, "float32")
     assert features.shape == (1, 98_304)
-    # The default: two mid-level maps averaged over time.
+    # The default: two mid-level maps, their mean and standard deviation over time.
     default = build_backbone(backbone_spec("inception_resnet_v2", REGISTRY), weights=None)
     assert [(tap.layer, tap.shape, tap.width) for tap in default.taps] == [
-        ("mixed_5b", (35, 35, 320), 35 * 320), ("mixed_6a", (17, 17, 1088), 17 * 1088)]
+        ("mixed_5b", (35, 35, 320), 2 * 35 * 320), ("mixed_6a", (17, 17, 1088), 2 * 17 * 1088)]
 
 
 @pytest.mark.parametrize(("pooling", "width"), [("avg", 1280), ("max", 1280), ("none", 3 * 3 * 1280),
