@@ -132,7 +132,7 @@ def test_feature_nodes_keep_clip_ids_and_shapes(audio, params):
         assert list(feature.clip_ids) == ["c/b", "c/a", "c/c"]
     assert mfcc.values.shape == (3, 80) and mfcc.values.dtype == np.float32
     assert mfcc.metadata["columns"][40] == "mfcc_std_00"
-    assert lpcc.values.shape == (3, 12)
+    assert lpcc.values.shape == (3, 24)  # 12 LPCCs: clip mean and std
     assert log_mel.values.shape == (3, 128, 81) and log_mel.values.dtype == np.float16
     assert np.isfinite(mfcc.values).all() and np.isfinite(lpcc.values).all()
     # Different tones give different features.
