@@ -121,7 +121,8 @@ def test_clip_statistics_concatenate_in_order():
 @pytest.fixture(scope="module")
 def audio():
     values = np.stack([tone(220), tone(440), tone(880)])
-    return ClipArray(np.array(["c/b", "c/a", "c/c"]), values, {"sample_rate": SR})
+    return ClipArray(np.array(["c/b", "c/a", "c/c"]), values,
+                     {"sample_rate": SR, "made_with": {"audio": {"sample_rate": SR}}})
 
 
 def test_feature_nodes_keep_clip_ids_and_shapes(audio, params):
@@ -137,6 +138,12 @@ def test_feature_nodes_keep_clip_ids_and_shapes(audio, params):
     assert np.isfinite(mfcc.values).all() and np.isfinite(lpcc.values).all()
     # Different tones give different features.
     assert not np.allclose(mfcc.values[0], mfcc.values[1])
+    # What each was made with, by parameter path, the audio's included: fusion checks it.
+    assert mfcc.metadata["made_with"] == {"audio": {"sample_rate": SR},
+                                          "mfcc": dict(params["mfcc"], statistics=["mean", "std"])}
+    assert lpcc.metadata["made_with"] == {"audio": {"sample_rate": SR}, "lpcc": params["lpcc"]}
+    assert log_mel.metadata["made_with"] == {"audio": {"sample_rate": SR},
+                                             "log_mel_spectrogram": params["log_mel_spectrogram"]}
 
 
 def test_mel_power_matches_librosa_melspectrogram(params):
