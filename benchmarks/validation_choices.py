@@ -74,7 +74,7 @@ def main() -> None:
     measured_kedro_run(project, "--to-outputs=clip_manifest,log_mel_spectrogram")
     manifest = pd.read_csv(project / "data/03_primary/clip_manifest.csv",
                            dtype={"clip_id": str, "speaker": str})
-    splits = {name: split_clips(manifest, settings, 42) for name, settings in SPLITS.items()}
+    splits = {name: split_clips(manifest, settings, 42)[0] for name, settings in SPLITS.items()}
 
     def scores(streams: list[np.ndarray], labels: pd.Series, pca: int | None = None) -> dict[str, float]:
         by_split = {name: validation_uar(streams, labels, split, pca) for name, split in splits.items()}

@@ -132,7 +132,7 @@ def test_run_fuses_streams_and_trains_every_variant_and_classifier_above_chance(
         (variant, classifier) for variant in params["fusion_variants"] for classifier in ("svm", "dnn")}
     split = pd.read_csv(project / "data/05_model_input/data_split.csv")
     assert (summary["test_clips"] == (split["subset"] == "test").sum()).all()
-    assert (summary["split"] == "random").all()
+    assert (summary["split"] == "random").all() and (summary["split_seed"] == 42).all()  # from the split
     # Eight emotions: chance is 1/8. The demo's emotions differ in pitch, energy and tempo, but
     # these clips are 1 s long and there are 32 test clips.
     by_model = summary.set_index(["variant", "classifier"])
@@ -357,10 +357,34 @@ def test_kedro_viz_build_draws_the_pipeline_with_layers(project):
 
 
 def test_one_modelling_namespace_runs_alone_from_stored_features(transfer_reruns, project):
-    one = kedro(project, "run", "--namespaces", "modelling.lpcc.svm")
+    # The settings the stored features were made with (the tiny demo's audio), or they are refused.
+    one = kedro(project, "run", "--namespaces", "modelling.lpcc.svm", "--params", TINY_DEMO)
     assert one.returncode == 0, one.stderr[-3000:]
     ran = [line for line in one.stdout.splitlines() if "Node " in line and " took " in line]
     assert len(ran) == 2 and all("modelling.lpcc.svm." in line for line in ran)
+
+
+def test_a_run_refuses_stored_inputs_made_with_other_settings_before_training(finished_run, project):
+    """A namespace run does not remake the split or the fused features, so a run that asks for other
+    settings than they were made with stops, naming them, instead of scoring on them."""
+    assert finished_run.returncode == 0
+    metrics = project / "data/08_reporting/metrics/mfcc/svm.json"
+    written = metrics.stat().st_mtime_ns
+    run = kedro(project, "run", "--namespaces=modelling.mfcc.svm", "--params",
+                f"{TINY_DEMO},split.strategy=speaker_independent")
+    assert run.returncode != 0
+    assert ("data_split was made with split.strategy=random; this run asks for "
+            "split.strategy=speaker_independent") in log_of(run)
+    assert ("`kedro run --nodes=split_clips`, then this run again; or `kedro run --pipelines=modelling`"
+            in log_of(run))
+    run = kedro(project, "run", "--namespaces=modelling.mfcc.svm", "--params",
+                f"{TINY_DEMO},block_weights.mfcc=2")
+    assert run.returncode != 0
+    assert ("fused_features was made with block_weights.mfcc=1.0; this run asks for block_weights.mfcc=2"
+            in log_of(run))
+    assert metrics.stat().st_mtime_ns == written  # nothing was trained
+    assert json.loads(metrics.read_text())["split"] == {"strategy": "random", "test_size": 0.3,
+                                                        "validation_size": 0.15, "folds": 1, "seed": 42}
 
 
 def test_speaker_independent_split_refuses_clips_without_a_speaker(finished_run, project):

@@ -121,7 +121,8 @@ def test_clip_statistics_concatenate_in_order():
 @pytest.fixture(scope="module")
 def audio():
     values = np.stack([tone(220), tone(440), tone(880)])
-    return ClipArray(np.array(["c/b", "c/a", "c/c"]), values, {"sample_rate": SR})
+    return ClipArray(np.array(["c/b", "c/a", "c/c"]), values,
+                     {"sample_rate": SR, "made_with": {"audio": {"sample_rate": SR}}})
 
 
 def test_feature_nodes_keep_clip_ids_and_shapes(audio, params):
@@ -132,11 +133,17 @@ def test_feature_nodes_keep_clip_ids_and_shapes(audio, params):
         assert list(feature.clip_ids) == ["c/b", "c/a", "c/c"]
     assert mfcc.values.shape == (3, 80) and mfcc.values.dtype == np.float32
     assert mfcc.metadata["columns"][40] == "mfcc_std_00"
-    assert lpcc.values.shape == (3, 12)
+    assert lpcc.values.shape == (3, 24)  # 12 LPCCs: clip mean and std
     assert log_mel.values.shape == (3, 128, 81) and log_mel.values.dtype == np.float16
     assert np.isfinite(mfcc.values).all() and np.isfinite(lpcc.values).all()
     # Different tones give different features.
     assert not np.allclose(mfcc.values[0], mfcc.values[1])
+    # What each was made with, by parameter path, the audio's included: fusion checks it.
+    assert mfcc.metadata["made_with"] == {"audio": {"sample_rate": SR},
+                                          "mfcc": dict(params["mfcc"], statistics=["mean", "std"])}
+    assert lpcc.metadata["made_with"] == {"audio": {"sample_rate": SR}, "lpcc": params["lpcc"]}
+    assert log_mel.metadata["made_with"] == {"audio": {"sample_rate": SR},
+                                             "log_mel_spectrogram": params["log_mel_spectrogram"]}
 
 
 def test_mel_power_matches_librosa_melspectrogram(params):

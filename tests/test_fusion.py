@@ -14,6 +14,7 @@ from emofusion.pipelines.fusion.nodes import (
     fuse_feature_streams,
     validated_fusion_variants,
 )
+from emofusion.provenance import StaleInputError
 
 PROJECT = Path(__file__).resolve().parents[1]
 WEIGHTS = {"mfcc": 1.0, "lpcc": 0.5, "transfer_features": 2.0}
@@ -30,7 +31,7 @@ def test_streams_are_joined_by_clip_id_not_by_position():
     mfcc = stream(["c3", "c1", "c2"], 2, 0.0)
     cnn = ClipArray(np.array(["c2", "c3", "c1", "c9"]),
                     np.array([[[2.5]], [[3.5]], [[1.5]], [[9.5]]], dtype=np.float32), {"backbone": "x"})
-    fused = fuse_feature_streams(manifest, ["mfcc", "transfer_features"], WEIGHTS, "balanced", mfcc, cnn)
+    fused = fuse_feature_streams(manifest, ["mfcc", "transfer_features"], WEIGHTS, "balanced", {}, mfcc, cnn)
     assert list(fused.clip_ids) == ["c1", "c2", "c3"]
     assert fused.values.tolist() == [[1, 1, 1.5], [2, 2, 2.5], [3, 3, 3.5]]
     assert [(b["stream"], b["start"], b["stop"], b["weight"]) for b in fused.metadata["blocks"]] == [
@@ -42,7 +43,7 @@ def test_streams_are_joined_by_clip_id_not_by_position():
 def test_a_late_variant_fuses_the_same_columns_and_records_its_groups():
     manifest = pd.DataFrame({"clip_id": ["c1", "c2"]})
     late = {"fusion": "late", "streams": [["mfcc", "lpcc"], "transfer_features"]}
-    fused = fuse_feature_streams(manifest, late, WEIGHTS, "standard", stream(["c1", "c2"], 2, 0),
+    fused = fuse_feature_streams(manifest, late, WEIGHTS, "standard", {}, stream(["c1", "c2"], 2, 0),
                                  stream(["c1", "c2"], 1, 0), stream(["c1", "c2"], 3, 0))
     assert fused.values.shape == (2, 6)
     assert fused.metadata["fusion"] == "late" and fused.metadata["block_scaling"] == "standard"
@@ -55,8 +56,27 @@ def test_a_late_variant_fuses_the_same_columns_and_records_its_groups():
 def test_a_stream_missing_a_clip_is_named():
     manifest = pd.DataFrame({"clip_id": ["c1", "c2"]})
     with pytest.raises(KeyError, match="'lpcc' lacks 1 of the 2 clips"):
-        fuse_feature_streams(manifest, ["mfcc", "lpcc"], WEIGHTS, "balanced",
+        fuse_feature_streams(manifest, ["mfcc", "lpcc"], WEIGHTS, "balanced", {},
                              stream(["c1", "c2"], 2, 0), stream(["c1"], 2, 0))
+
+
+def test_a_stream_made_with_other_settings_than_the_run_asks_for_is_refused():
+    """A stored stream is not remade when its pipeline is not part of the run: fusion compares what it
+    was made with (its `made_with`, the audio's included) with the run's parameters."""
+    manifest = pd.DataFrame({"clip_id": ["c1", "c2"]})
+    made_with = {"audio": {"sample_rate": 16000, "normalise": "peak"}, "mfcc": {"n_mfcc": 40, "n_mels": 128}}
+    mfcc = ClipArray(np.array(["c1", "c2"]), np.zeros((2, 3), np.float32), {"made_with": made_with})
+    run = {"audio": {"sample_rate": 16000, "normalise": "rms"}, "mfcc": {"n_mfcc": 20, "n_mels": 128},
+           "block_weights": WEIGHTS}
+    with pytest.raises(StaleInputError) as refused:
+        fuse_feature_streams(manifest, ["mfcc"], WEIGHTS, "balanced", run, mfcc)
+    assert str(refused.value).startswith(
+        "mfcc was made with audio.normalise=peak, mfcc.n_mfcc=40; this run asks for audio.normalise=rms, "
+        "mfcc.n_mfcc=20. Make it again with this run's settings (the same --params or --env) first: "
+        "`kedro run --to-outputs=mfcc`")
+    fused = fuse_feature_streams(manifest, ["mfcc"], WEIGHTS, "balanced", made_with, mfcc)
+    assert fused.metadata["made_with"] == {**made_with, "fusion_variant": ["mfcc"],
+                                           "block_scaling": "balanced", "block_weights.mfcc": 1.0}
 
 
 @pytest.mark.parametrize(("variants", "message"), [
@@ -84,7 +104,7 @@ def test_one_namespaced_pipeline_per_variant_with_its_streams_as_inputs():
         (node,) = fusion.only_nodes_with_namespaces([f"fusion.{variant}"]).nodes
         assert node.name == f"fusion.{variant}.fuse_feature_streams"
         assert node.inputs == ["clip_manifest", f"params:fusion_variants.{variant}", "params:block_weights",
-                               "params:block_scaling", *layout["streams"]]
+                               "params:block_scaling", "parameters", *layout["streams"]]
         assert node.outputs == [f"fusion.{variant}.fused_features"]
 
     extra = dict(parameters, fusion_variants={"mfcc_only": ["mfcc"]})

@@ -4,6 +4,7 @@ import logging
 import os
 import pickle
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -13,6 +14,7 @@ from sklearn.svm import SVC
 
 from emofusion.clip_array import ClipArray
 from emofusion.configuration import pipeline_parameters
+from emofusion.pipelines.fusion.nodes import fuse_feature_streams
 from emofusion.pipelines.modelling import create_pipeline
 from emofusion.pipelines.modelling.classifiers import (
     BlockScaler,
@@ -31,9 +33,11 @@ from emofusion.pipelines.modelling.nodes import (
     summarise_classification_metrics,
     variant_streams,
 )
+from emofusion.provenance import StaleInputError
 
 PROJECT = Path(__file__).resolve().parents[1]
 EMOTIONS = ["angry", "calm", "happy", "sad"]
+RANDOM_SPLIT = {"strategy": "random", "test_size": 0.3, "validation_size": 0.15}
 
 
 def manifest(speakers: int = 8, clips_per_emotion: int = 5) -> pd.DataFrame:
@@ -44,20 +48,23 @@ def manifest(speakers: int = 8, clips_per_emotion: int = 5) -> pd.DataFrame:
 
 def test_random_split_is_disjoint_stratified_and_seeded():
     clips = manifest()
-    split = split_clips(clips, {"strategy": "random", "test_size": 0.3, "validation_size": 0.15}, 7)
+    split, made_with = split_clips(clips, RANDOM_SPLIT, 7)
+    assert made_with == {"split.strategy": "random", "split.test_size": 0.3, "split.validation_size": 0.15,
+                         "random_seed": 7}
     assert split["clip_id"].is_unique and set(split["clip_id"]) == set(clips["clip_id"])
     assert (split["fold"] == 0).all()
     shares = split.groupby("emotion")["subset"].value_counts(normalize=True).unstack()
     # 40 clips per emotion: exactly 12 test, 6 validation, 22 train in each
     assert (shares["test"] == 12 / 40).all() and (shares["validation"] == 6 / 40).all()
-    again = split_clips(clips, {"strategy": "random", "test_size": 0.3, "validation_size": 0.15}, 7)
-    other = split_clips(clips, {"strategy": "random", "test_size": 0.3, "validation_size": 0.15}, 8)
+    again, _ = split_clips(clips, {"strategy": "random", "test_size": 0.3, "validation_size": 0.15}, 7)
+    other, _ = split_clips(clips, {"strategy": "random", "test_size": 0.3, "validation_size": 0.15}, 8)
     assert split.equals(again) and not split.equals(other)
 
 
 def test_speaker_independent_folds_never_share_a_speaker_and_test_each_clip_once():
     clips = manifest(speakers=8)
-    split = split_clips(clips, {"strategy": "speaker_independent", "speaker_folds": 4}, 0)
+    split, made_with = split_clips(clips, {"strategy": "speaker_independent", "speaker_folds": 4}, 0)
+    assert made_with == {"split.strategy": "speaker_independent", "split.speaker_folds": 4}  # no seed drawn
     assert sorted(split["fold"].unique()) == [0, 1, 2, 3]
     for _, fold in split.groupby("fold"):
         speakers = fold.groupby("subset")["speaker"].agg(set)
@@ -100,19 +107,94 @@ def fused(n_per_emotion: int = 30, width: int = 6, seed: int = 0) -> tuple[ClipA
     return ClipArray(clips["clip_id"].to_numpy(), values, {"blocks": blocks}), clips
 
 
+def fit(features: ClipArray, made_split: tuple[pd.DataFrame, dict], classifier: dict,
+        reduction: dict | None = None, **parameters: Any) -> tuple[Any, dict, pd.DataFrame]:
+    """fit_and_predict with seed 0, in a run whose parameters are those the split was made with
+    (`split_clips`' second output), changed by `parameters` (`split`, `random_seed`, `fusion_variant`...)."""
+    data_split, made_with = made_split
+    run: dict = {}
+    for path, value in made_with.items():
+        *parents, key = path.split(".")
+        run_part = run
+        for parent in parents:
+            run_part = run_part.setdefault(parent, {})
+        run_part[key] = value
+    run |= parameters
+    return fit_and_predict(features, data_split, made_with, classifier, reduction, 0,
+                           run.pop("fusion_variant", None), run)
+
+
 def test_no_statistic_is_fitted_on_test_clips():
     features, clips = fused()
     split = split_clips(clips, {"strategy": "random", "test_size": 0.3, "validation_size": 0.15}, 0)
-    test_ids = set(split.loc[split["subset"] == "test", "clip_id"])
+    test_ids = set(split[0].loc[split[0]["subset"] == "test", "clip_id"])
     is_test = np.array([c in test_ids for c in features.clip_ids])
     poisoned = features.values.copy()
     poisoned[is_test] += 1000.0  # would move any mean or scale that saw a test clip
-    model, _, predictions = fit_and_predict(ClipArray(features.clip_ids, poisoned, features.metadata), split,
-                                         {"kind": "svm", "C": 1.0}, None, 0)
+    model, _, predictions = fit(ClipArray(features.clip_ids, poisoned, features.metadata), split,
+                                {"kind": "svm", "C": 1.0})
     train = poisoned[~is_test]
     assert np.allclose(model.named_steps["scale"].mean_, train.mean(axis=0), atol=1e-3)
     assert set(predictions["clip_id"]) == test_ids
     assert list(model.classes_) == EMOTIONS
+
+
+NO_TRAINING = {"kind": "forest"}  # fails if training starts: a refusal must come before it
+
+
+def test_a_model_refuses_a_split_made_with_other_settings_before_training():
+    features, clips = fused()
+    split = split_clips(clips, RANDOM_SPLIT, 0)
+    with pytest.raises(StaleInputError) as refused:
+        fit(features, split, NO_TRAINING, split=RANDOM_SPLIT | {"strategy": "speaker_independent"})
+    assert str(refused.value).startswith(
+        "data_split was made with split.strategy=random; this run asks for "
+        "split.strategy=speaker_independent. Make it again with this run's settings")
+    assert "`kedro run --nodes=split_clips`" in str(refused.value)
+    with pytest.raises(StaleInputError, match="made with split.test_size=0.3, random_seed=0; this run asks "
+                                              "for split.test_size=0.2, random_seed=1"):
+        fit(features, split, NO_TRAINING, split=RANDOM_SPLIT | {"test_size": 0.2}, random_seed=1)
+    # Speaker-independent folds draw no seed: another seed does not make them stale.
+    folds = split_clips(clips, {"strategy": "speaker_independent", "speaker_folds": 3}, 0)
+    _, card, predictions = fit(features, folds, {"kind": "svm", "C": 1.0}, random_seed=5)
+    assert card["split"] == {"strategy": "speaker_independent", "speaker_folds": 3, "folds": 3, "seed": None}
+    assert evaluate_predictions(predictions, card)["split"] == card["split"]
+
+
+def test_the_model_card_and_metrics_record_the_split_as_it_was_made():
+    features, clips = fused()
+    _, card, predictions = fit(features, split_clips(clips, RANDOM_SPLIT, 3), {"kind": "svm", "C": 1.0})
+    assert card["split"] == {"strategy": "random", "test_size": 0.3, "validation_size": 0.15, "folds": 1,
+                             "seed": 3}
+    assert evaluate_predictions(predictions, card)["split"] == card["split"]
+
+
+def test_a_model_refuses_fused_features_made_with_other_fusion_or_stream_settings():
+    features, clips = fused()
+    mfcc = ClipArray(features.clip_ids, features.values[:, :2], {"made_with": {"mfcc": {"n_mfcc": 40}}})
+    lpcc = ClipArray(features.clip_ids, features.values[:, 2:], {"made_with": {"lpcc": {"order": 12}}})
+    made = {"fusion_variant": ["mfcc", "lpcc"], "block_weights": {"mfcc": 1.0, "lpcc": 1.0},
+            "block_scaling": "balanced", "mfcc": {"n_mfcc": 40}, "lpcc": {"order": 12}}
+    fused_features = fuse_feature_streams(clips, made["fusion_variant"], made["block_weights"],
+                                          made["block_scaling"], made, mfcc, lpcc)
+    assert fused_features.metadata["made_with"] == {
+        "mfcc": {"n_mfcc": 40}, "lpcc": {"order": 12}, "fusion_variant": ["mfcc", "lpcc"],
+        "block_scaling": "balanced", "block_weights.mfcc": 1.0, "block_weights.lpcc": 1.0}
+    split = split_clips(clips, RANDOM_SPLIT, 0)
+    for changed, message in [
+            ({"block_weights": {"mfcc": 1.0, "lpcc": 2.0}},
+             "block_weights.lpcc=1.0; this run asks for block_weights.lpcc=2.0"),
+            ({"fusion_variant": ["mfcc"]}, 'fusion_variant=["mfcc", "lpcc"]; this run asks for '
+                                           'fusion_variant=["mfcc"]'),
+            ({"block_scaling": "standard"},
+             "block_scaling=balanced; this run asks for block_scaling=standard"),
+            ({"mfcc": {"n_mfcc": 20}}, "mfcc.n_mfcc=40; this run asks for mfcc.n_mfcc=20")]:
+        with pytest.raises(StaleInputError) as refused:
+            fit(fused_features, split, NO_TRAINING, **made | changed)
+        assert str(refused.value).startswith(f"fused_features was made with {message}. Make it again")
+        assert "`kedro run --pipelines=fusion`" in str(refused.value)
+    _, card, _ = fit(fused_features, split, {"kind": "svm", "C": 1.0}, **made)
+    assert card["features"]["made_with"] == fused_features.metadata["made_with"]
 
 
 @pytest.mark.parametrize("classifier", [
@@ -124,7 +206,7 @@ def test_classifiers_learn_a_separable_problem_in_both_split_strategies(classifi
     features, clips = fused(n_per_emotion=36)
     for split in ({"strategy": "random", "test_size": 0.3, "validation_size": 0.15},
                   {"strategy": "speaker_independent", "speaker_folds": 3}):
-        _, _, predictions = fit_and_predict(features, split_clips(clips, split, 0), classifier, None, 0)
+        _, _, predictions = fit(features, split_clips(clips, split, 0), classifier)
         assert (predictions["emotion"] == predictions["predicted"]).mean() > 0.8
         probabilities = predictions.filter(regex="^p_").to_numpy()
         assert np.allclose(probabilities.sum(axis=1), 1, atol=1e-4)
@@ -145,9 +227,9 @@ def test_kernel_svc_predicts_as_libsvm_does_with_its_own_kernel():
 
 def test_a_fitted_dense_network_survives_pickling():
     features, clips = fused()
-    model, card, _ = fit_and_predict(features, split_clips(
+    model, card, _ = fit(features, split_clips(
         clips, {"strategy": "random", "test_size": 0.3, "validation_size": 0.15}, 0),
-        {"kind": "dnn", "layers": [{"units": 8}], "epochs": 3}, None, 0)
+        {"kind": "dnn", "layers": [{"units": 8}], "epochs": 3})
     restored = pickle.loads(pickle.dumps(model))
     assert np.allclose(restored.predict_proba(features.values[:5]), model.predict_proba(features.values[:5]))
     assert card["classes"] == EMOTIONS == list(restored.classes_)
@@ -183,7 +265,7 @@ def test_the_dense_network_trains_in_its_own_process_reproducibly_and_logs_here(
 def test_metrics_on_a_case_worked_by_hand():
     predictions = pd.DataFrame({"fold": 0, "emotion": ["a", "a", "b", "b", "b", "b", "c", "c"],
                                 "predicted": ["a", "b", "b", "b", "b", "c", "c", "a"]})
-    metrics = evaluate_predictions(predictions, {})
+    metrics = evaluate_predictions(predictions, {"split": {"strategy": "random", "folds": 1, "seed": 0}})
     assert metrics["accuracy"] == pytest.approx(5 / 8)
     # recalls: a 1/2, b 3/4, c 1/2
     assert metrics["unweighted_average_recall"] == pytest.approx((1 / 2 + 3 / 4 + 1 / 2) / 3)
@@ -257,13 +339,15 @@ def test_each_fused_model_is_compared_with_the_best_of_its_subsets_on_the_same_c
 
 def test_the_summary_compares_models_from_their_predictions(caplog):
     def scores(uar: float, streams: list[str]) -> dict:
-        return {"test_clips": 100, "folds": 1, "accuracy": uar, "unweighted_average_recall": uar,
+        # As the split recorded it: this node has no split parameter to read.
+        return {"split": {"strategy": "speaker_independent", "speaker_folds": 3, "folds": 3, "seed": None},
+                "test_clips": 100, "folds": 1, "accuracy": uar, "unweighted_average_recall": uar,
                 "macro_f1": uar,
                 "features": [{"stream": stream, "width": 10, "weight": 1.0} for stream in streams]}
 
     with caplog.at_level(logging.INFO):
         summary = summarise_classification_metrics(
-            {"strategy": "random"}, VARIANTS, mfcc__svm=scores(0.6, ["mfcc"]),
+            VARIANTS, mfcc__svm=scores(0.6, ["mfcc"]),
             mfcc_lpcc__svm=scores(0.8, ["mfcc", "lpcc"]),
             mfcc__svm__test_predictions=PREDICTIONS["mfcc__svm"],
             mfcc_lpcc__svm__test_predictions=PREDICTIONS["mfcc_lpcc__svm"])
@@ -271,6 +355,8 @@ def test_the_summary_compares_models_from_their_predictions(caplog):
     assert list(summary["reference"].fillna("")) == ["mfcc", ""]
     assert summary["clips_gained"].iloc[0] == 30 and summary["clips_lost"].iloc[0] == 10
     assert "+0.200" in caplog.text and "reference" in caplog.text
+    assert (summary["split"] == "speaker_independent").all() and summary["split_seed"].isna().all()
+    assert "Model summary (speaker_independent split)" in caplog.text
 
 
 def test_classifier_entries_are_checked():
@@ -296,20 +382,21 @@ def test_one_namespaced_pipeline_per_variant_and_classifier():
             namespace = f"modelling.{variant}.{classifier}"
             nodes = {n.name: n for n in modelling.only_nodes_with_namespaces([namespace]).nodes}
             fit = nodes[f"{namespace}.fit_and_predict"]
-            assert fit.inputs == [f"fusion.{variant}.fused_features", "data_split",
+            assert fit.inputs == [f"fusion.{variant}.fused_features", "data_split", "data_split_settings",
                                   f"params:classifiers.{classifier}", "params:reduction",
-                                  "params:random_seed"]
+                                  "params:random_seed", f"params:fusion_variants.{variant}", "parameters"]
             assert fit.outputs == [f"{namespace}.trained_model", f"{namespace}.model_card",
                                    f"{namespace}.test_predictions"]
             evaluate = nodes[f"{namespace}.evaluate_predictions"]
             assert evaluate.outputs == [f"{namespace}.classification_metrics"]
     summary = next(n for n in modelling.nodes if n.name == "summarise_classification_metrics")
-    assert len(summary.inputs) == 2 + 2 * len(variants) * len(classifiers)
+    assert len(summary.inputs) == 1 + 2 * len(variants) * len(classifiers)
     assert {f"modelling.{v}.{c}.test_predictions" for v in variants for c in classifiers} <= set(
         summary.inputs)
     assert modelling.inputs() == {"clip_manifest", "params:split", "params:random_seed", "params:reduction",
-                                  "params:fusion_variants",
+                                  "params:fusion_variants", "parameters",
                                   *(f"params:classifiers.{c}" for c in classifiers),
+                                  *(f"params:fusion_variants.{v}" for v in variants),
                                   *(f"fusion.{v}.fused_features" for v in variants)}
 
 
@@ -339,9 +426,6 @@ def two_stream_problem(seed: int = 0) -> tuple[ClipArray, pd.DataFrame]:
                      {"blocks": blocks, "fusion": "late", "groups": [["a"], ["b"]]}), clips
 
 
-RANDOM_SPLIT = {"strategy": "random", "test_size": 0.3, "validation_size": 0.15}
-
-
 def test_late_fusion_names_emotions_that_neither_stream_can_alone():
     features, clips = two_stream_problem()
     split = split_clips(clips, RANDOM_SPLIT, 0)
@@ -352,8 +436,7 @@ def test_late_fusion_names_emotions_that_neither_stream_can_alone():
             "b": {"blocks": [dict(features.metadata["blocks"][1], start=0, stop=5)]},
             "late": features.metadata}.items():
         values = {"a": features.values[:, :3], "b": features.values[:, 3:], "late": features.values}[name]
-        model, card, predictions = fit_and_predict(ClipArray(features.clip_ids, values, metadata), split,
-                                                   svm, None, 0)
+        model, card, predictions = fit(ClipArray(features.clip_ids, values, metadata), split, svm)
         accuracy[name] = (predictions["emotion"] == predictions["predicted"]).mean()
     assert accuracy["a"] < 0.65 and accuracy["b"] < 0.65
     assert accuracy["late"] > 0.9
@@ -367,7 +450,7 @@ def test_late_fusion_names_emotions_that_neither_stream_can_alone():
 
 def test_test_labels_cannot_influence_any_choice():
     features, clips = two_stream_problem(seed=1)
-    split = split_clips(clips, {"strategy": "speaker_independent", "speaker_folds": 3}, 0)
+    split, made_with = split_clips(clips, {"strategy": "speaker_independent", "speaker_folds": 3}, 0)
     shuffled = split.copy()  # each fold's test rows get shuffled labels; other folds keep theirs
     is_test = shuffled["subset"] == "test"
     shuffled.loc[is_test, "emotion"] = np.random.default_rng(5).permutation(shuffled.loc[is_test, "emotion"])
@@ -375,8 +458,8 @@ def test_test_labels_cannot_influence_any_choice():
     svm = {"kind": "svm", "search": {"C": [0.1, 1.0, 100.0], "block_weights.b": [0.5, 1.0, 2.0]}}
     early = ClipArray(features.clip_ids, features.values, {"blocks": features.metadata["blocks"]})
     for fused in (early, features):
-        _, card, predictions = fit_and_predict(fused, split, svm, {"b": {"pca": 2}}, 0)
-        _, shuffled_card, shuffled_predictions = fit_and_predict(fused, shuffled, svm, {"b": {"pca": 2}}, 0)
+        _, card, predictions = fit(fused, (split, made_with), svm, {"b": {"pca": 2}})
+        _, shuffled_card, shuffled_predictions = fit(fused, (shuffled, made_with), svm, {"b": {"pca": 2}})
         assert card["model_selection"] == shuffled_card["model_selection"]
         assert predictions["predicted"].equals(shuffled_predictions["predicted"])
         assert all(len(fold["chosen"]) >= 2 for fold in card["model_selection"])
@@ -385,12 +468,12 @@ def test_test_labels_cannot_influence_any_choice():
 def test_pca_is_fitted_on_training_clips_only_and_travels_with_the_model():
     features, clips = fused(n_per_emotion=36, width=40)
     split = split_clips(clips, RANDOM_SPLIT, 0)
-    is_test = np.isin(features.clip_ids, split.loc[split["subset"] == "test", "clip_id"])
+    is_test = np.isin(features.clip_ids, split[0].loc[split[0]["subset"] == "test", "clip_id"])
     poisoned = features.values.copy()
     poisoned[is_test, 2:] = np.random.default_rng(9).normal(0, 1000, (is_test.sum(), 38))
     reduction = {"b": {"pca": 5}}
-    models = [fit_and_predict(ClipArray(features.clip_ids, values, features.metadata), split,
-                              {"kind": "svm", "C": 1.0}, reduction, 0)[0]
+    models = [fit(ClipArray(features.clip_ids, values, features.metadata), split, {"kind": "svm", "C": 1.0},
+                  reduction)[0]
               for values in (features.values, poisoned)]
     clean, dirty = (model.named_steps["reduce"].projections_[1] for model in models)
     assert models[0].named_steps["reduce"].projections_[0] is None  # block a is not reduced

@@ -99,7 +99,9 @@ def report(rejected: pd.DataFrame | None = None) -> str:
                                  "reason": ["unreadable: <not audio>"], "path": ["x"]})
     summary = pd.read_csv(io.StringIO(SUMMARY.to_csv(index=False)))  # as the catalog loads it
     return html_report(summary, model_comparison_figure(summary), per_class_f1_figure(ir__svm=POOR),
-                       clips, rejected, split, {"strategy": "random"}, {"svm": {"kind": "svm"}}, VARIANTS,
+                       clips, rejected, split, {"split.strategy": "random", "split.test_size": 0.25,
+                                                "split.validation_size": 0.25, "random_seed": 42},
+                       {"svm": {"kind": "svm"}}, VARIANTS,
                        mfcc_ir__svm=confusion_matrix_figure(GOOD), ir__svm=confusion_matrix_figure(POOR))
 
 
@@ -107,6 +109,9 @@ def test_the_report_says_what_was_run_and_holds_every_figure():
     page = report()
     assert "40 clips used, 1 rejected" in page and "unreadable: &lt;not audio&gt;" in page
     assert "squeezenet_v1_1, weights: imagenet" in page and "<b>random</b>" in page
+    # The split as it was made, not as this run's parameters ask.
+    assert ("(1 fold(s); made with split.strategy=random, split.test_size=0.25, split.validation_size=0.25, "
+            "random_seed=42)") in " ".join(page.split())
     assert page.count("Plotly.newPlot") == 4  # comparison, per-class F1, two confusion matrices
     assert "mfcc_ir · svm" in page and "0.780" in page
     assert "chosen on validation clips" in page and "block_weights.transfer_features 0.5" in page

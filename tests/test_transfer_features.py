@@ -224,9 +224,10 @@ def test_an_unknown_tapped_layer_is_named_with_close_names():
 def test_metadata_records_each_tap_before_and_after_pooling(caplog):
     values = np.random.default_rng(4).uniform(-80, 0, (3, 16, 20)).astype(np.float16)
     params = dict(CONFIG["transfer_features"], backbone="squeezenet_v1_1", weights="none", batch_size=2)
+    spectrograms = ClipArray(["a", "b", "c"], values, {"made_with": {"log_mel_spectrogram": {"n_mels": 16}}})
+    taps = squeezenet_taps("time", size=64)
     with caplog.at_level("INFO"):
-        features = extract_transfer_features(ClipArray(["a", "b", "c"], values), None, params,
-                                             squeezenet_taps("time", size=64), random_seed=3)
+        features = extract_transfer_features(spectrograms, None, params, taps, random_seed=3)
     meta = features.metadata
     assert meta["taps"] == [
         {"layer": "fire5_concat", "shape": [7, 7, 256], "pooling": "time", "width": 7 * 256},
@@ -236,6 +237,17 @@ def test_metadata_records_each_tap_before_and_after_pooling(caplog):
     assert features.values.shape == (3, 3_328)
     assert ("layers fire5_concat (7x7x256 -> 1,792) + fire9_concat (3x3x512 -> 1,536) averaged over "
             "time: 3,328 values per clip") in caplog.text
+    # What fusion checks against its run's parameters: the spectrograms' settings and these, but
+    # not the batch size; the seed, as the weights are random.
+    made_with = {f"transfer_features.{key}": value for key, value in params.items() if key != "batch_size"}
+    assert meta["made_with"] == {"log_mel_spectrogram": {"n_mels": 16}, **made_with,
+                                 "backbones.squeezenet_v1_1": taps["squeezenet_v1_1"], "random_seed": 3}
+    # Reused as they are for the same settings spelled otherwise, which they now record.
+    with caplog.at_level("INFO"):
+        again = extract_transfer_features(spectrograms, features, dict(params, weights=None, batch_size=3),
+                                          taps, random_seed=3)
+    assert again.values is features.values and "reusing the stored" in caplog.text
+    assert again.metadata["made_with"] == meta["made_with"] | {"transfer_features.weights": None}
 
 
 def test_random_weights_are_seeded_and_announced(caplog):

@@ -25,6 +25,9 @@ from emofusion.pipelines.data_processing.corpora import AUDIO_EXTENSIONS, CLIP_C
 # Facts about a run, not settings: they differ between runs that make identical features.
 RUN_FACTS = frozenset({"seconds", "clips_per_second", "fingerprint", "device", "batch_size", "versions",
                        "offline_fallback"})
+# The same settings again, by parameter path, for the checks between pipelines (emofusion.provenance):
+# compared here under their own keys, and absent from model cards written before it.
+RESTATED = frozenset({"made_with"})
 FEATURE_PIPELINES = ("data_processing", "feature_extraction", "transfer_features", "fusion")
 
 
@@ -52,7 +55,8 @@ def audio_files(paths: Sequence[Path]) -> list[Path]:
 def setting_differences(trained: Any, now: Any, where: str = "") -> list[str]:
     """Every setting that differs between two feature metadata trees, as 'path: trained -> now'."""
     if isinstance(trained, Mapping) and isinstance(now, Mapping):
-        return [difference for key in sorted(set(trained) | set(now), key=str) if key not in RUN_FACTS
+        return [difference for key in sorted(set(trained) | set(now), key=str)
+                if key not in RUN_FACTS | RESTATED
                 for difference in setting_differences(trained.get(key), now.get(key),
                                                       f"{where}.{key}" if where else str(key))]
     if isinstance(trained, list) and isinstance(now, list) and len(trained) == len(now):
@@ -62,6 +66,9 @@ def setting_differences(trained: Any, now: Any, where: str = "") -> list[str]:
 
 
 def _parameter(parameters: Mapping[str, Any], name: str) -> Any:
+    """A node's parameter input: `params:a.b`, or `parameters`, all of them."""
+    if name == "parameters":
+        return parameters
     value: Any = parameters
     for key in name.removeprefix("params:").split("."):
         value = value[key]

@@ -155,7 +155,7 @@ def preprocess_audio(
     rejected = pd.DataFrame(rejections, columns=["clip_id", "stage", "reason"]).merge(
         corpus_manifest[["clip_id", "corpus", "path"]], on="clip_id")[REJECTION_COLUMNS]
     metadata = {"sample_rate": audio["sample_rate"], "duration_s": audio["duration_s"],
-                "preprocessing": dict(audio)}
+                "preprocessing": dict(audio), "made_with": {"audio": dict(audio)}}
     return ClipArray(np.array(used_ids), values[: len(used_ids)], metadata), clip_manifest, rejected
 
 

@@ -19,6 +19,12 @@ def _audio_settings(audio: ClipArray) -> dict[str, Any]:
     return dict(audio.metadata.get("preprocessing", {}))
 
 
+def _made_with(audio: ClipArray, name: str, params: Mapping[str, Any]) -> dict[str, Any]:
+    """The parameters a feature is made from, the audio's included, by parameter path: fusion
+    checks them against its run's (emofusion.provenance)."""
+    return {**audio.metadata.get("made_with", {}), name: dict(params)}
+
+
 def _clip_vectors(chunk: np.ndarray, frames: Callable[..., np.ndarray], sample_rate: int,
                   params: Mapping[str, Any]) -> list[np.ndarray]:
     return [clip_statistics(frames(signal, sample_rate, params), params["statistics"])
@@ -33,7 +39,8 @@ def _per_clip_statistics(audio: ClipArray, frames: Callable[..., np.ndarray], na
     values = np.stack(list(rows)).astype(np.float32)
     columns = [f"{name}_{stat}_{i:02d}" for stat in params["statistics"] for i in range(width)]
     return ClipArray(audio.clip_ids, values, {"feature": name, "columns": columns,
-                                              "parameters": dict(params), "audio": _audio_settings(audio)})
+                                              "parameters": dict(params), "audio": _audio_settings(audio),
+                                              "made_with": _made_with(audio, name, params)})
 
 
 def extract_mfcc(preprocessed_audio: ClipArray, mfcc: Mapping[str, Any], n_jobs: int
@@ -70,4 +77,5 @@ def extract_log_mel_spectrogram(preprocessed_audio: ClipArray,
         "feature": "log_mel_spectrogram", "unit": "dB re the clip's loudest bin",
         "axes": ["clip", "mel", "frame"],
         "sample_rate": sample_rate, "parameters": dict(log_mel_spectrogram),
-        "audio": _audio_settings(preprocessed_audio)})
+        "audio": _audio_settings(preprocessed_audio),
+        "made_with": _made_with(preprocessed_audio, "log_mel_spectrogram", log_mel_spectrogram)})

@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from emofusion.clip_array import ClipArray, MissingClipsError
+from emofusion.provenance import check_made_with
 
 logger = logging.getLogger(__name__)
 
@@ -91,17 +92,27 @@ def validated_fusion_variants(fusion_variants: Mapping[str, Any],
 
 
 def fuse_feature_streams(clip_manifest: pd.DataFrame, fusion_variant: Any, block_weights: Mapping[str, float],
-                         block_scaling: str, *arrays: ClipArray) -> ClipArray:
+                         block_scaling: str, parameters: Mapping[str, Any], *arrays: ClipArray) -> ClipArray:
     """One row per clip of the manifest, the streams' columns side by side.
 
     Rows are matched by clip id, never by position: a stream that lacks a clip is an error that
-    names the stream, not a silent shift. The metadata carries what the model needs to treat the
-    blocks: each block's columns and weight, how blocks are scaled and, for late fusion, which
-    streams share a model."""
+    names the stream, not a silent shift. A stream made with other settings than the run's
+    `parameters` is refused (a stored stream is not remade when its pipeline is not part of the
+    run). The metadata carries what the model needs to treat the blocks: each block's columns and
+    weight, how blocks are scaled and, for late fusion, which streams share a model; and `made_with`,
+    the streams' settings and this node's, which modelling checks in turn."""
     if block_scaling not in BLOCK_SCALINGS:
         raise FusionConfigError(f"block_scaling '{block_scaling}' is not one of: {', '.join(BLOCK_SCALINGS)}")
     layout = variant_layout("", fusion_variant)
     streams = layout["streams"]
+    made_with: dict[str, Any] = {}
+    for name, array in zip(streams, arrays, strict=True):
+        stream_made_with = array.metadata.get("made_with", {})
+        check_made_with(name, stream_made_with, parameters,
+                        remake=f"`kedro run --to-outputs={name}`, or plain `kedro run`")
+        made_with |= stream_made_with
+    made_with |= {"fusion_variant": fusion_variant, "block_scaling": block_scaling,
+                  **{f"block_weights.{name}": block_weights[name] for name in streams}}
     clip_ids = clip_manifest["clip_id"].astype(str).to_numpy()
     rows = {}
     for name, array in zip(streams, arrays, strict=True):
@@ -129,4 +140,5 @@ def fuse_feature_streams(clip_manifest: pd.DataFrame, fusion_variant: Any, block
                 ", ".join(f"{b['stream']} {b['stop'] - b['start']}" for b in blocks))
     return ClipArray(clip_ids, fused, {"feature": "fused_features", "streams": list(streams),
                                        "fusion": layout["fusion"], "groups": layout["groups"],
-                                       "block_scaling": block_scaling, "blocks": blocks})
+                                       "block_scaling": block_scaling, "blocks": blocks,
+                                       "made_with": made_with})

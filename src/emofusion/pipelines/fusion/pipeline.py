@@ -9,7 +9,7 @@ def fusion_template(streams: list[str]) -> Pipeline:
     return Pipeline([node(
         fuse_feature_streams,
         inputs=["clip_manifest", "params:fusion_variant", "params:block_weights", "params:block_scaling",
-                *streams],
+                "parameters", *streams],
         outputs="fused_features", name="fuse_feature_streams")])
 
 

@@ -23,6 +23,7 @@ from sklearn.metrics import (
 from sklearn.pipeline import Pipeline
 
 from emofusion.clip_array import ClipArray, MissingClipsError
+from emofusion.provenance import check_made_with
 
 from .classifiers import select_and_fit
 
@@ -39,8 +40,10 @@ class SplitConfigError(ValueError):
     """A split that cannot be made from these clips with these settings."""
 
 
-def split_clips(clip_manifest: pd.DataFrame, split: Mapping[str, Any], random_seed: int) -> pd.DataFrame:
-    """One row per (fold, clip) with its subset: train, validation or test.
+def split_clips(clip_manifest: pd.DataFrame, split: Mapping[str, Any], random_seed: int
+                ) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """One row per (fold, clip) with its subset: train, validation or test; and the settings it was
+    made with (`data_split_settings`), which every model checks against its run's parameters.
 
     `random`: one fold, stratified by emotion: test `test_size`, validation `validation_size`, the
     rest train. `speaker_independent`: speakers are dealt into `speaker_folds` groups; fold k tests
@@ -49,6 +52,7 @@ def split_clips(clip_manifest: pd.DataFrame, split: Mapping[str, Any], random_se
     strategy = split.get("strategy")
     if strategy not in SPLIT_STRATEGIES:
         raise SplitConfigError(f"split strategy '{strategy}' is not one of: {', '.join(SPLIT_STRATEGIES)}")
+    columns = ["fold", "clip_id", "emotion", "speaker", "subset"]
     clips = clip_manifest[["clip_id", "emotion", "speaker"]].astype(str).reset_index(drop=True)
     if strategy == "random":
         test_size, validation_size = float(split["test_size"]), float(split["validation_size"])
@@ -68,7 +72,9 @@ def split_clips(clip_manifest: pd.DataFrame, split: Mapping[str, Any], random_se
                     "training clip. Add clips, or leave the emotion out with the `emotions` parameter")
             subset[members[:n_test]] = "test"
             subset[members[n_test:n_test + n_validation]] = "validation"
-        return clips.assign(fold=0, subset=subset)[["fold", "clip_id", "emotion", "speaker", "subset"]]
+        made_with = {"split.strategy": strategy, "split.test_size": split["test_size"],
+                     "split.validation_size": split["validation_size"], "random_seed": random_seed}
+        return clips.assign(fold=0, subset=subset)[columns], made_with
 
     unknown = clip_manifest["speaker"].isna().to_numpy()
     if unknown.any():
@@ -93,7 +99,9 @@ def split_clips(clip_manifest: pd.DataFrame, split: Mapping[str, Any], random_se
         subset = np.where(speaker_group == fold, "test",
                           np.where(speaker_group == (fold + 1) % n_folds, "validation", "train"))
         folds.append(clips.assign(fold=fold, subset=subset))
-    return pd.concat(folds, ignore_index=True)[["fold", "clip_id", "emotion", "speaker", "subset"]]
+    # The sorted speakers decide the folds: no seed is drawn.
+    made_with = {"split.strategy": strategy, "split.speaker_folds": split["speaker_folds"]}
+    return pd.concat(folds, ignore_index=True)[columns], made_with
 
 
 def _rows(features: ClipArray, clip_ids: pd.Series) -> np.ndarray:
@@ -117,17 +125,43 @@ def _read_rows(values: np.ndarray, rows: np.ndarray) -> np.ndarray:
     return values[rows]
 
 
-def fit_and_predict(fused_features: ClipArray, data_split: pd.DataFrame, classifier: Mapping[str, Any],
-                    reduction: Mapping[str, Any] | None, random_seed: int
-                    ) -> tuple[Pipeline, dict[str, Any], pd.DataFrame]:
+def check_model_inputs(fused_features: ClipArray, data_split_settings: Mapping[str, Any], fusion_variant: Any,
+                       parameters: Mapping[str, Any]) -> None:
+    """Stop before training when the stored split or fused features were made with other settings
+    than the run's `parameters` (their nodes are not part of a run such as `kedro run
+    --namespaces=modelling.mfcc.svm`, so they are not remade). The fused features record their
+    streams' settings too, and their variant as `fusion_variant`."""
+    check_made_with("data_split", data_split_settings, parameters,
+                    remake="`kedro run --nodes=split_clips`, then this run again; or `kedro run "
+                           "--pipelines=modelling`")
+    check_made_with("fused_features", fused_features.metadata.get("made_with", {}),
+                    {**parameters, "fusion_variant": fusion_variant},
+                    remake="`kedro run --pipelines=fusion` (which names any feature stream to make again "
+                           "first), then this run again; or plain `kedro run`")
+
+
+def split_used(data_split: pd.DataFrame, data_split_settings: Mapping[str, Any]) -> dict[str, Any]:
+    """The split a model is scored on, from the split itself: its folds, and the strategy, sizes and
+    seed it was made with (no seed for speaker-independent folds)."""
+    return {**{key.removeprefix("split."): value for key, value in data_split_settings.items()
+               if key.startswith("split.")},
+            "folds": int(data_split["fold"].nunique()), "seed": data_split_settings.get("random_seed")}
+
+
+def fit_and_predict(fused_features: ClipArray, data_split: pd.DataFrame,
+                    data_split_settings: Mapping[str, Any], classifier: Mapping[str, Any],
+                    reduction: Mapping[str, Any] | None, random_seed: int, fusion_variant: Any,
+                    parameters: Mapping[str, Any]) -> tuple[Pipeline, dict[str, Any], pd.DataFrame]:
     """Per fold: choose the model on that fold's validation clips, fit it (block scaling, optional
     PCA, classifier; for late fusion one such model per group of streams) on its training clips
     only, then predict its test clips once. Returns the first fold's fitted pipeline, its model
     card and every test prediction (with speaker-independent folds, each clip is predicted once, by
-    a model that never heard its speaker).
+    a model that never heard its speaker). Inputs made with other settings than the run's
+    `parameters` are refused first (`check_model_inputs`).
 
     The model card holds what predicting new audio must reproduce, the label order and how every
-    feature stream was made, and what was chosen on each fold's validation clips."""
+    feature stream was made, what was chosen on each fold's validation clips and the split used."""
+    check_model_inputs(fused_features, data_split_settings, fusion_variant, parameters)
     metadata = fused_features.metadata
     blocks = metadata.get("blocks") or [{"stream": "features", "start": 0,
                                          "stop": fused_features.values.shape[1], "weight": 1.0}]
@@ -171,6 +205,7 @@ def fit_and_predict(fused_features: ClipArray, data_split: pd.DataFrame, classif
                           "classifier": dict(classifier), "reduction": dict(reduction or {}),
                           "fold": int(fold), "features": metadata}
     model_card["model_selection"] = selections
+    model_card["split"] = split_used(data_split, data_split_settings)
     predictions = pd.concat(predictions, ignore_index=True)
     # A fold whose training clips lacked an emotion gives it no probability column: it had none.
     return first_model, model_card, predictions.fillna(
@@ -194,12 +229,13 @@ def describe_features(features: Mapping[str, Any]) -> list[dict[str, Any]]:
 def evaluate_predictions(test_predictions: pd.DataFrame, model_card: Mapping[str, Any]) -> dict[str, Any]:
     """Accuracy, unweighted average recall (the mean of per-emotion recalls, blind to class sizes),
     macro F1, per-class precision, recall and F1 and the confusion matrix, over all test clips;
-    with the features used and what was chosen on each fold's validation clips."""
+    with the split used, the features used and what was chosen on each fold's validation clips."""
     truth, predicted = test_predictions["emotion"].astype(str), test_predictions["predicted"].astype(str)
     labels = sorted(set(truth) | set(predicted))
     precision, recall, f1, support = precision_recall_fscore_support(truth, predicted, labels=labels,
                                                                      zero_division=0)
     return {
+        "split": model_card["split"],
         "test_clips": len(test_predictions),
         "folds": int(test_predictions["fold"].nunique()),
         "accuracy": accuracy_score(truth, predicted),
@@ -312,11 +348,11 @@ def describe_choices(model_selection: Sequence[Mapping[str, Any]]) -> str:
     return "; ".join(described)
 
 
-def summarise_classification_metrics(split: Mapping[str, Any], fusion_variants: Mapping[str, Any],
-                                     **models: Any) -> pd.DataFrame:
+def summarise_classification_metrics(fusion_variants: Mapping[str, Any], **models: Any) -> pd.DataFrame:
     """One row per model, best unweighted average recall first, each compared with its reference
-    and with the best model without the CNN stream (`compare_with_references`). `models` holds
-    `<variant>__<classifier>`: its classification metrics, and the same key with
+    and with the best model without the CNN stream (`compare_with_references`). The split of each
+    row is the one its model was scored on, from its metrics, not from this run's parameters.
+    `models` holds `<variant>__<classifier>`: its classification metrics, and the same key with
     PREDICTIONS_KEY_SUFFIX: its test predictions."""
     predictions = {key.removesuffix(PREDICTIONS_KEY_SUFFIX): value for key, value in models.items()
                    if key.endswith(PREDICTIONS_KEY_SUFFIX)}
@@ -330,7 +366,8 @@ def summarise_classification_metrics(split: Mapping[str, Any], fusion_variants: 
             "variant": variant, "classifier": classifier,
             "streams": " + ".join(block["stream"] for block in scores["features"]),
             "width": sum(block["width"] for block in scores["features"]),
-            "split": split["strategy"], "folds": scores["folds"], "test_clips": scores["test_clips"],
+            "split": scores["split"]["strategy"], "split_seed": scores["split"]["seed"],
+            "folds": scores["folds"], "test_clips": scores["test_clips"],
             "accuracy": scores["accuracy"], "unweighted_average_recall": scores["unweighted_average_recall"],
             "macro_f1": scores["macro_f1"], "fusion": scores.get("fusion", "early"),
             "validation_uar": np.mean([fold["validation_uar"] for fold in scores.get("model_selection", [])
@@ -338,12 +375,13 @@ def summarise_classification_metrics(split: Mapping[str, Any], fusion_variants: 
             "chosen_on_validation": describe_choices(scores.get("model_selection", [])),
             "backbone": cnn.get("backbone", ""), "weights": cnn.get("weights", ""),
         })
-    summary = pd.DataFrame(rows).sort_values("unweighted_average_recall", ascending=False, kind="stable")
+    summary = (pd.DataFrame(rows).astype({"split_seed": "Int64"})
+               .sort_values("unweighted_average_recall", ascending=False, kind="stable"))
     summary = compare_with_references(summary.reset_index(drop=True), predictions, fusion_variants)
     shown = summary[["variant", "classifier", "width", "folds", "test_clips", "validation_uar", "accuracy",
                      "unweighted_average_recall", "macro_f1", "reference", "uar_gain", "mcnemar_p"]]
     logger.info("Model summary (%s split); reference: the best model on a subset of the streams:\n%s",
-                split["strategy"],
+                ", ".join(summary["split"].unique()),
                 shown.rename(columns={"unweighted_average_recall": "uar", "validation_uar": "val_uar"})
                 .to_string(index=False, float_format="%.3f", na_rep="",
                            formatters={"uar_gain": "{:+.3f}".format,

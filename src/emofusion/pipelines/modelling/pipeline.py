@@ -23,8 +23,8 @@ from .nodes import (
 def modelling_template() -> Pipeline:
     return Pipeline([
         node(fit_and_predict,
-             inputs=["fused_features", "data_split", "params:classifier", "params:reduction",
-                     "params:random_seed"],
+             inputs=["fused_features", "data_split", "data_split_settings", "params:classifier",
+                     "params:reduction", "params:random_seed", "params:fusion_variant", "parameters"],
              outputs=["trained_model", "model_card", "test_predictions"], name="fit_and_predict"),
         node(evaluate_predictions, inputs=["test_predictions", "model_card"],
              outputs="classification_metrics", name="evaluate_predictions"),
@@ -70,17 +70,18 @@ def create_pipeline(**kwargs) -> Pipeline:
         warnings.filterwarnings("ignore", message="One or more dataset names contain '.'")
         models = [pipeline(modelling_template(), namespace=f"modelling.{variant}.{classifier}",
                            inputs={"fused_features": f"fusion.{variant}.fused_features",
-                                   "data_split": "data_split"},
+                                   "data_split": "data_split", "data_split_settings": "data_split_settings"},
                            parameters={"params:classifier": f"params:classifiers.{classifier}",
                                        "params:reduction": "params:reduction",
-                                       "params:random_seed": "params:random_seed"})
+                                       "params:random_seed": "params:random_seed",
+                                       "params:fusion_variant": f"params:fusion_variants.{variant}"})
                   for variant, classifier in instances]
     return Pipeline([
         node(split_clips, inputs=["clip_manifest", "params:split", "params:random_seed"],
-             outputs="data_split", name="split_clips"),
+             outputs=["data_split", "data_split_settings"], name="split_clips"),
         *models,
         node(summarise_classification_metrics,
-             inputs={"split": "params:split", "fusion_variants": "params:fusion_variants",
+             inputs={"fusion_variants": "params:fusion_variants",
                      **outputs_by_model(instances),
                      **outputs_by_model(instances, "test_predictions", PREDICTIONS_KEY_SUFFIX)},
              outputs="model_summary", name="summarise_classification_metrics"),

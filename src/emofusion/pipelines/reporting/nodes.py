@@ -170,11 +170,12 @@ def _figure(figure: go.Figure) -> str:
 
 def html_report(model_summary: pd.DataFrame, model_comparison: go.Figure, per_class_f1: go.Figure,
                 clip_manifest: pd.DataFrame, rejected_clips: pd.DataFrame, data_split: pd.DataFrame,
-                split: Mapping[str, Any], classifiers: Mapping[str, Any],
+                data_split_settings: Mapping[str, Any], classifiers: Mapping[str, Any],
                 fusion_variants: Mapping[str, Any], **confusion_matrices: go.Figure) -> str:
     """One HTML file with plotly.js inside, so it opens in a browser with no network: what was
     run, on which clips, whether each stream helps (the project's question, so it comes first),
-    the scores and the figures."""
+    the scores and the figures. The split is described as it was made (`data_split_settings`), not
+    as this run's parameters ask."""
     corpora = (clip_manifest.groupby("corpus")
                .agg(clips=("clip_id", "size"), emotions=("emotion", "nunique"),
                     speakers=("speaker", "nunique"))
@@ -188,8 +189,9 @@ def html_report(model_summary: pd.DataFrame, model_comparison: go.Figure, per_cl
                 or "none (no variant uses CNN features)")
     rejected = (_table(rejected_clips[["clip_id", "corpus", "stage", "reason"]]) if len(rejected_clips)
                 else "<p>None.</p>")
-    settings = yaml.safe_dump({"split": dict(split), "fusion_variants": dict(fusion_variants),
-                               "classifiers": dict(classifiers)}, default_flow_style=None, sort_keys=False)
+    split_made_with = ", ".join(f"{key}={value}" for key, value in data_split_settings.items())
+    settings = yaml.safe_dump({"fusion_variants": dict(fusion_variants), "classifiers": dict(classifiers)},
+                              default_flow_style=None, sort_keys=False)
     scores = model_summary[["variant", "classifier", "fusion", "width", "folds", "test_clips", *SCORES,
                             "validation_uar", "chosen_on_validation"]]
     scores = scores.fillna({"chosen_on_validation": ""}).rename(
@@ -213,8 +215,9 @@ pre {{ background: #f6f6f6; padding: 1em; overflow-x: auto; }}
 <h1>EmoFusion report</h1>
 <h2>What was run</h2>
 <p>{len(clip_manifest)} clips used, {len(rejected_clips)} rejected.
-Split: <b>{escape(str(split['strategy']))}</b>
-({data_split['fold'].nunique()} fold(s)). CNN features: <b>{escape(backbone)}</b>.</p>
+Split: <b>{escape(str(data_split_settings['split.strategy']))}</b>
+({data_split['fold'].nunique()} fold(s); made with {escape(split_made_with)}).
+CNN features: <b>{escape(backbone)}</b>.</p>
 <h3>Corpora</h3>{_table(corpora)}
 <h3>Emotions</h3>{_table(emotions)}
 <h3>Clips per fold and subset</h3>{_table(subsets)}

@@ -31,7 +31,7 @@ def create_pipeline(**kwargs) -> Pipeline:
              inputs={"model_summary": "model_summary", "model_comparison": "model_comparison",
                      "per_class_f1": "per_class_f1", "clip_manifest": "clip_manifest",
                      "rejected_clips": "rejected_clips", "data_split": "data_split",
-                     "split": "params:split", "classifiers": "params:classifiers",
+                     "data_split_settings": "data_split_settings", "classifiers": "params:classifiers",
                      "fusion_variants": "params:fusion_variants",
                      **{name: f"reporting.{variant}.{classifier}.confusion_matrix"
                         for name, (variant, classifier) in zip(metrics, instances, strict=True)}},

@@ -11,7 +11,7 @@ from typing import Any
 
 from emofusion.clip_array import ClipArray
 
-from .config import fingerprint, transfer_settings, weights_now_reachable
+from .config import TransferSettings, fingerprint, transfer_settings, weights_now_reachable
 
 logger = logging.getLogger(__name__)
 
@@ -34,6 +34,22 @@ def _reusable(stored: ClipArray | None, digest: str) -> bool:
     return True
 
 
+def _made_with(log_mel_spectrogram: ClipArray, transfer_features: Mapping[str, Any],
+               backbones: Mapping[str, Mapping[str, Any]], settings: TransferSettings) -> dict[str, Any]:
+    """The parameters the features are made from, by path, the spectrograms' included: fusion checks
+    them against its run's (emofusion.provenance). As in the fingerprint, the batch size does not
+    count, and the seed counts only for random weights."""
+    made_with = {**log_mel_spectrogram.metadata.get("made_with", {}),
+                 **{f"transfer_features.{key}": value for key, value in transfer_features.items()
+                    if key != "batch_size"}}
+    for spec in (settings.backbone, settings.offline_fallback):
+        if spec is not None:
+            made_with[f"backbones.{spec.name}"] = backbones[spec.name]
+    if settings.weights is None:
+        made_with["random_seed"] = settings.random_seed
+    return made_with
+
+
 def extract_transfer_features(log_mel_spectrogram: ClipArray, stored_transfer_features: ClipArray | None,
                               transfer_features: Mapping[str, Any],
                               backbones: Mapping[str, Mapping[str, Any]], random_seed: int) -> ClipArray:
@@ -41,15 +57,19 @@ def extract_transfer_features(log_mel_spectrogram: ClipArray, stored_transfer_fe
 
     The CNN is the expensive step of the whole project, so when neither the spectrograms nor the
     settings changed, the stored features (``stored_transfer_features``, the previous output) are
-    returned as they are."""
+    returned, their values untouched."""
     settings = transfer_settings(transfer_features, backbones, random_seed)
     digest = fingerprint(log_mel_spectrogram, settings)
+    made_with = _made_with(log_mel_spectrogram, transfer_features, backbones, settings)
     if _reusable(stored_transfer_features, digest):
         meta = stored_transfer_features.metadata
         logger.info("Transfer features are up to date (fingerprint %s): reusing the stored %d x %d "
                     "features of backbone '%s' without running the CNN.", digest,
                     *stored_transfer_features.values.shape, meta["backbone"])
-        return stored_transfer_features
+        # The same features as these parameters make: they now record these parameters (a
+        # different spelling of the same settings, e.g. weights none or null, is not a change).
+        return ClipArray(stored_transfer_features.clip_ids, stored_transfer_features.values,
+                         {**meta, "made_with": made_with})
 
     # Keras and TensorFlow take seconds to import: only a run that computes features pays for that.
     # Their C++ start-up chatter is hidden unless the user sets TF_CPP_MIN_LOG_LEVEL; the device is
@@ -96,6 +116,7 @@ def extract_transfer_features(log_mel_spectrogram: ClipArray, stored_transfer_fe
         "clips_per_second": round(len(values) / seconds, 2),
         "fingerprint": digest,
         "settings": settings.identity(),
+        "made_with": made_with,
         "spectrogram": {key: log_mel_spectrogram.metadata.get(key)
                         for key in ("sample_rate", "parameters", "audio")},
         "versions": {package: importlib.metadata.version(package)

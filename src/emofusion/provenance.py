@@ -1,0 +1,62 @@
+"""What a stored dataset was made with, and the check that it still fits the run that reads it.
+
+A node outside the run (`kedro run --namespaces=...`, `--pipelines=modelling`) does not remake its
+outputs, so a later run may read a dataset made with other settings than it asks for. Every dataset
+that depends on parameters therefore records them, as `made_with`: parameter path (`split.strategy`,
+`mfcc`, `backbones.squeezenet_v1_1`) -> the value it was made with, its inputs' settings included.
+The nodes that read it refuse it when the run's parameters say otherwise, before anything is trained."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+_UNSET = object()  # a recorded parameter this run does not have
+
+
+class StaleInputError(RuntimeError):
+    """A stored input made with other settings than the run that reads it asks for."""
+
+
+def check_made_with(dataset: str, made_with: Mapping[str, Any], parameters: Mapping[str, Any],
+                    remake: str) -> None:
+    """Stop when `dataset` was made with other settings than `parameters` (the run's) hold.
+
+    Only the recorded paths are compared, leaf by leaf, so the message names each setting that
+    differs; `remake` says how to make the dataset again with this run's settings."""
+    differences = [difference for path, value in made_with.items()
+                   for difference in _differences(path, _plain(value), _plain(_lookup(parameters, path)))]
+    if differences:
+        made = ", ".join(f"{path}={_shown(value)}" for path, value, _ in differences)
+        asked = ", ".join(f"{path}={_shown(value)}" for path, _, value in differences)
+        raise StaleInputError(f"{dataset} was made with {made}; this run asks for {asked}. Make it again "
+                              f"with this run's settings (the same --params or --env) first: {remake}")
+
+
+def _lookup(parameters: Mapping[str, Any], path: str) -> Any:
+    value: Any = parameters
+    for key in path.split("."):
+        if not isinstance(value, Mapping) or key not in value:
+            return _UNSET
+        value = value[key]
+    return value
+
+
+def _plain(value: Any) -> Any:
+    """As JSON gives it back, so that a recorded value (read from JSON) and a parameter compare
+    alike: tuples are lists, 1 equals 1.0."""
+    return value if value is _UNSET else json.loads(json.dumps(value, default=str))
+
+
+def _differences(path: str, made: Any, now: Any) -> list[tuple[str, Any, Any]]:
+    if isinstance(made, dict) and isinstance(now, dict):
+        return [difference for key in sorted(set(made) | set(now))
+                for difference in _differences(f"{path}.{key}", made.get(key, _UNSET), now.get(key, _UNSET))]
+    return [] if made == now else [(path, made, now)]
+
+
+def _shown(value: Any) -> str:
+    if value is _UNSET:
+        return "(not set)"
+    return value if isinstance(value, str) else json.dumps(value)
