@@ -18,6 +18,7 @@ from emofusion.pipelines.feature_extraction.nodes import (
     extract_log_mel_spectrogram,
     extract_lpcc,
     extract_mfcc,
+    extract_opensmile_functionals,
 )
 
 SR = 16000
@@ -137,6 +138,29 @@ def test_feature_nodes_keep_clip_ids_and_shapes(audio, params):
     assert np.isfinite(mfcc.values).all() and np.isfinite(lpcc.values).all()
     # Different tones give different features.
     assert not np.allclose(mfcc.values[0], mfcc.values[1])
+
+
+@pytest.mark.parametrize(("stream", "width"), [("egemaps", 88), ("compare", 6373)])
+def test_opensmile_functionals_of_tones_have_the_set_s_width_and_finite_values(audio, params, stream, width):
+    features = extract_opensmile_functionals(audio, params["opensmile"][stream], n_jobs=1)
+    assert list(features.clip_ids) == ["c/b", "c/a", "c/c"]
+    assert features.values.shape == (3, width) and features.values.dtype == np.float32
+    assert np.isfinite(features.values).all()
+    assert len(features.metadata["columns"]) == width
+    assert features.metadata["parameters"] == params["opensmile"][stream]
+    if stream == "egemaps":
+        # Tones of 220, 440 and 880 Hz: pitch in semitones above 27.5 Hz is 36, 48 and 60.
+        f0 = features.values[:, features.metadata["columns"].index("F0semitoneFrom27.5Hz_sma3nz_amean")]
+        np.testing.assert_allclose(f0, [36, 48, 60], atol=0.2)
+
+
+def test_opensmile_refuses_clips_too_short_for_it_and_unknown_sets(params):
+    short = ClipArray(np.array(["c/a"]), tone(220, seconds=0.02)[None, :],
+                      {"sample_rate": SR, "duration_s": 0.02})
+    with pytest.raises(ValueError, match="non-finite values for 1 clips"), pytest.warns(UserWarning):
+        extract_opensmile_functionals(short, params["opensmile"]["egemaps"], n_jobs=1)
+    with pytest.raises(ValueError, match="unknown openSMILE feature set 'eGeMAPS3'"):
+        extract_opensmile_functionals(short, {"feature_set": "eGeMAPS3"}, n_jobs=1)
 
 
 def test_mel_power_matches_librosa_melspectrogram(params):
