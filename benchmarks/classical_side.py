@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -43,7 +44,7 @@ STREAM_SETS = {
     "egemaps_mfcc_lpcc_ir": ["egemaps", "mfcc", "lpcc", "transfer_features"],
 }
 SPLITS = {"random": "random split", "speaker_independent": "speaker independent"}
-CLIPS_PER_SPEAKER = [5, 10, 20, 30, 60]
+CLIPS_PER_SPEAKER = [2, 3, 5, 10, 20, 30, 60]
 
 
 def fusion_variants(sets: list[str], project_parameters: dict) -> dict:
@@ -156,8 +157,12 @@ def section(results: dict, args: argparse.Namespace) -> str:
                   "pipelines.", "",
                   "| test speakers' statistics | UAR |", "| --- | --- |"]
         lines += [f"| {row['statistics']} | {row['uar']:.3f} |" for row in results["clips_needed"]]
-        lines += ["", "Below about 20 clips a speaker's statistics do more harm than the statistics of all "
-                  "clips, hence `speaker_statistics.min_clips: 20`.", ""]
+        fallback, *groups = results["clips_needed"]
+        enough = next((row["statistics"] for row in groups if row["uar"] > fallback["uar"]), None)
+        lines += ["", f"A speaker's own statistics beat those of all clips from {enough} on. A speaker "
+                  "with fewer clips than `speaker_statistics.min_clips` (default "
+                  f"{results['min_clips']}) falls back to the statistics of all clips." if enough else
+                  "A speaker's own statistics never beat those of all clips here.", ""]
     opensmile = {node.removeprefix("extract_"): seconds for node, seconds in extraction.items()
                  if node in ("extract_egemaps", "extract_compare")}
     clips, runs = results["clips"], len(args.sets) * 2 * len(args.classifiers)
@@ -165,8 +170,9 @@ def section(results: dict, args: argparse.Namespace) -> str:
         f"{stream} {seconds:.0f} s ({1000 * seconds / clips:.0f} ms a clip)"
         for stream, seconds in opensmile.items()) + ". " if opensmile else "")
     cost += "The modelling runs took " + ", ".join(
-        f"{results[split]['run']['wall_s']:.0f} s ({SPLITS[split]})" for split in args.strategies)
-    lines += ["### Cost", "", cost + f" for {runs} models each, on the machine that wrote this page.", ""]
+        f"{results[split]['run']['wall_s']:,.0f} s ({SPLITS[split]})" for split in args.strategies)
+    lines += ["### Cost", "", cost + f" for {runs} models each, on the 2-core machine that wrote this page, "
+              "shared with other jobs.", ""]
     return "\n".join(lines)
 
 
@@ -214,6 +220,7 @@ def main() -> None:
         (project / f"classical_{strategy}.log").write_text(figures.pop("log"))
         # Keep this split's test predictions: the next split overwrites them.
         saved = project / strategy / "data/07_model_output"
+        shutil.rmtree(saved, ignore_errors=True)
         saved.parent.mkdir(parents=True, exist_ok=True)
         (project / "data/07_model_output").rename(saved)
         summary = summary_of(project, models, strategy)
@@ -225,6 +232,7 @@ def main() -> None:
     if args.clips_variant and "speaker_independent" in args.strategies:
         print(f"\nclips per speaker, {args.clips_variant} svm:", flush=True)
         results["clips_needed"] = clips_needed(project, args.clips_variant, base)
+        results["min_clips"] = base["speaker_statistics"]["min_clips"]
     print(f"\nscratch project: {project}")
     if args.markdown:
         write_section(Path(args.markdown), "benchmarks/classical_side.py", section(results, args))

@@ -93,12 +93,12 @@ def test_run_writes_manifests_rejections_and_features(finished_run, project):
     assert "no emotion" in rejected.loc["mine/furious/x", "reason"]
 
     features = {name: ClipArrayDataset(path=str(project / "data/04_feature" / name)).load()
-                for name in ("mfcc", "lpcc", "egemaps", "log_mel_spectrogram")}
+                for name in ("mfcc", "lpcc", "egemaps", "compare", "log_mel_spectrogram")}
     assert features["mfcc"].values.shape == (100, 80)  # 40 MFCCs: clip mean and std
     assert features["lpcc"].values.shape == (100, 24)
     assert features["egemaps"].values.shape == (100, 88)
+    assert features["compare"].values.shape == (100, 6373)
     assert features["egemaps"].metadata["feature"] == "eGeMAPSv02"
-    assert not (project / "data/04_feature/compare").exists()  # no default variant uses ComParE
     assert features["log_mel_spectrogram"].values.shape == (100, 128, 81)
     for feature in features.values():
         assert list(feature.clip_ids) == manifest["clip_id"].tolist()
@@ -133,11 +133,11 @@ def test_run_fuses_streams_and_trains_every_variant_and_classifier_above_chance(
     # Standardised per speaker: the 4 demo speakers' clips by their own; the 4 clips of the corpus
     # without speakers by the statistics of all clips.
     normalised = ClipArrayDataset(
-        path=str(project / "data/05_model_input/fused_features/egemaps_mfcc_lpcc_spk")).load()
-    assert normalised.values.shape == (100, 88 + 80 + 24)
+        path=str(project / "data/05_model_input/fused_features/compare_egemaps_mfcc_lpcc_spk")).load()
+    assert normalised.values.shape == (100, 6373 + 88 + 80 + 24)
     assert normalised.metadata["speaker_normalisation"]["clip_counts"] == {
         "speakers": 4, "normalised": 96, "fallback": 4}
-    assert "4 clips without a speaker or with fewer than 20 clips of theirs fell back" in log_of(finished_run)
+    assert "4 clips without a speaker or with fewer than 5 clips of theirs fell back" in log_of(finished_run)
 
     summary = pd.read_csv(project / "data/08_reporting/model_summary.csv")
     assert set(zip(summary["variant"], summary["classifier"], strict=True)) == {
@@ -265,8 +265,9 @@ def test_predict_with_late_fusion_and_pca_models_repeats_their_test_predictions(
 def test_predict_with_a_speaker_normalised_model_needs_the_speakers_then_repeats_its_test_predictions(
         finished_run, project, tmp_path):
     assert finished_run.returncode == 0
-    model = "egemaps_mfcc_lpcc_spk.svm"
-    tested = pd.read_csv(project / "data/07_model_output/egemaps_mfcc_lpcc_spk/svm_test_predictions.csv",
+    variant = "compare_egemaps_mfcc_lpcc_spk"
+    model = f"{variant}.svm"
+    tested = pd.read_csv(project / f"data/07_model_output/{variant}/svm_test_predictions.csv",
                          dtype={"clip_id": str})
     manifest = pd.read_csv(project / "data/03_primary/clip_manifest.csv", dtype=str).set_index("clip_id")
     speaker = manifest.loc[tested["clip_id"].iloc[0], "speaker"]
