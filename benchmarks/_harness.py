@@ -8,6 +8,7 @@ once per process as a sum of RSS would."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -91,3 +92,23 @@ def measured_kedro_run(project: Path, *args: str) -> dict[str, Any]:
     }
     return {"wall_s": seconds, "pipeline_s": pipeline_seconds, "peak_pss_mb": peak / 2**20,
             "node_s": node_seconds, "log": log}
+
+
+# Several benchmarks write docs/results.md: each one's own part lies between its markers.
+SECTION = re.compile(r"\n?<!-- begin (\S+) -->\n.*?<!-- end \1 -->\n", re.DOTALL)
+
+
+def marked_sections(page: Path) -> str:
+    """Every marked section of `page` (empty if it has none or does not exist), to keep them when
+    the rest of the page is written again."""
+    return "".join(match.group(0) for match in SECTION.finditer(page.read_text())) if page.exists() else ""
+
+
+def write_section(page: Path, name: str, text: str) -> None:
+    """Write `text` into `page` as section `name`: in place of the section's previous text, or at
+    the end of the page."""
+    section = f"\n<!-- begin {name} -->\n{text.rstrip()}\n<!-- end {name} -->\n"
+    old = page.read_text() if page.exists() else ""
+    previous = next((match for match in SECTION.finditer(old) if match.group(1) == name), None)
+    page.write_text(old[:previous.start()] + section + old[previous.end():] if previous
+                    else old.rstrip("\n") + "\n" + section)

@@ -16,7 +16,7 @@ import json
 from pathlib import Path
 
 import pandas as pd
-from _harness import measured_kedro_run, scratch_project
+from _harness import marked_sections, measured_kedro_run, scratch_project
 
 
 def report(title: str, figures: dict) -> None:
@@ -153,7 +153,8 @@ def main() -> None:
         results[strategy] = {"run": figures, "summary": summary.to_dict(orient="records")}
     print(f"\nscratch project: {project}")
     if args.markdown:
-        Path(args.markdown).write_text(results_page(results, meta, args))
+        page = Path(args.markdown)  # sections other benchmarks wrote into it stay
+        page.write_text(results_page(results, meta, args) + marked_sections(page))
         print(f"wrote {args.markdown}")
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2, default=str))

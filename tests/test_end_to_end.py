@@ -93,9 +93,12 @@ def test_run_writes_manifests_rejections_and_features(finished_run, project):
     assert "no emotion" in rejected.loc["mine/furious/x", "reason"]
 
     features = {name: ClipArrayDataset(path=str(project / "data/04_feature" / name)).load()
-                for name in ("mfcc", "lpcc", "log_mel_spectrogram")}
+                for name in ("mfcc", "lpcc", "egemaps", "compare", "log_mel_spectrogram")}
     assert features["mfcc"].values.shape == (100, 80)  # 40 MFCCs: clip mean and std
     assert features["lpcc"].values.shape == (100, 24)
+    assert features["egemaps"].values.shape == (100, 88)
+    assert features["compare"].values.shape == (100, 6373)
+    assert features["egemaps"].metadata["feature"] == "eGeMAPSv02"
     assert features["log_mel_spectrogram"].values.shape == (100, 128, 81)
     for feature in features.values():
         assert list(feature.clip_ids) == manifest["clip_id"].tolist()
@@ -126,6 +129,15 @@ def test_run_fuses_streams_and_trains_every_variant_and_classifier_above_chance(
     fused = ClipArrayDataset(path=str(project / "data/05_model_input/fused_features/mfcc_lpcc_ir")).load()
     assert fused.values.shape == (100, 80 + 24 + 2 * (7 * 320 + 3 * 1088))
     assert [b["stream"] for b in fused.metadata["blocks"]] == ["mfcc", "lpcc", "transfer_features"]
+
+    # Standardised per speaker: the 4 demo speakers' clips by their own; the 4 clips of the corpus
+    # without speakers by the statistics of all clips.
+    normalised = ClipArrayDataset(
+        path=str(project / "data/05_model_input/fused_features/compare_egemaps_mfcc_lpcc_spk")).load()
+    assert normalised.values.shape == (100, 6373 + 88 + 80 + 24)
+    assert normalised.metadata["speaker_normalisation"]["clip_counts"] == {
+        "speakers": 4, "normalised": 96, "fallback": 4}
+    assert "4 clips without a speaker or with fewer than 5 clips of theirs fell back" in log_of(finished_run)
 
     summary = pd.read_csv(project / "data/08_reporting/model_summary.csv")
     assert set(zip(summary["variant"], summary["classifier"], strict=True)) == {
@@ -248,6 +260,33 @@ def test_predict_with_late_fusion_and_pca_models_repeats_their_test_predictions(
         assert fitted.named_steps["reduce"].projections_[0] is not None
     else:
         assert len(fitted.named_steps["classify"].models_) == 2
+
+
+def test_predict_with_a_speaker_normalised_model_needs_the_speakers_then_repeats_its_test_predictions(
+        finished_run, project, tmp_path):
+    assert finished_run.returncode == 0
+    variant = "compare_egemaps_mfcc_lpcc_spk"
+    model = f"{variant}.svm"
+    tested = pd.read_csv(project / f"data/07_model_output/{variant}/svm_test_predictions.csv",
+                         dtype={"clip_id": str})
+    manifest = pd.read_csv(project / "data/03_primary/clip_manifest.csv", dtype=str).set_index("clip_id")
+    speaker = manifest.loc[tested["clip_id"].iloc[0], "speaker"]
+    clips = manifest[manifest["speaker"] == speaker]
+    files = [str(project / path) for path in clips["path"]]
+
+    refused = predict(project, "--model", model, files[0])
+    assert refused.returncode != 0
+    assert "standardised per speaker" in refused.stderr and "--same-speaker" in refused.stderr
+
+    # All the speaker's clips, standardised together as in training.
+    output = tmp_path / "predictions.csv"
+    run = predict(project, "--model", model, "--same-speaker", "--output", str(output), *files)
+    assert run.returncode == 0, run.stderr[-3000:]
+    ours = tested[tested["clip_id"].isin(clips.index)]
+    written = pd.read_csv(output).set_index("file").loc[[str(project / clips.loc[clip, "path"])
+                                                         for clip in ours["clip_id"]]]
+    probabilities = [column for column in tested if column.startswith("p_")]
+    assert np.allclose(written[probabilities].to_numpy(float), ours[probabilities].to_numpy(float), atol=1e-5)
 
 
 def test_predict_refuses_a_model_trained_on_other_settings_or_missing_parts(finished_run, project, tmp_path):

@@ -1,5 +1,9 @@
 """Feature extraction against signals whose answers are known."""
 
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import yaml
@@ -18,6 +22,7 @@ from emofusion.pipelines.feature_extraction.nodes import (
     extract_log_mel_spectrogram,
     extract_lpcc,
     extract_mfcc,
+    extract_opensmile_functionals,
 )
 
 SR = 16000
@@ -146,6 +151,29 @@ def test_feature_nodes_keep_clip_ids_and_shapes(audio, params):
                                              "log_mel_spectrogram": params["log_mel_spectrogram"]}
 
 
+@pytest.mark.parametrize(("stream", "width"), [("egemaps", 88), ("compare", 6373)])
+def test_opensmile_functionals_of_tones_have_the_set_s_width_and_finite_values(audio, params, stream, width):
+    features = extract_opensmile_functionals(audio, params["opensmile"][stream], n_jobs=1)
+    assert list(features.clip_ids) == ["c/b", "c/a", "c/c"]
+    assert features.values.shape == (3, width) and features.values.dtype == np.float32
+    assert np.isfinite(features.values).all()
+    assert len(features.metadata["columns"]) == width
+    assert features.metadata["parameters"] == params["opensmile"][stream]
+    if stream == "egemaps":
+        # Tones of 220, 440 and 880 Hz: pitch in semitones above 27.5 Hz is 36, 48 and 60.
+        f0 = features.values[:, features.metadata["columns"].index("F0semitoneFrom27.5Hz_sma3nz_amean")]
+        np.testing.assert_allclose(f0, [36, 48, 60], atol=0.2)
+
+
+def test_opensmile_refuses_clips_too_short_for_it_and_unknown_sets(params):
+    short = ClipArray(np.array(["c/a"]), tone(220, seconds=0.02)[None, :],
+                      {"sample_rate": SR, "duration_s": 0.02})
+    with pytest.raises(ValueError, match="non-finite values for 1 clips"):
+        extract_opensmile_functionals(short, params["opensmile"]["egemaps"], n_jobs=1)
+    with pytest.raises(ValueError, match="unknown openSMILE feature set 'eGeMAPS3'"):
+        extract_opensmile_functionals(short, {"feature_set": "eGeMAPS3"}, n_jobs=1)
+
+
 def test_mel_power_matches_librosa_melspectrogram(params):
     import librosa
 
@@ -156,3 +184,20 @@ def test_mel_power_matches_librosa_melspectrogram(params):
                                               hop_length=200, window="hamming", n_mels=128)
     np.testing.assert_allclose(mel_power(signal, SR, params["mfcc"]), expected, rtol=1e-4,
                                atol=1e-6 * expected.max())
+
+
+def test_opensmile_runs_beside_tensorflow():
+    """openSMILE's native code corrupts the heap of a process that has TensorFlow loaded (the CNN
+    step, `emofusion predict` with a CNN model): its functionals are computed in a worker process."""
+    script = (
+        "import numpy as np, tensorflow as tf\n"
+        "tf.keras.Sequential([tf.keras.layers.Dense(2)])(np.zeros((1, 2)))\n"
+        "from emofusion.clip_array import ClipArray\n"
+        "from emofusion.pipelines.feature_extraction.nodes import extract_opensmile_functionals\n"
+        "tone = np.sin(2 * np.pi * 220 * np.arange(16000) / 16000).astype(np.float32)\n"
+        "clips = ClipArray(np.array(['a']), tone[None, :], {'sample_rate': 16000, 'duration_s': 1.0})\n"
+        "print(extract_opensmile_functionals(clips, {'feature_set': 'eGeMAPSv02'}, n_jobs=1).values.shape)\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
+                          env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().endswith("(1, 88)")

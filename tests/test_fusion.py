@@ -18,6 +18,7 @@ from emofusion.provenance import StaleInputError
 
 PROJECT = Path(__file__).resolve().parents[1]
 WEIGHTS = {"mfcc": 1.0, "lpcc": 0.5, "transfer_features": 2.0}
+SPEAKER_STATISTICS = {"min_clips": 2}
 
 
 def stream(ids: list[str], width: int, offset: float) -> ClipArray:
@@ -31,32 +32,90 @@ def test_streams_are_joined_by_clip_id_not_by_position():
     mfcc = stream(["c3", "c1", "c2"], 2, 0.0)
     cnn = ClipArray(np.array(["c2", "c3", "c1", "c9"]),
                     np.array([[[2.5]], [[3.5]], [[1.5]], [[9.5]]], dtype=np.float32), {"backbone": "x"})
-    fused = fuse_feature_streams(manifest, ["mfcc", "transfer_features"], WEIGHTS, "balanced", {}, mfcc, cnn)
+    fused = fuse_feature_streams(manifest, ["mfcc", "transfer_features"], WEIGHTS, "balanced",
+                                 SPEAKER_STATISTICS, {}, mfcc, cnn)
     assert list(fused.clip_ids) == ["c1", "c2", "c3"]
     assert fused.values.tolist() == [[1, 1, 1.5], [2, 2, 2.5], [3, 3, 3.5]]
     assert [(b["stream"], b["start"], b["stop"], b["weight"]) for b in fused.metadata["blocks"]] == [
         ("mfcc", 0, 2, 1.0), ("transfer_features", 2, 3, 2.0)]
     assert fused.metadata["blocks"][1]["source"] == {"backbone": "x"}
     assert fused.metadata["fusion"] == "early" and fused.metadata["groups"] == [["mfcc", "transfer_features"]]
+    assert fused.metadata["speaker_normalisation"] is None
 
 
 def test_a_late_variant_fuses_the_same_columns_and_records_its_groups():
     manifest = pd.DataFrame({"clip_id": ["c1", "c2"]})
     late = {"fusion": "late", "streams": [["mfcc", "lpcc"], "transfer_features"]}
-    fused = fuse_feature_streams(manifest, late, WEIGHTS, "standard", {}, stream(["c1", "c2"], 2, 0),
-                                 stream(["c1", "c2"], 1, 0), stream(["c1", "c2"], 3, 0))
+    fused = fuse_feature_streams(manifest, late, WEIGHTS, "standard", SPEAKER_STATISTICS, {},
+                                 *(stream(["c1", "c2"], width, 0) for width in (2, 1, 3)))
     assert fused.values.shape == (2, 6)
     assert fused.metadata["fusion"] == "late" and fused.metadata["block_scaling"] == "standard"
     assert fused.metadata["groups"] == [["mfcc", "lpcc"], ["transfer_features"]]
     assert validated_fusion_variants({"x": late, "off": None}, WEIGHTS) == {"x": {
         "fusion": "late", "groups": [["mfcc", "lpcc"], ["transfer_features"]],
-        "streams": ["mfcc", "lpcc", "transfer_features"]}}
+        "streams": ["mfcc", "lpcc", "transfer_features"], "speaker_normalisation": "none"}}
+
+
+def speaker_corpus(seed: int = 0) -> tuple[pd.DataFrame, ClipArray, ClipArray]:
+    """Speakers a (4 clips), b (3), c (1) and one clip without a speaker; voices differ in level."""
+    rng = np.random.default_rng(seed)
+    speakers = ["a", "b", "a", "c", "b", "a", None, "b", "a"]
+    ids = [f"c{i}" for i in range(len(speakers))]
+    manifest = pd.DataFrame({"clip_id": ids, "speaker": speakers,
+                             "emotion": rng.choice(["angry", "sad", "happy"], len(ids))})
+    offset = np.array([{"a": 10.0, "b": -5.0, "c": 2.0}.get(s, 0.0) for s in speakers])[:, None]
+    mfcc = ClipArray(np.array(ids), (offset + rng.normal(size=(len(ids), 3))).astype(np.float32))
+    lpcc = ClipArray(np.array(ids), (3 * offset + rng.normal(size=(len(ids), 2))).astype(np.float32))
+    return manifest, mfcc, lpcc
+
+
+def speaker_normalised(manifest: pd.DataFrame, statistics: dict, *streams: ClipArray) -> ClipArray:
+    variant = {"streams": ["mfcc", "lpcc"], "speaker_normalisation": "speaker"}
+    return fuse_feature_streams(manifest, variant, WEIGHTS, "balanced", statistics, {}, *streams)
+
+
+def test_speaker_normalisation_uses_no_label_and_no_other_speaker_s_clips():
+    manifest, mfcc, lpcc = speaker_corpus()
+    fused = speaker_normalised(manifest, SPEAKER_STATISTICS, mfcc, lpcc)
+    a = (manifest["speaker"] == "a").to_numpy()
+    raw = np.hstack([mfcc.values, lpcc.values]).astype(np.float64)[a]
+    np.testing.assert_allclose(fused.values[a], (raw - raw.mean(axis=0)) / raw.std(axis=0), atol=1e-5)
+
+    # Other labels, other speakers' features, another clip order: speaker a's rows are the same.
+    rng = np.random.default_rng(1)
+    shuffled = manifest.assign(emotion=rng.permutation(manifest["emotion"].to_numpy())).iloc[::-1]
+    others = ~a[:, None]
+    changed = [ClipArray(s.clip_ids, np.where(others, rng.normal(size=s.values.shape) * 50, s.values)
+                         .astype(np.float32)) for s in (mfcc, lpcc)]
+    again = speaker_normalised(shuffled, SPEAKER_STATISTICS, *changed)
+    np.testing.assert_array_equal(again.select(fused.clip_ids[a]).values, fused.values[a])
+
+
+def test_clips_of_too_small_or_unknown_speakers_fall_back_to_all_clips_or_given_statistics(caplog):
+    manifest, mfcc, lpcc = speaker_corpus()
+    raw = np.hstack([mfcc.values, lpcc.values]).astype(np.float64)
+    fallback = ((manifest["speaker"] == "c") | manifest["speaker"].isna()).to_numpy()
+    with caplog.at_level("INFO"):
+        fused = speaker_normalised(manifest, {"min_clips": 3}, mfcc, lpcc)
+    assert "2 clips without a speaker or with fewer than 3 clips of theirs fell back" in caplog.text
+    normalisation = fused.metadata["speaker_normalisation"]
+    assert normalisation["clip_counts"] == {"speakers": 2, "normalised": 7, "fallback": 2}
+    np.testing.assert_allclose(normalisation["fallback"]["mean"], raw.mean(axis=0), rtol=1e-6)
+    np.testing.assert_allclose(fused.values[fallback], (raw[fallback] - raw.mean(axis=0)) / raw.std(axis=0),
+                               atol=1e-5)
+
+    # As `emofusion predict` does: the training run's statistics for clips without enough of their speaker.
+    given = {"mean": [1.0] * 5, "std": [2.0] * 5}
+    predicted = speaker_normalised(manifest, {"min_clips": 3, "fallback": given}, mfcc, lpcc)
+    np.testing.assert_allclose(predicted.values[fallback], (raw[fallback] - 1) / 2, atol=1e-5)
+    np.testing.assert_array_equal(predicted.values[~fallback], fused.values[~fallback])
+    assert predicted.metadata["speaker_normalisation"]["fallback"] == given
 
 
 def test_a_stream_missing_a_clip_is_named():
     manifest = pd.DataFrame({"clip_id": ["c1", "c2"]})
     with pytest.raises(KeyError, match="'lpcc' lacks 1 of the 2 clips"):
-        fuse_feature_streams(manifest, ["mfcc", "lpcc"], WEIGHTS, "balanced", {},
+        fuse_feature_streams(manifest, ["mfcc", "lpcc"], WEIGHTS, "balanced", SPEAKER_STATISTICS, {},
                              stream(["c1", "c2"], 2, 0), stream(["c1"], 2, 0))
 
 
@@ -69,12 +128,12 @@ def test_a_stream_made_with_other_settings_than_the_run_asks_for_is_refused():
     run = {"audio": {"sample_rate": 16000, "normalise": "rms"}, "mfcc": {"n_mfcc": 20, "n_mels": 128},
            "block_weights": WEIGHTS}
     with pytest.raises(StaleInputError) as refused:
-        fuse_feature_streams(manifest, ["mfcc"], WEIGHTS, "balanced", run, mfcc)
+        fuse_feature_streams(manifest, ["mfcc"], WEIGHTS, "balanced", SPEAKER_STATISTICS, run, mfcc)
     assert str(refused.value).startswith(
         "mfcc was made with audio.normalise=peak, mfcc.n_mfcc=40; this run asks for audio.normalise=rms, "
         "mfcc.n_mfcc=20. Make it again with this run's settings (the same --params or --env) first: "
         "`kedro run --to-outputs=mfcc`")
-    fused = fuse_feature_streams(manifest, ["mfcc"], WEIGHTS, "balanced", made_with, mfcc)
+    fused = fuse_feature_streams(manifest, ["mfcc"], WEIGHTS, "balanced", SPEAKER_STATISTICS, made_with, mfcc)
     assert fused.metadata["made_with"] == {**made_with, "fusion_variant": ["mfcc"],
                                            "block_scaling": "balanced", "block_weights.mfcc": 1.0}
 
@@ -89,6 +148,7 @@ def test_a_stream_made_with_other_settings_than_the_run_asks_for_is_refused():
     ({"bad": {"fusion": "late", "streams": ["mfcc"]}}, "at least two"),
     ({"bad": {"fusion": "middle", "streams": ["mfcc", "lpcc"]}}, "'middle' is not one of"),
     ({"bad": {"fusion": "late", "streams": ["mfcc", "lpcc"], "weights": [1, 2]}}, r"unknown key\(s\)"),
+    ({"bad": {"streams": ["mfcc"], "speaker_normalisation": "corpus"}}, "'corpus' is not one of"),
 ])
 def test_bad_fusion_variants_are_refused_with_the_reason(variants, message):
     with pytest.raises(FusionConfigError, match=message):
@@ -104,7 +164,8 @@ def test_one_namespaced_pipeline_per_variant_with_its_streams_as_inputs():
         (node,) = fusion.only_nodes_with_namespaces([f"fusion.{variant}"]).nodes
         assert node.name == f"fusion.{variant}.fuse_feature_streams"
         assert node.inputs == ["clip_manifest", f"params:fusion_variants.{variant}", "params:block_weights",
-                               "params:block_scaling", "parameters", *layout["streams"]]
+                               "params:block_scaling", "params:speaker_statistics", "parameters",
+                               *layout["streams"]]
         assert node.outputs == [f"fusion.{variant}.fused_features"]
 
     extra = dict(parameters, fusion_variants={"mfcc_only": ["mfcc"]})

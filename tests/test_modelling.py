@@ -96,6 +96,16 @@ def test_block_scaler_gives_each_block_the_total_variance_of_its_weight():
     assert scaled[:, 4:].var(axis=0).sum() == pytest.approx(4.0, rel=1e-3)
 
 
+def test_block_scaler_standardises_columns_of_every_scale_side_by_side():
+    # As in ComParE: a column around 4e11 beside one around 5e3 and one of unit scale.
+    rng = np.random.default_rng(0)
+    X = np.stack([4e11 + 1e10 * rng.normal(size=300), 5e3 + 1e3 * rng.normal(size=300),
+                  rng.normal(size=300), np.full(300, 7.0)], axis=1).astype(np.float32)
+    scaled = BlockScaler([(0, 4)], [1.0], balanced=False).fit(X).transform(X)
+    np.testing.assert_allclose(scaled[:, :3].std(axis=0), 1.0, rtol=1e-3)
+    assert not scaled[:, 3].any()  # a constant column stays 0
+
+
 def fused(n_per_emotion: int = 30, width: int = 6, seed: int = 0) -> tuple[ClipArray, pd.DataFrame]:
     """Clips whose first column says the emotion, plus noise columns."""
     rng = np.random.default_rng(seed)
@@ -176,7 +186,7 @@ def test_a_model_refuses_fused_features_made_with_other_fusion_or_stream_setting
     made = {"fusion_variant": ["mfcc", "lpcc"], "block_weights": {"mfcc": 1.0, "lpcc": 1.0},
             "block_scaling": "balanced", "mfcc": {"n_mfcc": 40}, "lpcc": {"order": 12}}
     fused_features = fuse_feature_streams(clips, made["fusion_variant"], made["block_weights"],
-                                          made["block_scaling"], made, mfcc, lpcc)
+                                          made["block_scaling"], {"min_clips": 5}, made, mfcc, lpcc)
     assert fused_features.metadata["made_with"] == {
         "mfcc": {"n_mfcc": 40}, "lpcc": {"order": 12}, "fusion_variant": ["mfcc", "lpcc"],
         "block_scaling": "balanced", "block_weights.mfcc": 1.0, "block_weights.lpcc": 1.0}

@@ -4,7 +4,8 @@ The new files go through the project's own pipelines, the same nodes and wiring 
 training features (data_processing from the manifest on, feature_extraction, transfer_features and
 the model's fusion variant), on an in-memory catalog. The features' recorded settings, from the
 audio preprocessing to the CNN, are then compared with those in the model card: a model trained on
-features made differently is refused rather than fed features it has never seen."""
+features made differently is refused rather than fed features it has never seen. A model trained on
+features standardised per speaker needs the speaker of each file, and is refused without it."""
 
 from __future__ import annotations
 
@@ -21,10 +22,11 @@ from kedro.runner import SequentialRunner
 
 from emofusion.clip_array import ClipArray
 from emofusion.pipelines.data_processing.corpora import AUDIO_EXTENSIONS, CLIP_COLUMNS, list_audio
+from emofusion.pipelines.fusion.nodes import variant_layout
 
 # Facts about a run, not settings: they differ between runs that make identical features.
 RUN_FACTS = frozenset({"seconds", "clips_per_second", "fingerprint", "device", "batch_size", "versions",
-                       "offline_fallback"})
+                       "offline_fallback", "clip_counts"})
 # The same settings again, by parameter path, for the checks between pipelines (emofusion.provenance):
 # compared here under their own keys, and absent from model cards written before it.
 RESTATED = frozenset({"made_with"})
@@ -33,6 +35,10 @@ FEATURE_PIPELINES = ("data_processing", "feature_extraction", "transfer_features
 
 class ModelMismatchError(ValueError):
     """A trained model that cannot be applied to features made with the project's settings now."""
+
+
+class SpeakersNeededError(ValueError):
+    """A model trained on features standardised per speaker, asked to predict without speakers."""
 
 
 def audio_files(paths: Sequence[Path]) -> list[Path]:
@@ -50,6 +56,27 @@ def audio_files(paths: Sequence[Path]) -> list[Path]:
         else:
             raise FileNotFoundError(f"{path} does not exist")
     return files
+
+
+def speakers_from_csv(table: Path, files: Sequence[Path]) -> list[str]:
+    """The speaker of each file from a CSV with columns `path` and `speaker` (paths relative to the
+    CSV's folder, as the csv corpus reader reads them)."""
+    rows = pd.read_csv(table, dtype=str)
+    if not {"path", "speaker"} <= set(rows.columns):
+        raise ValueError(f"{table} needs the columns path and speaker; it has {', '.join(rows.columns)}")
+    speaker = {(table.parent / path).resolve(): name for path, name in zip(rows["path"], rows["speaker"],
+                                                                          strict=True)}
+    missing = [str(file) for file in files if pd.isna(speaker.get(file.resolve()))]
+    if missing:
+        raise ValueError(f"{table} gives no speaker for {len(missing)} of the {len(files)} files (first: "
+                         f"{', '.join(missing[:3])})")
+    return [speaker[file.resolve()] for file in files]
+
+
+def needs_speakers(fusion_variants: Mapping[str, Any]) -> set[str]:
+    """The variants whose features are standardised per speaker: their models need the speakers."""
+    return {variant for variant, spec in fusion_variants.items()
+            if spec is not None and variant_layout(variant, spec)["speaker_normalisation"] == "speaker"}
 
 
 def setting_differences(trained: Any, now: Any, where: str = "") -> list[str]:
@@ -76,18 +103,25 @@ def _parameter(parameters: Mapping[str, Any], name: str) -> Any:
 
 
 def fused_features_of(files: Sequence[Path], variant: str, pipelines: Mapping[str, Pipeline],
-                      parameters: Mapping[str, Any]) -> tuple[ClipArray, pd.DataFrame]:
+                      parameters: Mapping[str, Any], speakers: Sequence[str] | None = None,
+                      speaker_fallback: Mapping[str, Any] | None = None) -> tuple[ClipArray, pd.DataFrame]:
     """The fused features of these files for `variant`, and the files rejected (silent,
-    unreadable, too short) with the reason, through the project's pipelines."""
+    unreadable, too short) with the reason, through the project's pipelines. `speakers` (one per
+    file) and the training run's `speaker_fallback` statistics serve variants standardised per
+    speaker."""
     fused_name = f"fusion.{variant}.fused_features"
     steps = sum((pipelines[name] for name in FEATURE_PIPELINES), Pipeline([]))
     steps = steps.from_inputs("corpus_manifest").to_outputs(fused_name, "audio_rejections")
     names = [str(f) for f in files]
-    manifest = pd.DataFrame({"clip_id": names, "corpus": "new", "path": names}).reindex(columns=CLIP_COLUMNS)
+    manifest = pd.DataFrame({"clip_id": names, "corpus": "new", "path": names,
+                             "speaker": speakers}).reindex(columns=CLIP_COLUMNS)
     catalog = DataCatalog({"corpus_manifest": MemoryDataset(manifest),
                            "stored_transfer_features": MemoryDataset(None)})
     for name in steps.inputs() - {"corpus_manifest", "stored_transfer_features"}:
         catalog[name] = _parameter(parameters, name)
+    if speaker_fallback is not None:  # fusion's input: a speaker with too few files as in training
+        catalog["params:speaker_statistics"] = dict(parameters["speaker_statistics"],
+                                                    fallback=speaker_fallback)
     outputs = SequentialRunner().run(steps, catalog)
     rejected = outputs["audio_rejections"].load()
     if fused_name not in outputs:  # every file was rejected: nothing reached fusion
@@ -96,14 +130,25 @@ def fused_features_of(files: Sequence[Path], variant: str, pipelines: Mapping[st
 
 
 def predict_emotions(files: Sequence[Path], variant: str, model: Any, model_card: Mapping[str, Any],
-                     pipelines: Mapping[str, Pipeline], parameters: Mapping[str, Any]
-                     ) -> tuple[pd.DataFrame, pd.DataFrame]:
+                     pipelines: Mapping[str, Pipeline], parameters: Mapping[str, Any],
+                     speakers: Sequence[str] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """One row per readable file: its predicted emotion and the probability of each emotion; and
-    the rejected files with the reason."""
+    the rejected files with the reason. `speakers`, one per file, is needed by a model trained on
+    features standardised per speaker: each file is standardised by the statistics of the files
+    of its speaker, as in training."""
     if list(map(str, model.classes_)) != list(model_card["classes"]):
         raise ModelMismatchError("the model and its model card name different emotions: they come from "
                                  "different runs; run `kedro run --pipeline=modelling` again")
-    fused, rejected = fused_features_of(files, variant, pipelines, parameters)
+    normalisation = model_card["features"].get("speaker_normalisation")
+    if normalisation and speakers is None:
+        raise SpeakersNeededError(
+            f"this {variant} model was trained on features standardised per speaker (speaker_normalisation: "
+            "speaker), so it needs to know who speaks in each file: give --same-speaker when all the files "
+            "are one speaker's, or --speakers FILE.csv with columns path and speaker. Each speaker's files "
+            f"are standardised together; a speaker with fewer than {normalisation['min_clips']} files by the "
+            "statistics of the training clips, which fit their voice less well.")
+    fused, rejected = fused_features_of(files, variant, pipelines, parameters, speakers,
+                                        normalisation["fallback"] if normalisation else None)
     if len(fused.clip_ids) == 0:
         return pd.DataFrame(columns=["file", "emotion"]), rejected
     # Through JSON, as the model card was, so that a tuple and a list of the same values are equal.

@@ -1,7 +1,9 @@
-"""Per-clip features: MFCC and LPCC frame matrices, clip-level statistics, log-mel spectrograms."""
+"""Per-clip features: MFCC and LPCC frame matrices, clip-level statistics, log-mel spectrograms,
+openSMILE functionals."""
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping, Sequence
 from functools import lru_cache
 from typing import Any
@@ -110,3 +112,30 @@ def log_mel_spectrogram(signal: np.ndarray, sample_rate: int, params: Mapping[st
     it: clips are level-normalised already, and a fixed range maps straight onto image pixels."""
     return librosa.power_to_db(mel_power(signal, sample_rate, params), ref=np.max,
                                top_db=params["top_db"])
+
+
+@lru_cache(maxsize=4)
+def _smile(feature_set: str) -> Any:
+    """One openSMILE extractor per feature set and process: building one parses its configuration
+    (about 0.2 s), and opensmile is imported only by runs that use it."""
+    import opensmile
+
+    if feature_set not in opensmile.FeatureSet.__members__:
+        raise ValueError(f"unknown openSMILE feature set '{feature_set}'; choose from "
+                         f"{', '.join(opensmile.FeatureSet.__members__)}")
+    return opensmile.Smile(feature_set=opensmile.FeatureSet[feature_set],
+                           feature_level=opensmile.FeatureLevel.Functionals)
+
+
+def opensmile_feature_names(feature_set: str) -> list[str]:
+    """The names of the set's functionals, in the order of `opensmile_functionals`."""
+    return list(_smile(feature_set).feature_names)
+
+
+def opensmile_functionals(signal: np.ndarray, sample_rate: int, feature_set: str) -> np.ndarray:
+    """openSMILE's functionals of the whole clip (e.g. eGeMAPSv02: 88 values): its low-level
+    descriptors (pitch, loudness, jitter, formants, spectral slopes...) summarised over the clip."""
+    with warnings.catch_warnings():
+        # A clip too short for its windows gets NaN, which extract_opensmile_functionals reports.
+        warnings.filterwarnings("ignore", message="Segment too short")
+        return _smile(feature_set).process_signal(signal, sample_rate).to_numpy()[0]

@@ -1,8 +1,10 @@
-"""feature_extraction nodes: preprocessed audio -> MFCC, LPCC and log-mel spectrogram arrays."""
+"""feature_extraction nodes: preprocessed audio -> MFCC, LPCC, openSMILE functionals and log-mel
+spectrogram arrays."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from importlib.metadata import version
 from typing import Any
 
 import numpy as np
@@ -10,7 +12,14 @@ import numpy as np
 from emofusion.clip_array import ClipArray
 from emofusion.parallel import imap_chunks
 
-from .features import clip_statistics, log_mel_spectrogram, lpcc_frames, mfcc_frames
+from .features import (
+    clip_statistics,
+    log_mel_spectrogram,
+    lpcc_frames,
+    mfcc_frames,
+    opensmile_feature_names,
+    opensmile_functionals,
+)
 
 
 def _audio_settings(audio: ClipArray) -> dict[str, Any]:
@@ -55,6 +64,33 @@ def extract_lpcc(preprocessed_audio: ClipArray, lpcc: Mapping[str, Any], n_jobs:
     """Clip-level statistics of per-frame LPCCs: (clips, n_ceps x statistics)."""
     return _per_clip_statistics(preprocessed_audio, lpcc_frames, "lpcc", lpcc["n_ceps"], lpcc,
                                 n_jobs)
+
+
+def _functionals(chunk: np.ndarray, sample_rate: int, feature_set: str) -> list[np.ndarray]:
+    return [opensmile_functionals(np.asarray(signal), sample_rate, feature_set) for signal in chunk]
+
+
+def extract_opensmile_functionals(preprocessed_audio: ClipArray, settings: Mapping[str, Any], n_jobs: int
+                                  ) -> ClipArray:
+    """(clips, functionals) of an openSMILE feature set (`settings["feature_set"]`, e.g. eGeMAPSv02
+    or ComParE_2016), one row per clip, computed from the preprocessed audio so that they describe
+    the same clips, at the same rate and level, as every other stream."""
+    feature_set = settings["feature_set"]
+    columns = opensmile_feature_names(feature_set)  # also checks the name before workers start
+    rows = imap_chunks(_functionals, preprocessed_audio.values, n_jobs=n_jobs,
+                       description=f"openSMILE {feature_set}", isolated=True,
+                       sample_rate=preprocessed_audio.metadata["sample_rate"], feature_set=feature_set)
+    values = np.stack(list(rows)).astype(np.float32)
+    bad = ~np.isfinite(values).all(axis=1)
+    if bad.any():  # openSMILE fills a clip too short for its windows with NaN
+        raise ValueError(f"openSMILE {feature_set} gave non-finite values for {bad.sum()} clips (first: "
+                         f"{preprocessed_audio.clip_ids[bad][:3].tolist()}): clips of "
+                         f"{preprocessed_audio.metadata.get('duration_s')} s are too short for it; "
+                         "raise audio.duration_s")
+    return ClipArray(preprocessed_audio.clip_ids, values, {
+        "feature": feature_set, "feature_level": "functionals", "columns": columns,
+        "parameters": dict(settings), "audio": _audio_settings(preprocessed_audio),
+        "versions": {"opensmile": version("opensmile")}})
 
 
 def _spectrograms(chunk: np.ndarray, sample_rate: int, params: Mapping[str, Any]

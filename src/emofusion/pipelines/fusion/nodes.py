@@ -1,13 +1,15 @@
 """Feature streams joined by clip id into one matrix per fusion variant.
 
-Fusion only aligns and concatenates. Scaling each block is learned from the training split, so it
+Fusion aligns and concatenates. Scaling each block is learned from the training split, so it
 belongs to the fitted model (modelling's `BlockScaler`): the block boundaries and their weights
-travel in the fused array's metadata."""
+travel in the fused array's metadata. The one transformation made here is the optional per-speaker
+standardisation, which needs the clips' speakers, which a fitted model (rows of features) never
+sees, and uses no label."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -27,24 +29,30 @@ class FusionConfigError(ValueError):
 
 FUSION_KINDS = ("early", "late")
 BLOCK_SCALINGS = ("balanced", "standard")
+SPEAKER_NORMALISATIONS = ("none", "speaker")
 
 
 def variant_layout(variant: str, spec: Any) -> dict[str, Any]:
-    """A variant's fusion kind, its groups of streams and all its streams, from either YAML form:
-    a list of streams (early fusion: one model on the streams side by side) or a mapping
-    `{fusion: late, streams: [[mfcc, lpcc], transfer_features]}` (late fusion: one model per item,
-    an item being a stream or a list of streams, their class probabilities combined)."""
+    """A variant's fusion kind, its groups of streams, all its streams and its speaker
+    normalisation, from either YAML form: a list of streams (early fusion: one model on the streams
+    side by side) or a mapping `{fusion: late, streams: [[mfcc, lpcc], transfer_features]}` (late
+    fusion: one model per item, an item being a stream or a list of streams, their class
+    probabilities combined), which may also say `speaker_normalisation: speaker`."""
     if isinstance(spec, Mapping):
-        unknown = sorted(set(spec) - {"fusion", "streams"})
+        unknown = sorted(set(spec) - {"fusion", "streams", "speaker_normalisation"})
         if unknown:
             raise FusionConfigError(f"fusion variant '{variant}' has unknown key(s) {unknown}; it takes "
-                                    "`fusion` (early or late) and `streams`")
+                                    "`fusion` (early or late), `streams` and `speaker_normalisation`")
         kind, items = spec.get("fusion", "early"), spec.get("streams")
+        normalisation = spec.get("speaker_normalisation", "none")
     else:
-        kind, items = "early", spec
+        kind, items, normalisation = "early", spec, "none"
     if kind not in FUSION_KINDS:
         raise FusionConfigError(f"fusion variant '{variant}': fusion '{kind}' is not one of: "
                                 f"{', '.join(FUSION_KINDS)}")
+    if normalisation not in SPEAKER_NORMALISATIONS:
+        raise FusionConfigError(f"fusion variant '{variant}': speaker_normalisation '{normalisation}' is "
+                                f"not one of: {', '.join(SPEAKER_NORMALISATIONS)}")
     if isinstance(items, str) or not isinstance(items, Sequence) or not items:
         raise FusionConfigError(
             f"fusion variant '{variant}' must be a non-empty list of streams, e.g. [mfcc, "
@@ -56,7 +64,8 @@ def variant_layout(variant: str, spec: Any) -> dict[str, Any]:
         if len(groups) < 2 or not all(groups):
             raise FusionConfigError(f"late fusion variant '{variant}' needs at least two non-empty items "
                                     "in `streams`, one model each")
-    return {"fusion": kind, "groups": groups, "streams": [s for group in groups for s in group]}
+    return {"fusion": kind, "groups": groups, "streams": [s for group in groups for s in group],
+            "speaker_normalisation": normalisation}
 
 
 def validated_fusion_variants(fusion_variants: Mapping[str, Any],
@@ -91,16 +100,73 @@ def validated_fusion_variants(fusion_variants: Mapping[str, Any],
     return variants
 
 
+def _chunks(values: np.ndarray) -> Iterator[np.ndarray]:
+    for start in range(0, len(values), ROWS_PER_COPY):
+        yield np.asarray(values[start:start + ROWS_PER_COPY], dtype=np.float64)
+
+
+def column_statistics(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each column's mean and standard deviation in float64, over chunks of rows (a wide float32
+    matrix is never copied whole). A constant column gets 1, so it standardises to 0, not NaN."""
+    mean = sum(chunk.sum(axis=0) for chunk in _chunks(values)) / len(values)
+    std = np.sqrt(sum(np.square(chunk - mean).sum(axis=0) for chunk in _chunks(values)) / len(values))
+    std[std <= 1e-6 * np.abs(mean)] = 1.0
+    return mean, std
+
+
+def _standardise_rows(values: np.ndarray, rows: np.ndarray, mean: np.ndarray, std: np.ndarray) -> None:
+    for first in range(0, len(rows), ROWS_PER_COPY):
+        chunk = rows[first:first + ROWS_PER_COPY]
+        values[chunk] = ((values[chunk] - mean) / std).astype(values.dtype)
+
+
+def standardise_by_speaker(values: np.ndarray, speakers: Sequence[Any], min_clips: int,
+                           fallback: Mapping[str, Sequence[float]] | None = None
+                           ) -> tuple[dict[str, list[float]], dict[str, int]]:
+    """Standardise `values` in place, column by column: each row by the mean and standard deviation
+    of its own speaker's rows. That removes what is constant in a voice (its pitch range, timbre,
+    recording level) and keeps how each clip departs from it. A row depends on its speaker's rows
+    only, never on a label or another speaker's clips.
+
+    Rows without a speaker, or whose speaker has fewer than `min_clips` rows (too few for stable
+    statistics), are standardised by `fallback` ({"mean": [...], "std": [...]} per column), by
+    default the statistics of all rows. Returns the fallback statistics used and the counts."""
+    if min_clips < 2:
+        raise FusionConfigError(f"speaker_statistics.min_clips must be at least 2, got {min_clips}")
+    speakers = pd.Series(list(speakers), dtype=object)
+    own = (speakers.map(speakers.value_counts()) >= min_clips).to_numpy()
+    if fallback is None:
+        mean, std = column_statistics(values)
+        fallback = {"mean": mean.tolist(), "std": std.tolist()}
+    mean, std = np.asarray(fallback["mean"]), np.asarray(fallback["std"])
+    if mean.shape != (values.shape[1],) or std.shape != mean.shape:
+        raise ValueError(f"the fallback statistics have {mean.size} columns for {values.shape[1]} features: "
+                         "they come from features made with other settings")
+    own_speakers = speakers[own].unique()
+    for speaker in own_speakers:
+        rows = np.flatnonzero((speakers == speaker).to_numpy())
+        _standardise_rows(values, rows, *column_statistics(values[rows]))
+    _standardise_rows(values, np.flatnonzero(~own), mean, std)
+    return dict(fallback), {"speakers": len(own_speakers), "normalised": int(own.sum()),
+                            "fallback": int((~own).sum())}
+
+
 def fuse_feature_streams(clip_manifest: pd.DataFrame, fusion_variant: Any, block_weights: Mapping[str, float],
-                         block_scaling: str, parameters: Mapping[str, Any], *arrays: ClipArray) -> ClipArray:
-    """One row per clip of the manifest, the streams' columns side by side.
+                         block_scaling: str, speaker_statistics: Mapping[str, Any],
+                         parameters: Mapping[str, Any], *arrays: ClipArray) -> ClipArray:
+    """One row per clip of the manifest, the streams' columns side by side, standardised per
+    speaker if the variant says `speaker_normalisation: speaker` (see `standardise_by_speaker`;
+    `speaker_statistics` gives `min_clips` and, from `emofusion predict`, the training run's
+    `fallback` statistics, so that a clip without enough clips of its speaker is treated as in
+    training).
 
     Rows are matched by clip id, never by position: a stream that lacks a clip is an error that
     names the stream, not a silent shift. A stream made with other settings than the run's
     `parameters` is refused (a stored stream is not remade when its pipeline is not part of the
     run). The metadata carries what the model needs to treat the blocks: each block's columns and
-    weight, how blocks are scaled and, for late fusion, which streams share a model; and `made_with`,
-    the streams' settings and this node's, which modelling checks in turn."""
+    weight, how blocks are scaled and, for late fusion, which streams share a model; how the rows
+    were normalised, with the fallback statistics; and `made_with`, the streams' settings and this
+    node's, which modelling checks in turn."""
     if block_scaling not in BLOCK_SCALINGS:
         raise FusionConfigError(f"block_scaling '{block_scaling}' is not one of: {', '.join(BLOCK_SCALINGS)}")
     layout = variant_layout("", fusion_variant)
@@ -138,7 +204,19 @@ def fuse_feature_streams(clip_manifest: pd.DataFrame, fusion_variant: Any, block
         start = stop
     logger.info("Fused %s for %d clips: %s", " + ".join(streams), len(clip_ids),
                 ", ".join(f"{b['stream']} {b['stop'] - b['start']}" for b in blocks))
+    normalisation = None
+    if layout["speaker_normalisation"] == "speaker":
+        min_clips = int(speaker_statistics["min_clips"])
+        given = speaker_statistics.get("fallback")
+        fallback, counts = standardise_by_speaker(fused, clip_manifest["speaker"], min_clips, given)
+        logger.info("Standardised %d clips by the statistics of their own speaker (%d speakers); %d clips "
+                    "without a speaker or with fewer than %d clips of theirs fell back to the statistics "
+                    "of %s",
+                    counts["normalised"], counts["speakers"], counts["fallback"], min_clips,
+                    "the training run's clips" if given is not None else f"all {len(clip_ids)} clips")
+        normalisation = {"by": "speaker", "min_clips": min_clips, "fallback": fallback, "clip_counts": counts}
+        made_with["speaker_statistics.min_clips"] = min_clips
     return ClipArray(clip_ids, fused, {"feature": "fused_features", "streams": list(streams),
                                        "fusion": layout["fusion"], "groups": layout["groups"],
                                        "block_scaling": block_scaling, "blocks": blocks,
-                                       "made_with": made_with})
+                                       "speaker_normalisation": normalisation, "made_with": made_with})

@@ -9,7 +9,7 @@ def fusion_template(streams: list[str]) -> Pipeline:
     return Pipeline([node(
         fuse_feature_streams,
         inputs=["clip_manifest", "params:fusion_variant", "params:block_weights", "params:block_scaling",
-                "parameters", *streams],
+                "params:speaker_statistics", "parameters", *streams],
         outputs="fused_features", name="fuse_feature_streams")])
 
 
@@ -22,5 +22,6 @@ def create_pipeline(**kwargs) -> Pipeline:
                          inputs={"clip_manifest", *layout["streams"]},
                          parameters={"params:fusion_variant": f"params:fusion_variants.{variant}",
                                      "params:block_weights": "params:block_weights",
-                                     "params:block_scaling": "params:block_scaling"})
+                                     "params:block_scaling": "params:block_scaling",
+                                     "params:speaker_statistics": "params:speaker_statistics"})
                 for variant, layout in variants.items()), Pipeline([]))

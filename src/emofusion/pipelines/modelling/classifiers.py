@@ -54,15 +54,17 @@ class BlockScaler(TransformerMixin, BaseEstimator):
 
     def fit(self, X: np.ndarray, y: Any = None) -> BlockScaler:
         width = X.shape[1]
-        total = np.zeros(width)
-        squares = np.zeros(width)
-        for start in range(0, len(X), ROWS_PER_CHUNK):
-            chunk = np.asarray(X[start:start + ROWS_PER_CHUNK], dtype=np.float64)
-            total += chunk.sum(axis=0)
-            squares += np.square(chunk).sum(axis=0)
-        mean = total / len(X)
-        std = np.sqrt(np.maximum(squares / len(X) - mean**2, 0.0))
-        std[std < 1e-8 * max(1.0, float(np.abs(mean).max(initial=0.0)))] = 1.0  # constant columns stay 0
+
+        def chunks() -> Any:
+            for start in range(0, len(X), ROWS_PER_CHUNK):
+                yield np.asarray(X[start:start + ROWS_PER_CHUNK], dtype=np.float64)
+
+        # Two passes, and "constant" judged column by column: ComParE has columns around 1e11 beside
+        # columns of unit scale, whose variance a sum of squares would lose, or a shared threshold
+        # would call constant.
+        mean = sum(chunk.sum(axis=0) for chunk in chunks()) / len(X)
+        std = np.sqrt(sum(np.square(chunk - mean).sum(axis=0) for chunk in chunks()) / len(X))
+        std[std < 1e-8 * np.maximum(1.0, np.abs(mean))] = 1.0  # constant columns stay 0
         factor = np.ones(width)
         for (start, stop), weight in zip(self.blocks or [(0, width)], self.weights or [1.0], strict=True):
             factor[start:stop] = weight / np.sqrt(stop - start) if self.balanced else weight
