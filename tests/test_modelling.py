@@ -347,6 +347,30 @@ def test_each_fused_model_is_compared_with_the_best_of_its_subsets_on_the_same_c
     assert compared.loc[("mfcc_lpcc", "dnn")][["reference", "uar_gain", "clips_gained"]].isna().all()
 
 
+def test_a_speaker_normalised_variant_is_compared_with_the_same_streams_as_they_are():
+    variants = dict(VARIANTS, mfcc_spk={"streams": ["mfcc"], "speaker_normalisation": "speaker"},
+                    mfcc_lpcc_spk={"streams": ["mfcc", "lpcc"], "speaker_normalisation": "speaker"})
+    predictions = dict(PREDICTIONS, mfcc_spk__svm=predictions_right_on(range(75)),
+                       mfcc_lpcc_spk__svm=predictions_right_on(range(72)))
+    uar = dict(UAR, mfcc_spk__svm=0.75, mfcc_lpcc_spk__svm=0.72)
+    summary = pd.DataFrame([{"variant": key.split("__")[0], "classifier": key.split("__")[1],
+                             "unweighted_average_recall": value} for key, value in uar.items()])
+    compared = compare_with_references(summary, predictions, variants).set_index(["variant", "classifier"])
+    spk = compared.loc[("mfcc_spk", "svm")]
+    assert spk["speaker_normalisation"] == "speaker"
+    assert spk["without_speaker_normalisation"] == "mfcc"
+    assert spk["speaker_normalisation_gain"] == pytest.approx(0.15)
+    assert spk["speaker_normalisation_mcnemar_p"] == pytest.approx(binomtest(15, 15).pvalue)
+    # one lever at a time: a normalised fusion's reference is the best normalised subset, not mfcc_lpcc
+    fused = compared.loc[("mfcc_lpcc_spk", "svm")]
+    assert fused["reference"] == "mfcc_spk" and fused["uar_gain"] == pytest.approx(-0.03)
+    assert fused["without_speaker_normalisation"] == "mfcc_lpcc"
+    # the CNN stream is judged against the best classical model, normalised or not
+    assert compared.loc[("ir", "svm"), "without_cnn"] == "mfcc_lpcc"
+    assert compared.loc[("mfcc", "svm"), "speaker_normalisation"] == "none"
+    assert pd.isna(compared.loc[("mfcc", "svm"), "without_speaker_normalisation"])
+
+
 def test_the_summary_compares_models_from_their_predictions(caplog):
     def scores(uar: float, streams: list[str]) -> dict:
         # As the split recorded it: this node has no split parameter to read.

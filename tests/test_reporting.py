@@ -49,7 +49,10 @@ SUMMARY = pd.DataFrame({
     "reference": ["ir", "ir", None, None], "reference_uar": [0.45, 0.41, np.nan, np.nan],
     "uar_gain": [0.33, 0.28, np.nan, np.nan], "mcnemar_p": [0.0004, 0.0213, np.nan, np.nan],
     "clips_gained": [15, 12, None, None], "clips_lost": [2, 1, None, None],
-    "without_cnn": None, "without_cnn_uar": np.nan, "cnn_gain": np.nan, "cnn_mcnemar_p": np.nan})
+    "without_cnn": None, "without_cnn_uar": np.nan, "cnn_gain": np.nan, "cnn_mcnemar_p": np.nan,
+    "speaker_normalisation": "none", "without_speaker_normalisation": None,
+    "without_speaker_normalisation_uar": np.nan, "speaker_normalisation_gain": np.nan,
+    "speaker_normalisation_mcnemar_p": np.nan})
 VARIANTS = {"ir": ["transfer_features"], "mfcc_ir": ["mfcc", "transfer_features"]}
 
 
@@ -88,7 +91,7 @@ def test_per_class_f1_puts_the_best_model_first_with_each_emotions_f1():
     assert np.allclose(heatmap.z[1], [POOR["per_class"][e]["f1"] for e in heatmap.x])
 
 
-def report(rejected: pd.DataFrame | None = None) -> str:
+def report(rejected: pd.DataFrame | None = None, summary: pd.DataFrame = SUMMARY) -> str:
     clips = pd.DataFrame({"clip_id": [f"c{i}" for i in range(40)], "corpus": ["demo"] * 30 + ["mine"] * 10,
                           "emotion": ["angry", "calm", "sad", "sad"] * 10,
                           "speaker": [f"s{i % 4}" for i in range(40)]})
@@ -97,7 +100,7 @@ def report(rejected: pd.DataFrame | None = None) -> str:
     if rejected is None:
         rejected = pd.DataFrame({"clip_id": ["mine/broken.wav"], "corpus": ["mine"], "stage": ["audio"],
                                  "reason": ["unreadable: <not audio>"], "path": ["x"]})
-    summary = pd.read_csv(io.StringIO(SUMMARY.to_csv(index=False)))  # as the catalog loads it
+    summary = pd.read_csv(io.StringIO(summary.to_csv(index=False)))  # as the catalog loads it
     return html_report(summary, model_comparison_figure(summary), per_class_f1_figure(ir__svm=POOR),
                        clips, rejected, split, {"split.strategy": "random", "split.test_size": 0.25,
                                                 "split.validation_size": 0.25, "random_seed": 42},
@@ -128,6 +131,20 @@ def test_the_report_says_first_whether_each_stream_helps():
     cells = re.findall(r"<td>(.*?)</td>", rows[0][1])
     assert cells == ["0.780", "ir · svm", "0.450", "+33.0", "15 / 2", "&lt; 0.001"]
     assert "<li>svm: every model uses the CNN stream" in section
+
+
+def test_the_report_shows_what_per_speaker_normalisation_is_worth_when_the_run_has_it():
+    assert "Does per-speaker normalisation help?" not in report()
+    summary = SUMMARY.copy()
+    comparison = ["speaker_normalisation", "without_speaker_normalisation", "without_speaker_normalisation_uar",
+                  "speaker_normalisation_gain", "speaker_normalisation_mcnemar_p"]
+    summary.loc[0, comparison] = ["speaker", "mfcc_ir_plain", 0.7, 0.08, 0.02]
+    page = report(summary=summary)
+    section = page[page.index("Does per-speaker normalisation help?"):page.index("Scores on the")]
+    rows = re.findall(r"<tr>\s*<td>(.*?)</td>(.*?)</tr>", section, flags=re.S)
+    assert [model for model, _ in rows] == ["mfcc_ir · svm"]
+    cells = re.findall(r"<td>(.*?)</td>", rows[0][1])
+    assert cells == ["0.780", "mfcc_ir_plain · svm", "0.700", "+8.0", "0.020"]
 
 
 def summary_of(rows: list[tuple[str, str, float, str | None, float, float]]) -> pd.DataFrame:

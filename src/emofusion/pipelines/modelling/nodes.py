@@ -260,6 +260,11 @@ def variant_streams(variant: Sequence[Any] | Mapping[str, Any]) -> frozenset[str
     return frozenset(stream for item in items for stream in ([item] if isinstance(item, str) else item))
 
 
+def variant_normalisation(variant: Sequence[Any] | Mapping[str, Any]) -> str:
+    """`speaker` for a variant standardised per speaker, else `none`."""
+    return variant.get("speaker_normalisation", "none") if isinstance(variant, Mapping) else "none"
+
+
 def mcnemar_test(predictions: pd.DataFrame, reference: pd.DataFrame) -> tuple[float, int, int]:
     """Exact McNemar test of two models on the same test clips, matched on (fold, clip_id): only
     the clips that one model got right and the other wrong say which is better, and under "no
@@ -282,16 +287,21 @@ def mcnemar_test(predictions: pd.DataFrame, reference: pd.DataFrame) -> tuple[fl
 
 def compare_with_references(summary: pd.DataFrame, test_predictions: Mapping[str, pd.DataFrame],
                             fusion_variants: Mapping[str, Any]) -> pd.DataFrame:
-    """`summary` with two comparisons per model, against models of the same classifier on the same
-    test clips, so that each fused stream has to earn its place.
+    """`summary` with three comparisons per model, against models of the same classifier on the same
+    test clips, so that each fused stream, and each lever, has to earn its place.
 
     - Its reference (`reference`, `reference_uar`, `uar_gain`, `mcnemar_p`, `clips_gained`,
       `clips_lost`), for a variant of two or more streams: the best (by unweighted average recall)
-      of the variants whose streams are a strict subset of its own, single streams included. Empty
-      for single-stream variants and for variants none of whose subsets was trained.
+      of the variants whose streams are a strict subset of its own, single streams included, and
+      normalised as it is (per speaker or not), so that one lever is judged at a time. Empty for
+      single-stream variants and for variants none of whose subsets was trained.
     - Without the CNN (`without_cnn`, `without_cnn_uar`, `cnn_gain`, `cnn_mcnemar_p`), for a model
-      that uses the `transfer_features` stream: the best variant without it. It may be the
-      reference too; it is what answers "does the CNN stream help?".
+      that uses the `transfer_features` stream: the best variant without it, normalised or not:
+      the best classical model of the run. It may be the reference too; it is what answers "does
+      the CNN stream help?".
+    - Without speaker normalisation (`without_speaker_normalisation`, `..._uar`,
+      `speaker_normalisation_gain`, `speaker_normalisation_mcnemar_p`), for a variant standardised
+      per speaker: the best variant of the same streams as they are.
 
     Gains are this model's UAR minus the other's; `clips_gained` / `clips_lost` are the test clips
     only this model / only the reference got right. Ties in UAR go to fewer streams, then to the
@@ -312,20 +322,31 @@ def compare_with_references(summary: pd.DataFrame, test_predictions: Mapping[str
                 "gain": uar[(variant, classifier)] - uar[(best, classifier)], "p": p,
                 "won": won, "lost": lost}
 
+    normalisation = {variant: variant_normalisation(fusion_variants[variant]) for variant in streams}
     classical = [other for other in streams if CNN_STREAM not in streams[other]]
     rows = []
     for variant, classifier in zip(summary["variant"], summary["classifier"], strict=True):
         own = streams[variant]
         reference = against(variant, classifier,
-                            [other for other in streams if streams[other] < own] if len(own) >= 2 else [])
+                            [other for other in streams if streams[other] < own
+                             and normalisation[other] == normalisation[variant]] if len(own) >= 2 else [])
         without = against(variant, classifier, classical if CNN_STREAM in own else [])
-        rows.append({"reference": reference.get("variant"), "reference_uar": reference.get("uar", np.nan),
+        as_they_are = against(variant, classifier, [
+            other for other in streams if streams[other] == own and normalisation[other] == "none"]
+            if normalisation[variant] == "speaker" else [])
+        rows.append({"speaker_normalisation": normalisation[variant],
+                     "reference": reference.get("variant"), "reference_uar": reference.get("uar", np.nan),
                      "uar_gain": reference.get("gain", np.nan), "mcnemar_p": reference.get("p", np.nan),
                      "clips_gained": reference.get("won"), "clips_lost": reference.get("lost"),
                      "without_cnn": without.get("variant"), "without_cnn_uar": without.get("uar", np.nan),
-                     "cnn_gain": without.get("gain", np.nan), "cnn_mcnemar_p": without.get("p", np.nan)})
+                     "cnn_gain": without.get("gain", np.nan), "cnn_mcnemar_p": without.get("p", np.nan),
+                     "without_speaker_normalisation": as_they_are.get("variant"),
+                     "without_speaker_normalisation_uar": as_they_are.get("uar", np.nan),
+                     "speaker_normalisation_gain": as_they_are.get("gain", np.nan),
+                     "speaker_normalisation_mcnemar_p": as_they_are.get("p", np.nan)})
     compared = pd.DataFrame(rows, index=summary.index).astype(
-        {"reference": object, "without_cnn": object, "clips_gained": "Int64", "clips_lost": "Int64"})
+        {"reference": object, "without_cnn": object, "without_speaker_normalisation": object,
+         "clips_gained": "Int64", "clips_lost": "Int64"})
     return summary.join(compared)
 
 

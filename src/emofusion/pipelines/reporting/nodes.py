@@ -137,25 +137,47 @@ def _why_the_cnn_may_not_help(model: pd.Series) -> str:
     return "".join(reasons)
 
 
+def _gains(models: pd.DataFrame, other: str, other_uar: str, gain: str, p: str) -> pd.DataFrame:
+    """Each model's UAR against another model's, from the summary's comparison columns."""
+    return pd.DataFrame({
+        "model": models["variant"] + " · " + models["classifier"],
+        "UAR": models["unweighted_average_recall"],
+        "compared with": models[other] + " · " + models["classifier"],
+        "its UAR": models[other_uar],
+        "gain (points)": [f"{100 * value:+.1f}" for value in models[gain]],
+        "McNemar p": [_p_value(value) for value in models[p]],
+    })
+
+
 def _stream_gains(model_summary: pd.DataFrame) -> str:
     """Each fused model against its reference, or a line saying there is none."""
     fused = model_summary[model_summary["reference"].notna()]
     if fused.empty:
         return "<p>No model fuses streams whose subsets were also trained: nothing to compare.</p>"
-    table = pd.DataFrame({
-        "model": fused["variant"] + " · " + fused["classifier"],
-        "UAR": fused["unweighted_average_recall"],
-        "reference": fused["reference"] + " · " + fused["classifier"],
-        "reference UAR": fused["reference_uar"],
-        "gain (points)": [f"{100 * gain:+.1f}" for gain in fused["uar_gain"]],
-        "clips gained / lost": [f"{won:.0f} / {lost:.0f}" for won, lost
-                                in zip(fused["clips_gained"], fused["clips_lost"], strict=True)],
-        "McNemar p": [_p_value(p) for p in fused["mcnemar_p"]],
-    })
+    table = _gains(fused, "reference", "reference_uar", "uar_gain", "mcnemar_p")
+    table.insert(5, "clips gained / lost", [f"{won:.0f} / {lost:.0f}" for won, lost
+                                            in zip(fused["clips_gained"], fused["clips_lost"], strict=True)])
     return f"""<p>Each model that fuses two or more streams against its reference: the best model of the
-same classifier built from a strict subset of its streams (single streams included), on the same
-test clips. Gain: the difference in unweighted average recall (UAR). Clips gained / lost: test clips
-only this model / only the reference got right; McNemar p: exact two-sided test on those clips.</p>
+same classifier built from a strict subset of its streams (single streams included, normalised alike),
+on the same test clips. Gain: the difference in unweighted average recall (UAR). Clips gained / lost:
+test clips only this model / only the reference got right; McNemar p: exact two-sided test on those
+clips.</p>
+{_table(table)}"""
+
+
+def _speaker_normalisation_gains(model_summary: pd.DataFrame) -> str:
+    """Each model standardised per speaker against the same streams as they are, if any."""
+    normalised = model_summary[model_summary["without_speaker_normalisation"].notna()]
+    if normalised.empty:
+        return ""
+    table = _gains(normalised, "without_speaker_normalisation", "without_speaker_normalisation_uar",
+                   "speaker_normalisation_gain", "speaker_normalisation_mcnemar_p")
+    return f"""<h2>Does per-speaker normalisation help?</h2>
+<p>Each model whose features were standardised per speaker (each clip by the statistics of its own
+speaker's clips, a test speaker's from that speaker's unlabelled clips) against the same classifier
+on the same streams as they are, on the same test clips. With a random split the test speakers are
+also training speakers, and a voice is itself a cue that normalisation removes; the speaker-independent
+split shows what it is worth for new speakers.</p>
 {_table(table)}"""
 
 
@@ -226,6 +248,7 @@ CNN features: <b>{escape(backbone)}</b>.</p>
 <h2>Does each stream help?</h2>
 <ul>{verdicts}</ul>
 {_stream_gains(model_summary)}
+{_speaker_normalisation_gains(model_summary)}
 <h2>Scores on the test clips</h2>{_table(scores)}
 {_figure(model_comparison)}
 <h2>F1 per emotion</h2>{_figure(per_class_f1)}
