@@ -136,8 +136,9 @@ def test_the_report_says_first_whether_each_stream_helps():
 def test_the_report_shows_what_per_speaker_normalisation_is_worth_when_the_run_has_it():
     assert "Does per-speaker normalisation help?" not in report()
     summary = SUMMARY.copy()
-    comparison = ["speaker_normalisation", "without_speaker_normalisation", "without_speaker_normalisation_uar",
-                  "speaker_normalisation_gain", "speaker_normalisation_mcnemar_p"]
+    comparison = ["speaker_normalisation", "without_speaker_normalisation",
+                  "without_speaker_normalisation_uar", "speaker_normalisation_gain",
+                  "speaker_normalisation_mcnemar_p"]
     summary.loc[0, comparison] = ["speaker", "mfcc_ir_plain", 0.7, 0.08, 0.02]
     page = report(summary=summary)
     section = page[page.index("Does per-speaker normalisation help?"):page.index("Scores on the")]
