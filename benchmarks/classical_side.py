@@ -110,6 +110,8 @@ def clips_needed(project: Path, variant: str, parameters: dict) -> list[dict]:
 
 def cell(scores: pd.DataFrame, project: Path, split: str, name: str, classifier: str) -> str:
     """`UAR` for a plain variant; `UAR (gain in points, McNemar p)` for its per-speaker twin."""
+    if (split, name, classifier) not in scores.index:
+        return "not run | not run"
     plain = scores.loc[(split, name, classifier), "unweighted_average_recall"]
     spk = scores.loc[(split, f"{name}_spk", classifier), "unweighted_average_recall"]
     p, _, _ = mcnemar_test(predictions(project / split, f"{name}_spk", classifier),
@@ -120,7 +122,9 @@ def cell(scores: pd.DataFrame, project: Path, split: str, name: str, classifier:
 def section(results: dict, args: argparse.Namespace) -> str:
     scores = pd.DataFrame(results["models"]).set_index(["split", "variant", "classifier"])
     projects = Path(args.workdir_used)
-    widths = {name: int(scores.xs(name, level="variant")["width"].iloc[0]) for name in args.sets}
+    names = list(dict.fromkeys(scores.index.get_level_values("variant").str.removesuffix("_spk")))
+    widths = {name: int(scores.xs(name, level="variant")["width"].iloc[0]) for name in names}
+    strategies = [split for split in SPLITS if split in results]
     extraction = results["features"]["node_s"]
     lines = ["## The classical side: per-speaker normalisation and openSMILE streams", "",
              "Written by", "", "```bash",
@@ -138,11 +142,11 @@ def section(results: dict, args: argparse.Namespace) -> str:
     for classifier in args.classifiers:
         lines += [f"### {classifier.upper()}", "",
                   "| streams | width | " + " | ".join(f"{SPLITS[split]} | {SPLITS[split]}, per speaker"
-                                                     for split in args.strategies) + " |",
-                  "| --- | --- |" + " --- | --- |" * len(args.strategies)]
+                                                     for split in strategies) + " |",
+                  "| --- | --- |" + " --- | --- |" * len(strategies)]
         lines += [f"| {name} | {widths[name]:,} | "
-                  + " | ".join(cell(scores, projects, split, name, classifier) for split in args.strategies)
-                  + " |" for name in args.sets]
+                  + " | ".join(cell(scores, projects, split, name, classifier) for split in strategies)
+                  + " |" for name in names]
         lines.append("")
     lines += ["Per-speaker statistics use no label and no other speaker's clips. For a test speaker they "
               "come from that speaker's own unlabelled test clips: the model never sees a test speaker's "
@@ -166,14 +170,15 @@ def section(results: dict, args: argparse.Namespace) -> str:
                   "A speaker's own statistics never beat those of all clips here.", ""]
     opensmile = {node.removeprefix("extract_"): seconds for node, seconds in extraction.items()
                  if node in ("extract_egemaps", "extract_compare")}
-    clips, runs = results["clips"], len(args.sets) * 2 * len(args.classifiers)
+    clips = results["clips"]
     cost = "".join(f"openSMILE on {clips:,} clips of 3 s, in worker processes on every core: " + ", ".join(
         f"{stream} {seconds:.0f} s ({1000 * seconds / clips:.0f} ms a clip)"
         for stream, seconds in opensmile.items()) + ". " if opensmile else "")
     cost += "The modelling runs took " + ", ".join(
-        f"{results[split]['run']['wall_s']:,.0f} s ({SPLITS[split]})" for split in args.strategies)
-    lines += ["### Cost", "", cost + f" for {runs} models each, on the 2-core machine that wrote this page, "
-              "shared with other jobs.", ""]
+        f"{results[split]['run']['wall_s']:,.0f} s ({SPLITS[split]}, "
+        f"{(scores.index.get_level_values('split') == split).sum()} models)" for split in strategies)
+    lines += ["### Cost", "", cost + " on the 2-core machine that wrote this page, shared with other jobs "
+              "(several benchmarks at once: the times are upper bounds).", ""]
     return "\n".join(lines)
 
 
@@ -188,7 +193,10 @@ def main() -> None:
                         help="the set of streams for the clips-per-speaker table ('' to skip it)")
     parser.add_argument("--workdir", help="scratch project folder (default: a new temp folder)")
     parser.add_argument("--skip-features", action="store_true", help="reuse the workdir's features")
-    parser.add_argument("--json", help="also write the figures and tables to this file")
+    parser.add_argument("--json", help="also write the figures and tables to this file, after each split")
+    parser.add_argument("--resume", action="store_true",
+                        help="keep the splits already in --json that --strategies does not name (with "
+                             "--skip-features and the same --workdir: a split can run with fewer --sets)")
     parser.add_argument("--markdown", help="also write this benchmark's section of docs/results.md here")
     args = parser.parse_args()
 
@@ -201,18 +209,20 @@ def main() -> None:
     project = scratch_project(local, args.workdir)
     args.workdir_used = str(project)
     results: dict = {}
+    if args.resume:
+        results = json.loads(Path(args.json).read_text())
+        results["models"] = [row for row in results["models"] if row["split"] not in args.strategies]
     streams = sorted({stream for name in args.sets for stream in STREAM_SETS[name]})
     if not args.skip_features:
         results["features"] = measured_kedro_run(project, f"--to-outputs={','.join(streams)}")
         results["features"].pop("log")
         print("features:", json.dumps(results["features"]["node_s"]), flush=True)
     else:
-        results["features"] = {"node_s": {}}
+        results.setdefault("features", {"node_s": {}})
     results["clips"] = len(pd.read_csv(project / "data/03_primary/clip_manifest.csv"))
     measured_kedro_run(project, "--pipelines=fusion")
     models = [f"{variant}.{classifier}" for variant in variants if variants[variant] is not None
               for classifier in args.classifiers]
-    rows = []
     for strategy in args.strategies:
         split = f"split.strategy={strategy}"
         measured_kedro_run(project, "--nodes=split_clips", "--params", split)
@@ -228,8 +238,9 @@ def main() -> None:
         print(f"\n{strategy}: {figures['wall_s']:.0f} s\n"
               + summary.to_string(index=False, float_format="%.3f"), flush=True)
         results[strategy] = {"run": figures}
-        rows += summary.to_dict(orient="records")
-    results["models"] = rows
+        results["models"] = results.get("models", []) + summary.to_dict(orient="records")
+        if args.json:
+            Path(args.json).write_text(json.dumps(results, indent=2, default=str))
     if args.clips_variant and "speaker_independent" in args.strategies:
         print(f"\nclips per speaker, {args.clips_variant} svm:", flush=True)
         results["clips_needed"] = clips_needed(project, args.clips_variant, base)
