@@ -170,7 +170,7 @@ def test_run_writes_figures_and_a_report_of_every_model(finished_run, project):
         assert np.array_equal(figure.data[0].z, scores["confusion_matrix"]["counts"])
         assert f"{variant} · {classifier}" in report
     log = log_of(finished_run)
-    assert "Model summary (random split)" in log
+    assert "Model summary (random split" in log
 
 
 NOTEBOOK_RUNNER = """
@@ -316,16 +316,16 @@ def transfer_reruns(finished_run, project) -> dict:
     """Runs of the transfer step after the first run, in this order; each test reads some of them."""
     values = project / "data/04_feature/transfer_features/values.npy"
     first_mtime = values.stat().st_mtime_ns
-    unchanged = kedro(project, "run", "--pipeline", "transfer_features")
+    unchanged = kedro(project, "run", "--pipelines", "transfer_features")
     runs = {"unchanged": unchanged, "rewritten": values.stat().st_mtime_ns != first_mtime}
-    runs["pooling"] = kedro(project, "run", "--pipeline", "transfer_features",
+    runs["pooling"] = kedro(project, "run", "--pipelines", "transfer_features",
                             "--params", "backbones.inception_resnet_v2.pooling=avg")
     runs["pooled"] = transfer_features(project)
-    runs["fallback"] = kedro(project, "run", "--pipeline", "transfer_features", "--params",
+    runs["fallback"] = kedro(project, "run", "--pipelines", "transfer_features", "--params",
                              "transfer_features.weights=imagenet", env=offline(project))
     runs["fallen_back"] = transfer_features(project)
     runs["no_fallback"] = kedro(
-        project, "run", "--pipeline", "transfer_features", "--params",
+        project, "run", "--pipelines", "transfer_features", "--params",
         "transfer_features.weights=imagenet,transfer_features.offline_fallback=null", env=offline(project))
     return runs
 
@@ -428,19 +428,19 @@ def test_a_run_refuses_stored_inputs_made_with_other_settings_before_training(fi
 
 def test_speaker_independent_split_refuses_clips_without_a_speaker(finished_run, project):
     # The folder corpus 'mine' has <label>/clip.wav names: its speakers are unknown.
-    run = kedro(project, "run", "--pipeline", "modelling", "--params",
+    run = kedro(project, "run", "--pipelines", "modelling", "--params",
                 "split.strategy=speaker_independent,split.speaker_folds=4")
     assert run.returncode != 0
     assert "4 clips have no speaker (corpora: mine)" in log_of(run)
 
 
 def test_modelling_before_the_features_says_which_pipelines_to_run(tmp_path):
-    run = kedro(scratch_project(tmp_path), "run", "--pipeline", "modelling")
+    run = kedro(scratch_project(tmp_path), "run", "--pipelines", "modelling")
     assert run.returncode != 0
     log = log_of(run)
     assert "This run needs data that is not there yet" in log
-    assert "clip_manifest (made by `kedro run --pipeline=data_processing`)" in log
-    assert "(made by `kedro run --pipeline=fusion`)" in log
+    assert "clip_manifest (made by `kedro run --pipelines=data_processing`)" in log
+    assert "(made by `kedro run --pipelines=fusion`)" in log
 
 
 def with_lpcc_only_environment(project: Path) -> Path:

@@ -31,6 +31,7 @@ from emofusion.pipelines.modelling.nodes import (
     mcnemar_test,
     split_clips,
     summarise_classification_metrics,
+    summary_text,
     variant_streams,
 )
 from emofusion.provenance import StaleInputError
@@ -261,7 +262,7 @@ def test_the_dense_network_trains_in_its_own_process_reproducibly_and_logs_here(
     rng = np.random.default_rng(0)
     y = np.repeat(["a", "b"], 20)
     X = (rng.normal(size=(40, 6)) + (y == "b")[:, None]).astype(np.float32)
-    with caplog.at_level(logging.INFO):
+    with caplog.at_level(logging.DEBUG, logger="emofusion"):  # each epoch at DEBUG, beside a progress bar
         first = DenseNetworkClassifier(layers=[{"units": 8}], epochs=4, random_state=3).fit(
             X[::2], y[::2], validation=(X[1::2], y[1::2]))
     second = DenseNetworkClassifier(layers=[{"units": 8}], epochs=4, random_state=3).fit(
@@ -347,7 +348,7 @@ def test_each_fused_model_is_compared_with_the_best_of_its_subsets_on_the_same_c
     assert compared.loc[("mfcc_lpcc", "dnn")][["reference", "uar_gain", "clips_gained"]].isna().all()
 
 
-def test_the_summary_compares_models_from_their_predictions(caplog):
+def test_the_summary_compares_models_from_their_predictions():
     def scores(uar: float, streams: list[str]) -> dict:
         # As the split recorded it: this node has no split parameter to read.
         return {"split": {"strategy": "speaker_independent", "speaker_folds": 3, "folds": 3, "seed": None},
@@ -355,18 +356,19 @@ def test_the_summary_compares_models_from_their_predictions(caplog):
                 "macro_f1": uar,
                 "features": [{"stream": stream, "width": 10, "weight": 1.0} for stream in streams]}
 
-    with caplog.at_level(logging.INFO):
-        summary = summarise_classification_metrics(
-            VARIANTS, mfcc__svm=scores(0.6, ["mfcc"]),
-            mfcc_lpcc__svm=scores(0.8, ["mfcc", "lpcc"]),
-            mfcc__svm__test_predictions=PREDICTIONS["mfcc__svm"],
-            mfcc_lpcc__svm__test_predictions=PREDICTIONS["mfcc_lpcc__svm"])
+    summary = summarise_classification_metrics(
+        VARIANTS, mfcc__svm=scores(0.6, ["mfcc"]),
+        mfcc_lpcc__svm=scores(0.8, ["mfcc", "lpcc"]),
+        mfcc__svm__test_predictions=PREDICTIONS["mfcc__svm"],
+        mfcc_lpcc__svm__test_predictions=PREDICTIONS["mfcc_lpcc__svm"])
+    text = summary_text(summary)
     assert list(summary["variant"]) == ["mfcc_lpcc", "mfcc"]
     assert list(summary["reference"].fillna("")) == ["mfcc", ""]
     assert summary["clips_gained"].iloc[0] == 30 and summary["clips_lost"].iloc[0] == 10
-    assert "+0.200" in caplog.text and "reference" in caplog.text
+    assert "+0.200" in text and "vs_reference" in text
     assert (summary["split"] == "speaker_independent").all() and summary["split_seed"].isna().all()
-    assert "Model summary (speaker_independent split)" in caplog.text
+    assert "Model summary (speaker_independent split" in text
+    assert max(map(len, text.splitlines())) <= 100  # readable in a 100-column terminal
 
 
 def test_classifier_entries_are_checked():

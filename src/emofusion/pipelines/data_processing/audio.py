@@ -12,7 +12,10 @@ import soundfile as sf
 import soxr
 
 # What preprocess_clip reports about each clip it accepts, for the clip manifest.
-CLIP_INFO_COLUMNS = ["source_sample_rate", "source_channels", "source_duration_s", "speech_duration_s"]
+# `window_start_s` and `kept_duration_s`: the part of the trimmed speech that was kept (a crop of a
+# long clip, or one of its windows).
+CLIP_INFO_COLUMNS = ["source_sample_rate", "source_channels", "source_duration_s", "speech_duration_s",
+                     "window_start_s", "kept_duration_s"]
 
 
 class ClipRejected(ValueError):
@@ -66,9 +69,7 @@ def fix_duration(signal: np.ndarray, length: int, crop: str, pad: str) -> np.nda
     """Crop (keep start, centre or end) or zero-pad (at the end or both sides) to ``length``."""
     excess = len(signal) - length
     if excess > 0:
-        offset = {"start": 0, "centre": excess // 2, "end": excess}.get(crop)
-        if offset is None:
-            raise ValueError(f"audio.crop must be start, centre or end, got '{crop}'")
+        offset = crop_offset(excess, crop)
         return signal[offset : offset + length]
     if pad == "end":
         before = 0
@@ -79,8 +80,8 @@ def fix_duration(signal: np.ndarray, length: int, crop: str, pad: str) -> np.nda
     return np.pad(signal, (before, -excess - before))
 
 
-def preprocess_clip(path: str, params: Mapping[str, Any]) -> tuple[np.ndarray, dict[str, Any]]:
-    """Decode, down-mix, resample, trim, normalise and fix the duration of one clip; also return
+def _speech(path: str, params: Mapping[str, Any]) -> tuple[np.ndarray, dict[str, Any]]:
+    """Decode, down-mix, resample and trim one clip, rejecting silent and too short ones; also return
     what the source was, for the manifest."""
     samples, source_rate = decode(path)
     source = {"source_sample_rate": source_rate, "source_channels": samples.shape[1],
@@ -100,7 +101,57 @@ def preprocess_clip(path: str, params: Mapping[str, Any]) -> tuple[np.ndarray, d
             f"too short: {speech_s:.2f} s after trimming silence "
             f"(minimum audio.min_duration_s = {params['min_duration_s']} s)"
         )
-    signal = normalise(signal, params["normalise"], params["level_db"])
-    signal = fix_duration(signal, int(round(params["duration_s"] * rate)), params["crop"],
-                          params["pad"])
     return signal, source | {"speech_duration_s": round(speech_s, 3)}
+
+
+def crop_offset(excess: int, crop: str) -> int:
+    """Where a crop of a signal ``excess`` samples too long starts."""
+    offset = {"start": 0, "centre": excess // 2, "end": excess}.get(crop)
+    if offset is None:
+        raise ValueError(f"audio.crop must be start, centre or end, got '{crop}'")
+    return max(offset, 0)
+
+
+def window_starts(n_samples: int, length: int, hop: int) -> list[int]:
+    """Starts of windows of ``length`` samples every ``hop`` that cover a signal; the last one ends
+    at the signal's end, so no speech is left out."""
+    if n_samples <= length:
+        return [0]
+    starts = list(range(0, n_samples - length + 1, hop))
+    if starts[-1] + length < n_samples:
+        starts.append(n_samples - length)
+    return starts
+
+
+def preprocess_clip(path: str, params: Mapping[str, Any]) -> tuple[np.ndarray, dict[str, Any]]:
+    """Decode, down-mix, resample, trim, normalise and fix the duration of one clip; also return
+    what the source was and which part of it was kept, for the manifest."""
+    signal, info = _speech(path, params)
+    rate, length = params["sample_rate"], int(round(params["duration_s"] * params["sample_rate"]))
+    offset = crop_offset(len(signal) - length, params["crop"])
+    signal = normalise(signal, params["normalise"], params["level_db"])
+    signal = fix_duration(signal, length, params["crop"], params["pad"])
+    kept = min(info["speech_duration_s"], params["duration_s"])
+    return signal, info | {"window_start_s": round(offset / rate, 3), "kept_duration_s": round(kept, 3)}
+
+
+def preprocess_windows(path: str, params: Mapping[str, Any]) -> list[tuple[np.ndarray, dict[str, Any]]]:
+    """One clip as ``preprocess_clip`` makes it, or, with ``long_clips: windows``, a clip longer than
+    ``duration_s`` as windows of that duration every ``window_hop_s``, each normalised as a clip of
+    its own; windows quieter than the silence threshold are left out."""
+    if params.get("long_clips", "crop") != "windows":
+        return [preprocess_clip(path, params)]
+    signal, info = _speech(path, params)
+    rate, length = params["sample_rate"], int(round(params["duration_s"] * params["sample_rate"]))
+    hop = max(1, int(round(params["window_hop_s"] * rate)))
+    windows = []
+    for start in window_starts(len(signal), length, hop):
+        window = signal[start:start + length]
+        if 20 * np.log10(float(np.abs(window).max()) + 1e-20) < params["silence_threshold_db"]:
+            continue
+        window = fix_duration(normalise(window, params["normalise"], params["level_db"]), length,
+                              params["crop"], params["pad"])
+        kept_s = min(len(signal) - start, length) / rate
+        windows.append((window, info | {"window_start_s": round(start / rate, 3),
+                                        "kept_duration_s": round(kept_s, 3)}))
+    return windows
