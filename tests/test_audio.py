@@ -386,3 +386,43 @@ def test_demo_speakers_and_emotions_differ_in_pitch(tmp_path, all_params):
     assert f0[("spk02", "sad")] > 1.5 * f0[("spk01", "sad")]
     for speaker in ("spk01", "spk02"):
         assert f0[(speaker, "surprised")] > 1.3 * f0[(speaker, "sad")]
+
+
+# --- long clips: cropped and recorded, or cut into windows -------------------------------------
+
+
+def speech_like(duration_s, rate=SOURCE_RATE):
+    """A tone switched on and off every 0.4 s, so that trimming leaves its length alone."""
+    signal = tone(duration_s, rate)
+    signal[(np.arange(len(signal)) // int(0.4 * rate)) % 2 == 1] *= 0.3
+    return signal
+
+
+def test_a_long_clip_is_cropped_and_the_crop_is_recorded(tmp_path, audio_params):
+    path = write(tmp_path / "long.wav", speech_like(3.0))
+    manifest = pd.DataFrame({"clip_id": ["long"], "corpus": "c", "path": [path]}
+                            ).reindex(columns=CLIP_COLUMNS)
+    audio, clip_manifest, _ = preprocess_audio(manifest, audio_params, n_jobs=1)
+    row = clip_manifest.iloc[0]
+    assert audio.clip_ids.tolist() == ["long"] and row["source_clip_id"] == "long"
+    assert row["speech_duration_s"] == pytest.approx(3.0, abs=0.05)
+    assert row["kept_duration_s"] == audio_params["duration_s"]
+    assert row["window_start_s"] == pytest.approx((row["speech_duration_s"] - 1.0) / 2, abs=0.01)  # centre
+
+
+def test_a_long_clip_becomes_windows_of_the_clip_duration_when_asked(tmp_path, audio_params):
+    path = write(tmp_path / "long.wav", speech_like(120.0, rate=16000), rate=16000)
+    short = write(tmp_path / "short.wav", speech_like(0.8))
+    manifest = pd.DataFrame({"clip_id": ["long", "short"], "corpus": "c", "path": [path, short],
+                             "speaker": "s1"}).reindex(columns=CLIP_COLUMNS)
+    params = dict(audio_params, long_clips="windows", window_hop_s=0.5)
+    audio, clip_manifest, rejected = preprocess_audio(manifest, params, n_jobs=1)
+    windows = clip_manifest[clip_manifest["source_clip_id"] == "long"]
+    speech_s = windows["speech_duration_s"].iloc[0]
+    assert len(windows) == int(np.ceil((speech_s - 1.0) / 0.5)) + 1  # every 0.5 s, the last at the end
+    assert windows["window_start_s"].iloc[0] == 0 and windows["window_start_s"].is_monotonic_increasing
+    assert windows["window_start_s"].iloc[-1] == pytest.approx(speech_s - 1.0, abs=1e-3)
+    assert windows["clip_id"].iloc[1] == "long@0.50s" and (windows["speaker"] == "s1").all()
+    assert clip_manifest.set_index("clip_id").loc["short", "source_clip_id"] == "short"  # one window: its id
+    assert audio.values.shape == (len(clip_manifest), expected_length(params)) and rejected.empty
+    assert np.abs(audio.values).max(axis=1) == pytest.approx(10 ** (params["level_db"] / 20), rel=1e-3)

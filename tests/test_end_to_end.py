@@ -1,5 +1,6 @@
 """`kedro run` as a user runs it, in a copy of the project with a tiny demo corpus."""
 
+import io
 import json
 import os
 import shutil
@@ -153,7 +154,8 @@ def test_run_fuses_streams_and_trains_every_variant_and_classifier_above_chance(
     metrics = json.loads((project / "data/08_reporting/metrics/mfcc_ir/dnn.json").read_text())
     assert metrics["features"][1] | {"width": 0} == {
         "stream": "transfer_features", "width": 0, "weight": 1.0, "backbone": "inception_resnet_v2",
-        "weights": "random initialisation (not pretrained)", "pretrained": False}
+        "weights": "random initialisation (not pretrained)", "pretrained": False,
+        "backbone_requested": "inception_resnet_v2", "fallback_reason": None}
     assert (project / "data/06_models/mfcc_ir/dnn.pkl").is_file()
 
 
@@ -171,6 +173,22 @@ def test_run_writes_figures_and_a_report_of_every_model(finished_run, project):
         assert f"{variant} · {classifier}" in report
     log = log_of(finished_run)
     assert "Model summary (random split" in log
+
+
+def test_the_log_is_short_quiet_and_ends_with_the_summary(finished_run, project):
+    assert finished_run.returncode == 0
+    # Lines as a terminal shows them: a progress bar redraws its line with carriage returns.
+    lines = [line for line in (finished_run.stdout + finished_run.stderr).split("\n") if line.strip()]
+    assert len(lines) < 300, len(lines)
+    log = "\n".join(lines)
+    for noise in ("E0000", "I0000", "absl", "cuInit", "Loading data from", "Saving data to", "DNN epoch",
+                  "register_new_resolver", "shuffle", "rich_logging.yml", "--pipeline=", "Traceback"):
+        assert noise not in log, noise
+    # The summary is last: its header, then one row per model and nothing else.
+    summary = pd.read_csv(project / "data/08_reporting/model_summary.csv")
+    header = max(i for i, line in enumerate(lines) if "Model summary (random split" in line)
+    assert len(lines) - header == 2 + len(summary), lines[header:]
+    assert max(len(line) for line in lines[header:]) <= 100
 
 
 NOTEBOOK_RUNNER = """
@@ -303,6 +321,47 @@ def test_predict_refuses_a_model_trained_on_other_settings_or_missing_parts(fini
     shutil.copy(project / "data/06_models/mfcc/svm.pkl", project / "data/06_models/mfcc/orphan.pkl")
     run = predict(project, "--model", "mfcc.orphan", clip)
     assert run.returncode != 0 and "model 'mfcc.orphan' is incomplete or missing" in run.stderr
+
+
+def test_predict_gives_every_file_a_row_on_stdout_and_never_a_traceback(finished_run, project, tmp_path):
+    assert finished_run.returncode == 0
+    clip = project / pd.read_csv(project / "data/03_primary/clip_manifest.csv")["path"].iloc[0]
+    given = tmp_path / "given"
+    given.mkdir()
+    shutil.copy(clip, given / "a.wav")
+    (given / "junk.wav").write_bytes(b"junk")
+    sf.write(given / "silent.wav", np.zeros(16000), 16000)
+    signal, rate = sf.read(clip)
+    sf.write(given / "long.wav", np.tile(signal, 120 * rate // len(signal) + 1)[:120 * rate], rate)  # 2 min
+    output = tmp_path / "not" / "yet" / "predictions.csv"
+    # The folder, one of its files again, and a path that is not there.
+    run = predict(project, "--model", "mfcc.svm", "--format", "csv", "--output", str(output), str(given),
+                  str(given / "a.wav"), str(tmp_path / "nowhere.wav"))
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "Traceback" not in run.stderr
+    table = pd.read_csv(io.StringIO(run.stdout)).set_index("file")  # stdout holds the answer alone
+    names = {name: str(given / name) for name in ("a.wav", "junk.wav", "silent.wav", "long.wav")}
+    assert sorted(table.index) == sorted([*names.values(), str(tmp_path / "nowhere.wav")])  # a.wav once
+    assert table.loc[names["junk.wav"], "reason"].startswith("unreadable")
+    assert table.loc[names["silent.wav"], "reason"].startswith("silent")
+    assert table.loc[str(tmp_path / "nowhere.wav"), "reason"] == "no such file or folder"
+    assert table.loc[names["a.wav"], "windows"] == 1 and pd.isna(table.loc[names["a.wav"], "reason"])
+    assert table.loc[names["long.wav"], "windows"] > 50  # 1 s windows every 1.5 s of two minutes
+    assert len(pd.read_csv(output)) == 5
+
+    windows = predict(project, "--model", "ir.svm", "--windows", "--hop", "10", "--format", "json",
+                      names["long.wav"])
+    assert windows.returncode == 0, windows.stderr[-3000:]
+    rows = pd.DataFrame(json.loads(windows.stdout))
+    assert list(rows["start_s"])[:3] == [0, 10, 20] and len(rows) == 13  # ... 110, then the last second
+    assert {"emotion", "p_angry"} <= set(rows.columns)
+    for noise in ("I0000", "E0000", "absl", "INFO"):  # quiet unless --verbose
+        assert noise not in windows.stderr
+
+    unknown = predict(project, "--model", "mfcc", names["a.wav"])
+    assert unknown.returncode != 0 and "Traceback" not in unknown.stderr
+    assert "there is no trained model 'mfcc'; --model takes one of:" in unknown.stderr
+    assert "mfcc.svm" in unknown.stderr and "mfcc_lpcc_ir_late.dnn" in unknown.stderr
 
 
 def offline(project: Path) -> dict[str, str]:

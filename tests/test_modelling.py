@@ -62,6 +62,19 @@ def test_random_split_is_disjoint_stratified_and_seeded():
     assert split.equals(again) and not split.equals(other)
 
 
+def test_windows_of_one_long_clip_stay_on_one_side_of_the_random_split():
+    clips = manifest()
+    sources = clips["clip_id"]
+    windows = pd.concat([clips.assign(clip_id=sources + f"@{start}s", source_clip_id=sources)
+                         for start in (0, 1, 2)], ignore_index=True)
+    split, _ = split_clips(windows, RANDOM_SPLIT, 7)
+    sides = split.assign(source=split["clip_id"].str.split("@").str[0]).groupby("source")["subset"].nunique()
+    assert (sides == 1).all() and len(sides) == len(clips)
+    # As many clips per subset as without windows, each with its three windows.
+    plain, _ = split_clips(clips, RANDOM_SPLIT, 7)
+    assert (split["subset"].value_counts() == 3 * plain["subset"].value_counts()).all()
+
+
 def test_speaker_independent_folds_never_share_a_speaker_and_test_each_clip_once():
     clips = manifest(speakers=8)
     split, made_with = split_clips(clips, {"strategy": "speaker_independent", "speaker_folds": 4}, 0)

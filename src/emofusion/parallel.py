@@ -57,13 +57,14 @@ def imap_chunks(
 ) -> Iterator[T]:
     """Yield ``func(chunk, **kwargs)``'s results over consecutive chunks of ``items``, in input
     order, as they arrive, so callers can fill a preallocated array instead of holding a list.
-    Chunks amortise inter-process overhead; one job runs in-process unless ``isolated``, for
-    native code that cannot share a process with what the caller has loaded (openSMILE's crashes
-    the process when TensorFlow is loaded in it)."""
+    Chunks amortise inter-process overhead; one job runs in-process unless ``isolated`` and
+    TensorFlow is loaded here: for native code that cannot share a process with it (openSMILE
+    crashes a process where TensorFlow is loaded; loaded after openSMILE ran, it does no harm), so
+    that a one-file `emofusion predict` does not pay for starting a worker."""
     chunks = [items[i : i + chunk_size] for i in range(0, len(items), chunk_size)]
     workers = effective_n_jobs(n_jobs)
     with tqdm(total=len(items), desc=description, unit="clip", mininterval=1.0) as progress:
-        if isolated or (workers > 1 and len(chunks) > 1):
+        if (isolated and "tensorflow" in sys.modules) or (workers > 1 and len(chunks) > 1):
             executor = get_reusable_executor(max_workers=workers, initializer=die_with_parent,
                                              initargs=(os.getpid(),))
             outputs = executor.map(partial(func, **kwargs), chunks)

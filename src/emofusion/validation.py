@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -105,7 +105,7 @@ class Parameters(BaseModel):
     lpcc: Lpcc
     log_mel_spectrogram: LogMel
     split: Split
-    block_weights: dict[str, float] = Field(min_length=1)
+    block_weights: dict[str, Annotated[float, Field(ge=0)]] = Field(min_length=1)
     block_scaling: Literal["balanced", "standard"]
     speaker_statistics: dict[str, int] = Field(default_factory=dict)
     classifiers: dict[str, ClassifierNumbers | None]
@@ -125,9 +125,7 @@ def _rule_errors(parameters: Mapping[str, Any], project_path: Path) -> list[str]
     from emofusion.pipelines.modelling.pipeline import model_instances
     from emofusion.pipelines.transfer_features.config import transfer_settings
 
-    errors = [f"block_weights.{stream}: must be 0 or more (got {weight!r})"
-              for stream, weight in parameters["block_weights"].items()
-              if not isinstance(weight, int | float) or weight < 0]
+    errors = []
     split = parameters["split"]
     if split["test_size"] + split["validation_size"] >= 1:
         errors.append("split.test_size + split.validation_size: must leave clips to train on (got "
