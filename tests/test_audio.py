@@ -16,6 +16,7 @@ from emofusion.pipelines.data_processing.audio import (
     preprocess_clip,
     resample,
     to_mono,
+    window_starts,
 )
 from emofusion.pipelines.data_processing.corpora import CLIP_COLUMNS, REJECTION_COLUMNS, CorpusError
 from emofusion.pipelines.data_processing.demo_corpus import write_demo_corpus
@@ -419,10 +420,21 @@ def test_a_long_clip_becomes_windows_of_the_clip_duration_when_asked(tmp_path, a
     audio, clip_manifest, rejected = preprocess_audio(manifest, params, n_jobs=1)
     windows = clip_manifest[clip_manifest["source_clip_id"] == "long"]
     speech_s = windows["speech_duration_s"].iloc[0]
-    assert len(windows) == int(np.ceil((speech_s - 1.0) / 0.5)) + 1  # every 0.5 s, the last at the end
-    assert windows["window_start_s"].iloc[0] == 0 and windows["window_start_s"].is_monotonic_increasing
+    assert len(windows) == 1 + round((speech_s - 1.0) / 0.5)  # about every 0.5 s, from start to end
+    assert windows["window_start_s"].iloc[0] == 0
     assert windows["window_start_s"].iloc[-1] == pytest.approx(speech_s - 1.0, abs=1e-3)
-    assert windows["clip_id"].iloc[1] == "long@0.50s" and (windows["speaker"] == "s1").all()
+    assert np.diff(windows["window_start_s"]) == pytest.approx(0.5, abs=0.01)
+    assert windows["clip_id"].iloc[0] == "long@0.00s" and (windows["speaker"] == "s1").all()
     assert clip_manifest.set_index("clip_id").loc["short", "source_clip_id"] == "short"  # one window: its id
     assert audio.values.shape == (len(clip_manifest), expected_length(params)) and rejected.empty
     assert np.abs(audio.values).max(axis=1) == pytest.approx(10 ** (params["level_db"] / 20), rel=1e-3)
+
+
+@pytest.mark.parametrize(("seconds", "starts"), [
+    (0.8, [0]), (1.0, [0]),
+    (1.2, [0.1]),                   # within half a hop: one window, centred as a cropped clip
+    (1.3, [0, 0.3]), (3.0, [0, 0.5, 1.0, 1.5, 2.0]), (3.1, [0, 0.525, 1.05, 1.575, 2.1])])
+def test_windows_cover_a_signal_from_start_to_end_about_a_hop_apart(seconds, starts):
+    rate = 1000
+    assert [start / rate for start in window_starts(int(seconds * rate), rate, rate // 2, "centre")
+            ] == pytest.approx(starts)

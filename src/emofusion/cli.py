@@ -118,12 +118,19 @@ def predict(paths: tuple[Path, ...], model_name: str | None, output: Path | None
         raise click.ClickException(f"{type(error).__name__}: {error} (--verbose shows where)") from error
     rows = pd.concat([table, rejected.rename(columns={"clip_id": "file"})[["file", "reason"]]],
                      ignore_index=True) if len(rejected) else table
+    if "windows" in rows:  # a count, also beside the rows of rejected files
+        rows["windows"] = rows["windows"].astype("Int64")
     click.echo(_render(rows, form) if len(rows) else "No files.")
     if output is None and any(path.is_dir() for path in paths):
         output = Path("predictions.csv")
+    if len(rejected):
+        click.echo(f"{len(rejected)} file(s) could not be used: the reason is in their row.", err=True)
     if output is not None and len(rows):
-        output.parent.mkdir(parents=True, exist_ok=True)
-        rows.to_csv(output, index=False)
+        try:
+            output.parent.mkdir(parents=True, exist_ok=True)
+            rows.to_csv(output, index=False)
+        except OSError as error:
+            raise click.ClickException(f"could not write {output}: {error}") from error
         click.echo(f"Wrote {output}", err=True)
     if table.empty:
         sys.exit(1)

@@ -41,8 +41,9 @@ class ProjectContext(KedroContext):
             # cached by Kedro's registry: have it build them again.
             pipelines.configure(f"{self._package_name}.pipeline_registry")
         _session_loader = self.config_loader
-        # Every setting, --params included, before a pipeline is built or a node runs.
-        validate_parameters(self.params, self.project_path)
+        # Every setting, --params included, before a pipeline is built or a node runs (the loader's
+        # parameters: Kedro's `params` would build every pipeline first).
+        validate_parameters(self.config_loader["parameters"], self.project_path)
 
 
 def pipeline_parameters(project_path: Path | None = None) -> dict[str, Any]:

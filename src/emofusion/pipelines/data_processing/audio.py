@@ -112,46 +112,55 @@ def crop_offset(excess: int, crop: str) -> int:
     return max(offset, 0)
 
 
-def window_starts(n_samples: int, length: int, hop: int) -> list[int]:
-    """Starts of windows of ``length`` samples every ``hop`` that cover a signal; the last one ends
-    at the signal's end, so no speech is left out."""
-    if n_samples <= length:
+def window_starts(n_samples: int, length: int, hop: int, crop: str) -> list[int]:
+    """Starts of the windows of ``length`` samples that cover a signal: one more for each ``hop``
+    of excess length (rounded), spread evenly from its start to its end. A signal at most half a hop
+    too long is one window, where ``crop`` puts it, as a cropped training clip."""
+    excess = n_samples - length
+    if excess <= 0:
         return [0]
-    starts = list(range(0, n_samples - length + 1, hop))
-    if starts[-1] + length < n_samples:
-        starts.append(n_samples - length)
-    return starts
+    n = 1 + round(excess / hop)
+    if n == 1:
+        return [crop_offset(excess, crop)]
+    return [round(i * excess / (n - 1)) for i in range(n)]
+
+
+def _kept(signal: np.ndarray, info: dict[str, Any], params: Mapping[str, Any]
+          ) -> tuple[np.ndarray, dict[str, Any]]:
+    """The clip normalised, then cropped or padded to ``duration_s``, and which part was kept."""
+    rate, length = params["sample_rate"], int(round(params["duration_s"] * params["sample_rate"]))
+    offset = crop_offset(len(signal) - length, params["crop"])
+    signal = fix_duration(normalise(signal, params["normalise"], params["level_db"]), length, params["crop"],
+                          params["pad"])
+    kept = min(info["speech_duration_s"], params["duration_s"])
+    return signal, info | {"window_start_s": round(offset / rate, 3), "kept_duration_s": round(kept, 3)}
 
 
 def preprocess_clip(path: str, params: Mapping[str, Any]) -> tuple[np.ndarray, dict[str, Any]]:
     """Decode, down-mix, resample, trim, normalise and fix the duration of one clip; also return
     what the source was and which part of it was kept, for the manifest."""
-    signal, info = _speech(path, params)
-    rate, length = params["sample_rate"], int(round(params["duration_s"] * params["sample_rate"]))
-    offset = crop_offset(len(signal) - length, params["crop"])
-    signal = normalise(signal, params["normalise"], params["level_db"])
-    signal = fix_duration(signal, length, params["crop"], params["pad"])
-    kept = min(info["speech_duration_s"], params["duration_s"])
-    return signal, info | {"window_start_s": round(offset / rate, 3), "kept_duration_s": round(kept, 3)}
+    return _kept(*_speech(path, params), params)
 
 
 def preprocess_windows(path: str, params: Mapping[str, Any]) -> list[tuple[np.ndarray, dict[str, Any]]]:
     """One clip as ``preprocess_clip`` makes it, or, with ``long_clips: windows``, a clip longer than
-    ``duration_s`` as windows of that duration every ``window_hop_s``, each normalised as a clip of
-    its own; windows quieter than the silence threshold are left out."""
+    ``duration_s`` by more than half of ``window_hop_s`` as windows of that duration about every
+    ``window_hop_s`` (``window_starts``), each normalised as a clip of its own; windows quieter than
+    the silence threshold are left out."""
     if params.get("long_clips", "crop") != "windows":
         return [preprocess_clip(path, params)]
     signal, info = _speech(path, params)
     rate, length = params["sample_rate"], int(round(params["duration_s"] * params["sample_rate"]))
-    hop = max(1, int(round(params["window_hop_s"] * rate)))
+    starts = window_starts(len(signal), length, max(1, int(round(params["window_hop_s"] * rate))),
+                           params["crop"])
+    if len(starts) == 1:
+        return [_kept(signal, info, params)]
     windows = []
-    for start in window_starts(len(signal), length, hop):
+    for start in starts:
         window = signal[start:start + length]
         if 20 * np.log10(float(np.abs(window).max()) + 1e-20) < params["silence_threshold_db"]:
             continue
-        window = fix_duration(normalise(window, params["normalise"], params["level_db"]), length,
-                              params["crop"], params["pad"])
-        kept_s = min(len(signal) - start, length) / rate
-        windows.append((window, info | {"window_start_s": round(start / rate, 3),
-                                        "kept_duration_s": round(kept_s, 3)}))
+        windows.append((normalise(window, params["normalise"], params["level_db"]),
+                        info | {"window_start_s": round(start / rate, 3),
+                                "kept_duration_s": params["duration_s"]}))
     return windows
