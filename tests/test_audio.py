@@ -16,6 +16,7 @@ from emofusion.pipelines.data_processing.audio import (
     preprocess_clip,
     resample,
     to_mono,
+    trim_silence,
     window_starts,
 )
 from emofusion.pipelines.data_processing.corpora import CLIP_COLUMNS, REJECTION_COLUMNS, CorpusError
@@ -438,3 +439,16 @@ def test_windows_cover_a_signal_from_start_to_end_about_a_hop_apart(seconds, sta
     rate = 1000
     assert [start / rate for start in window_starts(int(seconds * rate), rate, rate // 2, "centre")
             ] == pytest.approx(starts)
+
+
+def test_trimming_keeps_exactly_the_samples_librosa_keeps():
+    librosa = pytest.importorskip("librosa")
+    rng = np.random.default_rng(1)
+    for _ in range(40):
+        signal = rng.normal(size=int(rng.integers(2000, 40000))).astype(np.float32) * rng.choice([1e-3, 0.5])
+        start, stop = sorted(rng.integers(0, len(signal), 2))
+        signal[:start] *= rng.choice([0, 1e-4, 1e-2])
+        signal[stop:] *= rng.choice([0, 1e-4, 1e-2])
+        frame, top_db = int(rng.choice([400, 551])), float(rng.choice([20, 30, 60]))
+        expected, _ = librosa.effects.trim(signal, top_db=top_db, frame_length=frame, hop_length=frame // 4)
+        np.testing.assert_array_equal(trim_silence(signal, top_db, frame, frame // 4), expected)

@@ -466,7 +466,7 @@ def test_one_modelling_namespace_runs_alone_from_stored_features(transfer_reruns
     # The settings the stored features were made with (the tiny demo's audio), or they are refused.
     one = kedro(project, "run", "--namespaces", "modelling.lpcc.svm", "--params", TINY_DEMO)
     assert one.returncode == 0, one.stderr[-3000:]
-    ran = [line for line in one.stdout.splitlines() if "Node " in line and " took " in line]
+    ran = [line for line in one.stderr.splitlines() if "Node " in line and " took " in line]
     assert len(ran) == 2 and all("modelling.lpcc.svm." in line for line in ran)
 
 
