@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import ctypes
 import os
-import signal
 import sys
 import threading
 import time
@@ -18,23 +16,18 @@ from tqdm import tqdm
 T = TypeVar("T")
 
 
-PR_SET_PDEATHSIG = 1  # linux/prctl.h
-
-
 def die_with_parent(parent_pid: int) -> None:
     """Make this child process end when `parent_pid`, the process that started it, ends, however it
     ends (`kill -9` included): workers hold hundreds of megabytes, and a training process would
-    train on. On Linux the kernel sends SIGKILL at once (prctl PR_SET_PDEATHSIG); everywhere, a
-    thread also checks twice a second that the parent is still there."""
-    if sys.platform.startswith("linux"):
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-
+    train on. A thread checks twice a second that the parent is still there. (Linux's parent-death
+    signal, prctl PR_SET_PDEATHSIG, is not used: it fires when the *thread* that started the child
+    ends, which a pool's helper thread may do while the process lives on.)"""
     def watch() -> None:
         while os.getppid() == parent_pid:
             time.sleep(0.5)
         os._exit(1)
 
-    if os.getppid() != parent_pid:  # the parent was gone before the signal was asked for
+    if os.getppid() != parent_pid:  # the parent was gone before the watch began
         os._exit(1)
     threading.Thread(target=watch, name="die-with-parent", daemon=True).start()
 
