@@ -15,7 +15,8 @@ logger = logging.getLogger(__name__)
 
 
 class NodeTimingHooks:
-    """Log each node's wall time, so a run says where its minutes went."""
+    """Log each node's wall time, so a run says where its minutes went: at INFO from a second on, at
+    DEBUG below (dozens of quick figure, fusion and scoring nodes would fill the log)."""
 
     def __init__(self) -> None:
         self._started: dict[str, float] = {}
@@ -27,7 +28,7 @@ class NodeTimingHooks:
     @hook_impl
     def after_node_run(self, node: Node, outputs: dict[str, Any]) -> None:
         seconds = time.perf_counter() - self._started.pop(node.name)
-        logger.info("Node %s took %.1f s", node.name, seconds)
+        logger.log(logging.INFO if seconds >= 1 else logging.DEBUG, "Node %s took %.1f s", node.name, seconds)
 
 
 class SummaryLastHooks:
