@@ -4,7 +4,7 @@
 
 In a scratch copy of the project: makes the features once (`--to-outputs` the feature streams;
 the CNN defaults to the offline SqueezeNet with its ImageNet weights, as ImageNet weights for the
-other backbones cannot be downloaded here), fuses them, then runs `kedro run --pipeline=modelling`
+other backbones cannot be downloaded here), fuses them, then runs `kedro run --pipelines=modelling`
 with the random and with the speaker-independent split. Reports each node's time, the peak
 memory of the process tree (PSS) and the summary table of every variant and classifier.
 """
@@ -131,7 +131,7 @@ def main() -> None:
         report("features (data_processing, feature_extraction, transfer_features)", results["features"])
     results["fusion"] = measured_kedro_run(project, "--pipelines=fusion")
     results["fusion"].pop("log")
-    report("kedro run --pipeline=fusion", results["fusion"])
+    report("kedro run --pipelines=fusion", results["fusion"])
     meta = json.loads((project / "data/04_feature/transfer_features/metadata.json").read_text())
     for strategy in args.strategies:
         split = f"split.strategy={strategy}"

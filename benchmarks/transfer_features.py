@@ -195,7 +195,7 @@ def main() -> None:
             sys.exit(f"measuring {backbone} failed:\n{(child.stdout + child.stderr)[-5000:]}")
         figures = json.loads(found[-1].removeprefix("FIGURES "))
         figures["cached_kedro_run_wall_s"] = measured_kedro_run(
-            project, "--pipeline", "transfer_features")["wall_s"]
+            project, "--pipelines", "transfer_features")["wall_s"]
         results[backbone] = figures
         report(backbone, figures, args.batch_size, args.precision)
     print(f"\nscratch project: {project}")

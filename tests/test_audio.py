@@ -16,6 +16,8 @@ from emofusion.pipelines.data_processing.audio import (
     preprocess_clip,
     resample,
     to_mono,
+    trim_silence,
+    window_starts,
 )
 from emofusion.pipelines.data_processing.corpora import CLIP_COLUMNS, REJECTION_COLUMNS, CorpusError
 from emofusion.pipelines.data_processing.demo_corpus import write_demo_corpus
@@ -386,3 +388,67 @@ def test_demo_speakers_and_emotions_differ_in_pitch(tmp_path, all_params):
     assert f0[("spk02", "sad")] > 1.5 * f0[("spk01", "sad")]
     for speaker in ("spk01", "spk02"):
         assert f0[(speaker, "surprised")] > 1.3 * f0[(speaker, "sad")]
+
+
+# --- long clips: cropped and recorded, or cut into windows -------------------------------------
+
+
+def speech_like(duration_s, rate=SOURCE_RATE):
+    """A tone switched on and off every 0.4 s, so that trimming leaves its length alone."""
+    signal = tone(duration_s, rate)
+    signal[(np.arange(len(signal)) // int(0.4 * rate)) % 2 == 1] *= 0.3
+    return signal
+
+
+def test_a_long_clip_is_cropped_and_the_crop_is_recorded(tmp_path, audio_params):
+    path = write(tmp_path / "long.wav", speech_like(3.0))
+    manifest = pd.DataFrame({"clip_id": ["long"], "corpus": "c", "path": [path]}
+                            ).reindex(columns=CLIP_COLUMNS)
+    audio, clip_manifest, _ = preprocess_audio(manifest, audio_params, n_jobs=1)
+    row = clip_manifest.iloc[0]
+    assert audio.clip_ids.tolist() == ["long"] and row["source_clip_id"] == "long"
+    assert row["speech_duration_s"] == pytest.approx(3.0, abs=0.05)
+    assert row["kept_duration_s"] == audio_params["duration_s"]
+    assert row["window_start_s"] == pytest.approx((row["speech_duration_s"] - 1.0) / 2, abs=0.01)  # centre
+
+
+def test_a_long_clip_becomes_windows_of_the_clip_duration_when_asked(tmp_path, audio_params):
+    path = write(tmp_path / "long.wav", speech_like(120.0, rate=16000), rate=16000)
+    short = write(tmp_path / "short.wav", speech_like(0.8))
+    manifest = pd.DataFrame({"clip_id": ["long", "short"], "corpus": "c", "path": [path, short],
+                             "speaker": "s1"}).reindex(columns=CLIP_COLUMNS)
+    params = dict(audio_params, long_clips="windows", window_hop_s=0.5)
+    audio, clip_manifest, rejected = preprocess_audio(manifest, params, n_jobs=1)
+    windows = clip_manifest[clip_manifest["source_clip_id"] == "long"]
+    speech_s = windows["speech_duration_s"].iloc[0]
+    assert len(windows) == 1 + round((speech_s - 1.0) / 0.5)  # about every 0.5 s, from start to end
+    assert windows["window_start_s"].iloc[0] == 0
+    assert windows["window_start_s"].iloc[-1] == pytest.approx(speech_s - 1.0, abs=1e-3)
+    assert np.diff(windows["window_start_s"]) == pytest.approx(0.5, abs=0.01)
+    assert windows["clip_id"].iloc[0] == "long@0.00s" and (windows["speaker"] == "s1").all()
+    assert clip_manifest.set_index("clip_id").loc["short", "source_clip_id"] == "short"  # one window: its id
+    assert audio.values.shape == (len(clip_manifest), expected_length(params)) and rejected.empty
+    assert np.abs(audio.values).max(axis=1) == pytest.approx(10 ** (params["level_db"] / 20), rel=1e-3)
+
+
+@pytest.mark.parametrize(("seconds", "starts"), [
+    (0.8, [0]), (1.0, [0]),
+    (1.2, [0.1]),                   # within half a hop: one window, centred as a cropped clip
+    (1.3, [0, 0.3]), (3.0, [0, 0.5, 1.0, 1.5, 2.0]), (3.1, [0, 0.525, 1.05, 1.575, 2.1])])
+def test_windows_cover_a_signal_from_start_to_end_about_a_hop_apart(seconds, starts):
+    rate = 1000
+    assert [start / rate for start in window_starts(int(seconds * rate), rate, rate // 2, "centre")
+            ] == pytest.approx(starts)
+
+
+def test_trimming_keeps_exactly_the_samples_librosa_keeps():
+    librosa = pytest.importorskip("librosa")
+    rng = np.random.default_rng(1)
+    for _ in range(40):
+        signal = rng.normal(size=int(rng.integers(2000, 40000))).astype(np.float32) * rng.choice([1e-3, 0.5])
+        start, stop = sorted(rng.integers(0, len(signal), 2))
+        signal[:start] *= rng.choice([0, 1e-4, 1e-2])
+        signal[stop:] *= rng.choice([0, 1e-4, 1e-2])
+        frame, top_db = int(rng.choice([400, 551])), float(rng.choice([20, 30, 60]))
+        expected, _ = librosa.effects.trim(signal, top_db=top_db, frame_length=frame, hop_length=frame // 4)
+        np.testing.assert_array_equal(trim_silence(signal, top_db, frame, frame // 4), expected)

@@ -1,5 +1,6 @@
 """Corpus readers on tiny generated trees, one per naming scheme, and the manifest node."""
 
+import logging
 from pathlib import Path, PurePosixPath
 
 import numpy as np
@@ -13,6 +14,7 @@ from emofusion.pipelines.data_processing.corpora import (
     NAME_PARSERS,
     REJECTION_COLUMNS,
     CorpusError,
+    list_audio,
     scan_corpus,
 )
 from emofusion.pipelines.data_processing.nodes import build_corpus_manifest
@@ -446,3 +448,14 @@ def test_crema_d_demographics_without_sex_column_raises(tmp_path, make_tree):
                                                           index=False)
     with pytest.raises(CorpusError, match="needs columns ActorID and Sex"):
         scan_corpus("crema_d", {"reader": "crema_d", "path": str(root)})
+
+
+def test_links_that_lead_nowhere_are_counted_not_lost(tmp_path, caplog):
+    (tmp_path / "angry").mkdir()
+    (tmp_path / "angry" / "a.wav").write_bytes(b"")
+    (tmp_path / "loop1").symlink_to(tmp_path / "loop2")
+    (tmp_path / "loop2").symlink_to(tmp_path / "loop1")
+    (tmp_path / "angry" / "gone.wav").symlink_to(tmp_path / "nowhere.wav")
+    with caplog.at_level(logging.WARNING, logger="emofusion"):
+        assert [str(path) for path in list_audio("mine", tmp_path)] == ["angry/a.wav"]
+    assert "Corpus 'mine': skipped 3 links that lead nowhere (broken, or a loop of links)" in caplog.text

@@ -1,5 +1,6 @@
 """`kedro run` as a user runs it, in a copy of the project with a tiny demo corpus."""
 
+import io
 import json
 import os
 import shutil
@@ -153,7 +154,8 @@ def test_run_fuses_streams_and_trains_every_variant_and_classifier_above_chance(
     metrics = json.loads((project / "data/08_reporting/metrics/mfcc_ir/dnn.json").read_text())
     assert metrics["features"][1] | {"width": 0} == {
         "stream": "transfer_features", "width": 0, "weight": 1.0, "backbone": "inception_resnet_v2",
-        "weights": "random initialisation (not pretrained)", "pretrained": False}
+        "weights": "random initialisation (not pretrained)", "pretrained": False,
+        "backbone_requested": "inception_resnet_v2", "fallback_reason": None}
     assert (project / "data/06_models/mfcc_ir/dnn.pkl").is_file()
 
 
@@ -170,7 +172,23 @@ def test_run_writes_figures_and_a_report_of_every_model(finished_run, project):
         assert np.array_equal(figure.data[0].z, scores["confusion_matrix"]["counts"])
         assert f"{variant} · {classifier}" in report
     log = log_of(finished_run)
-    assert "Model summary (random split)" in log
+    assert "Model summary (random split" in log
+
+
+def test_the_log_is_short_quiet_and_ends_with_the_summary(finished_run, project):
+    assert finished_run.returncode == 0
+    # Lines as a terminal shows them: a progress bar redraws its line with carriage returns.
+    lines = [line for line in (finished_run.stdout + finished_run.stderr).split("\n") if line.strip()]
+    assert len(lines) < 300, len(lines)
+    log = "\n".join(lines)
+    for noise in ("E0000", "I0000", "absl", "cuInit", "Loading data from", "Saving data to", "DNN epoch",
+                  "register_new_resolver", "shuffle", "rich_logging.yml", "--pipeline=", "Traceback"):
+        assert noise not in log, noise
+    # The summary is last: its header, then one row per model and nothing else.
+    summary = pd.read_csv(project / "data/08_reporting/model_summary.csv")
+    header = max(i for i, line in enumerate(lines) if "Model summary (random split" in line)
+    assert len(lines) - header == 2 + len(summary), lines[header:]
+    assert max(len(line) for line in lines[header:]) <= 100
 
 
 NOTEBOOK_RUNNER = """
@@ -301,8 +319,57 @@ def test_predict_refuses_a_model_trained_on_other_settings_or_missing_parts(fini
     assert "mfcc.svm" in run.stderr and "n_mfcc: 40 when trained, 20 now" in " ".join(run.stderr.split())
 
     shutil.copy(project / "data/06_models/mfcc/svm.pkl", project / "data/06_models/mfcc/orphan.pkl")
-    run = predict(project, "--model", "mfcc.orphan", clip)
-    assert run.returncode != 0 and "model 'mfcc.orphan' is incomplete or missing" in run.stderr
+    run = predict(project, "--model", "mfcc.orphan", clip)  # no classifier of that name
+    assert run.returncode != 0 and "there is no trained model 'mfcc.orphan'" in run.stderr
+    card = project / "data/06_models/lpcc/svm.json"
+    card.rename(card.with_suffix(".away"))
+    try:
+        run = predict(project, "--model", "lpcc.svm", clip)
+    finally:
+        card.with_suffix(".away").rename(card)
+    assert run.returncode != 0 and "model 'lpcc.svm' is incomplete or missing" in run.stderr
+
+
+def test_predict_gives_every_file_a_row_on_stdout_and_never_a_traceback(finished_run, project, tmp_path):
+    assert finished_run.returncode == 0
+    clip = project / pd.read_csv(project / "data/03_primary/clip_manifest.csv")["path"].iloc[0]
+    given = tmp_path / "given"
+    given.mkdir()
+    shutil.copy(clip, given / "a.wav")
+    (given / "junk.wav").write_bytes(b"junk")
+    sf.write(given / "silent.wav", np.zeros(16000), 16000)
+    signal, rate = sf.read(clip)
+    sf.write(given / "long.wav", np.tile(signal, 120 * rate // len(signal) + 1)[:120 * rate], rate)  # 2 min
+    output = tmp_path / "not" / "yet" / "predictions.csv"
+    # The folder, one of its files again, and a path that is not there.
+    run = predict(project, "--model", "mfcc.svm", "--format", "csv", "--output", str(output), str(given),
+                  str(given / "a.wav"), str(tmp_path / "nowhere.wav"))
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "Traceback" not in run.stderr
+    table = pd.read_csv(io.StringIO(run.stdout)).set_index("file")  # stdout holds the answer alone
+    names = {name: str(given / name) for name in ("a.wav", "junk.wav", "silent.wav", "long.wav")}
+    assert sorted(table.index) == sorted([*names.values(), str(tmp_path / "nowhere.wav")])  # a.wav once
+    assert table.loc[names["junk.wav"], "reason"].startswith("unreadable")
+    assert table.loc[names["silent.wav"], "reason"].startswith("silent")
+    assert table.loc[str(tmp_path / "nowhere.wav"), "reason"] == "no such file or folder"
+    assert table.loc[names["a.wav"], "windows"] == 1 and pd.isna(table.loc[names["a.wav"], "reason"])
+    assert 78 <= table.loc[names["long.wav"], "windows"] <= 80  # 1 s windows about every 1.5 s of 2 min
+    assert len(pd.read_csv(output)) == 5
+
+    windows = predict(project, "--model", "ir.svm", "--windows", "--hop", "10", "--format", "json",
+                      names["long.wav"])
+    assert windows.returncode == 0, windows.stderr[-3000:]
+    rows = pd.DataFrame(json.loads(windows.stdout))
+    assert len(rows) == 13 and rows["start_s"].iloc[0] == 0  # 1 s windows from start to end, 119 s
+    assert np.diff(rows["start_s"]) == pytest.approx(10, abs=0.5)
+    assert {"emotion", "p_angry"} <= set(rows.columns)
+    for noise in ("I0000", "E0000", "absl", "INFO"):  # quiet unless --verbose
+        assert noise not in windows.stderr
+
+    unknown = predict(project, "--model", "mfcc", names["a.wav"])
+    assert unknown.returncode != 0 and "Traceback" not in unknown.stderr
+    assert "there is no trained model 'mfcc'; --model takes one of:" in unknown.stderr
+    assert "mfcc.svm" in unknown.stderr and "mfcc_lpcc_ir_late.dnn" in unknown.stderr
 
 
 def offline(project: Path) -> dict[str, str]:
@@ -316,16 +383,16 @@ def transfer_reruns(finished_run, project) -> dict:
     """Runs of the transfer step after the first run, in this order; each test reads some of them."""
     values = project / "data/04_feature/transfer_features/values.npy"
     first_mtime = values.stat().st_mtime_ns
-    unchanged = kedro(project, "run", "--pipeline", "transfer_features")
+    unchanged = kedro(project, "run", "--pipelines", "transfer_features")
     runs = {"unchanged": unchanged, "rewritten": values.stat().st_mtime_ns != first_mtime}
-    runs["pooling"] = kedro(project, "run", "--pipeline", "transfer_features",
+    runs["pooling"] = kedro(project, "run", "--pipelines", "transfer_features",
                             "--params", "backbones.inception_resnet_v2.pooling=avg")
     runs["pooled"] = transfer_features(project)
-    runs["fallback"] = kedro(project, "run", "--pipeline", "transfer_features", "--params",
+    runs["fallback"] = kedro(project, "run", "--pipelines", "transfer_features", "--params",
                              "transfer_features.weights=imagenet", env=offline(project))
     runs["fallen_back"] = transfer_features(project)
     runs["no_fallback"] = kedro(
-        project, "run", "--pipeline", "transfer_features", "--params",
+        project, "run", "--pipelines", "transfer_features", "--params",
         "transfer_features.weights=imagenet,transfer_features.offline_fallback=null", env=offline(project))
     return runs
 
@@ -397,10 +464,14 @@ def test_kedro_viz_build_draws_the_pipeline_with_layers(project):
 
 def test_one_modelling_namespace_runs_alone_from_stored_features(transfer_reruns, project):
     # The settings the stored features were made with (the tiny demo's audio), or they are refused.
+    metrics = project / "data/08_reporting/metrics"
+    before = {model: (metrics / model).stat().st_mtime_ns for model in ("lpcc/svm.json", "mfcc/svm.json")}
     one = kedro(project, "run", "--namespaces", "modelling.lpcc.svm", "--params", TINY_DEMO)
     assert one.returncode == 0, one.stderr[-3000:]
-    ran = [line for line in one.stdout.splitlines() if "Node " in line and " took " in line]
-    assert len(ran) == 2 and all("modelling.lpcc.svm." in line for line in ran)
+    ran = [line for line in one.stderr.splitlines() if "Node " in line and " took " in line]
+    assert ran and all("modelling.lpcc.svm." in line for line in ran)  # nodes of a second or more
+    assert (metrics / "lpcc/svm.json").stat().st_mtime_ns != before["lpcc/svm.json"]
+    assert (metrics / "mfcc/svm.json").stat().st_mtime_ns == before["mfcc/svm.json"]
 
 
 def test_a_run_refuses_stored_inputs_made_with_other_settings_before_training(finished_run, project):
@@ -428,19 +499,19 @@ def test_a_run_refuses_stored_inputs_made_with_other_settings_before_training(fi
 
 def test_speaker_independent_split_refuses_clips_without_a_speaker(finished_run, project):
     # The folder corpus 'mine' has <label>/clip.wav names: its speakers are unknown.
-    run = kedro(project, "run", "--pipeline", "modelling", "--params",
+    run = kedro(project, "run", "--pipelines", "modelling", "--params",
                 "split.strategy=speaker_independent,split.speaker_folds=4")
     assert run.returncode != 0
     assert "4 clips have no speaker (corpora: mine)" in log_of(run)
 
 
 def test_modelling_before_the_features_says_which_pipelines_to_run(tmp_path):
-    run = kedro(scratch_project(tmp_path), "run", "--pipeline", "modelling")
+    run = kedro(scratch_project(tmp_path), "run", "--pipelines", "modelling")
     assert run.returncode != 0
     log = log_of(run)
     assert "This run needs data that is not there yet" in log
-    assert "clip_manifest (made by `kedro run --pipeline=data_processing`)" in log
-    assert "(made by `kedro run --pipeline=fusion`)" in log
+    assert "clip_manifest (made by `kedro run --pipelines=data_processing`)" in log
+    assert "(made by `kedro run --pipelines=fusion`)" in log
 
 
 def with_lpcc_only_environment(project: Path) -> Path:

@@ -3,9 +3,17 @@
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
-from emofusion.inference import SpeakersNeededError, needs_speakers, predict_emotions, speakers_from_csv
+from emofusion.inference import (
+    SpeakersNeededError,
+    _per_file,
+    audio_files,
+    needs_speakers,
+    predict_emotions,
+    speakers_from_csv,
+)
 
 
 class TrainedOnSpeakers:
@@ -44,3 +52,30 @@ def test_variants_that_need_speakers():
     variants = {"mfcc": ["mfcc"], "off": None, "mfcc_spk": {"streams": ["mfcc"], **by_speaker},
                 "late_spk": {"fusion": "late", "streams": ["mfcc", "lpcc"], **by_speaker}}
     assert needs_speakers(variants) == {"mfcc_spk", "late_spk"}
+
+
+def test_every_path_gives_each_file_once_or_a_reason(tmp_path):
+    (tmp_path / "takes").mkdir()
+    (tmp_path / "empty").mkdir()
+    for name in ("a.wav", "b.flac"):
+        (tmp_path / "takes" / name).write_bytes(b"")
+    a = tmp_path / "takes" / "a.wav"
+    files, missing = audio_files([a, tmp_path / "takes", a, tmp_path / "empty", tmp_path / "nowhere.wav"])
+    assert files == [tmp_path / "takes" / "a.wav", tmp_path / "takes" / "b.flac"]  # a.wav once
+    reasons = dict(zip(missing["file"], missing["reason"], strict=True))
+    assert list(reasons) == [str(tmp_path / "empty"), str(tmp_path / "nowhere.wav")]
+    assert reasons[str(tmp_path / "empty")].startswith("no audio files (.aif, .aiff, .au, .flac")
+    assert reasons[str(tmp_path / "nowhere.wav")] == "no such file or folder"
+
+
+def test_a_file_s_emotion_is_the_mean_of_its_windows_probabilities():
+    windows = pd.DataFrame({"file": ["long", "long", "long", "short"], "start_s": [0, 1.5, 3, 0],
+                            "emotion": ["sad", "angry", "angry", "sad"],
+                            "p_angry": [0.1, 0.6, 0.55, 0.2], "p_sad": [0.9, 0.4, 0.45, 0.8]})
+    table = _per_file(windows, ["angry", "sad"]).set_index("file")
+    assert table.loc["long", "emotion"] == "sad" and table.loc["long", "windows"] == 3  # 0.583 against 0.417
+    assert table.loc["long", "p_angry"] == pytest.approx((0.1 + 0.6 + 0.55) / 3)
+    assert table.loc["short", "windows"] == 1
+    # Without probabilities, the emotion of most windows.
+    assert _per_file(windows.drop(columns=["p_angry", "p_sad"]), ["angry", "sad"]).set_index("file").loc[
+        "long", "emotion"] == "angry"

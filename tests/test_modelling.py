@@ -31,6 +31,7 @@ from emofusion.pipelines.modelling.nodes import (
     mcnemar_test,
     split_clips,
     summarise_classification_metrics,
+    summary_text,
     variant_streams,
 )
 from emofusion.provenance import StaleInputError
@@ -59,6 +60,19 @@ def test_random_split_is_disjoint_stratified_and_seeded():
     again, _ = split_clips(clips, {"strategy": "random", "test_size": 0.3, "validation_size": 0.15}, 7)
     other, _ = split_clips(clips, {"strategy": "random", "test_size": 0.3, "validation_size": 0.15}, 8)
     assert split.equals(again) and not split.equals(other)
+
+
+def test_windows_of_one_long_clip_stay_on_one_side_of_the_random_split():
+    clips = manifest()
+    sources = clips["clip_id"]
+    windows = pd.concat([clips.assign(clip_id=sources + f"@{start}s", source_clip_id=sources)
+                         for start in (0, 1, 2)], ignore_index=True)
+    split, _ = split_clips(windows, RANDOM_SPLIT, 7)
+    sides = split.assign(source=split["clip_id"].str.split("@").str[0]).groupby("source")["subset"].nunique()
+    assert (sides == 1).all() and len(sides) == len(clips)
+    # As many clips per subset as without windows, each with its three windows.
+    plain, _ = split_clips(clips, RANDOM_SPLIT, 7)
+    assert (split["subset"].value_counts() == 3 * plain["subset"].value_counts()).all()
 
 
 def test_speaker_independent_folds_never_share_a_speaker_and_test_each_clip_once():
@@ -261,7 +275,7 @@ def test_the_dense_network_trains_in_its_own_process_reproducibly_and_logs_here(
     rng = np.random.default_rng(0)
     y = np.repeat(["a", "b"], 20)
     X = (rng.normal(size=(40, 6)) + (y == "b")[:, None]).astype(np.float32)
-    with caplog.at_level(logging.INFO):
+    with caplog.at_level(logging.DEBUG, logger="emofusion"):  # each epoch at DEBUG, beside a progress bar
         first = DenseNetworkClassifier(layers=[{"units": 8}], epochs=4, random_state=3).fit(
             X[::2], y[::2], validation=(X[1::2], y[1::2]))
     second = DenseNetworkClassifier(layers=[{"units": 8}], epochs=4, random_state=3).fit(
@@ -371,7 +385,7 @@ def test_a_speaker_normalised_variant_is_compared_with_the_same_streams_as_they_
     assert pd.isna(compared.loc[("mfcc", "svm"), "without_speaker_normalisation"])
 
 
-def test_the_summary_compares_models_from_their_predictions(caplog):
+def test_the_summary_compares_models_from_their_predictions():
     def scores(uar: float, streams: list[str]) -> dict:
         # As the split recorded it: this node has no split parameter to read.
         return {"split": {"strategy": "speaker_independent", "speaker_folds": 3, "folds": 3, "seed": None},
@@ -379,18 +393,19 @@ def test_the_summary_compares_models_from_their_predictions(caplog):
                 "macro_f1": uar,
                 "features": [{"stream": stream, "width": 10, "weight": 1.0} for stream in streams]}
 
-    with caplog.at_level(logging.INFO):
-        summary = summarise_classification_metrics(
-            VARIANTS, mfcc__svm=scores(0.6, ["mfcc"]),
-            mfcc_lpcc__svm=scores(0.8, ["mfcc", "lpcc"]),
-            mfcc__svm__test_predictions=PREDICTIONS["mfcc__svm"],
-            mfcc_lpcc__svm__test_predictions=PREDICTIONS["mfcc_lpcc__svm"])
+    summary = summarise_classification_metrics(
+        VARIANTS, mfcc__svm=scores(0.6, ["mfcc"]),
+        mfcc_lpcc__svm=scores(0.8, ["mfcc", "lpcc"]),
+        mfcc__svm__test_predictions=PREDICTIONS["mfcc__svm"],
+        mfcc_lpcc__svm__test_predictions=PREDICTIONS["mfcc_lpcc__svm"])
+    text = summary_text(summary)
     assert list(summary["variant"]) == ["mfcc_lpcc", "mfcc"]
     assert list(summary["reference"].fillna("")) == ["mfcc", ""]
     assert summary["clips_gained"].iloc[0] == 30 and summary["clips_lost"].iloc[0] == 10
-    assert "+0.200" in caplog.text and "reference" in caplog.text
+    assert "+0.200" in text and "vs_reference" in text
     assert (summary["split"] == "speaker_independent").all() and summary["split_seed"].isna().all()
-    assert "Model summary (speaker_independent split)" in caplog.text
+    assert "Model summary (speaker_independent split" in text
+    assert max(map(len, text.splitlines())) <= 100  # readable in a 100-column terminal
 
 
 def test_classifier_entries_are_checked():

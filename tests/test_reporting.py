@@ -1,6 +1,7 @@
 """reporting: the figures show the numbers they are given, and the HTML report holds them all and
 renders in a real browser."""
 
+import html
 import io
 import re
 import shutil
@@ -91,7 +92,8 @@ def test_per_class_f1_puts_the_best_model_first_with_each_emotions_f1():
     assert np.allclose(heatmap.z[1], [POOR["per_class"][e]["f1"] for e in heatmap.x])
 
 
-def report(rejected: pd.DataFrame | None = None, summary: pd.DataFrame = SUMMARY) -> str:
+def report(rejected: pd.DataFrame | None = None, parameters: dict | None = None,
+           summary: pd.DataFrame = SUMMARY, **summary_columns: str) -> str:
     clips = pd.DataFrame({"clip_id": [f"c{i}" for i in range(40)], "corpus": ["demo"] * 30 + ["mine"] * 10,
                           "emotion": ["angry", "calm", "sad", "sad"] * 10,
                           "speaker": [f"s{i % 4}" for i in range(40)]})
@@ -100,11 +102,14 @@ def report(rejected: pd.DataFrame | None = None, summary: pd.DataFrame = SUMMARY
     if rejected is None:
         rejected = pd.DataFrame({"clip_id": ["mine/broken.wav"], "corpus": ["mine"], "stage": ["audio"],
                                  "reason": ["unreadable: <not audio>"], "path": ["x"]})
-    summary = pd.read_csv(io.StringIO(summary.to_csv(index=False)))  # as the catalog loads it
+    summary = pd.read_csv(io.StringIO(summary.assign(**summary_columns).to_csv(index=False)))  # as loaded
+    if parameters is not None:
+        clips = clips.assign(speech_duration_s=[4.2] * 3 + [2.0] * 37, kept_duration_s=[3.0] * 3 + [2.0] * 37,
+                             source_clip_id=clips["clip_id"])
     return html_report(summary, model_comparison_figure(summary), per_class_f1_figure(ir__svm=POOR),
                        clips, rejected, split, {"split.strategy": "random", "split.test_size": 0.25,
                                                 "split.validation_size": 0.25, "random_seed": 42},
-                       {"svm": {"kind": "svm"}}, VARIANTS,
+                       {"svm": {"kind": "svm"}}, VARIANTS, parameters,
                        mfcc_ir__svm=confusion_matrix_figure(GOOD), ir__svm=confusion_matrix_figure(POOR))
 
 
@@ -122,10 +127,26 @@ def test_the_report_says_what_was_run_and_holds_every_figure():
     assert "None." in report(pd.DataFrame(columns=["clip_id", "corpus", "stage", "reason"]))
 
 
+def test_the_report_names_the_backbone_asked_for_and_why_the_fallback_ran_and_lists_its_contents():
+    reason = "ImageNet weights for backbone 'inception_resnet_v2' could not be downloaded (no network)"
+    page = report(parameters={"audio": {"duration_s": 3.0, "crop": "centre"}, "mfcc": {"n_mfcc": 40},
+                              "transfer_features": {"backbone": "inception_resnet_v2"}},
+                  backbone_requested="inception_resnet_v2", fallback_reason=reason)
+    top = page[:page.index('<h2 id="run"')]
+    assert "Asked for inception_resnet_v2; the offline fallback squeezenet_v1_1 was used instead" in top
+    assert html.escape(reason) in top
+    for anchor in ("run", "streams", "scores", "f1", "confusion", "settings"):
+        assert f'href="#{anchor}"' in top and f'<h2 id="{anchor}">' in page
+    settings = page[page.index('<h2 id="settings">'):]
+    assert "audio:" in settings and "n_mfcc: 40" in settings and "transfer_features:" in settings
+    assert "3 clips were longer than the clip duration and were cropped (audio.crop: centre" in page
+    assert "Asked for" not in report()  # no fallback, no such sentence
+
+
 def test_the_report_says_first_whether_each_stream_helps():
     page = report()
-    assert page.index("What was run") < page.index("Does each stream help?") < page.index("Scores on the")
-    section = page[page.index("Does each stream help?"):page.index("Scores on the")]
+    assert page.index('id="run"') < page.index('id="streams"') < page.index('id="scores"')
+    section = page[page.index('<h2 id="streams"'):page.index('<h2 id="scores"')]
     rows = re.findall(r"<tr>\s*<td>(.*?)</td>(.*?)</tr>", section, flags=re.S)
     assert [model for model, _ in rows] == ["mfcc_ir · svm", "mfcc_ir · dnn"]  # single streams have none
     cells = re.findall(r"<td>(.*?)</td>", rows[0][1])
@@ -141,7 +162,8 @@ def test_the_report_shows_what_per_speaker_normalisation_is_worth_when_the_run_h
                   "speaker_normalisation_mcnemar_p"]
     summary.loc[0, comparison] = ["speaker", "mfcc_ir_plain", 0.7, 0.08, 0.02]
     page = report(summary=summary)
-    section = page[page.index("Does per-speaker normalisation help?"):page.index("Scores on the")]
+    assert '<a href="#speakers">' in page
+    section = page[page.index('<h2 id="speakers">'):page.index('<h2 id="scores">')]
     rows = re.findall(r"<tr>\s*<td>(.*?)</td>(.*?)</tr>", section, flags=re.S)
     assert [model for model, _ in rows] == ["mfcc_ir · svm"]
     cells = re.findall(r"<td>(.*?)</td>", rows[0][1])

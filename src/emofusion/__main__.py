@@ -1,6 +1,5 @@
-"""emofusion file for ensuring the package is executable
-as `emofusion` and `python -m emofusion`
-"""
+"""`python -m emofusion`: `kedro run` with its options, or one of EmoFusion's own commands
+(`python -m emofusion predict FILE...`)."""
 import sys
 from pathlib import Path
 from typing import Any
@@ -10,6 +9,10 @@ from kedro.framework.project import configure_project
 
 
 def main(*args, **kwargs) -> Any:
+    from emofusion.cli import cli
+
+    if sys.argv[1:2] and sys.argv[1] in cli.commands:
+        return cli(*args, **kwargs)
     package_name = Path(__file__).parent.name
     configure_project(package_name)
 

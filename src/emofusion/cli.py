@@ -3,8 +3,12 @@ by `kedro run`."""
 
 from __future__ import annotations
 
+import logging
+import os
 import sys
+import warnings
 from pathlib import Path
+from typing import Any
 
 import click
 import pandas as pd
@@ -17,6 +21,52 @@ def cli() -> None:
     `cli` group to its own, `kedro <command>`. Run them in the project folder."""
 
 
+def _quiet(verbose: bool) -> None:
+    """The answer alone on stdout; warnings (with --verbose, the whole log) on stderr. Set before
+    TensorFlow, Kedro or the workers start, which read the environment."""
+    if not verbose:
+        os.environ.setdefault("TQDM_DISABLE", "1")
+        warnings.filterwarnings("ignore")
+
+
+def _log_to_stderr(verbose: bool) -> None:
+    """Kedro's logging configuration prints to stdout at INFO: predict's log goes to stderr."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    logging.getLogger().handlers = [handler]
+    level = logging.INFO if verbose else logging.WARNING
+    for name in ("", "kedro", "emofusion"):
+        logging.getLogger(name).setLevel(level)
+
+
+def _best_model(summary: pd.DataFrame, without_speakers: set[str] | None) -> str:
+    """The best model on validation clips (the test clips' scores choose nothing), among those that
+    need no speakers when `without_speakers` names the variants that do."""
+    if without_speakers is not None:
+        usable = ~summary["variant"].isin(without_speakers)
+        if usable.any():
+            summary = summary[usable]
+    best = summary["validation_uar"].idxmax() if "validation_uar" in summary else summary.index[0]
+    return f"{summary['variant'].loc[best]}.{summary['classifier'].loc[best]}"
+
+
+def _trained_models(catalog: Any, parameters: dict) -> list[str]:
+    """`variant.classifier` of every model the configuration names that has a model file."""
+    from emofusion.pipelines.modelling.pipeline import model_instances
+
+    return [f"{variant}.{classifier}" for variant, classifier in model_instances(parameters)
+            if catalog.exists(f"modelling.{variant}.{classifier}.trained_model")]
+
+
+def _render(table: pd.DataFrame, form: str) -> str:
+    if form == "csv":
+        return table.to_csv(index=False, float_format="%.4f").rstrip("\n")
+    if form == "json":
+        return table.to_json(orient="records", double_precision=4, indent=1)
+    with pd.option_context("display.width", 200, "display.max_columns", None, "display.max_colwidth", 60):
+        return table.to_string(index=False, float_format="%.3f", na_rep="")
+
+
 @cli.command()
 @click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--model", "model_name", metavar="VARIANT.CLASSIFIER",
@@ -24,7 +74,16 @@ def cli() -> None:
                    "on validation clips, `validation_uar` in data/08_reporting/model_summary.csv, among "
                    "the models that need no speakers unless --same-speaker or --speakers is given).")
 @click.option("--output", type=click.Path(path_type=Path),
-              help="Write the predictions to this CSV (default for a folder: predictions.csv).")
+              help="Also write the table to this CSV (default for a folder: predictions.csv); its folder "
+                   "is made if needed.")
+@click.option("--format", "form", type=click.Choice(["table", "csv", "json"]), default="table",
+              show_default=True, help="How the answer is printed on stdout.")
+@click.option("--windows", "per_window", is_flag=True,
+              help="One row per window (with its start in seconds) instead of one per file.")
+@click.option("--hop", "hop_s", type=click.FloatRange(min=0.1), default=None, metavar="SECONDS",
+              help="Recordings longer than the training clips are cut into windows of their duration every "
+                   "SECONDS (default: audio.window_hop_s); a file's emotion is its windows' mean "
+                   "probability.")
 @click.option("--env", default=None, help="Configuration environment, as for `kedro run --env`.")
 @click.option("--params", default="", callback=_split_params,
               help="Parameters given to the training run, as for `kedro run --params`.")
@@ -34,10 +93,53 @@ def cli() -> None:
 @click.option("--speakers", "speakers_table", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="A CSV with columns path and speaker (paths relative to the CSV), for a model trained "
                    "on features standardised per speaker: each speaker's files are standardised together.")
-def predict(paths: tuple[Path, ...], model_name: str | None, output: Path | None, env: str | None,
-            params: dict, same_speaker: bool, speakers_table: Path | None) -> None:
+@click.option("--verbose", is_flag=True, help="Log every step on stderr, and show tracebacks.")
+def predict(paths: tuple[Path, ...], model_name: str | None, output: Path | None, form: str, per_window: bool,
+            hop_s: float | None, env: str | None, params: dict, same_speaker: bool,
+            speakers_table: Path | None, verbose: bool) -> None:
     """Predict the emotion of each audio FILE (any format, rate, channels or length; folders are
-    searched for audio files), with a model trained by `kedro run`."""
+    searched for audio files), with a model trained by `kedro run`. Every file gets a row: its
+    emotion, or the reason it could not be used."""
+    _quiet(verbose)
+    project = Path.cwd()
+    if not (project / "pyproject.toml").is_file() or not (project / "conf").is_dir():
+        raise click.ClickException(f"{project} is not the EmoFusion project folder: run this where "
+                                   "conf/ and pyproject.toml are")
+    if same_speaker and speakers_table:
+        raise click.ClickException("give --same-speaker or --speakers, not both")
+    try:
+        table, rejected = _predict(paths, model_name, hop_s, env, params, same_speaker, speakers_table,
+                                   per_window, verbose)
+    except click.ClickException:
+        raise
+    except Exception as error:  # a clean message; the traceback with --verbose
+        if verbose:
+            raise
+        raise click.ClickException(f"{type(error).__name__}: {error} (--verbose shows where)") from error
+    rows = pd.concat([table, rejected.rename(columns={"clip_id": "file"})[["file", "reason"]]],
+                     ignore_index=True) if len(rejected) else table
+    if "windows" in rows:  # a count, also beside the rows of rejected files
+        rows["windows"] = rows["windows"].astype("Int64")
+    click.echo(_render(rows, form) if len(rows) else "No files.")
+    if output is None and any(path.is_dir() for path in paths):
+        output = Path("predictions.csv")
+    if len(rejected):
+        click.echo(f"{len(rejected)} file(s) could not be used: the reason is in their row.", err=True)
+    if output is not None and len(rows):
+        try:
+            output.parent.mkdir(parents=True, exist_ok=True)
+            rows.to_csv(output, index=False)
+        except OSError as error:
+            raise click.ClickException(f"could not write {output}: {error}") from error
+        click.echo(f"Wrote {output}", err=True)
+    if table.empty:
+        sys.exit(1)
+
+
+def _predict(paths: tuple[Path, ...], model_name: str | None, hop_s: float | None, env: str | None,
+             params: dict, same_speaker: bool, speakers_table: Path | None, per_window: bool, verbose: bool
+             ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The predictions (per file, or per window) and the files that could not be used, with why."""
     from kedro.framework.project import pipelines
     from kedro.framework.session import KedroSession
     from kedro.framework.startup import bootstrap_project
@@ -53,32 +155,26 @@ def predict(paths: tuple[Path, ...], model_name: str | None, output: Path | None
     )
 
     project = Path.cwd()
-    if not (project / "pyproject.toml").is_file() or not (project / "conf").is_dir():
-        raise click.ClickException(f"{project} is not the EmoFusion project folder: run this where "
-                                   "conf/ and pyproject.toml are")
-    if same_speaker and speakers_table:
-        raise click.ClickException("give --same-speaker or --speakers, not both")
+    files, missing = audio_files(paths)
     try:
-        files = audio_files(paths)
         speakers = (speakers_from_csv(speakers_table, files) if speakers_table
                     else ["one speaker"] * len(files) if same_speaker else None)
-    except (FileNotFoundError, ValueError) as error:
+    except ValueError as error:
         raise click.ClickException(str(error)) from error
     bootstrap_project(project)
     with KedroSession.create(project_path=project, env=env, runtime_params=params) as session:
+        _log_to_stderr(verbose)
         context = session.load_context()
         catalog = context.catalog
+        trained = _trained_models(catalog, context.params)
+        if not trained:
+            raise click.ClickException("no trained models yet: run `kedro run` first")
         if model_name is None:
-            try:
-                summary = catalog.load("model_summary")
-            except DatasetError as error:
-                raise click.ClickException("no trained models yet: run `kedro run` first") from error
-            usable = ~summary["variant"].isin(needs_speakers(context.params["fusion_variants"]))
-            if speakers is None and usable.any():  # without speakers, a model that needs none
-                summary = summary[usable]
-            # The best on validation clips: the test clips' scores choose nothing.
-            best = summary["validation_uar"].idxmax() if "validation_uar" in summary else summary.index[0]
-            model_name = f"{summary['variant'].loc[best]}.{summary['classifier'].loc[best]}"
+            model_name = _best_model(catalog.load("model_summary"), None if speakers is not None
+                                     else needs_speakers(context.params["fusion_variants"]))
+        elif model_name not in trained:
+            raise click.ClickException(f"there is no trained model '{model_name}'; --model takes one of: "
+                                       + ", ".join(trained))
         variant, _, classifier = model_name.partition(".")
         try:
             model = catalog.load(f"modelling.{variant}.{classifier}.trained_model")
@@ -86,26 +182,18 @@ def predict(paths: tuple[Path, ...], model_name: str | None, output: Path | None
         except DatasetError as error:
             raise click.ClickException(
                 f"model '{model_name}' is incomplete or missing (it needs its trained model and its model "
-                f"card, from `kedro run --pipeline=modelling`): {str(error).splitlines()[0]}") from error
+                f"card, from `kedro run --pipelines=modelling`): {str(error).splitlines()[0]}") from error
         click.echo(f"Model {variant}.{classifier}; {len(files)} file(s).", err=True)
         if speakers is not None and not model_card["features"].get("speaker_normalisation"):
             click.echo("This model does not standardise features per speaker: the speakers change nothing.",
                        err=True)
         try:
-            table, rejected = predict_emotions(files, variant, model, model_card, pipelines, context.params,
-                                               speakers)
+            table, windows, rejected = (predict_emotions(files, variant, model, model_card, pipelines,
+                                                         context.params, speakers, hop_s)
+                                        if files else (pd.DataFrame(columns=["file", "emotion"]),) * 2
+                                        + (pd.DataFrame(columns=["clip_id", "reason"]),))
         except (ModelMismatchError, SpeakersNeededError) as error:
             raise click.ClickException(f"model '{model_name}': {error}") from error
-    with pd.option_context("display.width", 200, "display.max_columns", None, "display.max_colwidth", 60):
-        click.echo(table.to_string(index=False, float_format="%.3f") if len(table)
-                   else "No file could be used.")
-    for clip, reason in zip(rejected["clip_id"], rejected["reason"], strict=True):
-        click.echo(f"Rejected {clip}: {reason}", err=True)
-    if output is None and any(path.is_dir() for path in paths):
-        output = Path("predictions.csv")
-    if output is not None and len(table):
-        table.to_csv(output, index=False)
-        click.echo(f"Wrote {output}", err=True)
-    if table.empty:
-        sys.exit(1)
-
+    rejected = pd.concat([missing.rename(columns={"file": "clip_id"}), rejected[["clip_id", "reason"]]],
+                         ignore_index=True)
+    return (windows if per_window else table), rejected

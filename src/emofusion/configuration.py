@@ -5,7 +5,8 @@ before that. Kedro builds its pipeline registry lazily, at the first look-up of 
 every command with a session (`kedro run`, `emofusion predict`, `kedro viz`, notebooks) creates the
 session's context before that look-up. So the context hands its configuration loader, which knows
 the environment (`--env`, KEDRO_ENV or the default `local`) and the `--params`, to
-`pipeline_parameters()`: the pipelines are built from the same parameters as the nodes get.
+`pipeline_parameters()`: the pipelines are built from the same parameters as the nodes get. The
+context also checks every parameter (emofusion.validation) before anything is built or run.
 Without a session (`kedro registry list`, tests), the environment is the one in KEDRO_ENV."""
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from typing import Any
 from kedro.config import AbstractConfigLoader
 from kedro.framework.context import KedroContext
 from kedro.framework.project import pipelines, settings
+
+from emofusion.validation import validate_parameters
 
 # The configuration loader of the latest context in this process, and where the pipelines were last
 # read from (conf_source, env, runtime parameters).
@@ -38,6 +41,9 @@ class ProjectContext(KedroContext):
             # cached by Kedro's registry: have it build them again.
             pipelines.configure(f"{self._package_name}.pipeline_registry")
         _session_loader = self.config_loader
+        # Every setting, --params included, before a pipeline is built or a node runs (the loader's
+        # parameters: Kedro's `params` would build every pipeline first).
+        validate_parameters(self.config_loader["parameters"], self.project_path)
 
 
 def pipeline_parameters(project_path: Path | None = None) -> dict[str, Any]:

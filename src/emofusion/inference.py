@@ -30,6 +30,9 @@ RUN_FACTS = frozenset({"seconds", "clips_per_second", "fingerprint", "device", "
 # The same settings again, by parameter path, for the checks between pipelines (emofusion.provenance):
 # compared here under their own keys, and absent from model cards written before it.
 RESTATED = frozenset({"made_with"})
+# How long recordings are cut: windows in prediction whatever the training run did; each window is
+# made as a training clip is.
+WINDOWING = frozenset({"long_clips", "window_hop_s"})
 FEATURE_PIPELINES = ("data_processing", "feature_extraction", "transfer_features", "fusion")
 
 
@@ -41,21 +44,26 @@ class SpeakersNeededError(ValueError):
     """A model trained on features standardised per speaker, asked to predict without speakers."""
 
 
-def audio_files(paths: Sequence[Path]) -> list[Path]:
-    """The files given, and every audio file under the folders given."""
-    files = []
+def audio_files(paths: Sequence[Path]) -> tuple[list[Path], pd.DataFrame]:
+    """The files given and every audio file under the folders given, each once (a file named twice,
+    or also found in a folder given, is predicted once); and the paths that give no file, with the
+    reason."""
+    files: dict[Path, Path] = {}  # resolved -> as given
+    missing = []
     for path in paths:
         if path.is_dir():
             found = [path / relative for relative in list_audio(str(path), path)]
             if not found:
-                raise FileNotFoundError(
-                    f"no audio files ({', '.join(sorted(AUDIO_EXTENSIONS))}) under {path}")
-            files += found
+                formats = ", ".join(sorted(AUDIO_EXTENSIONS))
+                missing.append((path, f"no audio files ({formats}) in this folder"))
+            for file in found:
+                files.setdefault(file.resolve(), file)
         elif path.is_file():
-            files.append(path)
+            files.setdefault(path.resolve(), path)
         else:
-            raise FileNotFoundError(f"{path} does not exist")
-    return files
+            missing.append((path, "no such file or folder"))
+    return list(files.values()), pd.DataFrame(
+        [{"file": str(path), "reason": reason} for path, reason in missing], columns=["file", "reason"])
 
 
 def speakers_from_csv(table: Path, files: Sequence[Path]) -> list[str]:
@@ -83,7 +91,7 @@ def setting_differences(trained: Any, now: Any, where: str = "") -> list[str]:
     """Every setting that differs between two feature metadata trees, as 'path: trained -> now'."""
     if isinstance(trained, Mapping) and isinstance(now, Mapping):
         return [difference for key in sorted(set(trained) | set(now), key=str)
-                if key not in RUN_FACTS | RESTATED
+                if key not in RUN_FACTS | RESTATED | WINDOWING
                 for difference in setting_differences(trained.get(key), now.get(key),
                                                       f"{where}.{key}" if where else str(key))]
     if isinstance(trained, list) and isinstance(now, list) and len(trained) == len(now):
@@ -104,14 +112,21 @@ def _parameter(parameters: Mapping[str, Any], name: str) -> Any:
 
 def fused_features_of(files: Sequence[Path], variant: str, pipelines: Mapping[str, Pipeline],
                       parameters: Mapping[str, Any], speakers: Sequence[str] | None = None,
-                      speaker_fallback: Mapping[str, Any] | None = None) -> tuple[ClipArray, pd.DataFrame]:
-    """The fused features of these files for `variant`, and the files rejected (silent,
-    unreadable, too short) with the reason, through the project's pipelines. `speakers` (one per
-    file) and the training run's `speaker_fallback` statistics serve variants standardised per
-    speaker."""
+                      speaker_fallback: Mapping[str, Any] | None = None, hop_s: float | None = None
+                      ) -> tuple[ClipArray, pd.DataFrame, pd.DataFrame]:
+    """The fused features of these files for `variant`, one row per window of `audio.duration_s`
+    every `hop_s` seconds (default `audio.window_hop_s`); which file and start each row is
+    (`clip_id`, `file`, `start_s`); and the files rejected (silent, unreadable, too short) with the
+    reason, through the project's pipelines. `speakers` (one per file) and the training run's
+    `speaker_fallback` statistics serve variants standardised per speaker: a file's windows are
+    its speaker's."""
+    audio = dict(parameters["audio"], long_clips="windows")
+    audio["window_hop_s"] = float(hop_s or audio.get("window_hop_s") or audio["duration_s"])
+    parameters = {**parameters, "audio": audio}
     fused_name = f"fusion.{variant}.fused_features"
     steps = sum((pipelines[name] for name in FEATURE_PIPELINES), Pipeline([]))
     steps = steps.from_inputs("corpus_manifest").to_outputs(fused_name, "audio_rejections")
+    preprocessing = steps.to_outputs("clip_manifest", "audio_rejections")
     names = [str(f) for f in files]
     manifest = pd.DataFrame({"clip_id": names, "corpus": "new", "path": names,
                              "speaker": speakers}).reindex(columns=CLIP_COLUMNS)
@@ -122,23 +137,44 @@ def fused_features_of(files: Sequence[Path], variant: str, pipelines: Mapping[st
     if speaker_fallback is not None:  # fusion's input: a speaker with too few files as in training
         catalog["params:speaker_statistics"] = dict(parameters["speaker_statistics"],
                                                     fallback=speaker_fallback)
-    outputs = SequentialRunner().run(steps, catalog)
-    rejected = outputs["audio_rejections"].load()
-    if fused_name not in outputs:  # every file was rejected: nothing reached fusion
-        return ClipArray(np.array([], dtype=str), np.empty((0, 0), np.float32)), rejected
-    return outputs[fused_name].load(), rejected
+    runner = SequentialRunner()
+    runner.run(preprocessing, catalog)  # first, so that features are made only when a file is usable
+    rejected = catalog["audio_rejections"].load()
+    windows = catalog["clip_manifest"].load()
+    windows = pd.DataFrame({"clip_id": windows["clip_id"].astype(str), "file": windows["source_clip_id"],
+                            "start_s": windows["window_start_s"]})
+    if windows.empty:  # every file was rejected: nothing to make features of
+        return ClipArray(np.array([], dtype=str), np.empty((0, 0), np.float32)), windows, rejected
+    outputs = runner.run(steps - preprocessing, catalog)
+    return outputs[fused_name].load(), windows, rejected
+
+
+def _per_file(windows: pd.DataFrame, classes: Sequence[str]) -> pd.DataFrame:
+    """One row per file from its windows' predictions: the mean of their probabilities and its most
+    likely emotion, or without probabilities the emotion most windows have."""
+    probabilities = [f"p_{label}" for label in classes]
+    grouped = windows.groupby("file", sort=False)
+    if set(probabilities) <= set(windows.columns):
+        table = grouped[probabilities].mean()
+        table.insert(0, "emotion", np.asarray(classes)[table.to_numpy().argmax(axis=1)])
+    else:
+        table = grouped["emotion"].agg(lambda emotions: emotions.mode().iloc[0]).to_frame()
+    table.insert(1, "windows", grouped.size())
+    return table.reset_index()
 
 
 def predict_emotions(files: Sequence[Path], variant: str, model: Any, model_card: Mapping[str, Any],
                      pipelines: Mapping[str, Pipeline], parameters: Mapping[str, Any],
-                     speakers: Sequence[str] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """One row per readable file: its predicted emotion and the probability of each emotion; and
-    the rejected files with the reason. `speakers`, one per file, is needed by a model trained on
-    features standardised per speaker: each file is standardised by the statistics of the files
-    of its speaker, as in training."""
+                     speakers: Sequence[str] | None = None, hop_s: float | None = None
+                     ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """One row per usable file: its predicted emotion, how many windows it was cut into and the
+    probability of each emotion averaged over them; the same per window (with `start_s`); and the
+    rejected files with the reason. `speakers`, one per file, is needed by a model trained on
+    features standardised per speaker: each file is standardised by the statistics of the files of
+    its speaker, as in training."""
     if list(map(str, model.classes_)) != list(model_card["classes"]):
         raise ModelMismatchError("the model and its model card name different emotions: they come from "
-                                 "different runs; run `kedro run --pipeline=modelling` again")
+                                 "different runs; run `kedro run --pipelines=modelling` again")
     normalisation = model_card["features"].get("speaker_normalisation")
     if normalisation and speakers is None:
         raise SpeakersNeededError(
@@ -147,10 +183,11 @@ def predict_emotions(files: Sequence[Path], variant: str, model: Any, model_card
             "are one speaker's, or --speakers FILE.csv with columns path and speaker. Each speaker's files "
             f"are standardised together; a speaker with fewer than {normalisation['min_clips']} files by the "
             "statistics of the training clips, which fit their voice less well.")
-    fused, rejected = fused_features_of(files, variant, pipelines, parameters, speakers,
-                                        normalisation["fallback"] if normalisation else None)
+    fused, windows, rejected = fused_features_of(files, variant, pipelines, parameters, speakers,
+                                                 normalisation["fallback"] if normalisation else None, hop_s)
     if len(fused.clip_ids) == 0:
-        return pd.DataFrame(columns=["file", "emotion"]), rejected
+        empty = pd.DataFrame(columns=["file", "emotion"])
+        return empty, empty, rejected
     # Through JSON, as the model card was, so that a tuple and a list of the same values are equal.
     differences = setting_differences(model_card["features"], json.loads(json.dumps(fused.metadata)))
     if differences:
@@ -158,8 +195,9 @@ def predict_emotions(files: Sequence[Path], variant: str, model: Any, model_card
             f"this {variant} model was trained on features made with other settings than the project "
             "has now:\n  " + "\n  ".join(differences[:20]) + "\nRestore those settings, or train again "
             "with these (`kedro run`).")
-    table = pd.DataFrame({"file": fused.clip_ids, "emotion": model.predict(fused.values)})
+    windows = windows.set_index("clip_id").loc[fused.clip_ids].reset_index(drop=True)
+    windows["emotion"] = model.predict(fused.values)
     if hasattr(model, "predict_proba"):  # not an SVM trained with probability: false
-        table = table.join(pd.DataFrame(model.predict_proba(fused.values),
-                                        columns=[f"p_{label}" for label in model.classes_]))
-    return table, rejected
+        windows = windows.join(pd.DataFrame(model.predict_proba(fused.values),
+                                            columns=[f"p_{label}" for label in model.classes_]))
+    return _per_file(windows, list(map(str, model.classes_))), windows, rejected

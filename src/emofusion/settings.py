@@ -1,11 +1,17 @@
 """Kedro project settings."""
 
+import warnings
+
 from kedro.config import OmegaConfigLoader
 
 from emofusion.configuration import ProjectContext
-from emofusion.hooks import MissingInputHooks, NodeTimingHooks
+from emofusion.hooks import MissingInputHooks, NodeTimingHooks, SummaryLastHooks
 
-HOOKS = (NodeTimingHooks(), MissingInputHooks())
+# Kedro 1.7's own configuration loader calls OmegaConf's deprecated register_new_resolver for every
+# resolver, a warning per resolver per session: not ours to fix, and forty lines of every log.
+warnings.filterwarnings("ignore", message=r"register_new_resolver\(\) is deprecated", category=UserWarning)
+
+HOOKS = (NodeTimingHooks(), MissingInputHooks(), SummaryLastHooks())
 
 # Builds the fusion and modelling pipelines from the session's environment (see configuration.py).
 CONTEXT_CLASS = ProjectContext

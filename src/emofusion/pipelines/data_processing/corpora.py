@@ -128,7 +128,12 @@ def _clip_id(corpus: str, relative: PurePosixPath) -> str:
 def list_audio(corpus: str, root: Path) -> list[PurePosixPath]:
     """Audio files under root; the others are counted in the log, so that a format the readers
     skip (say .m4a) does not vanish unnoticed."""
-    files = [p for p in root.rglob("*") if p.is_file()]
+    entries = list(root.rglob("*"))
+    files = [p for p in entries if p.is_file()]
+    dangling = [p for p in entries if p.is_symlink() and not p.exists()]
+    if dangling:
+        logger.warning("Corpus '%s': skipped %d links that lead nowhere (broken, or a loop of links): %s",
+                       corpus, len(dangling), ", ".join(str(p.relative_to(root)) for p in dangling[:5]))
     skipped = Counter(p.suffix.lower() or p.name for p in files
                       if p.suffix.lower() not in AUDIO_EXTENSIONS)
     if skipped:

@@ -15,7 +15,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import soundfile as sf
-from scipy.signal import lfilter
 
 GENERATOR_VERSION = 1
 
@@ -69,6 +68,9 @@ def _glottal_source(f0: np.ndarray, sample_rate: int, tension: float) -> np.ndar
 
 
 def _formant_filter(source: np.ndarray, formants: np.ndarray, sample_rate: int) -> np.ndarray:
+    # Imported here: scipy.signal takes a second to import, and only the demo needs it.
+    from scipy.signal import lfilter
+
     out = source
     for frequency, bandwidth in zip(formants, FORMANT_BANDWIDTHS, strict=True):
         radius = np.exp(-np.pi * bandwidth / sample_rate)

@@ -13,7 +13,7 @@ import pandas as pd
 from emofusion.clip_array import ClipArray
 from emofusion.parallel import imap_chunks
 
-from .audio import CLIP_INFO_COLUMNS, ClipRejected, preprocess_clip
+from .audio import CLIP_INFO_COLUMNS, ClipRejected, preprocess_windows
 from .corpora import CLIP_COLUMNS, REJECTION_COLUMNS, CorpusError, scan_corpus
 from .demo_corpus import write_demo_corpus
 
@@ -118,15 +118,19 @@ def build_corpus_manifest(
 
 
 def _preprocess_chunk(rows: list[tuple[str, str]], params: Mapping[str, Any]
-                      ) -> list[tuple[str, np.ndarray | None, dict[str, Any] | str]]:
+                      ) -> list[tuple[str, list[tuple[np.ndarray, dict[str, Any]]] | str]]:
     results = []
     for clip_id, path in rows:
         try:
-            signal, info = preprocess_clip(path, params)
-            results.append((clip_id, signal, info))
+            results.append((clip_id, preprocess_windows(path, params)))
         except ClipRejected as rejection:
-            results.append((clip_id, None, str(rejection)))
+            results.append((clip_id, str(rejection)))
     return results
+
+
+def window_id(clip_id: str, start_s: float) -> str:
+    """The clip id of one window of a long clip cut into windows (``audio.long_clips: windows``)."""
+    return f"{clip_id}@{start_s:.2f}s"
 
 
 def preprocess_audio(
@@ -134,29 +138,51 @@ def preprocess_audio(
 ) -> tuple[ClipArray, pd.DataFrame, pd.DataFrame]:
     """Decode and preprocess every clip in parallel into one (clips, samples) float32 array.
 
-    Returns the audio, the manifest of clips that passed (with their source format) and the
-    clips rejected with the reason.
+    Returns the audio, the manifest of clips that passed (with their source format and which part
+    of the speech was kept: `window_start_s`, `kept_duration_s`; windows of one long clip share its
+    `source_clip_id`) and the clips rejected with the reason.
     """
     length = int(round(audio["duration_s"] * audio["sample_rate"]))
     values = np.empty((len(corpus_manifest), length), dtype=np.float32)
     used_ids, infos, rejections = [], [], []
     rows = list(zip(corpus_manifest["clip_id"], corpus_manifest["path"], strict=True))
-    for clip_id, signal, info in imap_chunks(_preprocess_chunk, rows, n_jobs=n_jobs,
-                                             description="Preprocessing audio", params=audio):
-        if signal is None:
-            rejections.append({"clip_id": clip_id, "stage": "audio", "reason": info})
+    for clip_id, windows in imap_chunks(_preprocess_chunk, rows, n_jobs=n_jobs,
+                                        description="Preprocessing audio", params=audio):
+        if isinstance(windows, str):
+            rejections.append({"clip_id": clip_id, "stage": "audio", "reason": windows})
             continue
-        values[len(used_ids)] = signal  # rejected clips leave no gap: rows stay compact
-        used_ids.append(clip_id)
-        infos.append({"clip_id": clip_id} | info)
-    indexed = corpus_manifest.set_index("clip_id")
-    info_table = pd.DataFrame(infos, columns=["clip_id", *CLIP_INFO_COLUMNS])
-    clip_manifest = indexed.loc[used_ids].reset_index().merge(info_table, on="clip_id")
+        for signal, info in windows:
+            if len(used_ids) == len(values):  # windows of long clips: more rows than clips
+                values = np.concatenate([values, np.empty_like(values)])
+            values[len(used_ids)] = signal  # rejected clips leave no gap: rows stay compact
+            used_ids.append(window_id(clip_id, info["window_start_s"]) if len(windows) > 1 else clip_id)
+            infos.append({"clip_id": used_ids[-1], "source_clip_id": clip_id} | info)
+    info_table = pd.DataFrame(infos, columns=["clip_id", "source_clip_id", *CLIP_INFO_COLUMNS])
+    clip_manifest = info_table[["clip_id", "source_clip_id"]].merge(
+        corpus_manifest.rename(columns={"clip_id": "source_clip_id"}), on="source_clip_id"
+    )[CLIP_COLUMNS + ["source_clip_id"]].merge(info_table.drop(columns="source_clip_id"), on="clip_id")
     rejected = pd.DataFrame(rejections, columns=["clip_id", "stage", "reason"]).merge(
         corpus_manifest[["clip_id", "corpus", "path"]], on="clip_id")[REJECTION_COLUMNS]
+    _log_long_clips(clip_manifest, audio)
     metadata = {"sample_rate": audio["sample_rate"], "duration_s": audio["duration_s"],
                 "preprocessing": dict(audio), "made_with": {"audio": dict(audio)}}
     return ClipArray(np.array(used_ids), values[: len(used_ids)], metadata), clip_manifest, rejected
+
+
+def _log_long_clips(clip_manifest: pd.DataFrame, audio: Mapping[str, Any]) -> None:
+    """Say how many clips were longer than `audio.duration_s`, and what became of them."""
+    long = clip_manifest.loc[clip_manifest["speech_duration_s"] > audio["duration_s"], "source_clip_id"]
+    if long.empty:
+        return
+    if audio.get("long_clips", "crop") == "windows":
+        logger.info("%d clips were longer than audio.duration_s = %s s: cut into %d windows every %s s "
+                    "(audio.long_clips = windows)", long.nunique(), audio["duration_s"], len(long),
+                    audio["window_hop_s"])
+    else:
+        logger.info("%d clips were longer than audio.duration_s = %s s and were cropped to it (audio.crop "
+                    "= %s; clip_manifest has each one's speech_duration_s and kept_duration_s; "
+                    "audio.long_clips = windows uses all of them)", len(long), audio["duration_s"],
+                    audio["crop"])
 
 
 def report_clip_usage(

@@ -11,6 +11,7 @@ import logging
 import logging.handlers
 import multiprocessing
 import os
+import shutil
 import tempfile
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
@@ -28,6 +29,9 @@ from sklearn.model_selection import StratifiedKFold
 from sklearn.pipeline import Pipeline
 from sklearn.svm import SVC
 from sklearn.utils.metaestimators import available_if
+from tqdm import tqdm
+
+from emofusion.parallel import die_with_parent
 
 logger = logging.getLogger(__name__)
 
@@ -324,7 +328,9 @@ class DenseNetworkClassifier(ClassifierMixin, BaseEstimator):
         encode = np.vectorize({label: i for i, label in enumerate(self.classes_)}.__getitem__,
                               otypes=[np.int64])
         self.n_features_in_ = X.shape[1]
-        with tempfile.TemporaryDirectory(prefix="emofusion-dnn-") as folder:
+        remove_stranded_folders()
+        with tempfile.TemporaryDirectory(prefix=f"{DNN_FOLDER_PREFIX}{os.getpid()}-",
+                                         ignore_cleanup_errors=True) as folder:
             # The matrices travel as files the training process maps, not as pickles through a pipe;
             # this process then drops its references, which frees them unless the caller keeps one.
             np.save(train_path := Path(folder, "train.npy"), np.asarray(X, np.float32))
@@ -364,9 +370,10 @@ def train_dense_network(params: Mapping[str, Any], n_classes: int, train_path: P
                         validation_path: Path, validation_y: np.ndarray
                         ) -> tuple[str, list[np.ndarray], dict[str, list[float]]]:
     """Build, train and early-stop the network; returns its architecture, weights and history."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # no C++ start-up chatter unless asked for
+    from emofusion.quiet_tensorflow import import_tensorflow
+
+    tf = import_tensorflow()  # no C++ start-up chatter unless asked for
     import keras
-    import tensorflow as tf
 
     keras.backend.clear_session()  # the process may have trained others: fresh layer names and state
     keras.utils.set_random_seed(params["random_state"] or 0)
@@ -384,24 +391,55 @@ def train_dense_network(params: Mapping[str, Any], n_classes: int, train_path: P
     # One copy of the training matrix in TensorFlow; batches are gathered from it by shuffled row
     # numbers, so no shuffle buffer holds a second copy.
     features, labels = tf.constant(X), tf.constant(y)
+    validation = tf.data.Dataset.from_tensor_slices((np.load(validation_path), validation_y)).batch(256)
     del X  # unmaps the file: TensorFlow holds the only copy
+    shutil.rmtree(train_path.parent, ignore_errors=True)  # read: nothing is left for a kill to strand
     train = (tf.data.Dataset.range(len(y))
              .shuffle(len(y), seed=params["random_state"], reshuffle_each_iteration=True)
              .batch(params["batch_size"])
              .map(lambda rows: (tf.gather(features, rows), tf.gather(labels, rows)))
              .prefetch(1))
-    validation = tf.data.Dataset.from_tensor_slices((np.load(validation_path), validation_y)).batch(256)
+
+    # One progress bar per network on stderr; each epoch's scores at DEBUG.
+    progress = tqdm(total=params["epochs"], desc=f"Dense network, {int(features.shape[1]):,} inputs",
+                    unit="epoch", mininterval=1.0)
 
     def log_epoch(epoch: int, logs: Mapping[str, float]) -> None:
-        logger.info("DNN epoch %d/%d: loss %.3f, accuracy %.3f, validation loss %.3f, accuracy %.3f",
-                    epoch + 1, params["epochs"], logs["loss"], logs["accuracy"], logs["val_loss"],
-                    logs["val_accuracy"])
+        logger.debug("DNN epoch %d/%d: loss %.3f, accuracy %.3f, validation loss %.3f, accuracy %.3f",
+                     epoch + 1, params["epochs"], logs["loss"], logs["accuracy"], logs["val_loss"],
+                     logs["val_accuracy"])
+        progress.set_postfix_str(f"validation loss {logs['val_loss']:.3f}", refresh=False)
+        progress.update()
 
-    history = model.fit(
-        train, validation_data=validation, epochs=params["epochs"], verbose=0,
-        callbacks=[keras.callbacks.EarlyStopping(patience=params["patience"], restore_best_weights=True),
-                   keras.callbacks.LambdaCallback(on_epoch_end=log_epoch)])
+    with progress:
+        # shuffle=False: the dataset shuffles itself (Keras ignores the flag for a dataset, and warns).
+        history = model.fit(
+            train, validation_data=validation, epochs=params["epochs"], verbose=0, shuffle=False,
+            callbacks=[keras.callbacks.EarlyStopping(patience=params["patience"], restore_best_weights=True),
+                       keras.callbacks.LambdaCallback(on_epoch_end=log_epoch)])
     return model.to_json(), model.get_weights(), history.history
+
+
+DNN_FOLDER_PREFIX = "emofusion-dnn-"  # then the pid of the process that made the folder
+
+
+def remove_stranded_folders() -> None:
+    """Remove the training matrices' folders of processes that no longer exist (killed before their
+    training process read them)."""
+    for folder in Path(tempfile.gettempdir()).glob(f"{DNN_FOLDER_PREFIX}*-*"):
+        pid = folder.name.removeprefix(DNN_FOLDER_PREFIX).split("-")[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 class _Relay(logging.Handler):
@@ -413,10 +451,13 @@ class _Relay(logging.Handler):
             logger.handle(record)
 
 
-def _log_through(records: Any) -> None:
+def _start_training_process(records: Any, parent_pid: int) -> None:
+    die_with_parent(parent_pid)
     root = logging.getLogger()
     root.handlers = [logging.handlers.QueueHandler(records)]
-    root.setLevel(logging.INFO)
+    # Everything goes to the relay, which passes on what the parent process's loggers let through.
+    root.setLevel(logging.DEBUG)
+    logging.getLogger("emofusion").setLevel(logging.NOTSET)
 
 
 class _TrainingProcess:
@@ -428,8 +469,8 @@ class _TrainingProcess:
         records = context.Queue()
         self.listener = logging.handlers.QueueListener(records, _Relay())
         self.listener.start()
-        self.executor = ProcessPoolExecutor(1, mp_context=context, initializer=_log_through,
-                                            initargs=(records,))
+        self.executor = ProcessPoolExecutor(1, mp_context=context, initializer=_start_training_process,
+                                            initargs=(records, os.getpid()))
 
     def stop(self) -> None:
         self.executor.shutdown()

@@ -54,6 +54,8 @@ def split_clips(clip_manifest: pd.DataFrame, split: Mapping[str, Any], random_se
         raise SplitConfigError(f"split strategy '{strategy}' is not one of: {', '.join(SPLIT_STRATEGIES)}")
     columns = ["fold", "clip_id", "emotion", "speaker", "subset"]
     clips = clip_manifest[["clip_id", "emotion", "speaker"]].astype(str).reset_index(drop=True)
+    # Windows of one long clip (audio.long_clips: windows) share a source clip and are split together.
+    source = clip_manifest.get("source_clip_id", clip_manifest["clip_id"]).astype(str).to_numpy()
     if strategy == "random":
         test_size, validation_size = float(split["test_size"]), float(split["validation_size"])
         if not (0 < test_size < 1 and 0 < validation_size < 1 and test_size + validation_size < 1):
@@ -61,17 +63,18 @@ def split_clips(clip_manifest: pd.DataFrame, split: Mapping[str, Any], random_se
                                    "leave clips to train on")
         # Each emotion is split in the same proportions, however few clips it has.
         rng = np.random.default_rng(random_seed)
-        subset = np.full(len(clips), "train", dtype=object)
+        subset_of: dict[str, str] = {}
         for emotion, members in clips.groupby("emotion").groups.items():
-            members = rng.permutation(np.asarray(members))
+            members = rng.permutation(pd.unique(source[np.asarray(members)]))
             n_test = max(1, round(test_size * len(members)))
             n_validation = max(1, round(validation_size * len(members)))
             if len(members) - n_test - n_validation < 1:
                 raise SplitConfigError(
                     f"emotion '{emotion}' has {len(members)} clips: too few for a test, a validation and a "
                     "training clip. Add clips, or leave the emotion out with the `emotions` parameter")
-            subset[members[:n_test]] = "test"
-            subset[members[n_test:n_test + n_validation]] = "validation"
+            subset_of |= dict.fromkeys(members[:n_test], "test")
+            subset_of |= dict.fromkeys(members[n_test:n_test + n_validation], "validation")
+        subset = np.array([subset_of.get(clip, "train") for clip in source], dtype=object)
         made_with = {"split.strategy": strategy, "split.test_size": split["test_size"],
                      "split.validation_size": split["validation_size"], "random_seed": random_seed}
         return clips.assign(fold=0, subset=subset)[columns], made_with
@@ -221,7 +224,9 @@ def describe_features(features: Mapping[str, Any]) -> list[dict[str, Any]]:
                  "weight": block["weight"]}
         if "backbone" in source:
             entry |= {"backbone": source["backbone"], "weights": source.get("weights"),
-                      "pretrained": source.get("pretrained")}
+                      "pretrained": source.get("pretrained"),
+                      "backbone_requested": source.get("backbone_requested", source["backbone"]),
+                      "fallback_reason": source.get("fallback_reason")}
         described.append(entry)
     return described
 
@@ -395,16 +400,25 @@ def summarise_classification_metrics(fusion_variants: Mapping[str, Any], **model
                                        if "validation_uar" in fold] or [np.nan]),
             "chosen_on_validation": describe_choices(scores.get("model_selection", [])),
             "backbone": cnn.get("backbone", ""), "weights": cnn.get("weights", ""),
+            "backbone_requested": cnn.get("backbone_requested", cnn.get("backbone", "")),
+            "fallback_reason": cnn.get("fallback_reason") or "",
         })
     summary = (pd.DataFrame(rows).astype({"split_seed": "Int64"})
                .sort_values("unweighted_average_recall", ascending=False, kind="stable"))
     summary = compare_with_references(summary.reset_index(drop=True), predictions, fusion_variants)
-    shown = summary[["variant", "classifier", "width", "folds", "test_clips", "validation_uar", "accuracy",
-                     "unweighted_average_recall", "macro_f1", "reference", "uar_gain", "mcnemar_p"]]
-    logger.info("Model summary (%s split); reference: the best model on a subset of the streams:\n%s",
-                ", ".join(summary["split"].unique()),
-                shown.rename(columns={"unweighted_average_recall": "uar", "validation_uar": "val_uar"})
-                .to_string(index=False, float_format="%.3f", na_rep="",
-                           formatters={"uar_gain": "{:+.3f}".format,
-                                       "mcnemar_p": lambda p: "<0.001" if p < 0.001 else f"{p:.3f}"}))
     return summary
+
+
+def summary_text(summary: pd.DataFrame) -> str:
+    """`model_summary` as the log's last lines, within 100 columns: each model's validation and test
+    scores, and its gain over its reference (the best model on a subset of its streams)."""
+    shown = pd.DataFrame({
+        "model": summary["variant"] + "." + summary["classifier"], "val_uar": summary["validation_uar"],
+        "accuracy": summary["accuracy"], "uar": summary["unweighted_average_recall"],
+        "f1": summary["macro_f1"], "vs_reference": summary["uar_gain"], "p": summary["mcnemar_p"]})
+    table = shown.to_string(index=False, float_format="%.3f", na_rep="", formatters={
+        "vs_reference": lambda gain: "" if pd.isna(gain) else f"{gain:+.3f}",
+        "p": lambda p: "" if pd.isna(p) else "<0.001" if p < 0.001 else f"{p:.3f}"})
+    splits = ", ".join(summary["split"].unique())
+    return (f"Model summary ({splits} split, {summary['test_clips'].max()} test clips; every column in "
+            "model_summary.csv):\n" + table)

@@ -4,6 +4,7 @@ them and the report stays interactive without a server."""
 from __future__ import annotations
 
 import html
+import json
 from collections.abc import Mapping
 from typing import Any
 
@@ -172,7 +173,7 @@ def _speaker_normalisation_gains(model_summary: pd.DataFrame) -> str:
         return ""
     table = _gains(normalised, "without_speaker_normalisation", "without_speaker_normalisation_uar",
                    "speaker_normalisation_gain", "speaker_normalisation_mcnemar_p")
-    return f"""<h2>Does per-speaker normalisation help?</h2>
+    return f"""<h2 id="speakers">Does per-speaker normalisation help?</h2>
 <p>Each model whose features were standardised per speaker (each clip by the statistics of its own
 speaker's clips, a test speaker's from that speaker's unlabelled clips) against the same classifier
 on the same streams as they are, on the same test clips. With a random split the test speakers are
@@ -190,14 +191,62 @@ def _figure(figure: go.Figure) -> str:
                        config={"displaylogo": False, "responsive": True})
 
 
+# The report's sections, for its contents list.
+SECTIONS = (("run", "What was run"), ("streams", "Does each stream help?"),
+            ("speakers", "Does per-speaker normalisation help?"),
+            ("scores", "Scores on the test clips"), ("f1", "F1 per emotion"),
+            ("confusion", "Confusion matrices"), ("settings", "Settings"))
+# The parameters that make features and models, in the order they act.
+SETTINGS_SHOWN = ("corpora", "emotions", "audio", "mfcc", "lpcc", "opensmile", "log_mel_spectrogram",
+                  "transfer_features", "fusion_variants", "block_weights", "block_scaling",
+                  "speaker_statistics", "reduction", "split", "classifiers", "random_seed")
+
+
+def _backbone_used(model_summary: pd.DataFrame) -> tuple[str, str]:
+    """The CNN backbone and weights the models used, and, when that is not the one asked for, which
+    was asked for and why it was not used (an HTML sentence)."""
+    if "backbone" not in model_summary:
+        return "none (no variant uses CNN features)", ""
+    columns = [column for column in ("backbone", "weights", "backbone_requested", "fallback_reason")
+               if column in model_summary]
+    cnn = model_summary.loc[model_summary["backbone"].fillna("") != "", columns].fillna("").drop_duplicates()
+    if cnn.empty:
+        return "none (no variant uses CNN features)", ""
+    used = "; ".join(f"{row.backbone}, weights: {row.weights}" for row in cnn.itertuples(index=False))
+    fallback = "".join(
+        f" <b>Asked for {html.escape(row.backbone_requested)}; the offline fallback "
+        f"{html.escape(row.backbone)} was used instead</b>: {html.escape(row.fallback_reason)}"
+        for row in cnn.itertuples(index=False)
+        if getattr(row, "backbone_requested", "") and row.backbone_requested != row.backbone)
+    return used, fallback
+
+
+def _long_clips(clip_manifest: pd.DataFrame, parameters: Mapping[str, Any] | None) -> str:
+    """What became of clips longer than the clip duration, when there were any."""
+    if "kept_duration_s" not in clip_manifest:
+        return ""
+    long = clip_manifest[clip_manifest["speech_duration_s"] > clip_manifest["kept_duration_s"] + 1e-3]
+    sources = long["source_clip_id"].nunique() if "source_clip_id" in long else len(long)
+    if not sources:
+        return " No clip was longer than the clip duration."
+    audio = (parameters or {}).get("audio", {})
+    if audio.get("long_clips") == "windows":
+        return (f" {sources} clips were longer than {audio.get('duration_s')} s and were cut into windows "
+                f"every {audio.get('window_hop_s')} s (audio.long_clips: windows).")
+    return (f" {sources} clips were longer than the clip duration and were cropped "
+            f"(audio.crop: {audio.get('crop', '?')}; clip_manifest has their durations).")
+
+
 def html_report(model_summary: pd.DataFrame, model_comparison: go.Figure, per_class_f1: go.Figure,
                 clip_manifest: pd.DataFrame, rejected_clips: pd.DataFrame, data_split: pd.DataFrame,
                 data_split_settings: Mapping[str, Any], classifiers: Mapping[str, Any],
-                fusion_variants: Mapping[str, Any], **confusion_matrices: go.Figure) -> str:
+                fusion_variants: Mapping[str, Any], parameters: Mapping[str, Any] | None = None,
+                **confusion_matrices: go.Figure) -> str:
     """One HTML file with plotly.js inside, so it opens in a browser with no network: what was
     run, on which clips, whether each stream helps (the project's question, so it comes first),
     the scores and the figures. The split is described as it was made (`data_split_settings`), not
-    as this run's parameters ask."""
+    as this run's parameters ask. `parameters`: the run's, of which the settings that make features
+    and models are listed."""
     corpora = (clip_manifest.groupby("corpus")
                .agg(clips=("clip_id", "size"), emotions=("emotion", "nunique"),
                     speakers=("speaker", "nunique"))
@@ -206,14 +255,15 @@ def html_report(model_summary: pd.DataFrame, model_comparison: go.Figure, per_cl
     emotions = clip_manifest["emotion"].value_counts().rename_axis("emotion").reset_index(name="clips")
     subsets = (data_split.groupby(["fold", "subset"]).size().unstack(fill_value=0)
                .rename_axis(columns=None).reset_index())
-    cnn = model_summary.loc[model_summary["backbone"].fillna("") != "", ["backbone", "weights"]]
-    backbone = ("; ".join(f"{b}, weights: {w}" for b, w in cnn.drop_duplicates().itertuples(index=False))
-                or "none (no variant uses CNN features)")
+    backbone, fallback = _backbone_used(model_summary)
     rejected = (_table(rejected_clips[["clip_id", "corpus", "stage", "reason"]]) if len(rejected_clips)
                 else "<p>None.</p>")
     split_made_with = ", ".join(f"{key}={value}" for key, value in data_split_settings.items())
-    settings = yaml.safe_dump({"fusion_variants": dict(fusion_variants), "classifiers": dict(classifiers)},
-                              default_flow_style=None, sort_keys=False)
+    shown = {"fusion_variants": dict(fusion_variants), "classifiers": dict(classifiers)}
+    shown = {key: (parameters or {}).get(key, shown.get(key)) for key in SETTINGS_SHOWN
+             if key in shown or key in (parameters or {})}
+    settings = yaml.safe_dump(json.loads(json.dumps(shown, default=str)), default_flow_style=None,
+                              sort_keys=False, width=100)
     scores = model_summary[["variant", "classifier", "fusion", "width", "folds", "test_clips", *SCORES,
                             "validation_uar", "chosen_on_validation"]]
     scores = scores.fillna({"chosen_on_validation": ""}).rename(
@@ -221,8 +271,11 @@ def html_report(model_summary: pd.DataFrame, model_comparison: go.Figure, per_cl
                  "chosen_on_validation": "chosen on validation clips", **SCORES})
     verdicts = "".join(f"<li>{html.escape(verdict)}</li>"
                        for verdict in cnn_stream_verdicts(model_summary, fusion_variants))
-    confusion = "".join(f"<h3>{html.escape(name.replace('__', ' · '))}</h3>{_figure(figure)}"
+    confusion = "".join(f"<div><h3>{html.escape(name.replace('__', ' · '))}</h3>{_figure(figure)}</div>"
                         for name, figure in confusion_matrices.items())
+    speakers = _speaker_normalisation_gains(model_summary)
+    sections = [(anchor, title) for anchor, title in SECTIONS if anchor != "speakers" or speakers]
+    contents = "".join(f'<li><a href="#{anchor}">{title}</a></li>' for anchor, title in sections)
     escape = html.escape
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>EmoFusion report</title>
@@ -233,25 +286,28 @@ table.table {{ border-collapse: collapse; margin: 0.5em 0 1.5em; }}
 table.table th, table.table td {{ padding: 0.25em 0.7em; border-bottom: 1px solid #ddd; text-align: right; }}
 table.table td:first-child, table.table th:first-child {{ text-align: left; }}
 pre {{ background: #f6f6f6; padding: 1em; overflow-x: auto; }}
+.grid {{ display: grid; grid-template-columns: 1fr 1fr; gap: 0 1em; }}
+.grid h3 {{ font-size: 1em; margin-bottom: 0; }}
 </style></head><body>
 <h1>EmoFusion report</h1>
-<h2>What was run</h2>
-<p>{len(clip_manifest)} clips used, {len(rejected_clips)} rejected.
+<p>CNN features: <b>{escape(backbone)}</b>.{fallback}</p>
+<nav><b>Contents</b><ol>{contents}</ol></nav>
+<h2 id="run">What was run</h2>
+<p>{len(clip_manifest)} clips used, {len(rejected_clips)} rejected.{_long_clips(clip_manifest, parameters)}
 Split: <b>{escape(str(data_split_settings['split.strategy']))}</b>
-({data_split['fold'].nunique()} fold(s); made with {escape(split_made_with)}).
-CNN features: <b>{escape(backbone)}</b>.</p>
+({data_split['fold'].nunique()} fold(s); made with {escape(split_made_with)}).</p>
 <h3>Corpora</h3>{_table(corpora)}
 <h3>Emotions</h3>{_table(emotions)}
 <h3>Clips per fold and subset</h3>{_table(subsets)}
 <h3>Rejected clips</h3>{rejected}
-<h3>Settings</h3><pre>{escape(settings)}</pre>
-<h2>Does each stream help?</h2>
+<h2 id="streams">Does each stream help?</h2>
 <ul>{verdicts}</ul>
 {_stream_gains(model_summary)}
-{_speaker_normalisation_gains(model_summary)}
-<h2>Scores on the test clips</h2>{_table(scores)}
+{speakers}
+<h2 id="scores">Scores on the test clips</h2>{_table(scores)}
 {_figure(model_comparison)}
-<h2>F1 per emotion</h2>{_figure(per_class_f1)}
-<h2>Confusion matrices</h2>{confusion}
+<h2 id="f1">F1 per emotion</h2>{_figure(per_class_f1)}
+<h2 id="confusion">Confusion matrices</h2><div class="grid">{confusion}</div>
+<h2 id="settings">Settings</h2><pre>{escape(settings)}</pre>
 </body></html>
 """

@@ -32,7 +32,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                      "per_class_f1": "per_class_f1", "clip_manifest": "clip_manifest",
                      "rejected_clips": "rejected_clips", "data_split": "data_split",
                      "data_split_settings": "data_split_settings", "classifiers": "params:classifiers",
-                     "fusion_variants": "params:fusion_variants",
+                     "fusion_variants": "params:fusion_variants", "parameters": "parameters",
                      **{name: f"reporting.{variant}.{classifier}.confusion_matrix"
                         for name, (variant, classifier) in zip(metrics, instances, strict=True)}},
              outputs="html_report", name="html_report"),

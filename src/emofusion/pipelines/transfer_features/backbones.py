@@ -7,8 +7,10 @@ import contextlib
 import difflib
 import functools
 import importlib
+import json
 import logging
 import re
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -160,9 +162,14 @@ def load_backbone(settings: TransferSettings) -> Backbone:
         backbone = build_backbone(spec, None, settings.precision)
         backbone.provenance = {"weights": "random initialisation (not pretrained)", "pretrained": False}
         return backbone
+    known = _known_unavailable(spec.name) if settings.weights == "imagenet" else None
     try:
+        if known is not None:
+            raise known
         backbone = build_backbone(spec, settings.weights, settings.precision)
     except ImageNetWeightsUnavailable as unavailable:
+        if unavailable is not known:
+            _remember_unavailable(unavailable)
         fallback = settings.offline_fallback
         if fallback is None:
             raise ImageNetWeightsUnavailable(
@@ -178,3 +185,33 @@ def load_backbone(settings: TransferSettings) -> Backbone:
     source = "imagenet" if settings.weights == "imagenet" else f"file {settings.weights}"
     backbone.provenance = {"weights": source, "pretrained": True}
     return backbone
+
+
+RETRY_DOWNLOAD_AFTER_S = 3600
+_UNAVAILABLE_RECORD = "emofusion-unavailable-weights.json"  # beside Keras's models/ folder
+
+
+def _known_unavailable(backbone: str) -> ImageNetWeightsUnavailable | None:
+    """The failed download of this backbone's weights in the last hour, unless the file has appeared
+    since: every `emofusion predict` would otherwise wait for the same failure again."""
+    try:
+        record = json.loads((keras_cache_dir().parent / _UNAVAILABLE_RECORD).read_text())[backbone]
+    except (OSError, ValueError, KeyError):
+        return None
+    if time.time() - record["at"] > RETRY_DOWNLOAD_AFTER_S:
+        return None
+    when = time.strftime("%H:%M", time.localtime(record["at"]))
+    failure = ImageNetWeightsUnavailable(backbone, record["url"], f"{record['reason']}; the download failed "
+                                         f"at {when} and is tried again an hour later")
+    return None if failure.file.is_file() else failure
+
+
+def _remember_unavailable(failure: ImageNetWeightsUnavailable) -> None:
+    path = keras_cache_dir().parent / _UNAVAILABLE_RECORD
+    try:
+        records = json.loads(path.read_text()) if path.is_file() else {}
+        records[failure.backbone] = {"url": failure.url, "reason": failure.reason, "at": time.time()}
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(records, indent=1))
+    except (OSError, ValueError):  # a read-only home: the next run just tries again
+        pass

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import importlib.metadata
 import logging
-import os
 import time
 from collections.abc import Mapping
 from typing import Any
 
 from emofusion.clip_array import ClipArray
+from emofusion.quiet_tensorflow import import_tensorflow
 
 from .config import TransferSettings, fingerprint, transfer_settings, weights_now_reachable
 
@@ -74,7 +74,7 @@ def extract_transfer_features(log_mel_spectrogram: ClipArray, stored_transfer_fe
     # Keras and TensorFlow take seconds to import: only a run that computes features pays for that.
     # Their C++ start-up chatter is hidden unless the user sets TF_CPP_MIN_LOG_LEVEL; the device is
     # logged below.
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import_tensorflow()
     from .backbones import load_backbone
     from .images import compute_device, extract_features
 

@@ -1,0 +1,173 @@
+"""Every setting checked once, before anything runs: a run that would fail in its tenth minute on a
+mistyped option, or train with a negative block weight, fails in its first second instead, naming the
+parameter and what it may be. `--params` overrides are part of the parameters checked.
+
+Settings with a fixed shape are a pydantic schema; the fusion variants, classifiers and backbones
+are checked by the functions their pipelines build from, so the rules live in one place each."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+DEFAULT_DEMO_PATH = "data/01_raw/demo"
+
+
+class ParameterError(ValueError):
+    """Parameters that cannot run; the message names each one and what it may be."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Audio(_Strict):
+    sample_rate: int = Field(gt=0)
+    silence_threshold_db: float = Field(le=0)
+    trim_top_db: float = Field(gt=0)
+    trim_frame_ms: float = Field(gt=0)
+    min_duration_s: float = Field(ge=0)
+    normalise: Literal["peak", "rms"]
+    level_db: float = Field(le=0)
+    duration_s: float = Field(gt=0)
+    crop: Literal["start", "centre", "end"]
+    pad: Literal["end", "centre"]
+    long_clips: Literal["crop", "windows"] = "crop"
+    window_hop_s: float = Field(default=1.5, gt=0)
+
+
+Statistic = Literal["mean", "std", "min", "max", "median"]
+
+
+class _Frames(_Strict):
+    window: str
+    window_ms: float = Field(gt=0)
+    hop_ms: float = Field(gt=0)
+
+
+class Mfcc(_Frames):
+    n_mfcc: int = Field(gt=0)
+    n_mels: int = Field(gt=0)
+    statistics: list[Statistic] = Field(min_length=1)
+    active_frame_top_db: float | None = Field(default=None, gt=0)
+
+
+class Lpcc(_Frames):
+    order: int = Field(gt=0)
+    n_ceps: int = Field(gt=0)
+    pre_emphasis: float = Field(ge=0, lt=1)
+    statistics: list[Statistic] = Field(min_length=1)
+    active_frame_top_db: float | None = Field(default=None, gt=0)
+
+
+class LogMel(_Frames):
+    n_mels: int = Field(gt=0)
+    top_db: float = Field(gt=0)
+    dtype: Literal["float16", "float32"]
+
+
+class Split(_Strict):
+    strategy: Literal["random", "speaker_independent"]
+    test_size: float = Field(gt=0, lt=1)
+    validation_size: float = Field(gt=0, lt=1)
+    speaker_folds: int = Field(ge=3)
+
+
+class Layer(_Strict):
+    units: int = Field(gt=0)
+    dropout: float = Field(default=0.0, ge=0, lt=1)
+
+
+class ClassifierNumbers(BaseModel):
+    """The numbers of a classifier entry; which options a kind takes is `build_classifier`'s check."""
+
+    model_config = ConfigDict(extra="allow")
+    kind: Literal["svm", "dnn"]
+    C: float | None = Field(default=None, gt=0)
+    kernel: Literal["rbf", "linear"] | None = None
+    gamma: Literal["scale"] | float | None = None
+    layers: list[Layer] | None = None
+    learning_rate: float | None = Field(default=None, gt=0)
+    epochs: int | None = Field(default=None, gt=0)
+    batch_size: int | None = Field(default=None, gt=0)
+    patience: int | None = Field(default=None, ge=0)
+
+
+class Parameters(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    random_seed: int
+    n_jobs: int
+    audio: Audio
+    mfcc: Mfcc
+    lpcc: Lpcc
+    log_mel_spectrogram: LogMel
+    split: Split
+    block_weights: dict[str, Annotated[float, Field(ge=0)]] = Field(min_length=1)
+    block_scaling: Literal["balanced", "standard"]
+    speaker_statistics: dict[str, int] = Field(default_factory=dict)
+    classifiers: dict[str, ClassifierNumbers | None]
+
+
+def _schema_errors(parameters: Mapping[str, Any]) -> list[str]:
+    try:
+        Parameters.model_validate(dict(parameters))
+    except ValidationError as error:
+        return [f"{'.'.join(map(str, problem['loc']))}: {problem['msg']} (got {problem['input']!r})"
+                for problem in error.errors(include_url=False)]
+    return []
+
+
+def _rule_errors(parameters: Mapping[str, Any], project_path: Path) -> list[str]:
+    """The checks of the functions the pipelines are built from, and the rules no schema states."""
+    from emofusion.pipelines.modelling.pipeline import model_instances
+    from emofusion.pipelines.transfer_features.config import transfer_settings
+
+    errors = []
+    split = parameters["split"]
+    if split["test_size"] + split["validation_size"] >= 1:
+        errors.append("split.test_size + split.validation_size: must leave clips to train on (got "
+                      f"{split['test_size']} + {split['validation_size']})")
+    for check in (lambda: model_instances(parameters),
+                  lambda: transfer_settings(parameters["transfer_features"], parameters["backbones"],
+                                            parameters["random_seed"])):
+        try:
+            check()
+        except (ValueError, KeyError, TypeError) as error:
+            errors.append(str(error).strip("'\""))
+    errors += _corpus_errors(parameters, project_path)
+    return errors
+
+
+def _corpus_errors(parameters: Mapping[str, Any], project_path: Path) -> list[str]:
+    sources = parameters["corpus_sources"]
+    errors = [f"corpora: '{corpus}' is not defined in corpus_sources (defined: {', '.join(sorted(sources))})"
+              for corpus in parameters["corpora"] if corpus not in sources]
+    vocabulary = list(parameters["emotion_vocabulary"])
+    unknown = sorted(set(parameters["emotions"]) - set(vocabulary))
+    if unknown:
+        errors.append(f"emotions: {unknown} are not in emotion_vocabulary {vocabulary}")
+    for corpus in parameters["corpora"]:
+        source = sources.get(corpus) or {}
+        if source.get("reader") != "demo":
+            continue
+        folder = project_path / source["path"]
+        if folder.resolve() != (project_path / DEFAULT_DEMO_PATH).resolve() \
+                and not (folder / "demo_corpus.json").is_file():
+            errors.append(
+                f"corpus_sources.{corpus}.path: '{source['path']}' holds no demo corpus, and the demo corpus "
+                f"is synthesised only into its default folder {DEFAULT_DEMO_PATH}: correct the path, or "
+                "give a real corpus another reader (folder, csv...)")
+    return errors
+
+
+def validate_parameters(parameters: Mapping[str, Any], project_path: Path) -> None:
+    """Raise `ParameterError` listing every setting that cannot run, by parameter path."""
+    errors = _schema_errors(parameters)
+    if not errors:  # the rules below read what the schema guarantees
+        errors = _rule_errors(parameters, project_path)
+    if errors:
+        raise ParameterError("These settings cannot run (conf/base, conf/local or --params):\n  "
+                             + "\n  ".join(errors))

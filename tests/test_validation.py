@@ -1,0 +1,83 @@
+"""Every setting is checked before anything runs, and a bad one is named with what it may be."""
+
+import copy
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from kedro.config import OmegaConfigLoader
+
+from emofusion.validation import ParameterError, validate_parameters
+
+PROJECT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def parameters() -> dict:
+    loader = OmegaConfigLoader(str(PROJECT / "conf"), base_env="base", default_run_env="paper",
+                               merge_strategy={"parameters": "soft"})
+    base = OmegaConfigLoader(str(PROJECT / "conf"), base_env="base", default_run_env="base",
+                             merge_strategy={"parameters": "soft"})
+    validate_parameters(loader["parameters"], PROJECT)  # the paper environment is valid too
+    return base["parameters"]
+
+
+def changed(parameters: dict, path: str, value) -> dict:
+    changed = copy.deepcopy(parameters)
+    *parents, last = path.split(".")
+    place = changed
+    for key in parents:
+        place = place[key]
+    place[last] = value
+    return changed
+
+
+def test_the_project_settings_pass(parameters):
+    validate_parameters(parameters, PROJECT)
+
+
+@pytest.mark.parametrize(("path", "value", "message"), [
+    ("audio.crop", "middle", "audio.crop: Input should be 'start', 'centre' or 'end' (got 'middle')"),
+    ("audio.long_clips", "loop", "audio.long_clips: Input should be 'crop' or 'windows'"),
+    ("classifiers.dnn.batch_size", 0, "classifiers.dnn.batch_size: Input should be greater than 0 (got 0)"),
+    ("classifiers.dnn.epochs", "many", "classifiers.dnn.epochs: Input should be a valid integer"),
+    ("classifiers.svm.C", -1, "classifiers.svm.C: Input should be greater than 0"),
+    ("block_weights.mfcc", -1, "block_weights.mfcc: Input should be greater than or equal to 0 (got -1)"),
+    ("fusion_variants.mfcc", ["chroma"], "fusion variant 'mfcc' names unknown feature stream(s) ['chroma']; "
+                                         "known streams (the keys of `block_weights`)"),
+    ("split.strategy", "speakers", "split.strategy: Input should be 'random' or 'speaker_independent'"),
+    ("split.test_size", 0.9, "split.test_size + split.validation_size: must leave clips to train on"),
+    ("mfcc.statistics", ["mean", "mode"], "mfcc.statistics.1: Input should be 'mean', 'std'"),
+    ("transfer_features.backbone", "alexnet", "alexnet"),
+    ("corpus_sources.demo.path", "data/01_raw/dmeo", "corpus_sources.demo.path: 'data/01_raw/dmeo' holds no "
+                                                     "demo corpus"),
+])
+def test_each_bad_setting_is_named_with_what_it_may_be(parameters, path, value, message):
+    with pytest.raises(ParameterError) as refused:
+        validate_parameters(changed(parameters, path, value), PROJECT)
+    assert message in str(refused.value)
+
+
+def test_a_demo_corpus_elsewhere_is_accepted_where_one_was_written(parameters, tmp_path):
+    (tmp_path / "demo_corpus.json").write_text("{}")
+    validate_parameters(changed(parameters, "corpus_sources.demo.path", str(tmp_path)), PROJECT)
+
+
+def test_kedro_run_stops_on_bad_params_before_any_node_runs(tmp_path):
+    shutil.copytree(PROJECT / "conf", tmp_path / "conf", ignore=shutil.ignore_patterns("local"))
+    shutil.copy(PROJECT / "pyproject.toml", tmp_path)
+    (tmp_path / "conf" / "local").mkdir()
+    (tmp_path / "src").mkdir()
+    run = subprocess.run(
+        [sys.executable, "-m", "kedro", "run", "--params",
+         "audio.crop=middle,classifiers.dnn.batch_size=0,block_weights.mfcc=-1"],
+        cwd=tmp_path, env=dict(os.environ, KEDRO_DISABLE_TELEMETRY="1"), capture_output=True, text=True,
+        timeout=300)
+    log = run.stdout + run.stderr
+    assert run.returncode != 0
+    for named in ("audio.crop", "classifiers.dnn.batch_size", "block_weights.mfcc"):
+        assert named in log
+    assert not (tmp_path / "data").exists()  # not even the demo corpus was written
