@@ -75,7 +75,7 @@ def clips_needed(project: Path, variant: str, parameters: dict) -> list[dict]:
     by_own_speaker = raw.copy()
     standardise_by_speaker(by_own_speaker, speakers, min_clips=2)
     random_seed = parameters["random_seed"]
-    split = split_clips(manifest.reset_index(), dict(parameters["split"], strategy="speaker_independent"),
+    split, _ = split_clips(manifest.reset_index(), dict(parameters["split"], strategy="speaker_independent"),
                         random_seed)
     rng = np.random.default_rng(random_seed)
     mean, std = column_statistics(raw)
@@ -111,8 +111,10 @@ def clips_needed(project: Path, variant: str, parameters: dict) -> list[dict]:
 def cell(scores: pd.DataFrame, project: Path, split: str, name: str, classifier: str) -> str:
     """`UAR` for a plain variant; `UAR (gain in points, McNemar p)` for its per-speaker twin."""
     if (split, name, classifier) not in scores.index:
-        return "not run | not run"
+        return "not run | not run"  # a split may run fewer sets (--resume)
     plain = scores.loc[(split, name, classifier), "unweighted_average_recall"]
+    if (split, f"{name}_spk", classifier) not in scores.index:
+        return f"{plain:.3f} | not run"
     spk = scores.loc[(split, f"{name}_spk", classifier), "unweighted_average_recall"]
     p, _, _ = mcnemar_test(predictions(project / split, f"{name}_spk", classifier),
                            predictions(project / split, name, classifier))
@@ -122,7 +124,8 @@ def cell(scores: pd.DataFrame, project: Path, split: str, name: str, classifier:
 def section(results: dict, args: argparse.Namespace) -> str:
     scores = pd.DataFrame(results["models"]).set_index(["split", "variant", "classifier"])
     projects = Path(args.workdir_used)
-    names = list(dict.fromkeys(scores.index.get_level_values("variant").str.removesuffix("_spk")))
+    present = set(scores.index.get_level_values("variant"))
+    names = [name for name in STREAM_SETS if name in present]
     widths = {name: int(scores.xs(name, level="variant")["width"].iloc[0]) for name in names}
     strategies = [split for split in SPLITS if split in results]
     extraction = results["features"]["node_s"]
