@@ -2,7 +2,7 @@
 
 The new files go through the project's own pipelines, the same nodes and wiring that made the
 training features (data_processing from the manifest on, feature_extraction, transfer_features and
-the model's fusion variant), on an in-memory catalog. The features' recorded settings, from the
+the model's fusion variant, or the spectrograms a fine-tuned network reads), on an in-memory catalog. The features' recorded settings, from the
 audio preprocessing to the CNN, are then compared with those in the model card: a model trained on
 features made differently is refused rather than fed features it has never seen."""
 
@@ -75,13 +75,13 @@ def _parameter(parameters: Mapping[str, Any], name: str) -> Any:
     return value
 
 
-def fused_features_of(files: Sequence[Path], variant: str, pipelines: Mapping[str, Pipeline],
-                      parameters: Mapping[str, Any]) -> tuple[ClipArray, pd.DataFrame]:
-    """The fused features of these files for `variant`, and the files rejected (silent,
-    unreadable, too short) with the reason, through the project's pipelines."""
-    fused_name = f"fusion.{variant}.fused_features"
+def features_of(files: Sequence[Path], datasets: Sequence[str], pipelines: Mapping[str, Pipeline],
+                parameters: Mapping[str, Any]) -> tuple[dict[str, ClipArray], pd.DataFrame]:
+    """These files' features as the named datasets (`fusion.<variant>.fused_features`,
+    `log_mel_spectrogram`...), and the files rejected (silent, unreadable, too short) with the
+    reason, through the project's pipelines. Empty when every file was rejected."""
     steps = sum((pipelines[name] for name in FEATURE_PIPELINES), Pipeline([]))
-    steps = steps.from_inputs("corpus_manifest").to_outputs(fused_name, "audio_rejections")
+    steps = steps.from_inputs("corpus_manifest").to_outputs(*datasets, "audio_rejections")
     names = [str(f) for f in files]
     manifest = pd.DataFrame({"clip_id": names, "corpus": "new", "path": names}).reindex(columns=CLIP_COLUMNS)
     catalog = DataCatalog({"corpus_manifest": MemoryDataset(manifest),
@@ -90,31 +90,43 @@ def fused_features_of(files: Sequence[Path], variant: str, pipelines: Mapping[st
         catalog[name] = _parameter(parameters, name)
     outputs = SequentialRunner().run(steps, catalog)
     rejected = outputs["audio_rejections"].load()
-    if fused_name not in outputs:  # every file was rejected: nothing reached fusion
-        return ClipArray(np.array([], dtype=str), np.empty((0, 0), np.float32)), rejected
-    return outputs[fused_name].load(), rejected
+    if any(name not in outputs for name in datasets):  # every file was rejected: nothing got that far
+        return {}, rejected
+    return {name: outputs[name].load() for name in datasets}, rejected
+
+
+def model_inputs(variant: str, model_card: Mapping[str, Any]) -> dict[str, Any]:
+    """The datasets a model reads, with the metadata they had in training: those its card names
+    (fine-tuned networks and their late fusion), else its fusion variant's features."""
+    return dict(model_card.get("inputs") or {f"fusion.{variant}.fused_features": model_card["features"]})
 
 
 def predict_emotions(files: Sequence[Path], variant: str, model: Any, model_card: Mapping[str, Any],
                      pipelines: Mapping[str, Pipeline], parameters: Mapping[str, Any]
                      ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """One row per readable file: its predicted emotion and the probability of each emotion; and
-    the rejected files with the reason."""
+    the rejected files with the reason. A model of one input takes that input's rows; a model of
+    several (late fusion of a network and a fusion variant) takes them by dataset name."""
     if list(map(str, model.classes_)) != list(model_card["classes"]):
         raise ModelMismatchError("the model and its model card name different emotions: they come from "
                                  "different runs; run `kedro run --pipeline=modelling` again")
-    fused, rejected = fused_features_of(files, variant, pipelines, parameters)
-    if len(fused.clip_ids) == 0:
+    trained = model_inputs(variant, model_card)
+    features, rejected = features_of(files, list(trained), pipelines, parameters)
+    if not features or len(next(iter(features.values())).clip_ids) == 0:
         return pd.DataFrame(columns=["file", "emotion"]), rejected
+    clip_ids = next(iter(features.values())).clip_ids
     # Through JSON, as the model card was, so that a tuple and a list of the same values are equal.
-    differences = setting_differences(model_card["features"], json.loads(json.dumps(fused.metadata)))
+    differences = [difference for name, metadata in trained.items()
+                   for difference in setting_differences(metadata, json.loads(json.dumps(features[name].metadata)))]
     if differences:
         raise ModelMismatchError(
             f"this {variant} model was trained on features made with other settings than the project "
             "has now:\n  " + "\n  ".join(differences[:20]) + "\nRestore those settings, or train again "
             "with these (`kedro run`).")
-    table = pd.DataFrame({"file": fused.clip_ids, "emotion": model.predict(fused.values)})
+    values = {name: array.select(list(clip_ids)).values for name, array in features.items()}
+    X = values if "inputs" in model_card and len(values) > 1 else next(iter(values.values()))
+    table = pd.DataFrame({"file": clip_ids, "emotion": model.predict(X)})
     if hasattr(model, "predict_proba"):  # not an SVM trained with probability: false
-        table = table.join(pd.DataFrame(model.predict_proba(fused.values),
+        table = table.join(pd.DataFrame(model.predict_proba(X),
                                         columns=[f"p_{label}" for label in model.classes_]))
     return table, rejected
