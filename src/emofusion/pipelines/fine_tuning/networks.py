@@ -186,8 +186,10 @@ def build_network(settings: Mapping[str, Any], n_classes: int, precision: str, s
 
     cnn: the registry's backbone as transfer_features builds it (its tapped layers, pooled as its
     entry says), then the head; lstm: an (optionally bidirectional) LSTM over the frames, then the
-    head. The head starts with a batch normalisation of the pooled features, whose scales differ
-    by orders of magnitude between networks and layers."""
+    head. The head starts with a batch normalisation of the pooled features, whose scales differ by
+    orders of magnitude between networks and layers; its moving statistics follow the batches
+    within an epoch (momentum 0.9: Keras's 0.99 lags them for many epochs, and validation losses
+    were then far above training ones)."""
     backbone_variables: list[keras.Variable] = []
     with dtype_policy(precision):
         if settings["kind"] == "cnn":
@@ -214,7 +216,7 @@ def build_network(settings: Mapping[str, Any], n_classes: int, precision: str, s
             inputs = keras.Input((None, width), name="frames")
             recurrent = keras.layers.LSTM(lstm["units"], dropout=lstm["dropout"])
             x = (keras.layers.Bidirectional(recurrent) if lstm["bidirectional"] else recurrent)(inputs)
-        x = keras.layers.BatchNormalization(name="head_scaling")(x)
+        x = keras.layers.BatchNormalization(momentum=0.9, name="head_scaling")(x)
         for layer in settings["head"]:
             x = keras.layers.Dense(int(layer["units"]), activation="relu")(x)
             if layer.get("dropout"):
