@@ -10,7 +10,7 @@ from .nodes import confusion_matrix_figure, html_report, model_comparison_figure
 
 def create_pipeline(**kwargs) -> Pipeline:
     """`reporting.<variant>.<classifier>` (its confusion matrix) for every model the modelling
-    pipeline trains, the comparisons across them and the HTML report."""
+    and fine_tuning pipelines train, the comparisons across them and the HTML report."""
     instances = every_model(kwargs.get("parameters") or pipeline_parameters())
     metrics = outputs_by_model(instances)
     with warnings.catch_warnings():
