@@ -156,7 +156,8 @@ FINE_TUNED = {("log_mel_spectrogram", "squeezenet_c1"), ("log_mel_spectrogram", 
               ("log_mel_spectrogram", "lstm"), ("mfcc_lpcc_spectrogram_late", "squeezenet_c2_mfcc_lpcc")}
 
 
-def test_fine_tuned_models_are_scored_and_described_as_modelling_s_with_training_curves(finished_run, project):
+def test_fine_tuned_models_are_scored_and_described_as_modelling_s_with_training_curves(finished_run,
+                                                                                        project):
     assert finished_run.returncode == 0
     split = pd.read_csv(project / "data/05_model_input/data_split.csv")
     tested = split.loc[split["subset"] == "test", "clip_id"]
@@ -170,11 +171,13 @@ def test_fine_tuned_models_are_scored_and_described_as_modelling_s_with_training
     assert list(card["inputs"]) == ["log_mel_spectrogram"]
     assert [history["image_size"] for history in card["history"]] == [[[48, 40], [48, 48]]]  # progressive
     assert card["model_selection"][0]["chosen"]["image_size"] == [48, 48]
-    metrics = json.loads((project / "data/08_reporting/metrics/log_mel_spectrogram/squeezenet_c1.json").read_text())
+    metrics = json.loads(
+        (project / "data/08_reporting/metrics/log_mel_spectrogram/squeezenet_c1.json").read_text())
     assert metrics["features"][0] | {"width": 0} == {
         "stream": "log_mel_spectrogram", "width": 0, "weight": 1.0, "backbone": "squeezenet_v1_1",
         "weights": "imagenet", "pretrained": True}
-    late = json.loads((project / "data/06_models/mfcc_lpcc_spectrogram_late/squeezenet_c2_mfcc_lpcc.json").read_text())
+    late = json.loads(
+        (project / "data/06_models/mfcc_lpcc_spectrogram_late/squeezenet_c2_mfcc_lpcc.json").read_text())
     assert set(late["inputs"]) == {"log_mel_spectrogram", "fusion.mfcc_lpcc.fused_features"}
     assert len(late["model_selection"][0]["chosen"]["late_weights"]) == 2
     for name in ("squeezenet_c1", "squeezenet_c2", "lstm"):

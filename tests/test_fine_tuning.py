@@ -15,14 +15,25 @@ from emofusion.pipelines.modelling.pipeline import every_model
 
 PROJECT = Path(__file__).resolve().parents[1]
 
-AUGMENTED = {"mixup_alpha": 0.4, "time_masks": 2, "time_mask_width": 10, "frequency_masks": 2,
-             "frequency_mask_width": 6, "time_shift": 5}
+AUGMENTED = {
+    "mixup_alpha": 0.4,
+    "time_masks": 2,
+    "time_mask_width": 10,
+    "frequency_masks": 2,
+    "frequency_mask_width": 6,
+    "time_shift": 5,
+}
 
 
 def base_parameters() -> dict:
     parameters = {}
-    for name in ("parameters", "parameters_fine_tuning", "parameters_transfer_features", "parameters_fusion",
-                 "parameters_modelling"):
+    for name in (
+        "parameters",
+        "parameters_fine_tuning",
+        "parameters_transfer_features",
+        "parameters_fusion",
+        "parameters_modelling",
+    ):
         parameters |= yaml.safe_load((PROJECT / "conf/base" / f"{name}.yml").read_text())
     parameters["fine_tuning"]["enabled"] = True
     return parameters
@@ -44,7 +55,9 @@ def test_validation_and_test_batches_are_never_augmented():
     tuned = settings(augmentation=AUGMENTED)
     values = spectrograms()
     targets = np.eye(6, dtype=np.float32)
-    evaluated = np.concatenate([batch for batch, _ in networks.evaluation_batches(values, tuned, [48, 48], targets)])
+    evaluated = np.concatenate(
+        [batch for batch, _ in networks.evaluation_batches(values, tuned, [48, 48], targets)]
+    )
     plain = networks.network_inputs(tf.constant(values, tf.float32), tuned, [48, 48]).numpy()
     assert np.array_equal(evaluated, plain)  # validation batches: the clips as they are, in order
     predicted = np.concatenate(list(networks.evaluation_batches(values, tuned, [48, 48])))
@@ -55,7 +68,9 @@ def test_validation_and_test_batches_are_never_augmented():
     assert not any(np.allclose(image, original) for image in images for original in plain)
     assert not np.array_equal(labels, labels.round())  # mixed
     # Seeded: the same seed gives the same augmented batches.
-    again = np.concatenate([batch for batch, _ in networks.training_batches(values, targets, tuned, [48, 48], seed=1)])
+    again = np.concatenate(
+        [batch for batch, _ in networks.training_batches(values, targets, tuned, [48, 48], seed=1)]
+    )
     assert np.array_equal(images, again)
 
 
@@ -63,7 +78,9 @@ def test_mixup_labels_sum_to_one_and_mix_each_example_with_its_partner():
     batch = 16
     # Example i is the constant image i, labelled with class i: a mixed image's value says which
     # two examples were mixed and in which proportion, and its label must say the same.
-    inputs = tf.constant(np.arange(batch, dtype=np.float32)[:, None, None, None] * np.ones((1, 4, 4, 3), np.float32))
+    inputs = tf.constant(
+        np.arange(batch, dtype=np.float32)[:, None, None, None] * np.ones((1, 4, 4, 3), np.float32)
+    )
     targets = tf.eye(batch)
     mixed, labels = networks.mixup(inputs, targets, 0.4, tf.constant([3, 7]))
     mixed, labels = mixed.numpy(), labels.numpy()
@@ -117,8 +134,11 @@ def test_after_a_step_unfrozen_layers_change_and_frozen_ones_do_not(configuratio
     before = {v.path: v.numpy().copy() for v in network.weights}
     images = networks.network_inputs(tf.constant(spectrograms(clips=8), tf.float32), tuned, [48, 48])
     model.train_on_batch(images, tf.one_hot(np.arange(8) % 4, 4))
-    changed = {path for path, value in before.items()
-               if not np.array_equal(value, next(v for v in network.weights if v.path == path).numpy())}
+    changed = {
+        path
+        for path, value in before.items()
+        if not np.array_equal(value, next(v for v in network.weights if v.path == path).numpy())
+    }
     backbone = {v.path for v in network.get_layer("squeezenet_v1_1_features").weights}
     assert changed - backbone == set(before) - backbone  # the new head trains
     if configuration == "frozen":
@@ -151,7 +171,8 @@ def test_each_entry_is_a_namespaced_pipeline_whose_outputs_are_modelling_s():
     parameters = base_parameters()
     pipeline = create_pipeline(parameters=parameters)
     assert {node.namespace for node in pipeline.nodes} == {
-        f"fine_tuning.{name}" for name in parameters["fine_tuning"]["models"]}
+        f"fine_tuning.{name}" for name in parameters["fine_tuning"]["models"]
+    }
     assert "modelling.log_mel_spectrogram.squeezenet_c2.trained_model" in pipeline.all_outputs()
     assert "fine_tuning.squeezenet_c2.training_curves" in pipeline.all_outputs()
     late = "modelling.mfcc_lpcc_spectrogram_late.squeezenet_c2_mfcc_lpcc"

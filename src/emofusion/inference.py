@@ -2,7 +2,8 @@
 
 The new files go through the project's own pipelines, the same nodes and wiring that made the
 training features (data_processing from the manifest on, feature_extraction, transfer_features and
-the model's fusion variant, or the spectrograms a fine-tuned network reads), on an in-memory catalog. The features' recorded settings, from the
+the model's fusion variant, or the spectrograms a fine-tuned network reads), on an in-memory
+catalog. The features' recorded settings, from the
 audio preprocessing to the CNN, are then compared with those in the model card: a model trained on
 features made differently is refused rather than fed features it has never seen."""
 
@@ -13,7 +14,6 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 from kedro.io import DataCatalog, MemoryDataset
 from kedro.pipeline import Pipeline
@@ -117,7 +117,8 @@ def predict_emotions(files: Sequence[Path], variant: str, model: Any, model_card
     clip_ids = next(iter(features.values())).clip_ids
     # Through JSON, as the model card was, so that a tuple and a list of the same values are equal.
     differences = [difference for name, metadata in trained.items()
-                   for difference in setting_differences(metadata, json.loads(json.dumps(features[name].metadata)))]
+                   for difference in setting_differences(metadata,
+                                                         json.loads(json.dumps(features[name].metadata)))]
     if differences:
         raise ModelMismatchError(
             f"this {variant} model was trained on features made with other settings than the project "

@@ -38,10 +38,13 @@ class FineTunedNetwork(ClassifierMixin, BaseEstimator):
     def __init__(self, settings: Mapping[str, Any] | None = None) -> None:
         self.settings = settings
 
-    def fit(self, X: np.ndarray, y: np.ndarray,
-            validation: tuple[np.ndarray, np.ndarray] | None = None) -> FineTunedNetwork:
+    def fit(
+        self, X: np.ndarray, y: np.ndarray, validation: tuple[np.ndarray, np.ndarray] | None = None
+    ) -> FineTunedNetwork:
         if validation is None or len(validation[1]) == 0:
-            raise ValueError("a fine-tuned network needs validation clips for early stopping; the split gave none")
+            raise ValueError(
+                "a fine-tuned network needs validation clips for early stopping; the split gave none"
+            )
         self.classes_ = np.unique(y)
         unseen = sorted(set(validation[1]) - set(self.classes_))
         if unseen:
@@ -51,9 +54,15 @@ class FineTunedNetwork(ClassifierMixin, BaseEstimator):
             np.save(train_path := Path(folder, "train.npy"), np.asarray(X))
             np.save(validation_path := Path(folder, "validation.npy"), np.asarray(validation[0]))
             trained = run_in_training_process(
-                _in_networks, "train_network", dict(self.settings), len(self.classes_), train_path,
-                np.array([code[label] for label in y]), validation_path,
-                np.array([code[label] for label in validation[1]]))
+                _in_networks,
+                "train_network",
+                dict(self.settings),
+                len(self.classes_),
+                train_path,
+                np.array([code[label] for label in y]),
+                validation_path,
+                np.array([code[label] for label in validation[1]]),
+            )
         self.architecture_, self.weights_ = trained["architecture"], trained["weights"]
         self.history_, self.ran_with_ = trained["history"], trained["ran_with"]
         return self
@@ -67,8 +76,9 @@ class FineTunedNetwork(ClassifierMixin, BaseEstimator):
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
         with tempfile.TemporaryDirectory(prefix="emofusion-fine-tuning-") as folder:
             np.save(path := Path(folder, "clips.npy"), np.asarray(X))
-            return run_in_training_process(_in_networks, "predict_network", dict(self.settings),
-                                           self.architecture_, self.weights_, path)
+            return run_in_training_process(
+                _in_networks, "predict_network", dict(self.settings), self.architecture_, self.weights_, path
+            )
 
     def predict(self, X: np.ndarray) -> np.ndarray:
         return self.classes_[self.predict_proba(X).argmax(axis=1)]
@@ -88,8 +98,9 @@ class InputLateFusion(ClassifierMixin, BaseEstimator):
         return next(iter(self.models.values())).classes_
 
     def predict_proba(self, X: Mapping[str, np.ndarray]) -> np.ndarray:
-        return combined_probabilities([self.models[name].predict_proba(X[name]) for name in self.models],
-                                      self.weights)
+        return combined_probabilities(
+            [self.models[name].predict_proba(X[name]) for name in self.models], self.weights
+        )
 
     def predict(self, X: Mapping[str, np.ndarray]) -> np.ndarray:
         return self.classes_[self.predict_proba(X).argmax(axis=1)]

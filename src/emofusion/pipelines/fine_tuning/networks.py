@@ -39,8 +39,12 @@ def band_mask(seed: tf.Tensor, batch: tf.Tensor, length: int, count: int, width:
         return tf.zeros((batch, length), tf.bool)
     seeds = _split(seed, 2)
     widths = tf.random.stateless_uniform((batch, count), seeds[0], 0, width + 1, dtype=tf.int32)
-    starts = tf.cast(tf.floor(tf.random.stateless_uniform((batch, count), seeds[1])
-                              * tf.cast(length - widths + 1, tf.float32)), tf.int32)
+    starts = tf.cast(
+        tf.floor(
+            tf.random.stateless_uniform((batch, count), seeds[1]) * tf.cast(length - widths + 1, tf.float32)
+        ),
+        tf.int32,
+    )
     position = tf.range(length)[tf.newaxis, tf.newaxis, :]
     inside = (position >= starts[..., tf.newaxis]) & (position < (starts + widths)[..., tf.newaxis])
     return tf.reduce_any(inside, axis=1)
@@ -52,8 +56,9 @@ def spec_augment(spectrograms: tf.Tensor, seed: tf.Tensor, augmentation: Mapping
     batch, mels, frames = tf.shape(spectrograms)[0], spectrograms.shape[1], spectrograms.shape[2]
     seeds = _split(seed, 2)
     time = band_mask(seeds[0], batch, frames, augmentation["time_masks"], augmentation["time_mask_width"])
-    frequency = band_mask(seeds[1], batch, mels, augmentation["frequency_masks"],
-                          augmentation["frequency_mask_width"])
+    frequency = band_mask(
+        seeds[1], batch, mels, augmentation["frequency_masks"], augmentation["frequency_mask_width"]
+    )
     masked = time[:, tf.newaxis, :] | frequency[:, :, tf.newaxis]
     floor = tf.reduce_min(spectrograms, axis=[1, 2], keepdims=True)
     return tf.where(masked, floor, spectrograms)
@@ -64,12 +69,16 @@ def time_shift(spectrograms: tf.Tensor, seed: tf.Tensor, frames: int) -> tf.Tens
     if frames == 0:
         return spectrograms
     batch, length = tf.shape(spectrograms)[0], spectrograms.shape[2]
-    shifts = tf.random.stateless_uniform((batch,), tf.cast(seed, tf.int64), -frames, frames + 1, dtype=tf.int32)
+    shifts = tf.random.stateless_uniform(
+        (batch,), tf.cast(seed, tf.int64), -frames, frames + 1, dtype=tf.int32
+    )
     columns = tf.math.floormod(tf.range(length)[tf.newaxis, :] - shifts[:, tf.newaxis], length)
     return tf.gather(spectrograms, columns, axis=2, batch_dims=1)
 
 
-def mixup(inputs: tf.Tensor, targets: tf.Tensor, alpha: float, seed: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+def mixup(
+    inputs: tf.Tensor, targets: tf.Tensor, alpha: float, seed: tf.Tensor
+) -> tuple[tf.Tensor, tf.Tensor]:
     """Each example mixed with another of the batch (a seeded permutation) in proportion
     lambda ~ Beta(alpha, alpha), its one-hot targets mixed alike, so they still sum to 1."""
     batch = tf.shape(inputs)[0]
@@ -108,8 +117,13 @@ def network_inputs(spectrograms: tf.Tensor, settings: Mapping[str, Any], size: l
     return (frames - mean) / tf.sqrt(variance + 1e-6)
 
 
-def training_batches(spectrograms: np.ndarray, targets: np.ndarray, settings: Mapping[str, Any],
-                     size: list[int] | None, seed: int) -> tf.data.Dataset:
+def training_batches(
+    spectrograms: np.ndarray,
+    targets: np.ndarray,
+    settings: Mapping[str, Any],
+    size: list[int] | None,
+    seed: int,
+) -> tf.data.Dataset:
     """Shuffled batches, each augmented as `settings['augmentation']` says: SpecAugment masks and a
     time shift on the spectrograms, then Mixup of the network inputs and their one-hot targets."""
     augmentation = settings["augmentation"]
@@ -124,17 +138,25 @@ def training_batches(spectrograms: np.ndarray, targets: np.ndarray, settings: Ma
             inputs, labels = mixup(inputs, labels, augmentation["mixup_alpha"], seeds[2])
         return inputs, labels
 
-    order = (tf.data.Dataset.range(len(targets))
-             .shuffle(len(targets), seed=seed, reshuffle_each_iteration=True)
-             .batch(settings["batch_size"]))
+    order = (
+        tf.data.Dataset.range(len(targets))
+        .shuffle(len(targets), seed=seed, reshuffle_each_iteration=True)
+        .batch(settings["batch_size"])
+    )
     seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
-    return (tf.data.Dataset.zip(order, seeds)
-            .map(augment, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-            .prefetch(2))
+    return (
+        tf.data.Dataset.zip(order, seeds)
+        .map(augment, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        .prefetch(2)
+    )
 
 
-def evaluation_batches(spectrograms: np.ndarray, settings: Mapping[str, Any], size: list[int] | None,
-                       targets: np.ndarray | None = None) -> tf.data.Dataset:
+def evaluation_batches(
+    spectrograms: np.ndarray,
+    settings: Mapping[str, Any],
+    size: list[int] | None,
+    targets: np.ndarray | None = None,
+) -> tf.data.Dataset:
     """Batches in order, never augmented: validation, test and new clips."""
     values = tf.constant(spectrograms)
 
@@ -145,8 +167,11 @@ def evaluation_batches(spectrograms: np.ndarray, settings: Mapping[str, Any], si
     if targets is None:
         return batches.map(convert, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).prefetch(2)
     onehot = tf.constant(targets, tf.float32)
-    return batches.map(lambda rows: (convert(rows), tf.gather(onehot, rows)),
-                       num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).prefetch(2)
+    return batches.map(
+        lambda rows: (convert(rows), tf.gather(onehot, rows)),
+        num_parallel_calls=tf.data.AUTOTUNE,
+        deterministic=True,
+    ).prefetch(2)
 
 
 def _on_gpu() -> bool:
@@ -156,8 +181,9 @@ def _on_gpu() -> bool:
 def resolved(settings: Mapping[str, Any]) -> dict[str, Any]:
     """`auto` precision and jit_compile decided for this machine: bfloat16 and XLA on a GPU."""
     gpu = _on_gpu()
-    precision = settings["precision"] if settings["precision"] != "auto" else (
-        "mixed_bfloat16" if gpu else "float32")
+    precision = (
+        settings["precision"] if settings["precision"] != "auto" else ("mixed_bfloat16" if gpu else "float32")
+    )
     jit = settings["jit_compile"] if settings["jit_compile"] != "auto" else gpu
     return {"precision": precision, "jit_compile": bool(jit), "device": "GPU" if gpu else "CPU"}
 
@@ -171,16 +197,22 @@ def unfrozen_layers(base: keras.Model, unfreeze: int | list[str] | None) -> list
         chosen = base.layers[-unfreeze:]
     else:
         chosen = [layer for layer in base.layers if any(layer.name.startswith(block) for block in unfreeze)]
-        missing = [block for block in unfreeze if not any(layer.name.startswith(block) for layer in base.layers)]
+        missing = [
+            block for block in unfreeze if not any(layer.name.startswith(block) for layer in base.layers)
+        ]
         if missing:
-            raise ValueError(f"backbone '{base.name}' has no layer whose name starts with {missing}; its layers "
-                             f"start: {sorted({layer.name.split('_')[0] for layer in base.layers})}")
-    return [layer for layer in chosen
-            if layer.weights and not isinstance(layer, keras.layers.BatchNormalization)]
+            raise ValueError(
+                f"backbone '{base.name}' has no layer whose name starts with {missing}; its layers "
+                f"start: {sorted({layer.name.split('_')[0] for layer in base.layers})}"
+            )
+    return [
+        layer for layer in chosen if layer.weights and not isinstance(layer, keras.layers.BatchNormalization)
+    ]
 
 
-def build_network(settings: Mapping[str, Any], n_classes: int, precision: str, size: list[int] | None
-                  ) -> tuple[keras.Model, list[keras.Variable]]:
+def build_network(
+    settings: Mapping[str, Any], n_classes: int, precision: str, size: list[int] | None
+) -> tuple[keras.Model, list[keras.Variable]]:
     """The network for images of `size`, and the backbone variables that train (at their own,
     lower learning rate).
 
@@ -193,14 +225,21 @@ def build_network(settings: Mapping[str, Any], n_classes: int, precision: str, s
     backbone_variables: list[keras.Variable] = []
     with dtype_policy(precision):
         if settings["kind"] == "cnn":
-            spec = BackboneSpec(**{**settings["backbone"], "input_size": tuple(size),
-                                   "layers": tuple(settings["backbone"]["layers"])})
+            spec = BackboneSpec(
+                **{
+                    **settings["backbone"],
+                    "input_size": tuple(size),
+                    "layers": tuple(settings["backbone"]["layers"]),
+                }
+            )
             try:
                 backbone = build_backbone(spec, settings["weights"], precision)
             except Exception as error:
-                raise RuntimeError(f"backbone '{spec.name}' with weights {settings['weights']!r} cannot be built "
-                                   f"here ({error}). Without internet only squeezenet_v1_1 has ImageNet weights; "
-                                   "others need weights: none or a weights file") from None
+                raise RuntimeError(
+                    f"backbone '{spec.name}' with weights {settings['weights']!r} cannot be built "
+                    f"here ({error}). Without internet only squeezenet_v1_1 has ImageNet weights; "
+                    "others need weights: none or a weights file"
+                ) from None
             inputs = keras.Input((*size, 3), name="image")
             unfrozen = unfrozen_layers(backbone.model, settings["unfreeze"])
             if unfrozen:
@@ -229,8 +268,12 @@ class FineTuner(keras.Model):
     """Trains `network` with Adam at the head's learning rate and, for the unfrozen backbone
     variables, a second Adam at their lower one (Keras optimizers have one rate for all)."""
 
-    def __init__(self, network: keras.Model, backbone_variables: list[keras.Variable],
-                 backbone_learning_rate: float | None) -> None:
+    def __init__(
+        self,
+        network: keras.Model,
+        backbone_variables: list[keras.Variable],
+        backbone_learning_rate: float | None,
+    ) -> None:
         super().__init__()
         self.network = network
         self._backbone = {id(v) for v in backbone_variables}
@@ -266,7 +309,9 @@ class EpochProgress(keras.callbacks.Callback):
         self.bar: Any = None
 
     def on_epoch_begin(self, epoch: int, logs: Any = None) -> None:
-        self.bar = tqdm(total=self.steps, unit="batch", leave=False, desc=f"{self.name} epoch {epoch + 1}/{self.epochs}")
+        self.bar = tqdm(
+            total=self.steps, unit="batch", leave=False, desc=f"{self.name} epoch {epoch + 1}/{self.epochs}"
+        )
 
     def on_train_batch_end(self, batch: int, logs: Any = None) -> None:
         self.bar.update(1)
@@ -274,13 +319,26 @@ class EpochProgress(keras.callbacks.Callback):
     def on_epoch_end(self, epoch: int, logs: Mapping[str, float] | None = None) -> None:
         self.bar.close()
         logs = logs or {}
-        logger.info("%s epoch %d/%d: loss %.3f, accuracy %.3f, validation loss %.3f, accuracy %.3f", self.name,
-                    epoch + 1, self.epochs, logs.get("loss", math.nan), logs.get("accuracy", math.nan),
-                    logs.get("val_loss", math.nan), logs.get("val_accuracy", math.nan))
+        logger.info(
+            "%s epoch %d/%d: loss %.3f, accuracy %.3f, validation loss %.3f, accuracy %.3f",
+            self.name,
+            epoch + 1,
+            self.epochs,
+            logs.get("loss", math.nan),
+            logs.get("accuracy", math.nan),
+            logs.get("val_loss", math.nan),
+            logs.get("val_accuracy", math.nan),
+        )
 
 
-def train_network(settings: Mapping[str, Any], n_classes: int, train_path: Path, targets: np.ndarray,
-                  validation_path: Path, validation_targets: np.ndarray) -> dict[str, Any]:
+def train_network(
+    settings: Mapping[str, Any],
+    n_classes: int,
+    train_path: Path,
+    targets: np.ndarray,
+    validation_path: Path,
+    validation_targets: np.ndarray,
+) -> dict[str, Any]:
     """Train stage after stage (progressive image sizes), each stopping early on the validation
     loss and keeping its best weights; returns the architecture (Keras JSON), the weights, the
     history per epoch (with the image size) and how it ran."""
@@ -297,33 +355,60 @@ def train_network(settings: Mapping[str, Any], n_classes: int, train_path: Path,
     network, done = None, 0
     for stage in settings["stages"]:
         # A stage of another image size is a new network of the same weights (pooled maps change shape).
-        previous, (network, backbone_variables) = network, build_network(settings, n_classes, how["precision"],
-                                                                         stage["size"])
+        previous, (network, backbone_variables) = (
+            network,
+            build_network(settings, n_classes, how["precision"], stage["size"]),
+        )
         if previous is not None:
             network.set_weights(previous.get_weights())
         model = FineTuner(network, backbone_variables, settings.get("backbone_learning_rate"))
-        model.compile(optimizer=keras.optimizers.Adam(settings["learning_rate"]), loss="categorical_crossentropy",
-                      metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")], jit_compile=how["jit_compile"])
-        logger.info("Fine-tuning %s%s: %d backbone variables train at the backbone's rate; %d training and %d "
-                    "validation clips; %s, jit_compile %s, on %s", label,
-                    f" at {stage['size'][0]}x{stage['size'][1]}" if stage["size"] else "", len(backbone_variables),
-                    len(targets), len(validation_targets), how["precision"], how["jit_compile"], how["device"])
+        model.compile(
+            optimizer=keras.optimizers.Adam(settings["learning_rate"]),
+            loss="categorical_crossentropy",
+            metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
+            jit_compile=how["jit_compile"],
+        )
+        logger.info(
+            "Fine-tuning %s%s: %d backbone variables train at the backbone's rate; %d training and %d "
+            "validation clips; %s, jit_compile %s, on %s",
+            label,
+            f" at {stage['size'][0]}x{stage['size'][1]}" if stage["size"] else "",
+            len(backbone_variables),
+            len(targets),
+            len(validation_targets),
+            how["precision"],
+            how["jit_compile"],
+            how["device"],
+        )
         fitted = model.fit(
             training_batches(spectrograms, onehot[targets], settings, stage["size"], seed + done),
-            validation_data=evaluation_batches(validation, settings, stage["size"], onehot[validation_targets]),
-            initial_epoch=done, epochs=done + stage["epochs"], verbose=0, shuffle=False,  # shuffled above
-            callbacks=[keras.callbacks.EarlyStopping(patience=settings["patience"], restore_best_weights=True),
-                       EpochProgress(label, steps, epochs)])
+            validation_data=evaluation_batches(
+                validation, settings, stage["size"], onehot[validation_targets]
+            ),
+            initial_epoch=done,
+            epochs=done + stage["epochs"],
+            verbose=0,
+            shuffle=False,  # shuffled above
+            callbacks=[
+                keras.callbacks.EarlyStopping(patience=settings["patience"], restore_best_weights=True),
+                EpochProgress(label, steps, epochs),
+            ],
+        )
         for key, values in fitted.history.items():
             history.setdefault(key, []).extend(float(v) for v in values)
         history.setdefault("image_size", []).extend([stage["size"]] * len(fitted.history["loss"]))
         done += stage["epochs"]
-    return {"architecture": network.to_json(), "weights": network.get_weights(), "history": history,
-            "ran_with": how}
+    return {
+        "architecture": network.to_json(),
+        "weights": network.get_weights(),
+        "history": history,
+        "ran_with": how,
+    }
 
 
-def predict_network(settings: Mapping[str, Any], architecture: str, weights: list[np.ndarray],
-                    spectrograms_path: Path) -> np.ndarray:
+def predict_network(
+    settings: Mapping[str, Any], architecture: str, weights: list[np.ndarray], spectrograms_path: Path
+) -> np.ndarray:
     """Class probabilities of the trained network for these spectrograms, at the last stage's size."""
     network = keras.models.model_from_json(architecture, custom_objects={"TimePooling": TimePooling})
     network.set_weights(weights)

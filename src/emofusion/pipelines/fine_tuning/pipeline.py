@@ -12,27 +12,66 @@ MODEL_OUTPUTS = ("trained_model", "model_card", "test_predictions", "classificat
 
 
 def network_template() -> Pipeline:
-    return Pipeline([
-        node(fine_tune_and_predict,
-             inputs=[NETWORK_INPUT, "data_split", "data_split_settings", "params:entry", "params:defaults",
-                     "params:backbones", "params:random_seed", "parameters"],
-             outputs=["trained_model", "model_card", "test_predictions", "validation_predictions"],
-             name="fine_tune_and_predict"),
-        node(evaluate_predictions, inputs=["test_predictions", "model_card"], outputs="classification_metrics",
-             name="evaluate_predictions"),
-        node(training_curves_figure, inputs="model_card", outputs="training_curves", name="training_curves_figure"),
-    ])
+    return Pipeline(
+        [
+            node(
+                fine_tune_and_predict,
+                inputs=[
+                    NETWORK_INPUT,
+                    "data_split",
+                    "data_split_settings",
+                    "params:entry",
+                    "params:defaults",
+                    "params:backbones",
+                    "params:random_seed",
+                    "parameters",
+                ],
+                outputs=["trained_model", "model_card", "test_predictions", "validation_predictions"],
+                name="fine_tune_and_predict",
+            ),
+            node(
+                evaluate_predictions,
+                inputs=["test_predictions", "model_card"],
+                outputs="classification_metrics",
+                name="evaluate_predictions",
+            ),
+            node(
+                training_curves_figure,
+                inputs="model_card",
+                outputs="training_curves",
+                name="training_curves_figure",
+            ),
+        ]
+    )
 
 
 def late_fusion_template() -> Pipeline:
-    return Pipeline([
-        node(late_fuse_and_predict,
-             inputs=["fused_features", "data_split", "data_split_settings", "network_model", "network_card",
-                     "network_validation_predictions", "network_test_predictions", "params:entry", "parameters"],
-             outputs=["trained_model", "model_card", "test_predictions"], name="late_fuse_and_predict"),
-        node(evaluate_predictions, inputs=["test_predictions", "model_card"], outputs="classification_metrics",
-             name="evaluate_predictions"),
-    ])
+    return Pipeline(
+        [
+            node(
+                late_fuse_and_predict,
+                inputs=[
+                    "fused_features",
+                    "data_split",
+                    "data_split_settings",
+                    "network_model",
+                    "network_card",
+                    "network_validation_predictions",
+                    "network_test_predictions",
+                    "params:entry",
+                    "parameters",
+                ],
+                outputs=["trained_model", "model_card", "test_predictions"],
+                name="late_fuse_and_predict",
+            ),
+            node(
+                evaluate_predictions,
+                inputs=["test_predictions", "model_card"],
+                outputs="classification_metrics",
+                name="evaluate_predictions",
+            ),
+        ]
+    )
 
 
 def create_pipeline(**kwargs) -> Pipeline:
@@ -46,22 +85,43 @@ def create_pipeline(**kwargs) -> Pipeline:
         # Inputs and outputs named by other namespaces, dotted as Kedro names them (see modelling).
         warnings.filterwarnings("ignore", message="One or more dataset names contain '.'")
         for name, entry in entries.items():
-            own = {output: f"modelling.{model_variant(name, entry)}.{name}.{output}" for output in MODEL_OUTPUTS}
+            own = {
+                output: f"modelling.{model_variant(name, entry)}.{name}.{output}" for output in MODEL_OUTPUTS
+            }
             if entry["kind"] != LATE_FUSION:
-                instances.append(pipeline(
-                    network_template(), namespace=f"fine_tuning.{name}",
-                    inputs={NETWORK_INPUT, "data_split", "data_split_settings"}, outputs=own,
-                    parameters={"params:entry": f"params:fine_tuning.models.{name}",
-                                "params:defaults": "params:fine_tuning.defaults",
-                                "params:backbones": "params:backbones", "params:random_seed": "params:random_seed"}))
+                instances.append(
+                    pipeline(
+                        network_template(),
+                        namespace=f"fine_tuning.{name}",
+                        inputs={NETWORK_INPUT, "data_split", "data_split_settings"},
+                        outputs=own,
+                        parameters={
+                            "params:entry": f"params:fine_tuning.models.{name}",
+                            "params:defaults": "params:fine_tuning.defaults",
+                            "params:backbones": "params:backbones",
+                            "params:random_seed": "params:random_seed",
+                        },
+                    )
+                )
                 continue
             network = f"modelling.{NETWORK_INPUT}.{entry['network']}"
-            instances.append(pipeline(
-                late_fusion_template(), namespace=f"fine_tuning.{name}", outputs=own,
-                inputs={"fused_features": fused_features_name(entry["variant"]), "data_split": "data_split",
-                        "data_split_settings": "data_split_settings", "network_model": f"{network}.trained_model",
+            instances.append(
+                pipeline(
+                    late_fusion_template(),
+                    namespace=f"fine_tuning.{name}",
+                    outputs=own,
+                    inputs={
+                        "fused_features": fused_features_name(entry["variant"]),
+                        "data_split": "data_split",
+                        "data_split_settings": "data_split_settings",
+                        "network_model": f"{network}.trained_model",
                         "network_card": f"{network}.model_card",
                         "network_test_predictions": f"{network}.test_predictions",
-                        "network_validation_predictions": f"fine_tuning.{entry['network']}.validation_predictions"},
-                parameters={"params:entry": f"params:fine_tuning.models.{name}"}))
+                        "network_validation_predictions": (
+                            f"fine_tuning.{entry['network']}.validation_predictions"
+                        ),
+                    },
+                    parameters={"params:entry": f"params:fine_tuning.models.{name}"},
+                )
+            )
     return sum(instances, Pipeline([]))
