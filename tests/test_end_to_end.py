@@ -73,7 +73,7 @@ def finished_run(project: Path) -> subprocess.CompletedProcess:
                         "defaults": {"image_size": [48, 48], "epochs": 2, "patience": 2, "batch_size": 16},
                         "models": {"squeezenet_c2": {"image_size": [{"size": [48, 40], "epochs": 1},
                                                                     {"size": [48, 48], "epochs": 1}]},
-                                   "lstm": {"lstm": {"units": 8}, "head": [{"units": 16}]}}},
+                                   "lstm": {"lstm": {"units": 8}, "head": [{"units": 16}], "epochs": 2}}},
     }
     (project / "conf" / "local" / "parameters.yml").write_text(yaml.safe_dump(local))
     return kedro(project, "run", "--params", TINY_DEMO)
