@@ -94,7 +94,8 @@ def fine_tune_and_predict(
     """Per fold: fine-tune the network on its training clips, stopping early on its validation
     clips, then predict its validation clips (for late fusion) and its test clips once. Returns the
     first fold's network, its model card (inputs' settings, the epoch kept per fold, the training
-    history per fold, the split), the test predictions and the validation predictions."""
+    history per fold, the split), the test predictions, and the validation and test predictions
+    with their `subset` (held-out predictions, which late fusion reads)."""
     check_made_with("data_split", data_split_settings, parameters, remake=SPLIT_REMAKE)
     check_made_with(
         NETWORK_INPUT,
@@ -163,7 +164,17 @@ def fine_tune_and_predict(
     return (
         first,
         model_card,
-        *(_filled(pd.concat(frames, ignore_index=True)) for frames in (tests, validations)),
+        _filled(pd.concat(tests, ignore_index=True)),
+        _filled(
+            pd.concat(
+                [
+                    frame.assign(subset=subset)
+                    for subset, frames in (("validation", validations), ("test", tests))
+                    for frame in frames
+                ],
+                ignore_index=True,
+            )
+        ),
     )
 
 
@@ -178,8 +189,7 @@ def late_fuse_and_predict(
     data_split_settings: Mapping[str, Any],
     network: FineTunedNetwork,
     network_card: Mapping[str, Any],
-    network_validation: pd.DataFrame,
-    network_test: pd.DataFrame,
+    network_held_out: pd.DataFrame,
     entry: Mapping[str, Any],
     parameters: Mapping[str, Any],
 ) -> tuple[InputLateFusion, dict[str, Any], pd.DataFrame]:
@@ -190,8 +200,8 @@ def late_fuse_and_predict(
     (modelling's late-fusion grid) are chosen by unweighted average recall on the validation clips;
     the test clips are predicted once.
 
-    The network is the one already fine-tuned per fold: its validation and test predictions are
-    read, not recomputed."""
+    The network is the one already fine-tuned per fold: its validation and test predictions
+    (`network_held_out`) are read, not recomputed."""
     check_model_inputs(
         fused_features, data_split_settings, parameters["fusion_variants"][entry["variant"]], parameters
     )
@@ -204,8 +214,7 @@ def late_fuse_and_predict(
     settings = {key: value for key, value in classifier.items() if key != "search"}
     first, selections, tests = None, [], []
     by_clip = {
-        name: frame.set_index(["fold", "clip_id"])
-        for name, frame in (("validation", network_validation), ("test", network_test))
+        name: frame.set_index(["fold", "clip_id"]) for name, frame in network_held_out.groupby("subset")
     }
     for fold in sorted(data_split["fold"].unique()):
         rows, emotion = _fold_subsets(data_split, fold)

@@ -26,7 +26,7 @@ def network_template() -> Pipeline:
                     "params:random_seed",
                     "parameters",
                 ],
-                outputs=["trained_model", "model_card", "test_predictions", "validation_predictions"],
+                outputs=["trained_model", "model_card", "test_predictions", "held_out_predictions"],
                 name="fine_tune_and_predict",
             ),
             node(
@@ -56,8 +56,7 @@ def late_fusion_template() -> Pipeline:
                     "data_split_settings",
                     "network_model",
                     "network_card",
-                    "network_validation_predictions",
-                    "network_test_predictions",
+                    "network_held_out_predictions",
                     "params:entry",
                     "parameters",
                 ],
@@ -116,9 +115,11 @@ def create_pipeline(**kwargs) -> Pipeline:
                         "data_split_settings": "data_split_settings",
                         "network_model": f"{network}.trained_model",
                         "network_card": f"{network}.model_card",
-                        "network_test_predictions": f"{network}.test_predictions",
-                        "network_validation_predictions": (
-                            f"fine_tuning.{entry['network']}.validation_predictions"
+                        # The network's validation and test predictions, layer `models`: read from
+                        # its test predictions (`model_output`), a late model would make kedro-viz's
+                        # layers a cycle, which it cannot draw.
+                        "network_held_out_predictions": (
+                            f"fine_tuning.{entry['network']}.held_out_predictions"
                         ),
                     },
                     parameters={"params:entry": f"params:fine_tuning.models.{name}"},
