@@ -69,6 +69,12 @@ def finished_run(project: Path) -> subprocess.CompletedProcess:
         "backbones": {"inception_resnet_v2": {"input_size": [75, 75]},
                       "squeezenet_v1_1": {"input_size": [64, 64]}},
         "classifiers": {"dnn": {"epochs": 40, "patience": 5}},
+        # Every kind of fine-tuned model, on small images for 2 epochs; C2 on a progressive schedule.
+        "fine_tuning": {"enabled": True,
+                        "defaults": {"image_size": [48, 48], "epochs": 2, "patience": 2, "batch_size": 16},
+                        "models": {"squeezenet_c2": {"image_size": [{"size": [48, 40], "epochs": 1},
+                                                                    {"size": [48, 48], "epochs": 1}]},
+                                   "lstm": {"lstm": {"units": 8}, "head": [{"units": 16}], "epochs": 2}}},
     }
     (project / "conf" / "local" / "parameters.yml").write_text(yaml.safe_dump(local))
     return kedro(project, "run", "--params", TINY_DEMO)
@@ -142,13 +148,14 @@ def test_run_fuses_streams_and_trains_every_variant_and_classifier_above_chance(
 
     summary = pd.read_csv(project / "data/08_reporting/model_summary.csv")
     assert set(zip(summary["variant"], summary["classifier"], strict=True)) == {
-        (variant, classifier) for variant in params["fusion_variants"] for classifier in ("svm", "dnn")}
+        (variant, classifier) for variant in params["fusion_variants"] for classifier in ("svm", "dnn")
+    } | FINE_TUNED
     split = pd.read_csv(project / "data/05_model_input/data_split.csv")
     assert (summary["test_clips"] == (split["subset"] == "test").sum()).all()
     assert (summary["split"] == "random").all() and (summary["split_seed"] == 42).all()  # from the split
     # Eight emotions: chance is 1/8. The demo's emotions differ in pitch, energy and tempo, but
     # these clips are 1 s long and there are 32 test clips.
-    by_model = summary.set_index(["variant", "classifier"])
+    by_model = summary.set_index(["variant", "classifier"]).drop(list(FINE_TUNED))  # trained for 2 epochs
     assert by_model.loc[("mfcc_lpcc_ir", "svm"), "accuracy"] > 0.4
     assert by_model["accuracy"].max() > 0.5 and by_model["accuracy"].median() > 0.3
     metrics = json.loads((project / "data/08_reporting/metrics/mfcc_ir/dnn.json").read_text())
@@ -157,6 +164,42 @@ def test_run_fuses_streams_and_trains_every_variant_and_classifier_above_chance(
         "weights": "random initialisation (not pretrained)", "pretrained": False,
         "backbone_requested": "inception_resnet_v2", "fallback_reason": None}
     assert (project / "data/06_models/mfcc_ir/dnn.pkl").is_file()
+
+
+FINE_TUNED = {("log_mel_spectrogram", "squeezenet_c1"), ("log_mel_spectrogram", "squeezenet_c2"),
+              ("log_mel_spectrogram", "lstm"), ("mfcc_lpcc_spectrogram_late", "squeezenet_c2_mfcc_lpcc")}
+
+
+def test_fine_tuned_models_are_scored_and_described_as_modelling_s_with_training_curves(finished_run,
+                                                                                        project):
+    assert finished_run.returncode == 0
+    split = pd.read_csv(project / "data/05_model_input/data_split.csv")
+    tested = split.loc[split["subset"] == "test", "clip_id"]
+    for variant, name in FINE_TUNED:
+        predictions = pd.read_csv(project / f"data/07_model_output/{variant}/{name}_test_predictions.csv")
+        assert sorted(predictions["clip_id"]) == sorted(tested)  # the shared split's test clips, once
+        assert np.allclose(predictions.filter(regex="^p_").sum(axis=1), 1.0, atol=1e-5)
+        metrics = json.loads((project / f"data/08_reporting/metrics/{variant}/{name}.json").read_text())
+        assert metrics["split"]["strategy"] == "random" and metrics["test_clips"] == len(tested)
+    card = json.loads((project / "data/06_models/log_mel_spectrogram/squeezenet_c2.json").read_text())
+    assert list(card["inputs"]) == ["log_mel_spectrogram"]
+    assert [history["image_size"] for history in card["history"]] == [[[48, 40], [48, 48]]]  # progressive
+    assert card["model_selection"][0]["chosen"]["image_size"] == [48, 48]
+    metrics = json.loads(
+        (project / "data/08_reporting/metrics/log_mel_spectrogram/squeezenet_c1.json").read_text())
+    assert metrics["features"][0] | {"width": 0} == {
+        "stream": "log_mel_spectrogram", "width": 0, "weight": 1.0, "backbone": "squeezenet_v1_1",
+        "weights": "imagenet", "pretrained": True}
+    late = json.loads(
+        (project / "data/06_models/mfcc_lpcc_spectrogram_late/squeezenet_c2_mfcc_lpcc.json").read_text())
+    assert set(late["inputs"]) == {"log_mel_spectrogram", "fusion.mfcc_lpcc.fused_features"}
+    assert len(late["model_selection"][0]["chosen"]["late_weights"]) == 2
+    for name in ("squeezenet_c1", "squeezenet_c2", "lstm"):
+        curves = plotly.io.read_json(project / f"data/08_reporting/training_curves/{name}.json")
+        assert {trace.name for trace in curves.data} == {"fold 0 training", "fold 0 validation"}
+        assert len(curves.data[0].y) == 2  # loss per epoch
+    log = log_of(finished_run)
+    assert "squeezenet_v1_1 epoch 2/2" in log and "lstm epoch 1/2" in log
 
 
 def test_run_writes_figures_and_a_report_of_every_model(finished_run, project):
@@ -259,7 +302,8 @@ def test_predict_repeats_the_training_run_on_its_own_test_clip_in_any_format(fin
     assert str(tmp_path / "original.wav") in run.stdout and same["emotion"] in run.stdout
 
 
-@pytest.mark.parametrize("model", ["mfcc_lpcc_ir_late.svm", "ir.dnn"])
+@pytest.mark.parametrize("model", ["mfcc_lpcc_ir_late.svm", "ir.dnn", "log_mel_spectrogram.squeezenet_c2",
+                                   "mfcc_lpcc_spectrogram_late.squeezenet_c2_mfcc_lpcc"])
 def test_predict_with_late_fusion_and_pca_models_repeats_their_test_predictions(finished_run, project, model):
     assert finished_run.returncode == 0
     variant, classifier = model.split(".")
@@ -276,6 +320,8 @@ def test_predict_with_late_fusion_and_pca_models_repeats_their_test_predictions(
     fitted = joblib.load(project / f"data/06_models/{variant}/{classifier}.pkl")
     if variant == "ir":  # its CNN block is projected by the PCA fitted in training
         assert fitted.named_steps["reduce"].projections_[0] is not None
+    elif "squeezenet" in classifier:  # a fine-tuned network, alone or late-fused with the SVM
+        assert set(getattr(fitted, "models", {"log_mel_spectrogram": fitted})) >= {"log_mel_spectrogram"}
     else:
         assert len(fitted.named_steps["classify"].models_) == 2
 

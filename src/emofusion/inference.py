@@ -2,7 +2,8 @@
 
 The new files go through the project's own pipelines, the same nodes and wiring that made the
 training features (data_processing from the manifest on, feature_extraction, transfer_features and
-the model's fusion variant), on an in-memory catalog. The features' recorded settings, from the
+the model's fusion variant, or the spectrograms a fine-tuned network reads), on an in-memory
+catalog. The features' recorded settings, from the
 audio preprocessing to the CNN, are then compared with those in the model card: a model trained on
 features made differently is refused rather than fed features it has never seen. A model trained on
 features standardised per speaker needs the speaker of each file, and is refused without it."""
@@ -110,22 +111,22 @@ def _parameter(parameters: Mapping[str, Any], name: str) -> Any:
     return value
 
 
-def fused_features_of(files: Sequence[Path], variant: str, pipelines: Mapping[str, Pipeline],
-                      parameters: Mapping[str, Any], speakers: Sequence[str] | None = None,
-                      speaker_fallback: Mapping[str, Any] | None = None, hop_s: float | None = None
-                      ) -> tuple[ClipArray, pd.DataFrame, pd.DataFrame]:
-    """The fused features of these files for `variant`, one row per window of `audio.duration_s`
-    every `hop_s` seconds (default `audio.window_hop_s`); which file and start each row is
-    (`clip_id`, `file`, `start_s`); and the files rejected (silent, unreadable, too short) with the
-    reason, through the project's pipelines. `speakers` (one per file) and the training run's
-    `speaker_fallback` statistics serve variants standardised per speaker: a file's windows are
-    its speaker's."""
+def features_of(files: Sequence[Path], datasets: Sequence[str], pipelines: Mapping[str, Pipeline],
+                parameters: Mapping[str, Any], speakers: Sequence[str] | None = None,
+                speaker_fallback: Mapping[str, Any] | None = None, hop_s: float | None = None
+                ) -> tuple[dict[str, ClipArray], pd.DataFrame, pd.DataFrame]:
+    """These files' features as the named datasets (`fusion.<variant>.fused_features`,
+    `log_mel_spectrogram`...), one row per window of `audio.duration_s` every `hop_s` seconds
+    (default `audio.window_hop_s`); which file and start each row is (`clip_id`, `file`,
+    `start_s`); and the files rejected (silent, unreadable, too short) with the reason, through the
+    project's pipelines. No features when every file was rejected. `speakers` (one per file) and
+    the training run's `speaker_fallback` statistics serve variants standardised per speaker: a
+    file's windows are its speaker's."""
     audio = dict(parameters["audio"], long_clips="windows")
     audio["window_hop_s"] = float(hop_s or audio.get("window_hop_s") or audio["duration_s"])
     parameters = {**parameters, "audio": audio}
-    fused_name = f"fusion.{variant}.fused_features"
     steps = sum((pipelines[name] for name in FEATURE_PIPELINES), Pipeline([]))
-    steps = steps.from_inputs("corpus_manifest").to_outputs(fused_name, "audio_rejections")
+    steps = steps.from_inputs("corpus_manifest").to_outputs(*datasets, "audio_rejections")
     preprocessing = steps.to_outputs("clip_manifest", "audio_rejections")
     names = [str(f) for f in files]
     manifest = pd.DataFrame({"clip_id": names, "corpus": "new", "path": names,
@@ -144,9 +145,15 @@ def fused_features_of(files: Sequence[Path], variant: str, pipelines: Mapping[st
     windows = pd.DataFrame({"clip_id": windows["clip_id"].astype(str), "file": windows["source_clip_id"],
                             "start_s": windows["window_start_s"]})
     if windows.empty:  # every file was rejected: nothing to make features of
-        return ClipArray(np.array([], dtype=str), np.empty((0, 0), np.float32)), windows, rejected
+        return {}, windows, rejected
     outputs = runner.run(steps - preprocessing, catalog)
-    return outputs[fused_name].load(), windows, rejected
+    return {name: outputs[name].load() for name in datasets}, windows, rejected
+
+
+def model_inputs(variant: str, model_card: Mapping[str, Any]) -> dict[str, Any]:
+    """The datasets a model reads, with the metadata they had in training: those its card names
+    (fine-tuned networks and their late fusion), else its fusion variant's features."""
+    return dict(model_card.get("inputs") or {f"fusion.{variant}.fused_features": model_card["features"]})
 
 
 def _per_file(windows: pd.DataFrame, classes: Sequence[str]) -> pd.DataFrame:
@@ -169,13 +176,15 @@ def predict_emotions(files: Sequence[Path], variant: str, model: Any, model_card
                      ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """One row per usable file: its predicted emotion, how many windows it was cut into and the
     probability of each emotion averaged over them; the same per window (with `start_s`); and the
-    rejected files with the reason. `speakers`, one per file, is needed by a model trained on
-    features standardised per speaker: each file is standardised by the statistics of the files of
-    its speaker, as in training."""
+    rejected files with the reason. A model of one input takes that input's rows; a model of
+    several (late fusion of a network and a fusion variant) takes them by dataset name.
+    `speakers`, one per file, is needed by a model trained on features standardised per speaker:
+    each file is standardised by the statistics of the files of its speaker, as in training."""
     if list(map(str, model.classes_)) != list(model_card["classes"]):
         raise ModelMismatchError("the model and its model card name different emotions: they come from "
                                  "different runs; run `kedro run --pipelines=modelling` again")
-    normalisation = model_card["features"].get("speaker_normalisation")
+    card_features = model_card.get("features")
+    normalisation = card_features.get("speaker_normalisation") if isinstance(card_features, Mapping) else None
     if normalisation and speakers is None:
         raise SpeakersNeededError(
             f"this {variant} model was trained on features standardised per speaker (speaker_normalisation: "
@@ -183,21 +192,27 @@ def predict_emotions(files: Sequence[Path], variant: str, model: Any, model_card
             "are one speaker's, or --speakers FILE.csv with columns path and speaker. Each speaker's files "
             f"are standardised together; a speaker with fewer than {normalisation['min_clips']} files by the "
             "statistics of the training clips, which fit their voice less well.")
-    fused, windows, rejected = fused_features_of(files, variant, pipelines, parameters, speakers,
-                                                 normalisation["fallback"] if normalisation else None, hop_s)
-    if len(fused.clip_ids) == 0:
+    trained = model_inputs(variant, model_card)
+    features, windows, rejected = features_of(files, list(trained), pipelines, parameters, speakers,
+                                              normalisation["fallback"] if normalisation else None, hop_s)
+    if not features or len(next(iter(features.values())).clip_ids) == 0:
         empty = pd.DataFrame(columns=["file", "emotion"])
         return empty, empty, rejected
+    clip_ids = next(iter(features.values())).clip_ids
     # Through JSON, as the model card was, so that a tuple and a list of the same values are equal.
-    differences = setting_differences(model_card["features"], json.loads(json.dumps(fused.metadata)))
+    differences = [difference for name, metadata in trained.items()
+                   for difference in setting_differences(metadata,
+                                                         json.loads(json.dumps(features[name].metadata)))]
     if differences:
         raise ModelMismatchError(
             f"this {variant} model was trained on features made with other settings than the project "
             "has now:\n  " + "\n  ".join(differences[:20]) + "\nRestore those settings, or train again "
             "with these (`kedro run`).")
-    windows = windows.set_index("clip_id").loc[fused.clip_ids].reset_index(drop=True)
-    windows["emotion"] = model.predict(fused.values)
+    values = {name: array.select(list(clip_ids)).values for name, array in features.items()}
+    X = values if "inputs" in model_card and len(values) > 1 else next(iter(values.values()))
+    windows = windows.set_index("clip_id").loc[clip_ids].reset_index(drop=True)
+    windows["emotion"] = model.predict(X)
     if hasattr(model, "predict_proba"):  # not an SVM trained with probability: false
-        windows = windows.join(pd.DataFrame(model.predict_proba(fused.values),
+        windows = windows.join(pd.DataFrame(model.predict_proba(X),
                                             columns=[f"p_{label}" for label in model.classes_]))
     return _per_file(windows, list(map(str, model.classes_))), windows, rejected

@@ -405,7 +405,12 @@ def summarise_classification_metrics(fusion_variants: Mapping[str, Any], **model
         })
     summary = (pd.DataFrame(rows).astype({"split_seed": "Int64"})
                .sort_values("unweighted_average_recall", ascending=False, kind="stable"))
-    summary = compare_with_references(summary.reset_index(drop=True), predictions, fusion_variants)
+    # A model on inputs that are no fusion variant (a fine-tuned network) reads the streams its
+    # metrics name.
+    variants = {instance.split("__", 1)[0]: [block["stream"] for block in scores["features"]]
+                for instance, scores in models.items() if not instance.endswith(PREDICTIONS_KEY_SUFFIX)}
+    summary = compare_with_references(summary.reset_index(drop=True), predictions,
+                                      {**variants, **fusion_variants})
     return summary
 
 

@@ -4,6 +4,7 @@ from kedro.pipeline import Pipeline, node, pipeline
 
 from emofusion.configuration import pipeline_parameters
 
+from ..fine_tuning.config import fine_tuned_models
 from ..fusion.nodes import validated_fusion_variants
 from .classifiers import (
     ClassifierConfigError,
@@ -51,6 +52,12 @@ def model_instances(parameters: dict) -> list[tuple[str, str]]:
     return [(variant, classifier) for variant in variants for classifier in classifiers]
 
 
+def every_model(parameters: dict) -> list[tuple[str, str]]:
+    """Modelling's (variant, classifier) instances and the fine-tuned models, which write their
+    outputs under the same names: the summary and the report cover them all alike."""
+    return model_instances(parameters) + fine_tuned_models(parameters)
+
+
 def outputs_by_model(instances: list[tuple[str, str]], output: str = "classification_metrics",
                      key_suffix: str = "") -> dict[str, str]:
     """`<variant>__<classifier><key_suffix>` -> that model's `output` dataset: the keyword inputs of
@@ -63,7 +70,9 @@ def create_pipeline(**kwargs) -> Pipeline:
     """The shared split, `modelling.<variant>.<classifier>` for every fusion variant and every entry
     of `classifiers` in parameters_modelling.yml, and one summary table over all of them (which
     reads every model's test predictions, to compare models clip by clip)."""
-    instances = model_instances(kwargs.get("parameters") or pipeline_parameters())
+    parameters = kwargs.get("parameters") or pipeline_parameters()
+    instances = model_instances(parameters)
+    summarised = every_model(parameters)
     with warnings.catch_warnings():
         # The inputs are other namespaces' outputs, dotted as Kedro names them; Kedro warns about
         # any dotted name it did not make itself.
@@ -82,7 +91,7 @@ def create_pipeline(**kwargs) -> Pipeline:
         *models,
         node(summarise_classification_metrics,
              inputs={"fusion_variants": "params:fusion_variants",
-                     **outputs_by_model(instances),
-                     **outputs_by_model(instances, "test_predictions", PREDICTIONS_KEY_SUFFIX)},
+                     **outputs_by_model(summarised),
+                     **outputs_by_model(summarised, "test_predictions", PREDICTIONS_KEY_SUFFIX)},
              outputs="model_summary", name="summarise_classification_metrics"),
     ])

@@ -4,14 +4,14 @@ from kedro.pipeline import Pipeline, node, pipeline
 
 from emofusion.configuration import pipeline_parameters
 
-from ..modelling.pipeline import model_instances, outputs_by_model
+from ..modelling.pipeline import every_model, outputs_by_model
 from .nodes import confusion_matrix_figure, html_report, model_comparison_figure, per_class_f1_figure
 
 
 def create_pipeline(**kwargs) -> Pipeline:
     """`reporting.<variant>.<classifier>` (its confusion matrix) for every model the modelling
-    pipeline trains, the comparisons across them and the HTML report."""
-    instances = model_instances(kwargs.get("parameters") or pipeline_parameters())
+    and fine_tuning pipelines train, the comparisons across them and the HTML report."""
+    instances = every_model(kwargs.get("parameters") or pipeline_parameters())
     metrics = outputs_by_model(instances)
     with warnings.catch_warnings():
         # Inputs named by other namespaces, dotted as Kedro names them (see modelling).

@@ -1,0 +1,110 @@
+"""Fine-tuned networks and their late fusion as scikit-learn style classifiers, so that a trained
+model is one pickle with `classes_`, `predict` and `predict_proba`, as modelling's are.
+
+TensorFlow never runs in this process: networks train and predict in modelling's training process
+(`run_in_training_process`); spectrograms travel to it as .npy files."""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sklearn.base import BaseEstimator, ClassifierMixin
+
+from ..modelling.classifiers import run_in_training_process
+
+logger = logging.getLogger(__name__)
+
+
+def _in_networks(function: str, *args: Any) -> Any:
+    """Call `networks.<function>` in the training process: the module (and TensorFlow) is
+    imported there, not here."""
+    from . import networks
+
+    return getattr(networks, function)(*args)
+
+
+class FineTunedNetwork(ClassifierMixin, BaseEstimator):
+    """A network fine-tuned on spectrograms (kind cnn: images; lstm: frame sequences), trained on
+    the training clips with early stopping on the validation clips. `settings` is a checked entry
+    (`config.network_settings`). Fitted: `classes_`, the architecture and weights, `history_`."""
+
+    needs_validation = True
+
+    def __init__(self, settings: Mapping[str, Any] | None = None) -> None:
+        self.settings = settings
+
+    def fit(
+        self, X: np.ndarray, y: np.ndarray, validation: tuple[np.ndarray, np.ndarray] | None = None
+    ) -> FineTunedNetwork:
+        if validation is None or len(validation[1]) == 0:
+            raise ValueError(
+                "a fine-tuned network needs validation clips for early stopping; the split gave none"
+            )
+        self.classes_ = np.unique(y)
+        unseen = sorted(set(validation[1]) - set(self.classes_))
+        if unseen:
+            raise ValueError(f"validation clips have emotions absent from training: {unseen}")
+        code = {label: i for i, label in enumerate(self.classes_)}
+        with tempfile.TemporaryDirectory(prefix="emofusion-fine-tuning-") as folder:
+            np.save(train_path := Path(folder, "train.npy"), np.asarray(X))
+            np.save(validation_path := Path(folder, "validation.npy"), np.asarray(validation[0]))
+            trained = run_in_training_process(
+                _in_networks,
+                "train_network",
+                dict(self.settings),
+                len(self.classes_),
+                train_path,
+                np.array([code[label] for label in y]),
+                validation_path,
+                np.array([code[label] for label in validation[1]]),
+            )
+        self.architecture_, self.weights_ = trained["architecture"], trained["weights"]
+        self.history_, self.ran_with_ = trained["history"], trained["ran_with"]
+        return self
+
+    def best_epoch(self) -> int:
+        """The epoch whose weights were kept: the lowest validation loss of the last stage."""
+        sizes, losses = self.history_["image_size"], self.history_["val_loss"]
+        last = [i for i, size in enumerate(sizes) if size == sizes[-1]]
+        return min(last, key=lambda i: losses[i]) + 1
+
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        with tempfile.TemporaryDirectory(prefix="emofusion-fine-tuning-") as folder:
+            np.save(path := Path(folder, "clips.npy"), np.asarray(X))
+            return run_in_training_process(
+                _in_networks, "predict_network", dict(self.settings), self.architecture_, self.weights_, path
+            )
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        return self.classes_[self.predict_proba(X).argmax(axis=1)]
+
+
+class InputLateFusion(ClassifierMixin, BaseEstimator):
+    """Class probabilities of fitted models that read different inputs (a fusion variant's
+    features, the spectrograms), averaged with `weights`. `X` maps each input's dataset name to its
+    rows, the clips in the same order."""
+
+    def __init__(self, models: Mapping[str, Any] | None = None, weights: Sequence[float] = ()) -> None:
+        self.models = models
+        self.weights = weights
+
+    @property
+    def classes_(self) -> np.ndarray:
+        return next(iter(self.models.values())).classes_
+
+    def predict_proba(self, X: Mapping[str, np.ndarray]) -> np.ndarray:
+        return combined_probabilities(
+            [self.models[name].predict_proba(X[name]) for name in self.models], self.weights
+        )
+
+    def predict(self, X: Mapping[str, np.ndarray]) -> np.ndarray:
+        return self.classes_[self.predict_proba(X).argmax(axis=1)]
+
+
+def combined_probabilities(probabilities: Sequence[np.ndarray], weights: Sequence[float]) -> np.ndarray:
+    return sum(w * p for w, p in zip(weights, probabilities, strict=True)) / float(np.sum(weights))

@@ -1,0 +1,317 @@
+"""Fine-tune a network per fold of the shared split, predict its test clips once, and late-fuse its
+class probabilities with a classical model; outputs in modelling's formats (test predictions, model
+card, then modelling's own `evaluate_predictions`), so the summary, the report and `emofusion
+predict` take these models as they take modelling's."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+from sklearn.metrics import recall_score
+
+from emofusion.clip_array import ClipArray
+from emofusion.provenance import check_made_with
+
+from ..modelling.classifiers import build_model, fit_model, late_weight_candidates
+from ..modelling.nodes import _read_rows, _rows, check_model_inputs, split_used
+from .config import NETWORK_INPUT, merged_entry, network_settings
+from .estimators import FineTunedNetwork, InputLateFusion, combined_probabilities
+
+logger = logging.getLogger(__name__)
+
+SPLIT_REMAKE = "`kedro run --nodes=split_clips`, then this run again; or `kedro run --pipelines=modelling`"
+
+
+def _fold_subsets(data_split: pd.DataFrame, fold: int) -> tuple[pd.DataFrame, dict[str, str]]:
+    rows = data_split[data_split["fold"] == fold]
+    return rows, dict(zip(rows["clip_id"], rows["emotion"], strict=True))
+
+
+def _subset(
+    features: ClipArray, rows: pd.DataFrame, emotion: Mapping[str, str], name: str
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Values, clip ids and emotions of one subset of a fold, in file order."""
+    positions = _rows(features, rows.loc[rows["subset"] == name, "clip_id"])
+    clip_ids = features.clip_ids[positions]
+    return _read_rows(features.values, positions), clip_ids, np.array([emotion[c] for c in clip_ids])
+
+
+def _probability_frame(
+    fold: int, clip_ids: np.ndarray, emotions: np.ndarray, classes: np.ndarray, probabilities: np.ndarray
+) -> pd.DataFrame:
+    frame = pd.DataFrame(
+        {
+            "fold": fold,
+            "clip_id": clip_ids,
+            "emotion": emotions,
+            "predicted": classes[probabilities.argmax(axis=1)],
+        }
+    )
+    return frame.join(pd.DataFrame(probabilities, columns=[f"p_{label}" for label in classes]))
+
+
+def _uar(emotions: np.ndarray, predicted: np.ndarray) -> float:
+    return float(recall_score(emotions, predicted, average="macro", zero_division=0))
+
+
+def _network_block(spectrograms: ClipArray, settings: Mapping[str, Any]) -> dict[str, Any]:
+    """The spectrogram stream as modelling's metrics describe a block, with the backbone."""
+    source = (
+        {
+            "backbone": settings["backbone"]["name"],
+            "weights": settings["weights"] or "random initialisation (not pretrained)",
+            "pretrained": settings["weights"] is not None,
+        }
+        if settings["kind"] == "cnn"
+        else {}
+    )
+    return {
+        "stream": NETWORK_INPUT,
+        "start": 0,
+        "stop": int(np.prod(spectrograms.values.shape[1:])),
+        "weight": 1.0,
+        "source": source,
+    }
+
+
+def fine_tune_and_predict(
+    log_mel_spectrogram: ClipArray,
+    data_split: pd.DataFrame,
+    data_split_settings: Mapping[str, Any],
+    entry: Mapping[str, Any],
+    defaults: Mapping[str, Any] | None,
+    backbones: Mapping[str, Any],
+    random_seed: int,
+    parameters: Mapping[str, Any],
+) -> tuple[FineTunedNetwork, dict[str, Any], pd.DataFrame, pd.DataFrame]:
+    """Per fold: fine-tune the network on its training clips, stopping early on its validation
+    clips, then predict its validation clips (for late fusion) and its test clips once. Returns the
+    first fold's network, its model card (inputs' settings, the epoch kept per fold, the training
+    history per fold, the split), the test predictions, and the validation and test predictions
+    with their `subset` (held-out predictions, which late fusion reads)."""
+    check_made_with("data_split", data_split_settings, parameters, remake=SPLIT_REMAKE)
+    check_made_with(
+        NETWORK_INPUT,
+        log_mel_spectrogram.metadata.get("made_with", {}),
+        parameters,
+        remake="`kedro run --pipelines=feature_extraction`, then this run again",
+    )
+    settings = network_settings("this entry", merged_entry(defaults, entry), backbones, random_seed)
+    first, selections, histories, tests, validations = None, [], [], [], []
+    folds = sorted(data_split["fold"].unique())
+    for fold in folds:
+        started = time.perf_counter()
+        rows, emotion = _fold_subsets(data_split, fold)
+        X_train, _, y_train = _subset(log_mel_spectrogram, rows, emotion, "train")
+        X_validation, validation_ids, y_validation = _subset(log_mel_spectrogram, rows, emotion, "validation")
+        network = FineTunedNetwork(settings).fit(X_train, y_train, validation=(X_validation, y_validation))
+        del X_train
+        validation = _probability_frame(
+            fold, validation_ids, y_validation, network.classes_, network.predict_proba(X_validation)
+        )
+        X_test, test_ids, y_test = _subset(log_mel_spectrogram, rows, emotion, "test")
+        test = _probability_frame(fold, test_ids, y_test, network.classes_, network.predict_proba(X_test))
+        score = _uar(validation["emotion"], validation["predicted"])
+        selections.append(
+            {
+                "fold": int(fold),
+                "candidates": 1,
+                "validation_uar": score,
+                "chosen": {
+                    "epoch": network.best_epoch(),
+                    **(
+                        {"image_size": network.history_["image_size"][-1]}
+                        if settings["kind"] == "cnn"
+                        else {}
+                    ),
+                },
+            }
+        )
+        histories.append({"fold": int(fold), **network.history_})
+        logger.info(
+            "Fold %d/%d: kept epoch %d of %d, validation UAR %.3f; tested on %d clips: accuracy %.3f "
+            "(%.1f s)",
+            fold + 1,
+            len(folds),
+            network.best_epoch(),
+            len(network.history_["loss"]),
+            score,
+            len(test),
+            float((test["emotion"] == test["predicted"]).mean()),
+            time.perf_counter() - started,
+        )
+        tests.append(test)
+        validations.append(validation)
+        first = first or network
+    model_card = {
+        "classes": [str(label) for label in first.classes_],
+        "classifier": settings,
+        "fold": int(folds[0]),
+        "ran_with": first.ran_with_,
+        "inputs": {NETWORK_INPUT: log_mel_spectrogram.metadata},
+        "features": {"blocks": [_network_block(log_mel_spectrogram, settings)]},
+        "model_selection": selections,
+        "history": histories,
+        "split": split_used(data_split, data_split_settings),
+    }
+    return (
+        first,
+        model_card,
+        _filled(pd.concat(tests, ignore_index=True)),
+        _filled(
+            pd.concat(
+                [
+                    frame.assign(subset=subset)
+                    for subset, frames in (("validation", validations), ("test", tests))
+                    for frame in frames
+                ],
+                ignore_index=True,
+            )
+        ),
+    )
+
+
+def _filled(predictions: pd.DataFrame) -> pd.DataFrame:
+    """A fold whose training clips lacked an emotion gives it no probability column: it had none."""
+    return predictions.fillna({column: 0.0 for column in predictions if column.startswith("p_")})
+
+
+def late_fuse_and_predict(
+    fused_features: ClipArray,
+    data_split: pd.DataFrame,
+    data_split_settings: Mapping[str, Any],
+    network: FineTunedNetwork,
+    network_card: Mapping[str, Any],
+    network_held_out: pd.DataFrame,
+    entry: Mapping[str, Any],
+    parameters: Mapping[str, Any],
+) -> tuple[InputLateFusion, dict[str, Any], pd.DataFrame]:
+    """Late fusion of the fine-tuned network's class probabilities with a classical model of a
+    fusion variant (`entry`: its `variant` and modelling `classifier`). Per fold, the classical
+    model (the classifier's settings as they are, its `search` aside) is fitted on the training
+    clips only, so that its validation probabilities are honest; the weights of the two
+    (modelling's late-fusion grid) are chosen by unweighted average recall on the validation clips;
+    the test clips are predicted once.
+
+    The network is the one already fine-tuned per fold: its validation and test predictions
+    (`network_held_out`) are read, not recomputed."""
+    check_model_inputs(
+        fused_features, data_split_settings, parameters["fusion_variants"][entry["variant"]], parameters
+    )
+    classifier, random_seed = parameters["classifiers"][entry["classifier"]], parameters["random_seed"]
+    metadata = fused_features.metadata
+    blocks = metadata.get("blocks") or [
+        {"stream": "features", "start": 0, "stop": fused_features.values.shape[1], "weight": 1.0}
+    ]
+    balanced = metadata.get("block_scaling", "balanced") == "balanced"
+    settings = {key: value for key, value in classifier.items() if key != "search"}
+    first, selections, tests = None, [], []
+    by_clip = {
+        name: frame.set_index(["fold", "clip_id"]) for name, frame in network_held_out.groupby("subset")
+    }
+    for fold in sorted(data_split["fold"].unique()):
+        rows, emotion = _fold_subsets(data_split, fold)
+        classical = build_model(
+            blocks, metadata.get("groups"), settings, parameters.get("reduction"), balanced, random_seed
+        )
+        X_train, _, y_train = _subset(fused_features, rows, emotion, "train")
+        X_validation, validation_ids, y_validation = _subset(fused_features, rows, emotion, "validation")
+        fit_model(classical, X_train, y_train, (X_validation, y_validation))
+        if list(classical.classes_) != list(network.classes_):
+            raise ValueError(
+                f"fold {fold}: the network and the {settings.get('kind')} model know different emotions"
+            )
+        columns = [f"p_{label}" for label in classical.classes_]
+
+        def network_probabilities(
+            subset: str, clip_ids: np.ndarray, fold: int = fold, columns: list[str] = columns
+        ) -> np.ndarray:
+            return by_clip[subset].loc[[(fold, c) for c in clip_ids], columns].to_numpy(np.float64)
+
+        candidates = [
+            network_probabilities("validation", validation_ids),
+            classical.predict_proba(X_validation),
+        ]
+        scores = [
+            (_uar(y_validation, classical.classes_[combined_probabilities(candidates, w).argmax(axis=1)]), w)
+            for w in late_weight_candidates(2)
+        ]
+        score, weights = max(scores, key=lambda pair: pair[0])  # the first of equal scores: equal weights
+        X_test, test_ids, y_test = _subset(fused_features, rows, emotion, "test")
+        probabilities = combined_probabilities(
+            [network_probabilities("test", test_ids), classical.predict_proba(X_test)], weights
+        )
+        tests.append(_probability_frame(fold, test_ids, y_test, classical.classes_, probabilities))
+        selections.append(
+            {
+                "fold": int(fold),
+                "candidates": len(scores),
+                "validation_uar": score,
+                "chosen": {"late_weights": [round(w, 4) for w in weights]},
+            }
+        )
+        logger.info(
+            "Fold %d: late weights %s (network, %s), validation UAR %.3f",
+            fold,
+            weights,
+            settings.get("kind"),
+            score,
+        )
+        if first is None:
+            first = InputLateFusion(
+                {NETWORK_INPUT: network, fused_features_name(entry["variant"]): classical}, list(weights)
+            )
+    model_card = {
+        "classes": [str(label) for label in first.classes_],
+        "classifier": settings,
+        "fold": network_card["fold"],
+        "inputs": {**network_card["inputs"], fused_features_name(entry["variant"]): metadata},
+        "features": {"blocks": [*network_card["features"]["blocks"], *blocks], "fusion": "late"},
+        "model_selection": selections,
+        "split": split_used(data_split, data_split_settings),
+    }
+    return first, model_card, _filled(pd.concat(tests, ignore_index=True))
+
+
+def fused_features_name(variant: str) -> str:
+    """The catalog name of a fusion variant's features (the fusion pipeline's output)."""
+    return f"fusion.{variant}.fused_features"
+
+
+def training_curves_figure(model_card: Mapping[str, Any]) -> go.Figure:
+    """Loss and accuracy per epoch, training and validation, one line per fold; the kept epoch marked."""
+    figure = make_subplots(rows=1, cols=2, subplot_titles=("Loss", "Accuracy"), horizontal_spacing=0.1)
+    for history in model_card["history"]:
+        epochs = list(range(1, len(history["loss"]) + 1))
+        for column, metric in ((1, "loss"), (2, "accuracy")):
+            for prefix, dash in (("", "dot"), ("val_", "solid")):
+                figure.add_trace(
+                    go.Scatter(
+                        x=epochs,
+                        y=history[f"{prefix}{metric}"],
+                        mode="lines",
+                        line={"dash": dash},
+                        name=f"fold {history['fold']} {'validation' if prefix else 'training'}",
+                        legendgroup=f"{history['fold']}{prefix}",
+                        showlegend=column == 1,
+                    ),
+                    1,
+                    column,
+                )
+    for selection in model_card["model_selection"]:
+        figure.add_vline(x=selection["chosen"]["epoch"], line={"color": "grey", "width": 1})
+    figure.update_xaxes(title_text="epoch")
+    figure.update_layout(
+        title=f"Training curves ({model_card['split']['strategy']} split; grey: epochs kept; "
+        "training scores are on augmented batches)",
+        height=420,
+        width=980,
+    )
+    return figure

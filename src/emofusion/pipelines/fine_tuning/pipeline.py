@@ -1,0 +1,128 @@
+import warnings
+
+from kedro.pipeline import Pipeline, node, pipeline
+
+from emofusion.configuration import pipeline_parameters
+
+from ..modelling.nodes import evaluate_predictions
+from .config import LATE_FUSION, NETWORK_INPUT, model_entries, model_variant
+from .nodes import fine_tune_and_predict, fused_features_name, late_fuse_and_predict, training_curves_figure
+
+MODEL_OUTPUTS = ("trained_model", "model_card", "test_predictions", "classification_metrics")
+
+
+def network_template() -> Pipeline:
+    return Pipeline(
+        [
+            node(
+                fine_tune_and_predict,
+                inputs=[
+                    NETWORK_INPUT,
+                    "data_split",
+                    "data_split_settings",
+                    "params:entry",
+                    "params:defaults",
+                    "params:backbones",
+                    "params:random_seed",
+                    "parameters",
+                ],
+                outputs=["trained_model", "model_card", "test_predictions", "held_out_predictions"],
+                name="fine_tune_and_predict",
+            ),
+            node(
+                evaluate_predictions,
+                inputs=["test_predictions", "model_card"],
+                outputs="classification_metrics",
+                name="evaluate_predictions",
+            ),
+            node(
+                training_curves_figure,
+                inputs="model_card",
+                outputs="training_curves",
+                name="training_curves_figure",
+            ),
+        ]
+    )
+
+
+def late_fusion_template() -> Pipeline:
+    return Pipeline(
+        [
+            node(
+                late_fuse_and_predict,
+                inputs=[
+                    "fused_features",
+                    "data_split",
+                    "data_split_settings",
+                    "network_model",
+                    "network_card",
+                    "network_held_out_predictions",
+                    "params:entry",
+                    "parameters",
+                ],
+                outputs=["trained_model", "model_card", "test_predictions"],
+                name="late_fuse_and_predict",
+            ),
+            node(
+                evaluate_predictions,
+                inputs=["test_predictions", "model_card"],
+                outputs="classification_metrics",
+                name="evaluate_predictions",
+            ),
+        ]
+    )
+
+
+def create_pipeline(**kwargs) -> Pipeline:
+    """`fine_tuning.<name>` for every entry of `fine_tuning.models` in parameters_fine_tuning.yml:
+    a network (cnn or lstm) fine-tuned per fold of the shared split, or the late fusion of such a
+    network with a classical model of a fusion variant."""
+    parameters = kwargs.get("parameters") or pipeline_parameters()
+    entries = model_entries(parameters)
+    instances = []
+    with warnings.catch_warnings():
+        # Inputs and outputs named by other namespaces, dotted as Kedro names them (see modelling).
+        warnings.filterwarnings("ignore", message="One or more dataset names contain '.'")
+        for name, entry in entries.items():
+            own = {
+                output: f"modelling.{model_variant(name, entry)}.{name}.{output}" for output in MODEL_OUTPUTS
+            }
+            if entry["kind"] != LATE_FUSION:
+                instances.append(
+                    pipeline(
+                        network_template(),
+                        namespace=f"fine_tuning.{name}",
+                        inputs={NETWORK_INPUT, "data_split", "data_split_settings"},
+                        outputs=own,
+                        parameters={
+                            "params:entry": f"params:fine_tuning.models.{name}",
+                            "params:defaults": "params:fine_tuning.defaults",
+                            "params:backbones": "params:backbones",
+                            "params:random_seed": "params:random_seed",
+                        },
+                    )
+                )
+                continue
+            network = f"modelling.{NETWORK_INPUT}.{entry['network']}"
+            instances.append(
+                pipeline(
+                    late_fusion_template(),
+                    namespace=f"fine_tuning.{name}",
+                    outputs=own,
+                    inputs={
+                        "fused_features": fused_features_name(entry["variant"]),
+                        "data_split": "data_split",
+                        "data_split_settings": "data_split_settings",
+                        "network_model": f"{network}.trained_model",
+                        "network_card": f"{network}.model_card",
+                        # The network's validation and test predictions, layer `models`: read from
+                        # its test predictions (`model_output`), a late model would make kedro-viz's
+                        # layers a cycle, which it cannot draw.
+                        "network_held_out_predictions": (
+                            f"fine_tuning.{entry['network']}.held_out_predictions"
+                        ),
+                    },
+                    parameters={"params:entry": f"params:fine_tuning.models.{name}"},
+                )
+            )
+    return sum(instances, Pipeline([]))
