@@ -189,7 +189,8 @@ def test_fine_tuned_models_are_scored_and_described_as_modelling_s_with_training
         (project / "data/08_reporting/metrics/log_mel_spectrogram/squeezenet_c1.json").read_text())
     assert metrics["features"][0] | {"width": 0} == {
         "stream": "log_mel_spectrogram", "width": 0, "weight": 1.0, "backbone": "squeezenet_v1_1",
-        "weights": "imagenet", "pretrained": True}
+        "backbone_requested": "squeezenet_v1_1", "fallback_reason": None, "weights": "imagenet",
+        "pretrained": True}
     late = json.loads(
         (project / "data/06_models/mfcc_lpcc_spectrogram_late/squeezenet_c2_mfcc_lpcc.json").read_text())
     assert set(late["inputs"]) == {"log_mel_spectrogram", "fusion.mfcc_lpcc.fused_features"}

@@ -51,10 +51,11 @@ def _best_model(summary: pd.DataFrame, without_speakers: set[str] | None) -> str
 
 
 def _trained_models(catalog: Any, parameters: dict) -> list[str]:
-    """`variant.classifier` of every model the configuration names that has a model file."""
-    from emofusion.pipelines.modelling.pipeline import model_instances
+    """`variant.classifier` of every model the configuration names (fine-tuned ones included) that
+    has a model file."""
+    from emofusion.pipelines.modelling.pipeline import every_model
 
-    return [f"{variant}.{classifier}" for variant, classifier in model_instances(parameters)
+    return [f"{variant}.{classifier}" for variant, classifier in every_model(parameters)
             if catalog.exists(f"modelling.{variant}.{classifier}.trained_model")]
 
 
@@ -184,7 +185,9 @@ def _predict(paths: tuple[Path, ...], model_name: str | None, hop_s: float | Non
                 f"model '{model_name}' is incomplete or missing (it needs its trained model and its model "
                 f"card, from `kedro run --pipelines=modelling`): {str(error).splitlines()[0]}") from error
         click.echo(f"Model {variant}.{classifier}; {len(files)} file(s).", err=True)
-        if speakers is not None and not model_card["features"].get("speaker_normalisation"):
+        card_features = model_card.get("features")
+        if speakers is not None and not (isinstance(card_features, dict)
+                                         and card_features.get("speaker_normalisation")):
             click.echo("This model does not standardise features per speaker: the speakers change nothing.",
                        err=True)
         try:

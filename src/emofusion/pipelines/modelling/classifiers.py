@@ -458,6 +458,11 @@ def _start_training_process(records: Any, parent_pid: int) -> None:
     # Everything goes to the relay, which passes on what the parent process's loggers let through.
     root.setLevel(logging.DEBUG)
     logging.getLogger("emofusion").setLevel(logging.NOTSET)
+    # TensorFlow is what this process is for: imported now, quietly, before a function's module
+    # (the fine-tuning networks) imports it at the top with its start-up chatter.
+    from emofusion.quiet_tensorflow import import_tensorflow
+
+    import_tensorflow()
 
 
 class _TrainingProcess:
