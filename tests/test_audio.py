@@ -9,8 +9,8 @@ import soundfile as sf
 import yaml
 
 from emofusion.clip_array import ClipArray
+from emofusion.errors import ClipRejected, CorpusError
 from emofusion.pipelines.data_processing.audio import (
-    ClipRejected,
     fix_duration,
     normalise,
     preprocess_clip,
@@ -19,7 +19,7 @@ from emofusion.pipelines.data_processing.audio import (
     trim_silence,
     window_starts,
 )
-from emofusion.pipelines.data_processing.corpora import CLIP_COLUMNS, REJECTION_COLUMNS, CorpusError
+from emofusion.pipelines.data_processing.corpora import CLIP_COLUMNS, REJECTION_COLUMNS
 from emofusion.pipelines.data_processing.demo_corpus import write_demo_corpus
 from emofusion.pipelines.data_processing.nodes import preprocess_audio, report_clip_usage
 

@@ -6,8 +6,9 @@ import pytest
 import yaml
 
 from emofusion import settings as project_settings
+from emofusion.errors import FusionConfigError
 from emofusion.pipelines.fusion import create_pipeline as fusion_pipeline
-from emofusion.pipelines.fusion.nodes import FusionConfigError, validated_fusion_variants
+from emofusion.pipelines.fusion.nodes import validated_fusion_variants
 from emofusion.pipelines.modelling.pipeline import model_instances
 
 PROJECT = Path(__file__).resolve().parents[1]

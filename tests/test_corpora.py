@@ -9,11 +9,11 @@ import pytest
 import soundfile as sf
 import yaml
 
+from emofusion.errors import CorpusError
 from emofusion.pipelines.data_processing.corpora import (
     CLIP_COLUMNS,
     NAME_PARSERS,
     REJECTION_COLUMNS,
-    CorpusError,
     list_audio,
     scan_corpus,
 )
@@ -63,7 +63,7 @@ def build(params, corpora, sources, *, emotions=None, seed=42):
         label_maps=params["label_maps"],
         emotion_vocabulary=params["emotion_vocabulary"],
         emotions=params["emotions"] if emotions is None else emotions,
-        demo_corpus=params["demo_corpus"],
+        demo_corpus_options=params["demo_corpus"],
         random_seed=seed,
     )
 

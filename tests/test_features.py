@@ -83,10 +83,10 @@ def test_lpcc_recursion_continues_beyond_the_order():
     np.testing.assert_allclose(lpc_to_lpcc(a[None, :], 12)[0], cepstrum_by_fft(a, 12), atol=1e-6)
 
 
-def test_lpcc_frames_of_an_ar_signal_estimate_its_cepstrum(params):
-    lpcc = dict(params["lpcc"], order=8, n_ceps=12, pre_emphasis=0.0)
+def test_lpcc_frames_of_an_ar_signal_estimate_its_cepstrum():
     signal = ar_signal(TRUE_A, SR * 3, seed=2)
-    frames = lpcc_frames(signal, SR, lpcc)
+    frames = lpcc_frames(signal, SR, order=8, n_ceps=12, pre_emphasis=0.0, window="hamming", window_ms=25,
+                         hop_ms=12.5, active_frame_top_db=60)
     assert frames.shape == (239, 12)  # 25 ms frames every 12.5 ms over 3 s
     np.testing.assert_allclose(frames.mean(axis=0), cepstrum_by_fft(TRUE_A, 12), atol=0.15)
 
@@ -96,21 +96,22 @@ def tone(frequency, seconds=1.0, amplitude=0.5):
     return (amplitude * np.sin(2 * np.pi * frequency * t)).astype(np.float32)
 
 
-def test_log_mel_of_a_tone_peaks_in_the_band_of_its_frequency(params):
+def test_log_mel_of_a_tone_peaks_in_the_band_of_its_frequency():
     import librosa
 
-    spec = params["log_mel_spectrogram"]
-    log_mel = log_mel_spectrogram(tone(1000), SR, spec)
-    assert log_mel.shape == (spec["n_mels"], 81)  # 1 s / 12.5 ms hop + 1 (centred frames)
-    centres = librosa.mel_frequencies(spec["n_mels"] + 2, fmax=SR / 2)[1:-1]
+    log_mel = log_mel_spectrogram(tone(1000), SR, n_mels=128, window="hamming", window_ms=25, hop_ms=12.5,
+                                  top_db=80)
+    assert log_mel.shape == (128, 81)  # 1 s / 12.5 ms hop + 1 (centred frames)
+    centres = librosa.mel_frequencies(128 + 2, fmax=SR / 2)[1:-1]
     peak_band = np.argmax(log_mel.mean(axis=1))
     assert abs(centres[peak_band] - 1000) < 60
-    assert log_mel.max() == 0 and log_mel.min() >= -spec["top_db"]
+    assert log_mel.max() == 0 and log_mel.min() >= -80
 
 
-def test_mfcc_frames_skip_silence_and_have_40_coefficients(params):
+def test_mfcc_frames_skip_silence_and_have_40_coefficients():
     padded = np.concatenate([tone(440, 0.5), np.zeros(SR // 2, dtype=np.float32)])
-    frames = mfcc_frames(padded, SR, params["mfcc"])
+    frames = mfcc_frames(padded, SR, n_mfcc=40, n_mels=128, window="hamming", window_ms=25, hop_ms=12.5,
+                         active_frame_top_db=60)
     assert frames.shape[1] == 40
     # About half of the 81 frames are padding and must not enter the statistics.
     assert 38 <= len(frames) <= 46
@@ -174,7 +175,7 @@ def test_opensmile_refuses_clips_too_short_for_it_and_unknown_sets(params):
         extract_opensmile_functionals(short, {"feature_set": "eGeMAPS3"}, n_jobs=1)
 
 
-def test_mel_power_matches_librosa_melspectrogram(params):
+def test_mel_power_matches_librosa_melspectrogram():
     import librosa
 
     from emofusion.pipelines.feature_extraction.features import mel_power
@@ -182,8 +183,8 @@ def test_mel_power_matches_librosa_melspectrogram(params):
     signal = tone(300) + tone(2000, amplitude=0.1)
     expected = librosa.feature.melspectrogram(y=signal, sr=SR, n_fft=512, win_length=400,
                                               hop_length=200, window="hamming", n_mels=128)
-    np.testing.assert_allclose(mel_power(signal, SR, params["mfcc"]), expected, rtol=1e-4,
-                               atol=1e-6 * expected.max())
+    power = mel_power(signal, SR, n_mels=128, window="hamming", window_ms=25, hop_ms=12.5)
+    np.testing.assert_allclose(power, expected, rtol=1e-4, atol=1e-6 * expected.max())
 
 
 def test_opensmile_runs_beside_tensorflow():

@@ -8,8 +8,9 @@ import pytest
 import tensorflow as tf
 import yaml
 
+from emofusion.errors import FineTuningConfigError
 from emofusion.pipelines.fine_tuning import networks
-from emofusion.pipelines.fine_tuning.config import FineTuningConfigError, model_entries
+from emofusion.pipelines.fine_tuning.config import model_entries
 from emofusion.pipelines.fine_tuning.pipeline import create_pipeline
 from emofusion.pipelines.modelling.pipeline import every_model
 

@@ -8,13 +8,9 @@ import pytest
 
 from emofusion.clip_array import ClipArray
 from emofusion.configuration import pipeline_parameters
+from emofusion.errors import FusionConfigError, StaleInputError
 from emofusion.pipelines.fusion import create_pipeline
-from emofusion.pipelines.fusion.nodes import (
-    FusionConfigError,
-    fuse_feature_streams,
-    validated_fusion_variants,
-)
-from emofusion.provenance import StaleInputError
+from emofusion.pipelines.fusion.nodes import fuse_feature_streams, validated_fusion_variants
 
 PROJECT = Path(__file__).resolve().parents[1]
 WEIGHTS = {"mfcc": 1.0, "lpcc": 0.5, "transfer_features": 2.0}

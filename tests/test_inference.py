@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from emofusion.errors import SpeakersNeededError
 from emofusion.inference import (
-    SpeakersNeededError,
     _per_file,
     audio_files,
     needs_speakers,
@@ -79,3 +79,24 @@ def test_a_file_s_emotion_is_the_mean_of_its_windows_probabilities():
     # Without probabilities, the emotion of most windows.
     assert _per_file(windows.drop(columns=["p_angry", "p_sad"]), ["angry", "sad"]).set_index("file").loc[
         "long", "emotion"] == "angry"
+
+
+def test_predict_reads_params_as_kedro_run_does():
+    """`--params` items are typed as YAML types them and dotted keys nest, as for `kedro run`, so a
+    model trained with some `--params` is found with the same string."""
+    import click
+
+    from emofusion.cli import _runtime_params, cli
+
+    command = cli.commands["predict"]
+    option = next(parameter for parameter in command.params if parameter.name == "params")
+    context = click.Context(command)
+    given = "corpora=[ravdess],corpus_sources.ravdess.path=/data/r, split.test_size = 0.3 ,a.b=true,a.c=null"
+    assert _runtime_params(context, option, given) == {
+        "corpora": ["ravdess"], "corpus_sources": {"ravdess": {"path": "/data/r"}},
+        "split": {"test_size": 0.3}, "a": {"b": True, "c": None}}
+    assert _runtime_params(context, option, "") == {}
+    with pytest.raises(click.UsageError, match="Item `corpora` must contain a key and a value"):
+        _runtime_params(context, option, "corpora")
+    with pytest.raises(click.UsageError, match="Parameter key cannot be an empty string"):
+        _runtime_params(context, option, "=3")

@@ -14,17 +14,16 @@ from sklearn.svm import SVC
 
 from emofusion.clip_array import ClipArray
 from emofusion.configuration import pipeline_parameters
+from emofusion.errors import ClassifierConfigError, SplitConfigError, StaleInputError
 from emofusion.pipelines.fusion.nodes import fuse_feature_streams
 from emofusion.pipelines.modelling import create_pipeline
 from emofusion.pipelines.modelling.classifiers import (
     BlockScaler,
-    ClassifierConfigError,
     DenseNetworkClassifier,
     KernelSVC,
     build_classifier,
 )
 from emofusion.pipelines.modelling.nodes import (
-    SplitConfigError,
     compare_with_references,
     evaluate_predictions,
     fit_and_predict,
@@ -34,7 +33,6 @@ from emofusion.pipelines.modelling.nodes import (
     summary_text,
     variant_streams,
 )
-from emofusion.provenance import StaleInputError
 
 PROJECT = Path(__file__).resolve().parents[1]
 EMOTIONS = ["angry", "calm", "happy", "sad"]

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 from kedro.config import OmegaConfigLoader
 
-from emofusion.validation import ParameterError, validate_parameters
+from emofusion.errors import ParameterError
+from emofusion.validation import validate_parameters
 
 PROJECT = Path(__file__).resolve().parents[1]
 

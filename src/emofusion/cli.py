@@ -12,7 +12,6 @@ from typing import Any
 
 import click
 import pandas as pd
-from kedro.framework.cli.utils import _split_params  # `kedro run --params` parsing
 
 
 @click.group()
@@ -27,6 +26,26 @@ def _quiet(verbose: bool) -> None:
     if not verbose:
         os.environ.setdefault("TQDM_DISABLE", "1")
         warnings.filterwarnings("ignore")
+
+
+def _runtime_params(ctx: click.Context, param: click.Parameter, value: str) -> dict[str, Any]:
+    """`--params` read as `kedro run` reads it: comma-separated `key=value` items, a dotted key
+    setting a nested parameter, each value typed as YAML types it (`0.3`, `true`, `[ravdess]`)."""
+    items = [item.strip() for item in value.split(",") if item.strip()]
+    if not items:
+        return {}
+    from omegaconf import OmegaConf  # Kedro's own parser of these items; imported only when given
+
+    dot_list = []
+    for item in items:
+        key, equals, setting = item.partition("=")
+        if not equals:
+            ctx.fail(f"Invalid format of `{param.name}` option: Item `{item}` must contain a key and a value "
+                     "separated by `=`.")
+        if not key.strip():
+            ctx.fail(f"Invalid format of `{param.name}` option: Parameter key cannot be an empty string.")
+        dot_list.append(f"{key.strip()}={setting}")
+    return OmegaConf.to_container(OmegaConf.from_dotlist(dot_list))
 
 
 def _log_to_stderr(verbose: bool) -> None:
@@ -86,7 +105,7 @@ def _render(table: pd.DataFrame, form: str) -> str:
                    "SECONDS (default: audio.window_hop_s); a file's emotion is its windows' mean "
                    "probability.")
 @click.option("--env", default=None, help="Configuration environment, as for `kedro run --env`.")
-@click.option("--params", default="", callback=_split_params,
+@click.option("--params", default="", callback=_runtime_params,
               help="Parameters given to the training run, as for `kedro run --params`.")
 @click.option("--same-speaker", is_flag=True,
               help="All the files are one speaker's. A model trained on features standardised per speaker "
@@ -146,14 +165,8 @@ def _predict(paths: tuple[Path, ...], model_name: str | None, hop_s: float | Non
     from kedro.framework.startup import bootstrap_project
     from kedro.io import DatasetError
 
-    from emofusion.inference import (
-        ModelMismatchError,
-        SpeakersNeededError,
-        audio_files,
-        needs_speakers,
-        predict_emotions,
-        speakers_from_csv,
-    )
+    from emofusion.errors import ModelMismatchError, SpeakersNeededError
+    from emofusion.inference import audio_files, needs_speakers, predict_emotions, speakers_from_csv
 
     project = Path.cwd()
     files, missing = audio_files(paths)

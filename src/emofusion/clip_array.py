@@ -8,6 +8,8 @@ from typing import Any
 
 import numpy as np
 
+from emofusion.errors import MissingClipsError
+
 
 @dataclass(frozen=True)
 class ClipArray:
@@ -42,12 +44,3 @@ class ClipArray:
         """Rows for ``clip_ids`` in that order."""
         rows = self.positions(clip_ids)
         return ClipArray(np.asarray(clip_ids, dtype=str), self.values[rows], dict(self.metadata))
-
-
-class MissingClipsError(KeyError):
-    """Clip ids asked of an array that lacks them: it is older than what asks."""
-
-    def __init__(self, missing: Sequence[str]) -> None:
-        self.missing = list(missing)
-        super().__init__(f"{len(self.missing)} clip ids are not in this array (first: {self.missing[:3]}); "
-                         "re-run the pipeline that produced it")

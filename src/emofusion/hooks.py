@@ -11,6 +11,8 @@ from typing import Any
 from kedro.framework.hooks import hook_impl
 from kedro.pipeline import Node, Pipeline
 
+from emofusion.errors import MissingInputError
+
 logger = logging.getLogger(__name__)
 
 
@@ -68,7 +70,3 @@ def every_pipeline() -> dict[str, Pipeline]:
 
     return {module.name: importlib.import_module(f"{package.__name__}.{module.name}").create_pipeline()
             for module in pkgutil.iter_modules(package.__path__) if module.ispkg}
-
-
-class MissingInputError(RuntimeError):
-    """An input of the requested pipeline has not been made yet."""

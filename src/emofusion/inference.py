@@ -22,6 +22,7 @@ from kedro.pipeline import Pipeline
 from kedro.runner import SequentialRunner
 
 from emofusion.clip_array import ClipArray
+from emofusion.errors import ModelMismatchError, SpeakersNeededError
 from emofusion.pipelines.data_processing.corpora import AUDIO_EXTENSIONS, CLIP_COLUMNS, list_audio
 from emofusion.pipelines.fusion.nodes import variant_layout
 
@@ -35,14 +36,6 @@ RESTATED = frozenset({"made_with"})
 # made as a training clip is.
 WINDOWING = frozenset({"long_clips", "window_hop_s"})
 FEATURE_PIPELINES = ("data_processing", "feature_extraction", "transfer_features", "fusion")
-
-
-class ModelMismatchError(ValueError):
-    """A trained model that cannot be applied to features made with the project's settings now."""
-
-
-class SpeakersNeededError(ValueError):
-    """A model trained on features standardised per speaker, asked to predict without speakers."""
 
 
 def audio_files(paths: Sequence[Path]) -> tuple[list[Path], pd.DataFrame]:

@@ -12,11 +12,9 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+from emofusion.errors import StaleInputError
+
 _UNSET = object()  # a recorded parameter this run does not have
-
-
-class StaleInputError(RuntimeError):
-    """A stored input made with other settings than the run that reads it asks for."""
 
 
 def check_made_with(dataset: str, made_with: Mapping[str, Any], parameters: Mapping[str, Any],

@@ -13,11 +13,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from emofusion.errors import ParameterError
+
 DEFAULT_DEMO_PATH = "data/01_raw/demo"
-
-
-class ParameterError(ValueError):
-    """Parameters that cannot run; the message names each one and what it may be."""
 
 
 class _Strict(BaseModel):

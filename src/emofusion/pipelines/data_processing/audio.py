@@ -10,15 +10,13 @@ import numpy as np
 import soundfile as sf
 import soxr
 
+from emofusion.errors import ClipRejected
+
 # What preprocess_clip reports about each clip it accepts, for the clip manifest.
 # `window_start_s` and `kept_duration_s`: the part of the trimmed speech that was kept (a crop of a
 # long clip, or one of its windows).
 CLIP_INFO_COLUMNS = ["source_sample_rate", "source_channels", "source_duration_s", "speech_duration_s",
                      "window_start_s", "kept_duration_s"]
-
-
-class ClipRejected(ValueError):
-    """The clip cannot be used; the message is the reason recorded in rejected_clips."""
 
 
 def decode(path: str) -> tuple[np.ndarray, int]:

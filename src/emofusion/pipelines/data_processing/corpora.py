@@ -16,6 +16,8 @@ from typing import Any
 
 import pandas as pd
 
+from emofusion.errors import CorpusError
+
 logger = logging.getLogger(__name__)
 
 AUDIO_EXTENSIONS = frozenset({".wav", ".flac", ".ogg", ".oga", ".mp3", ".aif", ".aiff", ".au"})
@@ -39,10 +41,6 @@ DOWNLOAD_HINTS = {
     "inside) holding the audio files.",
     "csv": "Point the path at a CSV file with columns path, label and optionally speaker, gender.",
 }
-
-
-class CorpusError(ValueError):
-    """A corpus cannot be read as configured; the message says what to do."""
 
 
 def _ravdess(path: PurePosixPath) -> dict[str, Any]:

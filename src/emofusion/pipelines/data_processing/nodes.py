@@ -11,10 +11,11 @@ import numpy as np
 import pandas as pd
 
 from emofusion.clip_array import ClipArray
+from emofusion.errors import ClipRejected, CorpusError
 from emofusion.parallel import imap_chunks
 
-from .audio import CLIP_INFO_COLUMNS, ClipRejected, preprocess_windows
-from .corpora import CLIP_COLUMNS, REJECTION_COLUMNS, CorpusError, scan_corpus
+from .audio import CLIP_INFO_COLUMNS, preprocess_windows
+from .corpora import CLIP_COLUMNS, REJECTION_COLUMNS, scan_corpus
 from .demo_corpus import write_demo_corpus
 
 logger = logging.getLogger(__name__)
@@ -68,7 +69,7 @@ def build_corpus_manifest(
     label_maps: Mapping[str, Mapping[str, str]],
     emotion_vocabulary: Sequence[str],
     emotions: Sequence[str],
-    demo_corpus: Mapping[str, Any],
+    demo_corpus_options: Mapping[str, Any],
     random_seed: int,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Read every selected corpus, harmonise its labels, keep the chosen emotions and sample.
@@ -89,7 +90,7 @@ def build_corpus_manifest(
     for corpus in corpora:
         source = corpus_sources[corpus]
         if source.get("reader") == "demo":
-            write_demo_corpus(Path(source["path"]), dict(demo_corpus))
+            write_demo_corpus(Path(source["path"]), dict(demo_corpus_options))
         clips, rejected = scan_corpus(corpus, source)
         clips, unlabelled = _harmonise(
             clips, _label_map(corpus, source, label_maps, emotion_vocabulary), emotion_vocabulary)
@@ -117,12 +118,12 @@ def build_corpus_manifest(
     )
 
 
-def _preprocess_chunk(rows: list[tuple[str, str]], params: Mapping[str, Any]
+def _preprocess_chunk(rows: list[tuple[str, str]], audio_options: Mapping[str, Any]
                       ) -> list[tuple[str, list[tuple[np.ndarray, dict[str, Any]]] | str]]:
     results = []
     for clip_id, path in rows:
         try:
-            results.append((clip_id, preprocess_windows(path, params)))
+            results.append((clip_id, preprocess_windows(path, audio_options)))
         except ClipRejected as rejection:
             results.append((clip_id, str(rejection)))
     return results
@@ -134,7 +135,7 @@ def window_id(clip_id: str, start_s: float) -> str:
 
 
 def preprocess_audio(
-    corpus_manifest: pd.DataFrame, audio: Mapping[str, Any], n_jobs: int
+    corpus_manifest: pd.DataFrame, audio_options: Mapping[str, Any], n_jobs: int
 ) -> tuple[ClipArray, pd.DataFrame, pd.DataFrame]:
     """Decode and preprocess every clip in parallel into one (clips, samples) float32 array.
 
@@ -142,12 +143,13 @@ def preprocess_audio(
     of the speech was kept: `window_start_s`, `kept_duration_s`; windows of one long clip share its
     `source_clip_id`) and the clips rejected with the reason.
     """
-    length = int(round(audio["duration_s"] * audio["sample_rate"]))
+    length = int(round(audio_options["duration_s"] * audio_options["sample_rate"]))
     values = np.empty((len(corpus_manifest), length), dtype=np.float32)
     used_ids, infos, rejections = [], [], []
     rows = list(zip(corpus_manifest["clip_id"], corpus_manifest["path"], strict=True))
     for clip_id, windows in imap_chunks(_preprocess_chunk, rows, n_jobs=n_jobs,
-                                        description="Preprocessing audio", params=audio):
+                                        description="Preprocessing audio",
+                                        audio_options=audio_options):
         if isinstance(windows, str):
             rejections.append({"clip_id": clip_id, "stage": "audio", "reason": windows})
             continue
@@ -163,9 +165,9 @@ def preprocess_audio(
     )[CLIP_COLUMNS + ["source_clip_id"]].merge(info_table.drop(columns="source_clip_id"), on="clip_id")
     rejected = pd.DataFrame(rejections, columns=["clip_id", "stage", "reason"]).merge(
         corpus_manifest[["clip_id", "corpus", "path"]], on="clip_id")[REJECTION_COLUMNS]
-    _log_long_clips(clip_manifest, audio)
-    metadata = {"sample_rate": audio["sample_rate"], "duration_s": audio["duration_s"],
-                "preprocessing": dict(audio), "made_with": {"audio": dict(audio)}}
+    _log_long_clips(clip_manifest, audio_options)
+    metadata = {"sample_rate": audio_options["sample_rate"], "duration_s": audio_options["duration_s"],
+                "preprocessing": dict(audio_options), "made_with": {"audio": dict(audio_options)}}
     return ClipArray(np.array(used_ids), values[: len(used_ids)], metadata), clip_manifest, rejected
 
 

@@ -4,7 +4,7 @@ openSMILE functionals."""
 from __future__ import annotations
 
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from functools import lru_cache
 from typing import Any
 
@@ -15,10 +15,10 @@ from python_speech_features import sigproc
 STATISTICS = {"mean": np.mean, "std": np.std, "min": np.min, "max": np.max, "median": np.median}
 
 
-def frame_lengths(params: Mapping[str, Any], sample_rate: int) -> tuple[int, int, int]:
+def frame_lengths(sample_rate: int, *, window_ms: float, hop_ms: float) -> tuple[int, int, int]:
     """Window and hop in samples from milliseconds, and the FFT size (next power of two)."""
-    window = int(round(params["window_ms"] * sample_rate / 1000))
-    hop = int(round(params["hop_ms"] * sample_rate / 1000))
+    window = int(round(window_ms * sample_rate / 1000))
+    hop = int(round(hop_ms * sample_rate / 1000))
     return window, hop, int(2 ** np.ceil(np.log2(window)))
 
 
@@ -31,7 +31,20 @@ def active_frames(energy: np.ndarray, top_db: float | None) -> np.ndarray:
 
 
 def clip_statistics(frames: np.ndarray, statistics: Sequence[str]) -> np.ndarray:
-    """(frames, coefficients) -> one vector: each statistic over frames, concatenated."""
+    """One clip's frames summarised: each statistic over frames, concatenated.
+
+    Parameters
+    ----------
+    frames : np.ndarray
+        (frames, coefficients), e.g. from `mfcc_frames`.
+    statistics : sequence of str
+        Names from `STATISTICS`, in the order their values are wanted.
+
+    Returns
+    -------
+    np.ndarray
+        (coefficients x statistics,): all coefficients' first statistic, then the second...
+    """
     unknown = sorted(set(statistics) - set(STATISTICS))
     if unknown:
         raise ValueError(f"unknown statistics {unknown}; choose from {sorted(STATISTICS)}")
@@ -44,28 +57,81 @@ def _mel_filters(sample_rate: int, n_fft: int, n_mels: int) -> np.ndarray:
     return librosa.filters.mel(sr=sample_rate, n_fft=n_fft, n_mels=n_mels)
 
 
-def mel_power(signal: np.ndarray, sample_rate: int, params: Mapping[str, Any]) -> np.ndarray:
-    """(n_mels, frames) mel power spectrogram, as librosa.feature.melspectrogram computes it."""
-    window, hop, n_fft = frame_lengths(params, sample_rate)
-    stft = librosa.stft(signal, n_fft=n_fft, hop_length=hop, win_length=window,
-                        window=params["window"])
-    return _mel_filters(sample_rate, n_fft, params["n_mels"]) @ (np.abs(stft) ** 2)
+def mel_power(signal: np.ndarray, sample_rate: int, *, n_mels: int, window: str, window_ms: float,
+              hop_ms: float) -> np.ndarray:
+    """Mel power spectrogram, as librosa.feature.melspectrogram computes it.
+
+    Parameters
+    ----------
+    signal : np.ndarray
+        One clip's samples.
+    sample_rate : int
+        Its sampling rate in Hz.
+    n_mels : int
+        Mel bands.
+    window : str
+        Window function, a name ``librosa.filters.get_window`` knows (e.g. ``"hamming"``).
+    window_ms, hop_ms : float
+        Window length and hop in milliseconds; the FFT is the next power of two of the window.
+
+    Returns
+    -------
+    np.ndarray
+        (n_mels, frames) power.
+    """
+    window_length, hop, n_fft = frame_lengths(sample_rate, window_ms=window_ms, hop_ms=hop_ms)
+    stft = librosa.stft(signal, n_fft=n_fft, hop_length=hop, win_length=window_length, window=window)
+    return _mel_filters(sample_rate, n_fft, n_mels) @ (np.abs(stft) ** 2)
 
 
-def mfcc_frames(signal: np.ndarray, sample_rate: int, params: Mapping[str, Any]) -> np.ndarray:
-    """(active frames, n_mfcc) MFCCs."""
-    power = mel_power(signal, sample_rate, params)
-    mfcc = librosa.feature.mfcc(S=librosa.power_to_db(power), n_mfcc=params["n_mfcc"])
-    return mfcc.T[active_frames(power.sum(axis=0), params["active_frame_top_db"])]
+def mfcc_frames(signal: np.ndarray, sample_rate: int, *, n_mfcc: int, n_mels: int, window: str,
+                window_ms: float, hop_ms: float, active_frame_top_db: float | None) -> np.ndarray:
+    """MFCCs of the clip's active frames: the DCT of the log-mel power (`mel_power`).
+
+    Parameters
+    ----------
+    signal : np.ndarray
+        One clip's samples.
+    sample_rate : int
+        Its sampling rate in Hz.
+    n_mfcc : int
+        Coefficients per frame.
+    n_mels, window, window_ms, hop_ms
+        The mel spectrogram's, as for `mel_power`.
+    active_frame_top_db : float or None
+        Frames quieter than this many dB below the loudest are left out (`active_frames`); None
+        keeps every frame.
+
+    Returns
+    -------
+    np.ndarray
+        (active frames, n_mfcc) MFCCs.
+    """
+    power = mel_power(signal, sample_rate, n_mels=n_mels, window=window, window_ms=window_ms,
+                      hop_ms=hop_ms)
+    mfcc = librosa.feature.mfcc(S=librosa.power_to_db(power), n_mfcc=n_mfcc)
+    return mfcc.T[active_frames(power.sum(axis=0), active_frame_top_db)]
 
 
 def lpc(frames: np.ndarray, order: int) -> np.ndarray:
-    """LPC polynomials [1, a1..ap] per frame by the autocorrelation method (Levinson-Durbin),
-    so that x[n] ~ -sum(a_k x[n-k]).
+    """LPC polynomials by the autocorrelation method (Levinson-Durbin), so that
+    x[n] ~ -sum(a_k x[n-k]).
 
     The autocorrelation method always yields a stable all-pole filter and, vectorised over
     frames, costs well under a millisecond per clip; librosa.lpc (Burg) needs a 36 s numba
     compilation on first use and seconds in every new worker process.
+
+    Parameters
+    ----------
+    frames : np.ndarray
+        (frames, samples), windowed.
+    order : int
+        The model's order p.
+
+    Returns
+    -------
+    np.ndarray
+        (frames, p + 1): [1, a1..ap] per frame.
     """
     length = frames.shape[-1]
     # Only order + 1 lags are needed: direct products beat an FFT of the whole frame.
@@ -84,8 +150,21 @@ def lpc(frames: np.ndarray, order: int) -> np.ndarray:
 
 
 def lpc_to_lpcc(a: np.ndarray, n_ceps: int) -> np.ndarray:
-    """Cepstrum c1..cN of the all-pole model 1/A(z) by the standard recursion
-    c_n = -a_n - sum_{k=1}^{n-1} (k/n) c_k a_{n-k}, with a_n = 0 beyond the order."""
+    """Cepstrum of the all-pole model 1/A(z) by the standard recursion
+    c_n = -a_n - sum_{k=1}^{n-1} (k/n) c_k a_{n-k}, with a_n = 0 beyond the order.
+
+    Parameters
+    ----------
+    a : np.ndarray
+        (frames, p + 1) LPC polynomials, as `lpc` gives them.
+    n_ceps : int
+        Coefficients N wanted; more than p is fine.
+
+    Returns
+    -------
+    np.ndarray
+        (frames, N): c1..cN per frame.
+    """
     order = a.shape[1] - 1
     c = np.zeros((len(a), n_ceps + 1))
     for n in range(1, n_ceps + 1):
@@ -96,22 +175,65 @@ def lpc_to_lpcc(a: np.ndarray, n_ceps: int) -> np.ndarray:
     return c[:, 1:]
 
 
-def lpcc_frames(signal: np.ndarray, sample_rate: int, params: Mapping[str, Any]) -> np.ndarray:
-    """(active frames, n_ceps) LPCCs from pre-emphasised, windowed, overlapping frames."""
-    window, hop, _ = frame_lengths(params, sample_rate)
-    emphasised = sigproc.preemphasis(signal.astype(np.float64), params["pre_emphasis"])
-    frames = sigproc.framesig(emphasised, window, hop,
-                              winfunc=lambda n: librosa.filters.get_window(params["window"], n))
-    active = active_frames((frames**2).sum(axis=1), params["active_frame_top_db"])
-    return lpc_to_lpcc(lpc(frames[active], params["order"]), params["n_ceps"])
+def lpcc_frames(signal: np.ndarray, sample_rate: int, *, order: int, n_ceps: int, pre_emphasis: float,
+                window: str, window_ms: float, hop_ms: float, active_frame_top_db: float | None
+                ) -> np.ndarray:
+    """LPCCs of the clip's active frames, from pre-emphasised, windowed, overlapping frames.
+
+    Parameters
+    ----------
+    signal : np.ndarray
+        One clip's samples.
+    sample_rate : int
+        Its sampling rate in Hz.
+    order : int
+        LPC order per frame (`lpc`).
+    n_ceps : int
+        Cepstral coefficients per frame (`lpc_to_lpcc`).
+    pre_emphasis : float
+        Coefficient of the first-order pre-emphasis filter.
+    window, window_ms, hop_ms
+        The frames' window function, length and hop, as for `mel_power`.
+    active_frame_top_db : float or None
+        Frames quieter than this many dB below the loudest are left out; None keeps every frame.
+
+    Returns
+    -------
+    np.ndarray
+        (active frames, n_ceps) LPCCs.
+    """
+    window_length, hop, _ = frame_lengths(sample_rate, window_ms=window_ms, hop_ms=hop_ms)
+    emphasised = sigproc.preemphasis(signal.astype(np.float64), pre_emphasis)
+    frames = sigproc.framesig(emphasised, window_length, hop,
+                              winfunc=lambda n: librosa.filters.get_window(window, n))
+    active = active_frames((frames**2).sum(axis=1), active_frame_top_db)
+    return lpc_to_lpcc(lpc(frames[active], order), n_ceps)
 
 
-def log_mel_spectrogram(signal: np.ndarray, sample_rate: int, params: Mapping[str, Any]
-                        ) -> np.ndarray:
-    """(n_mels, frames) in dB relative to the clip's loudest bin (0 dB), floored ``top_db`` below
-    it: clips are level-normalised already, and a fixed range maps straight onto image pixels."""
-    return librosa.power_to_db(mel_power(signal, sample_rate, params), ref=np.max,
-                               top_db=params["top_db"])
+def log_mel_spectrogram(signal: np.ndarray, sample_rate: int, *, n_mels: int, window: str,
+                        window_ms: float, hop_ms: float, top_db: float) -> np.ndarray:
+    """Log-mel spectrogram relative to the clip's loudest bin: clips are level-normalised already,
+    and a fixed range maps straight onto image pixels.
+
+    Parameters
+    ----------
+    signal : np.ndarray
+        One clip's samples.
+    sample_rate : int
+        Its sampling rate in Hz.
+    n_mels, window, window_ms, hop_ms
+        The mel spectrogram's, as for `mel_power`.
+    top_db : float
+        The floor, in dB below the loudest bin.
+
+    Returns
+    -------
+    np.ndarray
+        (n_mels, frames) in dB, from -top_db to 0.
+    """
+    power = mel_power(signal, sample_rate, n_mels=n_mels, window=window, window_ms=window_ms,
+                      hop_ms=hop_ms)
+    return librosa.power_to_db(power, ref=np.max, top_db=top_db)
 
 
 @lru_cache(maxsize=4)
@@ -133,8 +255,23 @@ def opensmile_feature_names(feature_set: str) -> list[str]:
 
 
 def opensmile_functionals(signal: np.ndarray, sample_rate: int, feature_set: str) -> np.ndarray:
-    """openSMILE's functionals of the whole clip (e.g. eGeMAPSv02: 88 values): its low-level
-    descriptors (pitch, loudness, jitter, formants, spectral slopes...) summarised over the clip."""
+    """openSMILE's functionals of the whole clip: its low-level descriptors (pitch, loudness,
+    jitter, formants, spectral slopes...) summarised over the clip.
+
+    Parameters
+    ----------
+    signal : np.ndarray
+        One clip's samples.
+    sample_rate : int
+        Its sampling rate in Hz.
+    feature_set : str
+        A member of ``opensmile.FeatureSet``, e.g. ``"eGeMAPSv02"`` (88 values).
+
+    Returns
+    -------
+    np.ndarray
+        (functionals,), named by `opensmile_feature_names`; NaN where the clip is too short.
+    """
     with warnings.catch_warnings():
         # A clip too short for its windows gets NaN, which extract_opensmile_functionals reports.
         warnings.filterwarnings("ignore", message="Segment too short")

@@ -3,7 +3,7 @@ spectrogram arrays."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from importlib.metadata import version
 from typing import Any
 
@@ -28,54 +28,60 @@ def _audio_settings(audio: ClipArray) -> dict[str, Any]:
     return dict(audio.metadata.get("preprocessing", {}))
 
 
-def _made_with(audio: ClipArray, name: str, params: Mapping[str, Any]) -> dict[str, Any]:
+def _made_with(audio: ClipArray, name: str, options: Mapping[str, Any]) -> dict[str, Any]:
     """The parameters a feature is made from, the audio's included, by parameter path: fusion
     checks them against its run's (emofusion.provenance)."""
-    return {**audio.metadata.get("made_with", {}), name: dict(params)}
+    return {**audio.metadata.get("made_with", {}), name: dict(options)}
+
+
+def _all_but(options: Mapping[str, Any], key: str) -> dict[str, Any]:
+    """The options a feature function takes: all of a parameter group but the one its node uses."""
+    return {name: value for name, value in options.items() if name != key}
 
 
 def _clip_vectors(chunk: np.ndarray, frames: Callable[..., np.ndarray], sample_rate: int,
-                  params: Mapping[str, Any]) -> list[np.ndarray]:
-    return [clip_statistics(frames(signal, sample_rate, params), params["statistics"])
-            for signal in chunk]
+                  statistics: Sequence[str], frame_options: Mapping[str, Any]) -> list[np.ndarray]:
+    return [clip_statistics(frames(signal, sample_rate, **frame_options), statistics) for signal in chunk]
 
 
 def _per_clip_statistics(audio: ClipArray, frames: Callable[..., np.ndarray], name: str,
-                         width: int, params: Mapping[str, Any], n_jobs: int) -> ClipArray:
+                         width: int, options: Mapping[str, Any], n_jobs: int) -> ClipArray:
+    """`options`: the frame function's keyword arguments and the `statistics` taken over frames."""
     rows = imap_chunks(_clip_vectors, audio.values, n_jobs=n_jobs,
                        description=f"Extracting {name.upper()}", frames=frames,
-                       sample_rate=audio.metadata["sample_rate"], params=params)
+                       sample_rate=audio.metadata["sample_rate"], statistics=options["statistics"],
+                       frame_options=_all_but(options, "statistics"))
     values = np.stack(list(rows)).astype(np.float32)
-    columns = [f"{name}_{stat}_{i:02d}" for stat in params["statistics"] for i in range(width)]
+    columns = [f"{name}_{stat}_{i:02d}" for stat in options["statistics"] for i in range(width)]
     return ClipArray(audio.clip_ids, values, {"feature": name, "columns": columns,
-                                              "parameters": dict(params), "audio": _audio_settings(audio),
-                                              "made_with": _made_with(audio, name, params)})
+                                              "parameters": dict(options), "audio": _audio_settings(audio),
+                                              "made_with": _made_with(audio, name, options)})
 
 
-def extract_mfcc(preprocessed_audio: ClipArray, mfcc: Mapping[str, Any], n_jobs: int
+def extract_mfcc(preprocessed_audio: ClipArray, mfcc_options: Mapping[str, Any], n_jobs: int
                  ) -> ClipArray:
-    """Clip-level statistics of per-frame MFCCs: (clips, n_mfcc x statistics)."""
-    return _per_clip_statistics(preprocessed_audio, mfcc_frames, "mfcc", mfcc["n_mfcc"], mfcc,
-                                n_jobs)
+    """Clip-level statistics of per-frame MFCCs (`mfcc_frames`): (clips, n_mfcc x statistics)."""
+    return _per_clip_statistics(preprocessed_audio, mfcc_frames, "mfcc", mfcc_options["n_mfcc"],
+                                mfcc_options, n_jobs)
 
 
-def extract_lpcc(preprocessed_audio: ClipArray, lpcc: Mapping[str, Any], n_jobs: int
+def extract_lpcc(preprocessed_audio: ClipArray, lpcc_options: Mapping[str, Any], n_jobs: int
                  ) -> ClipArray:
-    """Clip-level statistics of per-frame LPCCs: (clips, n_ceps x statistics)."""
-    return _per_clip_statistics(preprocessed_audio, lpcc_frames, "lpcc", lpcc["n_ceps"], lpcc,
-                                n_jobs)
+    """Clip-level statistics of per-frame LPCCs (`lpcc_frames`): (clips, n_ceps x statistics)."""
+    return _per_clip_statistics(preprocessed_audio, lpcc_frames, "lpcc", lpcc_options["n_ceps"],
+                                lpcc_options, n_jobs)
 
 
 def _functionals(chunk: np.ndarray, sample_rate: int, feature_set: str) -> list[np.ndarray]:
     return [opensmile_functionals(np.asarray(signal), sample_rate, feature_set) for signal in chunk]
 
 
-def extract_opensmile_functionals(preprocessed_audio: ClipArray, settings: Mapping[str, Any], n_jobs: int
-                                  ) -> ClipArray:
-    """(clips, functionals) of an openSMILE feature set (`settings["feature_set"]`, e.g. eGeMAPSv02
-    or ComParE_2016), one row per clip, computed from the preprocessed audio so that they describe
-    the same clips, at the same rate and level, as every other stream."""
-    feature_set = settings["feature_set"]
+def extract_opensmile_functionals(preprocessed_audio: ClipArray, opensmile_options: Mapping[str, Any],
+                                  n_jobs: int) -> ClipArray:
+    """(clips, functionals) of an openSMILE feature set (`opensmile_options["feature_set"]`, e.g.
+    eGeMAPSv02 or ComParE_2016), one row per clip, computed from the preprocessed audio so that they
+    describe the same clips, at the same rate and level, as every other stream."""
+    feature_set = opensmile_options["feature_set"]
     columns = opensmile_feature_names(feature_set)  # also checks the name before workers start
     rows = imap_chunks(_functionals, preprocessed_audio.values, n_jobs=n_jobs,
                        description=f"openSMILE {feature_set}", isolated=True,
@@ -89,29 +95,30 @@ def extract_opensmile_functionals(preprocessed_audio: ClipArray, settings: Mappi
                          "raise audio.duration_s")
     return ClipArray(preprocessed_audio.clip_ids, values, {
         "feature": feature_set, "feature_level": "functionals", "columns": columns,
-        "parameters": dict(settings), "audio": _audio_settings(preprocessed_audio),
+        "parameters": dict(opensmile_options), "audio": _audio_settings(preprocessed_audio),
         "versions": {"opensmile": version("opensmile")}})
 
 
-def _spectrograms(chunk: np.ndarray, sample_rate: int, params: Mapping[str, Any]
+def _spectrograms(chunk: np.ndarray, sample_rate: int, dtype: str, spectrogram_options: Mapping[str, Any]
                   ) -> list[np.ndarray]:
-    return [log_mel_spectrogram(signal, sample_rate, params).astype(params["dtype"])
-            for signal in chunk]
+    return [log_mel_spectrogram(signal, sample_rate, **spectrogram_options).astype(dtype) for signal in chunk]
 
 
 def extract_log_mel_spectrogram(preprocessed_audio: ClipArray,
-                                log_mel_spectrogram: Mapping[str, Any], n_jobs: int
+                                log_mel_spectrogram_options: Mapping[str, Any], n_jobs: int
                                 ) -> ClipArray:
-    """(clips, n_mels, frames) log-mel spectrograms at native resolution; turning them into
-    CNN images is transfer_features' job."""
+    """(clips, n_mels, frames) log-mel spectrograms (`log_mel_spectrogram`) at native resolution,
+    stored as `dtype`; turning them into CNN images is transfer_features' job."""
     sample_rate = preprocessed_audio.metadata["sample_rate"]
     spectrograms = imap_chunks(_spectrograms, preprocessed_audio.values, n_jobs=n_jobs,
                                description="Log-mel spectrograms", sample_rate=sample_rate,
-                               params=log_mel_spectrogram)
+                               dtype=log_mel_spectrogram_options["dtype"],
+                               spectrogram_options=_all_but(log_mel_spectrogram_options, "dtype"))
     values = np.stack(list(spectrograms))
     return ClipArray(preprocessed_audio.clip_ids, values, {
         "feature": "log_mel_spectrogram", "unit": "dB re the clip's loudest bin",
         "axes": ["clip", "mel", "frame"],
-        "sample_rate": sample_rate, "parameters": dict(log_mel_spectrogram),
+        "sample_rate": sample_rate, "parameters": dict(log_mel_spectrogram_options),
         "audio": _audio_settings(preprocessed_audio),
-        "made_with": _made_with(preprocessed_audio, "log_mel_spectrogram", log_mel_spectrogram)})
+        "made_with": _made_with(preprocessed_audio, "log_mel_spectrogram",
+                                log_mel_spectrogram_options)})

@@ -9,7 +9,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from ..modelling.classifiers import ClassifierConfigError
+from emofusion.errors import FineTuningConfigError
+
 from ..transfer_features.config import backbone_spec
 
 NETWORK_KINDS = ("cnn", "lstm")
@@ -25,10 +26,6 @@ AUGMENTATION_KEYS = (
     "time_shift",
 )
 NETWORK_INPUT = "log_mel_spectrogram"  # the dataset every network reads
-
-
-class FineTuningConfigError(ClassifierConfigError):
-    """A fine-tuning entry that cannot be trained."""
 
 
 def merged_entry(defaults: Mapping[str, Any] | None, entry: Mapping[str, Any]) -> dict[str, Any]:

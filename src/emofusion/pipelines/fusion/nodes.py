@@ -15,16 +15,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from emofusion.clip_array import ClipArray, MissingClipsError
+from emofusion.clip_array import ClipArray
+from emofusion.errors import FusionConfigError, MissingClipsError
 from emofusion.provenance import check_made_with
 
 logger = logging.getLogger(__name__)
 
 ROWS_PER_COPY = 256  # rows copied at a time from a memory-mapped stream
-
-
-class FusionConfigError(ValueError):
-    """A fusion variant that cannot be built, said before anything runs."""
 
 
 FUSION_KINDS = ("early", "late")
@@ -152,11 +149,11 @@ def standardise_by_speaker(values: np.ndarray, speakers: Sequence[Any], min_clip
 
 
 def fuse_feature_streams(clip_manifest: pd.DataFrame, fusion_variant: Any, block_weights: Mapping[str, float],
-                         block_scaling: str, speaker_statistics: Mapping[str, Any],
+                         block_scaling: str, speaker_statistics_options: Mapping[str, Any],
                          parameters: Mapping[str, Any], *arrays: ClipArray) -> ClipArray:
     """One row per clip of the manifest, the streams' columns side by side, standardised per
     speaker if the variant says `speaker_normalisation: speaker` (see `standardise_by_speaker`;
-    `speaker_statistics` gives `min_clips` and, from `emofusion predict`, the training run's
+    `speaker_statistics_options` gives `min_clips` and, from `emofusion predict`, the training run's
     `fallback` statistics, so that a clip without enough clips of its speaker is treated as in
     training).
 
@@ -206,8 +203,8 @@ def fuse_feature_streams(clip_manifest: pd.DataFrame, fusion_variant: Any, block
                 ", ".join(f"{b['stream']} {b['stop'] - b['start']}" for b in blocks))
     normalisation = None
     if layout["speaker_normalisation"] == "speaker":
-        min_clips = int(speaker_statistics["min_clips"])
-        given = speaker_statistics.get("fallback")
+        min_clips = int(speaker_statistics_options["min_clips"])
+        given = speaker_statistics_options.get("fallback")
         fallback, counts = standardise_by_speaker(fused, clip_manifest["speaker"], min_clips, given)
         logger.info("Standardised %d clips by the statistics of their own speaker (%d speakers); %d clips "
                     "without a speaker or with fewer than %d clips of theirs fell back to the statistics "

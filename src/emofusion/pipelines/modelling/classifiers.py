@@ -31,15 +31,12 @@ from sklearn.svm import SVC
 from sklearn.utils.metaestimators import available_if
 from tqdm import tqdm
 
+from emofusion.errors import ClassifierConfigError
 from emofusion.parallel import die_with_parent
 
 logger = logging.getLogger(__name__)
 
 ROWS_PER_CHUNK = 256  # rows scaled at a time, so no float64 copy of a 98,304-wide matrix is made
-
-
-class ClassifierConfigError(ValueError):
-    """A classifier entry that cannot be built, said before anything runs."""
 
 
 class BlockScaler(TransformerMixin, BaseEstimator):

@@ -22,7 +22,8 @@ from sklearn.metrics import (
 )
 from sklearn.pipeline import Pipeline
 
-from emofusion.clip_array import ClipArray, MissingClipsError
+from emofusion.clip_array import ClipArray
+from emofusion.errors import MissingClipsError, SplitConfigError
 from emofusion.provenance import check_made_with
 
 from .classifiers import select_and_fit
@@ -34,10 +35,6 @@ CNN_STREAM = "transfer_features"
 # The summary node's keyword inputs: `<variant>__<classifier>` is a model's metrics, the same with
 # this suffix its test predictions.
 PREDICTIONS_KEY_SUFFIX = "__test_predictions"
-
-
-class SplitConfigError(ValueError):
-    """A split that cannot be made from these clips with these settings."""
 
 
 def split_clips(clip_manifest: pd.DataFrame, split: Mapping[str, Any], random_seed: int

@@ -3,15 +3,11 @@ import warnings
 from kedro.pipeline import Pipeline, node, pipeline
 
 from emofusion.configuration import pipeline_parameters
+from emofusion.errors import ClassifierConfigError
 
 from ..fine_tuning.config import fine_tuned_models
 from ..fusion.nodes import validated_fusion_variants
-from .classifiers import (
-    ClassifierConfigError,
-    build_classifier,
-    validated_reduction,
-    validated_search,
-)
+from .classifiers import build_classifier, validated_reduction, validated_search
 from .nodes import (
     PREDICTIONS_KEY_SUFFIX,
     evaluate_predictions,

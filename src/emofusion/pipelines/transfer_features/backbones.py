@@ -18,7 +18,9 @@ from typing import Any
 import keras
 from keras import layers, ops
 
-from .config import BackboneSpec, TransferConfigError, TransferSettings, keras_cache_dir
+from emofusion.errors import ImageNetWeightsUnavailable, TransferConfigError
+
+from .config import BackboneSpec, TransferSettings, keras_cache_dir
 
 logger = logging.getLogger(__name__)
 
@@ -51,20 +53,6 @@ class TimePooling(layers.Layer):
 _POOLING_LAYERS: dict[str, Callable[..., layers.Layer]] = {
     "none": layers.Flatten, "avg": layers.GlobalAveragePooling2D, "max": layers.GlobalMaxPooling2D,
     "time": TimePooling, "time_stats": functools.partial(TimePooling, with_std=True)}
-
-
-class ImageNetWeightsUnavailable(RuntimeError):
-    """Keras could not download a backbone's ImageNet weights (typically: no network)."""
-
-    def __init__(self, backbone: str, url: str, reason: str, consequence: str = "") -> None:
-        self.backbone, self.url, self.reason = backbone, url, reason
-        self.file = keras_cache_dir() / url.rsplit("/", 1)[-1]
-        super().__init__(
-            f"ImageNet weights for backbone '{backbone}' could not be downloaded ({reason}). "
-            f"Keras wanted the file {self.file.name} from {url}. Download it on a machine with "
-            f"internet and put it in {self.file.parent}/, or set transfer_features.weights to its "
-            f"path. {consequence}".strip()
-        )
 
 
 @dataclass(frozen=True)

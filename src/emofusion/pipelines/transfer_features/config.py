@@ -17,15 +17,12 @@ from typing import Any
 import numpy as np
 
 from emofusion.clip_array import ClipArray
+from emofusion.errors import TransferConfigError
 
 POOLINGS = ("none", "avg", "max", "time", "time_stats")
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 OUTPUT_DTYPES = ("float32", "float16")
 REGISTRY_FILE = "conf/base/parameters_transfer_features.yml"
-
-
-class TransferConfigError(ValueError):
-    """A transfer_features or backbones setting that cannot work."""
 
 
 @dataclass(frozen=True)

@@ -34,13 +34,13 @@ def _reusable(stored: ClipArray | None, digest: str) -> bool:
     return True
 
 
-def _made_with(log_mel_spectrogram: ClipArray, transfer_features: Mapping[str, Any],
+def _made_with(log_mel_spectrogram: ClipArray, transfer_features_options: Mapping[str, Any],
                backbones: Mapping[str, Mapping[str, Any]], settings: TransferSettings) -> dict[str, Any]:
     """The parameters the features are made from, by path, the spectrograms' included: fusion checks
     them against its run's (emofusion.provenance). As in the fingerprint, the batch size does not
     count, and the seed counts only for random weights."""
     made_with = {**log_mel_spectrogram.metadata.get("made_with", {}),
-                 **{f"transfer_features.{key}": value for key, value in transfer_features.items()
+                 **{f"transfer_features.{key}": value for key, value in transfer_features_options.items()
                     if key != "batch_size"}}
     for spec in (settings.backbone, settings.offline_fallback):
         if spec is not None:
@@ -51,16 +51,16 @@ def _made_with(log_mel_spectrogram: ClipArray, transfer_features: Mapping[str, A
 
 
 def extract_transfer_features(log_mel_spectrogram: ClipArray, stored_transfer_features: ClipArray | None,
-                              transfer_features: Mapping[str, Any],
+                              transfer_features_options: Mapping[str, Any],
                               backbones: Mapping[str, Mapping[str, Any]], random_seed: int) -> ClipArray:
     """(clips, width) features of a headless ImageNet CNN applied to spectrogram images.
 
     The CNN is the expensive step of the whole project, so when neither the spectrograms nor the
     settings changed, the stored features (``stored_transfer_features``, the previous output) are
     returned, their values untouched."""
-    settings = transfer_settings(transfer_features, backbones, random_seed)
+    settings = transfer_settings(transfer_features_options, backbones, random_seed)
     digest = fingerprint(log_mel_spectrogram, settings)
-    made_with = _made_with(log_mel_spectrogram, transfer_features, backbones, settings)
+    made_with = _made_with(log_mel_spectrogram, transfer_features_options, backbones, settings)
     if _reusable(stored_transfer_features, digest):
         meta = stored_transfer_features.metadata
         logger.info("Transfer features are up to date (fingerprint %s): reusing the stored %d x %d "

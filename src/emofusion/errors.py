@@ -1,0 +1,91 @@
+"""The project's exceptions, in one place: `except EmoFusionError` catches whatever the project
+itself refused, and each class keeps the builtin base it always had (`except ValueError` still
+catches a bad setting). Every message says what to do."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+
+class EmoFusionError(Exception):
+    """Something the project refused or could not do, with a message that says what to do."""
+
+
+# --- settings that cannot work, said before anything runs --------------------------------------
+
+class ParameterError(EmoFusionError, ValueError):
+    """Parameters that cannot run; the message names each one and what it may be."""
+
+
+class CorpusError(EmoFusionError, ValueError):
+    """A corpus cannot be read as configured; the message says what to do."""
+
+
+class TransferConfigError(EmoFusionError, ValueError):
+    """A transfer_features or backbones setting that cannot work."""
+
+
+class FusionConfigError(EmoFusionError, ValueError):
+    """A fusion variant that cannot be built, said before anything runs."""
+
+
+class SplitConfigError(EmoFusionError, ValueError):
+    """A split that cannot be made from these clips with these settings."""
+
+
+class ClassifierConfigError(EmoFusionError, ValueError):
+    """A classifier entry that cannot be built, said before anything runs."""
+
+
+class FineTuningConfigError(ClassifierConfigError):
+    """A fine-tuning entry that cannot be trained."""
+
+
+# --- data -----------------------------------------------------------------------------------------
+
+class ClipRejected(EmoFusionError, ValueError):
+    """The clip cannot be used; the message is the reason recorded in rejected_clips."""
+
+
+class MissingClipsError(EmoFusionError, KeyError):
+    """Clip ids asked of an array that lacks them: it is older than what asks."""
+
+    def __init__(self, missing: Sequence[str]) -> None:
+        self.missing = list(missing)
+        super().__init__(f"{len(self.missing)} clip ids are not in this array (first: {self.missing[:3]}); "
+                         "re-run the pipeline that produced it")
+
+
+class StaleInputError(EmoFusionError, RuntimeError):
+    """A stored input made with other settings than the run that reads it asks for."""
+
+
+class MissingInputError(EmoFusionError, RuntimeError):
+    """An input of the requested pipeline has not been made yet."""
+
+
+class ImageNetWeightsUnavailable(EmoFusionError, RuntimeError):
+    """Keras could not download a backbone's ImageNet weights (typically: no network)."""
+
+    def __init__(self, backbone: str, url: str, reason: str, consequence: str = "") -> None:
+        # Imported here so that this module imports nothing of the project's at load time.
+        from emofusion.pipelines.transfer_features.config import keras_cache_dir
+
+        self.backbone, self.url, self.reason = backbone, url, reason
+        self.file = keras_cache_dir() / url.rsplit("/", 1)[-1]
+        super().__init__(
+            f"ImageNet weights for backbone '{backbone}' could not be downloaded ({reason}). "
+            f"Keras wanted the file {self.file.name} from {url}. Download it on a machine with "
+            f"internet and put it in {self.file.parent}/, or set transfer_features.weights to its "
+            f"path. {consequence}".strip()
+        )
+
+
+# --- `emofusion predict` --------------------------------------------------------------------------
+
+class ModelMismatchError(EmoFusionError, ValueError):
+    """A trained model that cannot be applied to features made with the project's settings now."""
+
+
+class SpeakersNeededError(EmoFusionError, ValueError):
+    """A model trained on features standardised per speaker, asked to predict without speakers."""
