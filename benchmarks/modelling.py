@@ -57,8 +57,10 @@ def results_page(results: dict, meta: dict, args: argparse.Namespace) -> str:
              f"(layer `{meta['layer']}`, "
              f"pooling `{meta['pooling']}`). MFCC and LPCC clip statistics: "
              f"{', '.join(args.statistics) if args.statistics else 'the project default'}. "
-             "Scores are on test clips only; UAR is the unweighted average recall. The README's "
-             "*Results on RAVDESS* section discusses them.", "",
+             "Scores are on test clips only; UAR is the unweighted average recall. "
+             "[findings.md](findings.md) discusses them. Variants with the CNN stream are named `cnn`, "
+             "`mfcc_cnn`, ... whatever the backbone; figures measured before that rename named them "
+             "`ir`, `mfcc_ir`, ... (as `--env paper` still does).", "",
              "Every setting behind these scores was chosen on validation clips, never on test clips: "
              "the MFCC and LPCC statistics and the CNN's tapped layers, pooling and PCA size by "
              "`benchmarks/validation_choices.py` (tables in [validation_choices.md](validation_choices.md)); "
