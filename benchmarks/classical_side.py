@@ -39,10 +39,10 @@ STREAM_SETS = {
     "mfcc_lpcc": ["mfcc", "lpcc"],
     "egemaps_mfcc_lpcc": ["egemaps", "mfcc", "lpcc"],
     "compare_egemaps_mfcc_lpcc": ["compare", "egemaps", "mfcc", "lpcc"],
-    "ir": ["transfer_features"],
-    "mfcc_lpcc_ir": ["mfcc", "lpcc", "transfer_features"],
-    "egemaps_mfcc_lpcc_ir": ["egemaps", "mfcc", "lpcc", "transfer_features"],
-    "compare_egemaps_mfcc_lpcc_ir": ["compare", "egemaps", "mfcc", "lpcc", "transfer_features"],
+    "cnn": ["transfer_features"],
+    "mfcc_lpcc_cnn": ["mfcc", "lpcc", "transfer_features"],
+    "egemaps_mfcc_lpcc_cnn": ["egemaps", "mfcc", "lpcc", "transfer_features"],
+    "compare_egemaps_mfcc_lpcc_cnn": ["compare", "egemaps", "mfcc", "lpcc", "transfer_features"],
 }
 SPLITS = {"random": "random split", "speaker_independent": "speaker independent"}
 CLIPS_PER_SPEAKER = [2, 3, 5, 10, 20, 30, 60]
@@ -139,7 +139,7 @@ def section(results: dict, args: argparse.Namespace) -> str:
              "test clips; beside each per-speaker score its gain in points over the same streams as they are "
              "and the exact McNemar p on the same test clips. SVM and DNN as configured in conf/base (the "
              "SVM's `C` and the CNN block weight chosen on validation clips). eGeMAPS is openSMILE's "
-             "eGeMAPSv02 functionals (88 values), ComParE its ComParE_2016 functionals (6,373); `ir` the "
+             "eGeMAPSv02 functionals (88 values), ComParE its ComParE_2016 functionals (6,373); `cnn` the "
              "CNN stream (SqueezeNet v1.1, ImageNet weights, fire3 and fire5 pooled over time, mean and "
              "standard deviation, PCA 256 inside each model).", ""]
     for classifier in args.classifiers:

@@ -57,8 +57,10 @@ def results_page(results: dict, meta: dict, args: argparse.Namespace) -> str:
              f"(layer `{meta['layer']}`, "
              f"pooling `{meta['pooling']}`). MFCC and LPCC clip statistics: "
              f"{', '.join(args.statistics) if args.statistics else 'the project default'}. "
-             "Scores are on test clips only; UAR is the unweighted average recall. The README's "
-             "*Results on RAVDESS* section discusses them.", "",
+             "Scores are on test clips only; UAR is the unweighted average recall. "
+             "[findings.md](findings.md) discusses them. Variants with the CNN stream are named `cnn`, "
+             "`mfcc_cnn`, ... whatever the backbone; figures measured before that rename named them "
+             "`ir`, `mfcc_ir`, ... (as `--env paper` still does).", "",
              "Every setting behind these scores was chosen on validation clips, never on test clips: "
              "the MFCC and LPCC statistics and the CNN's tapped layers, pooling and PCA size by "
              "`benchmarks/validation_choices.py` (tables in [validation_choices.md](validation_choices.md)); "
@@ -74,7 +76,7 @@ def results_page(results: dict, meta: dict, args: argparse.Namespace) -> str:
         with_cnn = summary[summary["streams"].str.contains("transfer_features")]
         without_cnn = summary[~summary["streams"].str.contains("transfer_features")]
         best, classical = with_cnn.iloc[0], without_cnn.iloc[0]
-        alone = summary[summary["variant"] == "ir"]
+        alone = summary[summary["variant"] == "cnn"]
         cnn_alone = alone.iloc[0] if len(alone) else None
         lines += [f"## {STRATEGY_TITLES[strategy]}", "",
                   f"{int(summary['test_clips'].iloc[0])} test clips in {int(summary['folds'].iloc[0])} "
@@ -86,8 +88,9 @@ def results_page(results: dict, meta: dict, args: argparse.Namespace) -> str:
                   f"{classical.classifier}**, UAR {classical.unweighted_average_recall:.3f} "
                   f"({100 * (best.unweighted_average_recall - classical.unweighted_average_recall):+.1f} "
                   "points)."
-                  + (f" The CNN stream alone (ir {cnn_alone.classifier}): accuracy {cnn_alone.accuracy:.3f}, "
-                     f"UAR {cnn_alone.unweighted_average_recall:.3f}." if cnn_alone is not None else ""), "",
+                  + (f" The CNN stream alone (cnn {cnn_alone.classifier}): "
+                     f"accuracy {cnn_alone.accuracy:.3f}, UAR {cnn_alone.unweighted_average_recall:.3f}."
+                     if cnn_alone is not None else ""), "",
                   "| variant | classifier | width | accuracy | UAR | macro F1 | reference | UAR gain | "
                   "McNemar p | chosen on validation clips |",
                   "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
@@ -111,7 +114,7 @@ def main() -> None:
                         help="MFCC and LPCC clip statistics (default: the project's)")
     parser.add_argument("--strategies", nargs="+", default=["random", "speaker_independent"])
     parser.add_argument("--only", nargs="+", metavar="VARIANT.CLASSIFIER",
-                        help="train only these models (e.g. mfcc_ir.svm), through `kedro run --namespaces`")
+                        help="train only these models (e.g. mfcc_cnn.svm), through `kedro run --namespaces`")
     parser.add_argument("--workdir", help="scratch project folder (default: a new temp folder)")
     parser.add_argument("--skip-features", action="store_true", help="reuse the workdir's features")
     parser.add_argument("--json", help="also write the figures and tables to this file")

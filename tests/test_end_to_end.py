@@ -133,7 +133,7 @@ def test_run_extracts_transfer_features_and_says_the_weights_are_random(finished
 def test_run_fuses_streams_and_trains_every_variant_and_classifier_above_chance(finished_run, project):
     assert finished_run.returncode == 0
     params = yaml.safe_load((project / "conf/base/parameters_fusion.yml").read_text())
-    fused = ClipArrayDataset(path=str(project / "data/05_model_input/fused_features/mfcc_lpcc_ir")).load()
+    fused = ClipArrayDataset(path=str(project / "data/05_model_input/fused_features/mfcc_lpcc_cnn")).load()
     assert fused.values.shape == (100, 80 + 24 + 2 * (7 * 320 + 3 * 1088))
     assert [b["stream"] for b in fused.metadata["blocks"]] == ["mfcc", "lpcc", "transfer_features"]
 
@@ -156,14 +156,14 @@ def test_run_fuses_streams_and_trains_every_variant_and_classifier_above_chance(
     # Eight emotions: chance is 1/8. The demo's emotions differ in pitch, energy and tempo, but
     # these clips are 1 s long and there are 32 test clips.
     by_model = summary.set_index(["variant", "classifier"]).drop(list(FINE_TUNED))  # trained for 2 epochs
-    assert by_model.loc[("mfcc_lpcc_ir", "svm"), "accuracy"] > 0.4
+    assert by_model.loc[("mfcc_lpcc_cnn", "svm"), "accuracy"] > 0.4
     assert by_model["accuracy"].max() > 0.5 and by_model["accuracy"].median() > 0.3
-    metrics = json.loads((project / "data/08_reporting/metrics/mfcc_ir/dnn.json").read_text())
+    metrics = json.loads((project / "data/08_reporting/metrics/mfcc_cnn/dnn.json").read_text())
     assert metrics["features"][1] | {"width": 0} == {
         "stream": "transfer_features", "width": 0, "weight": 1.0, "backbone": "inception_resnet_v2",
         "weights": "random initialisation (not pretrained)", "pretrained": False,
         "backbone_requested": "inception_resnet_v2", "fallback_reason": None}
-    assert (project / "data/06_models/mfcc_ir/dnn.pkl").is_file()
+    assert (project / "data/06_models/mfcc_cnn/dnn.pkl").is_file()
 
 
 FINE_TUNED = {("log_mel_spectrogram", "squeezenet_c1"), ("log_mel_spectrogram", "squeezenet_c2"),
@@ -275,7 +275,7 @@ def predict(project: Path, *args: str) -> subprocess.CompletedProcess:
 
 def test_predict_repeats_the_training_run_on_its_own_test_clip_in_any_format(finished_run, project, tmp_path):
     assert finished_run.returncode == 0
-    tested = pd.read_csv(project / "data/07_model_output/mfcc_lpcc_ir/svm_test_predictions.csv").iloc[0]
+    tested = pd.read_csv(project / "data/07_model_output/mfcc_lpcc_cnn/svm_test_predictions.csv").iloc[0]
     manifest = pd.read_csv(project / "data/03_primary/clip_manifest.csv").set_index("clip_id")
     original = project / manifest.loc[tested["clip_id"], "path"]  # relative to the project
     signal, rate = sf.read(original)
@@ -287,7 +287,7 @@ def test_predict_repeats_the_training_run_on_its_own_test_clip_in_any_format(fin
     shutil.copy(original, tmp_path / "original.wav")
     (tmp_path / "notes.txt").write_text("not audio: skipped, as a folder may hold such files")
 
-    run = predict(project, "--model", "mfcc_lpcc_ir.svm", str(tmp_path))
+    run = predict(project, "--model", "mfcc_lpcc_cnn.svm", str(tmp_path))
     assert run.returncode == 0, run.stderr[-3000:]
     written = pd.read_csv(project / "predictions.csv").set_index("file")
     assert len(written) == 2
@@ -303,7 +303,7 @@ def test_predict_repeats_the_training_run_on_its_own_test_clip_in_any_format(fin
     assert str(tmp_path / "original.wav") in run.stdout and same["emotion"] in run.stdout
 
 
-@pytest.mark.parametrize("model", ["mfcc_lpcc_ir_late.svm", "ir.dnn", "log_mel_spectrogram.squeezenet_c2",
+@pytest.mark.parametrize("model", ["mfcc_lpcc_cnn_late.svm", "cnn.dnn", "log_mel_spectrogram.squeezenet_c2",
                                    "mfcc_lpcc_spectrogram_late.squeezenet_c2_mfcc_lpcc"])
 def test_predict_with_late_fusion_and_pca_models_repeats_their_test_predictions(finished_run, project, model):
     assert finished_run.returncode == 0
@@ -319,7 +319,7 @@ def test_predict_with_late_fusion_and_pca_models_repeats_their_test_predictions(
     assert np.allclose(written[probabilities].to_numpy(float), tested[probabilities].to_numpy(float),
                        atol=1e-5)
     fitted = joblib.load(project / f"data/06_models/{variant}/{classifier}.pkl")
-    if variant == "ir":  # its CNN block is projected by the PCA fitted in training
+    if variant == "cnn":  # its CNN block is projected by the PCA fitted in training
         assert fitted.named_steps["reduce"].projections_[0] is not None
     elif "squeezenet" in classifier:  # a fine-tuned network, alone or late-fused with the SVM
         assert set(getattr(fitted, "models", {"log_mel_spectrogram": fitted})) >= {"log_mel_spectrogram"}
@@ -403,7 +403,7 @@ def test_predict_gives_every_file_a_row_on_stdout_and_never_a_traceback(finished
     assert 78 <= table.loc[names["long.wav"], "windows"] <= 80  # 1 s windows about every 1.5 s of 2 min
     assert len(pd.read_csv(output)) == 5
 
-    windows = predict(project, "--model", "ir.svm", "--windows", "--hop", "10", "--format", "json",
+    windows = predict(project, "--model", "cnn.svm", "--windows", "--hop", "10", "--format", "json",
                       names["long.wav"])
     assert windows.returncode == 0, windows.stderr[-3000:]
     rows = pd.DataFrame(json.loads(windows.stdout))
@@ -416,7 +416,7 @@ def test_predict_gives_every_file_a_row_on_stdout_and_never_a_traceback(finished
     unknown = predict(project, "--model", "mfcc", names["a.wav"])
     assert unknown.returncode != 0 and "Traceback" not in unknown.stderr
     assert "there is no trained model 'mfcc'; --model takes one of:" in unknown.stderr
-    assert "mfcc.svm" in unknown.stderr and "mfcc_lpcc_ir_late.dnn" in unknown.stderr
+    assert "mfcc.svm" in unknown.stderr and "mfcc_lpcc_cnn_late.dnn" in unknown.stderr
 
 
 def offline(project: Path) -> dict[str, str]:
@@ -504,15 +504,16 @@ def test_kedro_viz_build_draws_the_pipeline_with_layers(project):
             "rejected_clips"} <= names
     assert graph["layers"][:4] == ["intermediate", "primary", "feature", "model_input"]
     assert set(graph["layers"][4:]) == {"models", "model_output", "reporting"}
-    assert {"fusion.mfcc_ir.fused_features", "modelling.mfcc_ir.svm.trained_model", "model_summary"} <= names
+    assert {"fusion.mfcc_cnn.fused_features", "modelling.mfcc_cnn.svm.trained_model",
+            "model_summary"} <= names
     namespaces = set(graph["modular_pipelines"])
-    assert {"fusion.mfcc_ir", "modelling.mfcc_ir.svm", "modelling.mfcc_ir.dnn"} <= namespaces
+    assert {"fusion.mfcc_cnn", "modelling.mfcc_cnn.svm", "modelling.mfcc_cnn.dnn"} <= namespaces
 
 
 def test_one_modelling_namespace_runs_alone_from_stored_features(transfer_reruns, project):
     # The settings the stored features were made with (the tiny demo's audio), or they are refused.
     metrics = project / "data/08_reporting/metrics"
-    others = ("mfcc/svm.json", "lpcc/dnn.json", "mfcc_ir/svm.json")
+    others = ("mfcc/svm.json", "lpcc/dnn.json", "mfcc_cnn/svm.json")
     before = {model: (metrics / model).stat().st_mtime_ns for model in ("lpcc/svm.json", *others)}
     one = kedro(project, "run", "--namespaces", "modelling.lpcc.svm", "--params", TINY_DEMO)
     assert one.returncode == 0, one.stderr[-3000:]
@@ -604,7 +605,7 @@ def fusion_namespaces_by_session(project: Path, *envs: str, kedro_env: str | Non
 def test_pipelines_follow_the_environment_of_each_session(tmp_path):
     project = with_lpcc_only_environment(scratch_project(tmp_path))
     local, lpcc_only, local_again = fusion_namespaces_by_session(project, "", "lpcc_only", "")
-    assert "fusion.mfcc_lpcc_ir" in local and "fusion.lpcc_only" not in local
+    assert "fusion.mfcc_lpcc_cnn" in local and "fusion.lpcc_only" not in local
     assert lpcc_only == ["fusion.lpcc_only"]
     assert local_again == local  # Kedro's registry, built once per process, is built again
     assert fusion_namespaces_by_session(project, "", kedro_env="lpcc_only") == [["fusion.lpcc_only"]]

@@ -153,7 +153,7 @@ def test_bad_fusion_variants_are_refused_with_the_reason(variants, message):
 
 def test_one_namespaced_pipeline_per_variant_with_its_streams_as_inputs():
     parameters = pipeline_parameters(PROJECT)
-    assert set(parameters["fusion_variants"]) >= {"ir", "mfcc_ir", "lpcc_ir", "mfcc_lpcc_ir"}
+    assert set(parameters["fusion_variants"]) >= {"cnn", "mfcc_cnn", "lpcc_cnn", "mfcc_lpcc_cnn"}
     fusion = create_pipeline(parameters=parameters)
     for variant, layout in validated_fusion_variants(parameters["fusion_variants"],
                                                      parameters["block_weights"]).items():

@@ -307,16 +307,16 @@ def predictions_right_on(right: range | set[int], clips: int = 100) -> pd.DataFr
                                        for i, e in enumerate(emotion)]})
 
 
-VARIANTS = {"mfcc": ["mfcc"], "lpcc": ["lpcc"], "ir": ["transfer_features"], "mfcc_lpcc": ["mfcc", "lpcc"],
+VARIANTS = {"mfcc": ["mfcc"], "lpcc": ["lpcc"], "cnn": ["transfer_features"], "mfcc_lpcc": ["mfcc", "lpcc"],
             "all_late": {"fusion": "late", "streams": [["mfcc", "lpcc"], "transfer_features"]},
             "switched_off": None}
 # mfcc is right on c0..c59; mfcc_lpcc fixes 30 of its errors (c60..c89) and makes 10 new ones (c0..c9).
 PREDICTIONS = {"mfcc__svm": predictions_right_on(range(60)), "lpcc__svm": predictions_right_on(range(50)),
-               "ir__svm": predictions_right_on(range(40, 95)),
+               "cnn__svm": predictions_right_on(range(40, 95)),
                "mfcc_lpcc__svm": predictions_right_on(set(range(10, 90))),
                "all_late__svm": predictions_right_on(range(70)),
                "mfcc_lpcc__dnn": predictions_right_on(range(70))}
-UAR = {"mfcc__svm": 0.6, "lpcc__svm": 0.5, "ir__svm": 0.55, "mfcc_lpcc__svm": 0.8, "all_late__svm": 0.7,
+UAR = {"mfcc__svm": 0.6, "lpcc__svm": 0.5, "cnn__svm": 0.55, "mfcc_lpcc__svm": 0.8, "all_late__svm": 0.7,
        "mfcc_lpcc__dnn": 0.7}
 
 
@@ -349,12 +349,12 @@ def test_each_fused_model_is_compared_with_the_best_of_its_subsets_on_the_same_c
     late = compared.loc[("all_late", "svm")]
     assert late["reference"] == "mfcc_lpcc" and late["uar_gain"] == pytest.approx(-0.1)
     assert late["without_cnn"] == "mfcc_lpcc" and late["cnn_gain"] == pytest.approx(-0.1)
-    for single in ("mfcc", "lpcc", "ir"):
+    for single in ("mfcc", "lpcc", "cnn"):
         assert pd.isna(compared.loc[(single, "svm"), "reference"])
         assert pd.isna(compared.loc[(single, "svm"), "mcnemar_p"])
     # a single CNN stream has no reference, but is compared with the best model without it
-    assert compared.loc[("ir", "svm"), "without_cnn"] == "mfcc_lpcc"
-    assert compared.loc[("ir", "svm"), "cnn_gain"] == pytest.approx(-0.25)
+    assert compared.loc[("cnn", "svm"), "without_cnn"] == "mfcc_lpcc"
+    assert compared.loc[("cnn", "svm"), "cnn_gain"] == pytest.approx(-0.25)
     # no dnn was trained on mfcc or lpcc alone
     assert compared.loc[("mfcc_lpcc", "dnn")][["reference", "uar_gain", "clips_gained"]].isna().all()
 
@@ -378,7 +378,7 @@ def test_a_speaker_normalised_variant_is_compared_with_the_same_streams_as_they_
     assert fused["reference"] == "mfcc_spk" and fused["uar_gain"] == pytest.approx(-0.03)
     assert fused["without_speaker_normalisation"] == "mfcc_lpcc"
     # the CNN stream is judged against the best classical model, normalised or not
-    assert compared.loc[("ir", "svm"), "without_cnn"] == "mfcc_lpcc"
+    assert compared.loc[("cnn", "svm"), "without_cnn"] == "mfcc_lpcc"
     assert compared.loc[("mfcc", "svm"), "speaker_normalisation"] == "none"
     assert pd.isna(compared.loc[("mfcc", "svm"), "without_speaker_normalisation"])
 
@@ -422,7 +422,7 @@ def test_one_namespaced_pipeline_per_variant_and_classifier():
     parameters = pipeline_parameters(PROJECT)
     modelling = create_pipeline(parameters=parameters)
     variants, classifiers = parameters["fusion_variants"], parameters["classifiers"]
-    assert {"ir", "mfcc_ir", "lpcc_ir", "mfcc_lpcc_ir"} <= set(variants)
+    assert {"cnn", "mfcc_cnn", "lpcc_cnn", "mfcc_lpcc_cnn"} <= set(variants)
     assert {"svm", "dnn"} <= set(classifiers)
     for variant in variants:
         for classifier in classifiers:

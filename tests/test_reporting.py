@@ -39,22 +39,22 @@ def metrics(counts: list[list[int]], labels: tuple[str, ...] = ("angry", "calm",
 GOOD = metrics([[8, 1, 1], [0, 5, 5], [2, 0, 18]])
 POOR = metrics([[4, 3, 3], [3, 4, 3], [5, 5, 10]])
 SUMMARY = pd.DataFrame({
-    "variant": ["mfcc_ir", "mfcc_ir", "ir", "ir"], "classifier": ["svm", "dnn", "svm", "dnn"],
+    "variant": ["mfcc_cnn", "mfcc_cnn", "cnn", "cnn"], "classifier": ["svm", "dnn", "svm", "dnn"],
     "split": "random", "width": [86608, 86608, 86528, 86528], "folds": 1, "test_clips": 40,
     "accuracy": [0.8, 0.7, 0.5, 0.4],
     "unweighted_average_recall": [0.78, 0.69, 0.45, 0.41], "macro_f1": [0.77, 0.68, 0.44, 0.39],
     "backbone": "squeezenet_v1_1", "weights": "imagenet", "fusion": "early",
     "validation_uar": [0.74, 0.66, 0.47, 0.4],
     "chosen_on_validation": ["C 10.0; block_weights.transfer_features 0.5", "", "C 1.0", ""],
-    # mfcc_ir against ir (mfcc alone was not trained); no model without the CNN stream
-    "reference": ["ir", "ir", None, None], "reference_uar": [0.45, 0.41, np.nan, np.nan],
+    # mfcc_cnn against cnn (mfcc alone was not trained); no model without the CNN stream
+    "reference": ["cnn", "cnn", None, None], "reference_uar": [0.45, 0.41, np.nan, np.nan],
     "uar_gain": [0.33, 0.28, np.nan, np.nan], "mcnemar_p": [0.0004, 0.0213, np.nan, np.nan],
     "clips_gained": [15, 12, None, None], "clips_lost": [2, 1, None, None],
     "without_cnn": None, "without_cnn_uar": np.nan, "cnn_gain": np.nan, "cnn_mcnemar_p": np.nan,
     "speaker_normalisation": "none", "without_speaker_normalisation": None,
     "without_speaker_normalisation_uar": np.nan, "speaker_normalisation_gain": np.nan,
     "speaker_normalisation_mcnemar_p": np.nan})
-VARIANTS = {"ir": ["transfer_features"], "mfcc_ir": ["mfcc", "transfer_features"]}
+VARIANTS = {"cnn": ["transfer_features"], "mfcc_cnn": ["mfcc", "transfer_features"]}
 
 
 def test_confusion_matrix_shows_counts_and_shares_whose_diagonal_is_recall():
@@ -81,13 +81,13 @@ def test_model_comparison_has_a_bar_for_every_score_of_every_model():
     expected = sorted(SUMMARY[["accuracy", "unweighted_average_recall", "macro_f1"]].to_numpy().ravel())
     assert np.allclose(values, expected)
     assert {note.text for note in figure.layout.annotations} == {"svm", "dnn"}
-    assert list(figure.layout.xaxis.categoryarray) == ["mfcc_ir", "ir"]  # best first
+    assert list(figure.layout.xaxis.categoryarray) == ["mfcc_cnn", "cnn"]  # best first
 
 
 def test_per_class_f1_puts_the_best_model_first_with_each_emotions_f1():
-    figure = per_class_f1_figure(ir__svm=POOR, mfcc_ir__svm=GOOD)
+    figure = per_class_f1_figure(cnn__svm=POOR, mfcc_cnn__svm=GOOD)
     heatmap = figure.data[0]
-    assert list(heatmap.y) == ["mfcc_ir · svm", "ir · svm"]
+    assert list(heatmap.y) == ["mfcc_cnn · svm", "cnn · svm"]
     assert np.allclose(heatmap.z[0], [GOOD["per_class"][e]["f1"] for e in heatmap.x])
     assert np.allclose(heatmap.z[1], [POOR["per_class"][e]["f1"] for e in heatmap.x])
 
@@ -106,11 +106,11 @@ def report(rejected: pd.DataFrame | None = None, parameters: dict | None = None,
     if parameters is not None:
         clips = clips.assign(speech_duration_s=[4.2] * 3 + [2.0] * 37, kept_duration_s=[3.0] * 3 + [2.0] * 37,
                              source_clip_id=clips["clip_id"])
-    return html_report(summary, model_comparison_figure(summary), per_class_f1_figure(ir__svm=POOR),
+    return html_report(summary, model_comparison_figure(summary), per_class_f1_figure(cnn__svm=POOR),
                        clips, rejected, split, {"split.strategy": "random", "split.test_size": 0.25,
                                                 "split.validation_size": 0.25, "random_seed": 42},
                        {"svm": {"kind": "svm"}}, VARIANTS, parameters,
-                       mfcc_ir__svm=confusion_matrix_figure(GOOD), ir__svm=confusion_matrix_figure(POOR))
+                       mfcc_cnn__svm=confusion_matrix_figure(GOOD), cnn__svm=confusion_matrix_figure(POOR))
 
 
 def test_the_report_says_what_was_run_and_holds_every_figure():
@@ -121,7 +121,7 @@ def test_the_report_says_what_was_run_and_holds_every_figure():
     assert ("(1 fold(s); made with split.strategy=random, split.test_size=0.25, split.validation_size=0.25, "
             "random_seed=42)") in " ".join(page.split())
     assert page.count("Plotly.newPlot") == 4  # comparison, per-class F1, two confusion matrices
-    assert "mfcc_ir · svm" in page and "0.780" in page
+    assert "mfcc_cnn · svm" in page and "0.780" in page
     assert "chosen on validation clips" in page and "block_weights.transfer_features 0.5" in page
     assert "https://" not in re.sub(r"<script.*?</script>", "", page, flags=re.S)  # nothing to fetch
     assert "None." in report(pd.DataFrame(columns=["clip_id", "corpus", "stage", "reason"]))
@@ -148,9 +148,9 @@ def test_the_report_says_first_whether_each_stream_helps():
     assert page.index('id="run"') < page.index('id="streams"') < page.index('id="scores"')
     section = page[page.index('<h2 id="streams"'):page.index('<h2 id="scores"')]
     rows = re.findall(r"<tr>\s*<td>(.*?)</td>(.*?)</tr>", section, flags=re.S)
-    assert [model for model, _ in rows] == ["mfcc_ir · svm", "mfcc_ir · dnn"]  # single streams have none
+    assert [model for model, _ in rows] == ["mfcc_cnn · svm", "mfcc_cnn · dnn"]  # single streams have none
     cells = re.findall(r"<td>(.*?)</td>", rows[0][1])
-    assert cells == ["0.780", "ir · svm", "0.450", "+33.0", "15 / 2", "&lt; 0.001"]
+    assert cells == ["0.780", "cnn · svm", "0.450", "+33.0", "15 / 2", "&lt; 0.001"]
     assert "<li>svm: every model uses the CNN stream" in section
 
 
@@ -160,14 +160,14 @@ def test_the_report_shows_what_per_speaker_normalisation_is_worth_when_the_run_h
     comparison = ["speaker_normalisation", "without_speaker_normalisation",
                   "without_speaker_normalisation_uar", "speaker_normalisation_gain",
                   "speaker_normalisation_mcnemar_p"]
-    summary.loc[0, comparison] = ["speaker", "mfcc_ir_plain", 0.7, 0.08, 0.02]
+    summary.loc[0, comparison] = ["speaker", "mfcc_cnn_plain", 0.7, 0.08, 0.02]
     page = report(summary=summary)
     assert '<a href="#speakers">' in page
     section = page[page.index('<h2 id="speakers">'):page.index('<h2 id="scores">')]
     rows = re.findall(r"<tr>\s*<td>(.*?)</td>(.*?)</tr>", section, flags=re.S)
-    assert [model for model, _ in rows] == ["mfcc_ir · svm"]
+    assert [model for model, _ in rows] == ["mfcc_cnn · svm"]
     cells = re.findall(r"<td>(.*?)</td>", rows[0][1])
-    assert cells == ["0.780", "mfcc_ir_plain · svm", "0.700", "+8.0", "0.020"]
+    assert cells == ["0.780", "mfcc_cnn_plain · svm", "0.700", "+8.0", "0.020"]
 
 
 def summary_of(rows: list[tuple[str, str, float, str | None, float, float]]) -> pd.DataFrame:
@@ -179,31 +179,31 @@ def summary_of(rows: list[tuple[str, str, float, str | None, float, float]]) -> 
 
 
 def test_the_cnn_verdict_compares_the_best_model_with_and_without_the_cnn_stream():
-    variants = {"mfcc": ["mfcc"], "mfcc_lpcc": ["mfcc", "lpcc"], "ir": ["transfer_features"],
-                "mfcc_ir": {"fusion": "late", "streams": ["mfcc", "transfer_features"]}, "off": None}
+    variants = {"mfcc": ["mfcc"], "mfcc_lpcc": ["mfcc", "lpcc"], "cnn": ["transfer_features"],
+                "mfcc_cnn": {"fusion": "late", "streams": ["mfcc", "transfer_features"]}, "off": None}
     summary = summary_of([
-        ("mfcc_ir", "svm", 0.80, "mfcc_lpcc", 0.70, 0.012), ("ir", "svm", 0.60, "mfcc_lpcc", 0.70, 0.2),
+        ("mfcc_cnn", "svm", 0.80, "mfcc_lpcc", 0.70, 0.012), ("cnn", "svm", 0.60, "mfcc_lpcc", 0.70, 0.2),
         ("mfcc_lpcc", "svm", 0.70, None, np.nan, np.nan), ("mfcc", "svm", 0.65, None, np.nan, np.nan),
-        ("mfcc_ir", "dnn", 0.72, "mfcc", 0.70, 0.4), ("mfcc", "dnn", 0.70, None, np.nan, np.nan),
-        ("mfcc_ir", "knn", 0.50, "mfcc", 0.60, 0.0001), ("mfcc", "knn", 0.60, None, np.nan, np.nan),
-        ("mfcc", "tree", 0.5, None, np.nan, np.nan), ("ir", "forest", 0.5, None, np.nan, np.nan)])
+        ("mfcc_cnn", "dnn", 0.72, "mfcc", 0.70, 0.4), ("mfcc", "dnn", 0.70, None, np.nan, np.nan),
+        ("mfcc_cnn", "knn", 0.50, "mfcc", 0.60, 0.0001), ("mfcc", "knn", 0.60, None, np.nan, np.nan),
+        ("mfcc", "tree", 0.5, None, np.nan, np.nan), ("cnn", "forest", 0.5, None, np.nan, np.nan)])
     assert cnn_stream_verdicts(summary, variants) == [
-        "svm: best model using the CNN stream: mfcc_ir (UAR 0.800) vs best without it: mfcc_lpcc "
+        "svm: best model using the CNN stream: mfcc_cnn (UAR 0.800) vs best without it: mfcc_lpcc "
         "(UAR 0.700): +10.0 points, McNemar p = 0.012. The CNN stream helps.",
-        "dnn: best model using the CNN stream: mfcc_ir (UAR 0.720) vs best without it: mfcc (UAR 0.700): "
+        "dnn: best model using the CNN stream: mfcc_cnn (UAR 0.720) vs best without it: mfcc (UAR 0.700): "
         "+2.0 points, McNemar p = 0.400. Better, but not significantly (p ≥ 0.05): these test clips do not "
         "show that the CNN stream helps.",
-        "knn: best model using the CNN stream: mfcc_ir (UAR 0.500) vs best without it: mfcc (UAR 0.600): "
+        "knn: best model using the CNN stream: mfcc_cnn (UAR 0.500) vs best without it: mfcc (UAR 0.600): "
         "-10.0 points, McNemar p < 0.001. The CNN stream does not help.",
         "tree: no model uses the CNN stream.",
         "forest: every model uses the CNN stream, so there is no model without it to compare with."]
 
 
 def test_the_cnn_verdict_says_why_the_stream_may_not_help_here():
-    summary = summary_of([("mfcc_ir", "svm", 0.6, "mfcc", 0.7, 0.3),
+    summary = summary_of([("mfcc_cnn", "svm", 0.6, "mfcc", 0.7, 0.3),
                           ("mfcc", "svm", 0.7, None, np.nan, np.nan)])
     summary = summary.assign(test_clips=32, weights="random initialisation (not pretrained)")
-    variants = {"mfcc": ["mfcc"], "mfcc_ir": ["mfcc", "transfer_features"]}
+    variants = {"mfcc": ["mfcc"], "mfcc_cnn": ["mfcc", "transfer_features"]}
     (verdict,) = cnn_stream_verdicts(summary, variants)
     assert verdict.endswith(
         "The CNN stream does not help. Its CNN has random weights (transfer_features.weights: none), so "

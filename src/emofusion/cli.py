@@ -90,7 +90,7 @@ def _render(table: pd.DataFrame, form: str) -> str:
 @cli.command()
 @click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--model", "model_name", metavar="VARIANT.CLASSIFIER",
-              help="A trained model, e.g. mfcc_lpcc_ir.svm (default: the best unweighted average recall "
+              help="A trained model, e.g. mfcc_lpcc_cnn.svm (default: the best unweighted average recall "
                    "on validation clips, `validation_uar` in data/08_reporting/model_summary.csv, among "
                    "the models that need no speakers unless --same-speaker or --speakers is given).")
 @click.option("--output", type=click.Path(path_type=Path),
