@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -19,21 +18,17 @@ from pathlib import Path
 from typing import Any
 
 import psutil
-import yaml
+
+from emofusion.scratch_project import scratch_project as copy_of_project
 
 PROJECT = Path(__file__).resolve().parents[1]
 
 
 def scratch_project(local_parameters: dict[str, Any], workdir: str | None = None) -> Path:
-    """A copy of conf/ and pyproject.toml whose data/ lives outside the repository."""
+    """A scratch copy of the project (the tests' own, emofusion.scratch_project) whose data/ lives
+    outside the repository: in `workdir`, or a new temporary folder."""
     root = Path(workdir or tempfile.mkdtemp(prefix="emofusion-bench-"))
-    shutil.rmtree(root / "conf", ignore_errors=True)
-    shutil.copytree(PROJECT / "conf", root / "conf", ignore=shutil.ignore_patterns("local"))
-    (root / "conf" / "local").mkdir()
-    (root / "conf" / "local" / "parameters.yml").write_text(yaml.safe_dump(local_parameters))
-    shutil.copy(PROJECT / "pyproject.toml", root)
-    (root / "src").mkdir(exist_ok=True)
-    return root
+    return copy_of_project(PROJECT, root, local_parameters)
 
 
 def pss(pid: int) -> int:

@@ -11,7 +11,6 @@ from emofusion.pipelines.fusion import create_pipeline as fusion_pipeline
 from emofusion.pipelines.fusion.nodes import validated_fusion_variants
 from emofusion.pipelines.modelling.pipeline import model_instances
 
-PROJECT = Path(__file__).resolve().parents[1]
 WEIGHTS = {"mfcc": 1.0, "lpcc": 1.0, "transfer_features": 1.0}
 PAPER_VARIANTS = {"ir": ["transfer_features"], "mfcc_ir": ["mfcc", "transfer_features"],
                   "lpcc_ir": ["lpcc", "transfer_features"],
@@ -50,8 +49,8 @@ def test_null_in_an_environment_switches_off_a_variant_or_classifier_of_base(tmp
         validated_fusion_variants({"mfcc": None}, WEIGHTS)
 
 
-def test_the_paper_environment_is_the_reference_design():
-    parameters = parameters_of(PROJECT / "conf", "paper")
+def test_the_paper_environment_is_the_reference_design(paper_parameters):
+    parameters = paper_parameters
     # A variant or classifier conf/base gains must be set to null in conf/paper, or pinned there
     # when it is part of the reference.
     variants = validated_fusion_variants(parameters["fusion_variants"], parameters["block_weights"])

@@ -26,6 +26,24 @@ TINY_DEMO = ("demo_corpus.speakers=4,demo_corpus.clips_per_emotion=3,demo_corpus
              "audio.duration_s=1.0")
 
 
+# The finished run's conf/local: a second corpus beside the demo, and everything small.
+LOCAL = {
+    "corpora": ["demo", "mine"],
+    "corpus_sources": {"mine": {"reader": "folder", "path": "mine"}},
+    # The default backbone at its smallest input and without weights, to stay fast.
+    "transfer_features": {"weights": "none", "batch_size": 8},
+    "backbones": {"inception_resnet_v2": {"input_size": [75, 75]},
+                  "squeezenet_v1_1": {"input_size": [64, 64]}},
+    "classifiers": {"dnn": {"epochs": 40, "patience": 5}},
+    # Every kind of fine-tuned model, on small images for 2 epochs; C2 on a progressive schedule.
+    "fine_tuning": {"enabled": True,
+                    "defaults": {"image_size": [48, 48], "epochs": 2, "patience": 2, "batch_size": 16},
+                    "models": {"squeezenet_c2": {"image_size": [{"size": [48, 40], "epochs": 1},
+                                                                {"size": [48, 48], "epochs": 1}]},
+                               "lstm": {"lstm": {"units": 8}, "head": [{"units": 16}], "epochs": 2}}},
+}
+
+
 def kedro(project: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     # A wide console, so that rich does not wrap the log lines the tests look for.
     env = dict(os.environ, KEDRO_DISABLE_TELEMETRY="1", PYTHONWARNINGS="ignore", COLUMNS="400",
@@ -34,18 +52,9 @@ def kedro(project: Path, *args: str, env: dict[str, str] | None = None) -> subpr
                           capture_output=True, text=True, timeout=600)
 
 
-def scratch_project(root: Path) -> Path:
-    """The project's configuration without conf/local, and no data."""
-    shutil.copytree(PROJECT / "conf", root / "conf", ignore=shutil.ignore_patterns("local"))
-    shutil.copy(PROJECT / "pyproject.toml", root)
-    (root / "conf" / "local").mkdir()
-    (root / "src").mkdir()  # kedro wants the source folder; the package itself is installed
-    return root
-
-
 @pytest.fixture(scope="module")
-def project(tmp_path_factory) -> Path:
-    return scratch_project(tmp_path_factory.mktemp("project"))
+def project(scratch_project) -> Path:
+    return scratch_project()
 
 
 @pytest.fixture(scope="module")
@@ -61,22 +70,7 @@ def finished_run(project: Path) -> subprocess.CompletedProcess:
     (mine / "sad" / "broken.wav").write_bytes(b"not audio at all")
     (mine / "furious").mkdir()
     sf.write(mine / "furious" / "x.wav", 0.3 * rng.standard_normal(16000), 16000)
-    local = {
-        "corpora": ["demo", "mine"],
-        "corpus_sources": {"mine": {"reader": "folder", "path": "mine"}},
-        # The default backbone at its smallest input and without weights, to stay fast.
-        "transfer_features": {"weights": "none", "batch_size": 8},
-        "backbones": {"inception_resnet_v2": {"input_size": [75, 75]},
-                      "squeezenet_v1_1": {"input_size": [64, 64]}},
-        "classifiers": {"dnn": {"epochs": 40, "patience": 5}},
-        # Every kind of fine-tuned model, on small images for 2 epochs; C2 on a progressive schedule.
-        "fine_tuning": {"enabled": True,
-                        "defaults": {"image_size": [48, 48], "epochs": 2, "patience": 2, "batch_size": 16},
-                        "models": {"squeezenet_c2": {"image_size": [{"size": [48, 40], "epochs": 1},
-                                                                    {"size": [48, 48], "epochs": 1}]},
-                                   "lstm": {"lstm": {"units": 8}, "head": [{"units": 16}], "epochs": 2}}},
-    }
-    (project / "conf" / "local" / "parameters.yml").write_text(yaml.safe_dump(local))
+    (project / "conf" / "local" / "parameters.yml").write_text(yaml.safe_dump(LOCAL))
     return kedro(project, "run", "--params", TINY_DEMO)
 
 
@@ -130,9 +124,9 @@ def test_run_extracts_transfer_features_and_says_the_weights_are_random(finished
     assert "RANDOM WEIGHTS" in log_of(finished_run) and "NOT pretrained" in log_of(finished_run)
 
 
-def test_run_fuses_streams_and_trains_every_variant_and_classifier_above_chance(finished_run, project):
+def test_run_fuses_streams_and_trains_every_variant_and_classifier_above_chance(finished_run, project,
+                                                                                  parameters):
     assert finished_run.returncode == 0
-    params = yaml.safe_load((project / "conf/base/parameters_fusion.yml").read_text())
     fused = ClipArrayDataset(path=str(project / "data/05_model_input/fused_features/mfcc_lpcc_cnn")).load()
     assert fused.values.shape == (100, 80 + 24 + 2 * (7 * 320 + 3 * 1088))
     assert [b["stream"] for b in fused.metadata["blocks"]] == ["mfcc", "lpcc", "transfer_features"]
@@ -148,7 +142,7 @@ def test_run_fuses_streams_and_trains_every_variant_and_classifier_above_chance(
 
     summary = pd.read_csv(project / "data/08_reporting/model_summary.csv")
     assert set(zip(summary["variant"], summary["classifier"], strict=True)) == {
-        (variant, classifier) for variant in params["fusion_variants"] for classifier in ("svm", "dnn")
+        (variant, classifier) for variant in parameters["fusion_variants"] for classifier in ("svm", "dnn")
     } | FINE_TUNED
     split = pd.read_csv(project / "data/05_model_input/data_split.csv")
     assert (summary["test_clips"] == (split["subset"] == "test").sum()).all()
@@ -354,13 +348,13 @@ def test_predict_with_a_speaker_normalised_model_needs_the_speakers_then_repeats
     assert np.allclose(written[probabilities].to_numpy(float), ours[probabilities].to_numpy(float), atol=1e-5)
 
 
-def test_predict_refuses_a_model_trained_on_other_settings_or_missing_parts(finished_run, project, tmp_path):
+def test_predict_refuses_a_model_trained_on_other_settings_or_missing_parts(finished_run, project, tmp_path,
+                                                                             parameters):
     clip = str(project / pd.read_csv(project / "data/03_primary/clip_manifest.csv")["path"].iloc[0])
     other = project / "conf" / "fewer_mfccs"
     other.mkdir()
-    local = yaml.safe_load((project / "conf/local/parameters.yml").read_text())
-    mfcc = yaml.safe_load((project / "conf/base/parameters_feature_extraction.yml").read_text())["mfcc"]
-    (other / "parameters.yml").write_text(yaml.safe_dump(local | {"mfcc": mfcc | {"n_mfcc": 20}}))
+    fewer_mfccs = LOCAL | {"mfcc": parameters["mfcc"] | {"n_mfcc": 20}}
+    (other / "parameters.yml").write_text(yaml.safe_dump(fewer_mfccs))
     run = predict(project, "--model", "mfcc.svm", "--env", "fewer_mfccs", clip)
     assert run.returncode != 0
     assert "mfcc.svm" in run.stderr and "n_mfcc: 40 when trained, 20 now" in " ".join(run.stderr.split())
@@ -554,8 +548,8 @@ def test_speaker_independent_split_refuses_clips_without_a_speaker(finished_run,
     assert "4 clips have no speaker (corpora: mine)" in log_of(run)
 
 
-def test_modelling_before_the_features_says_which_pipelines_to_run(tmp_path):
-    run = kedro(scratch_project(tmp_path), "run", "--pipelines", "modelling")
+def test_modelling_before_the_features_says_which_pipelines_to_run(scratch_project):
+    run = kedro(scratch_project(), "run", "--pipelines", "modelling")
     assert run.returncode != 0
     log = log_of(run)
     assert "This run needs data that is not there yet" in log
@@ -563,13 +557,12 @@ def test_modelling_before_the_features_says_which_pipelines_to_run(tmp_path):
     assert "(made by `kedro run --pipelines=fusion`)" in log
 
 
-def with_lpcc_only_environment(project: Path) -> Path:
-    """conf/lpcc_only: a variant conf/base lacks, `lpcc_only`, and every variant of conf/base and the
-    DNN switched off with null."""
-    base = yaml.safe_load((project / "conf/base/parameters_fusion.yml").read_text())
+def with_lpcc_only_environment(project: Path, base_variants: dict) -> Path:
+    """conf/lpcc_only: a variant conf/base lacks, `lpcc_only`, and every variant of conf/base
+    (`base_variants`) and the DNN switched off with null."""
     (project / "conf/lpcc_only").mkdir()
     (project / "conf/lpcc_only/parameters.yml").write_text(yaml.safe_dump({
-        "fusion_variants": dict.fromkeys(base["fusion_variants"]) | {"lpcc_only": ["lpcc"]},
+        "fusion_variants": dict.fromkeys(base_variants) | {"lpcc_only": ["lpcc"]},
         "classifiers": {"dnn": None}}))
     return project
 
@@ -602,8 +595,8 @@ def fusion_namespaces_by_session(project: Path, *envs: str, kedro_env: str | Non
     return json.loads(run.stdout.strip().splitlines()[-1])
 
 
-def test_pipelines_follow_the_environment_of_each_session(tmp_path):
-    project = with_lpcc_only_environment(scratch_project(tmp_path))
+def test_pipelines_follow_the_environment_of_each_session(scratch_project, parameters):
+    project = with_lpcc_only_environment(scratch_project(), parameters["fusion_variants"])
     local, lpcc_only, local_again = fusion_namespaces_by_session(project, "", "lpcc_only", "")
     assert "fusion.mfcc_lpcc_cnn" in local and "fusion.lpcc_only" not in local
     assert lpcc_only == ["fusion.lpcc_only"]
@@ -611,8 +604,8 @@ def test_pipelines_follow_the_environment_of_each_session(tmp_path):
     assert fusion_namespaces_by_session(project, "", kedro_env="lpcc_only") == [["fusion.lpcc_only"]]
 
 
-def test_run_and_predict_with_env_build_that_environments_pipelines(tmp_path):
-    project = with_lpcc_only_environment(scratch_project(tmp_path))
+def test_run_and_predict_with_env_build_that_environments_pipelines(scratch_project, parameters):
+    project = with_lpcc_only_environment(scratch_project(), parameters["fusion_variants"])
     run = kedro(project, "run", "--env", "lpcc_only", "--params", TINY_DEMO,
                 "--pipelines", "data_processing,feature_extraction,fusion,modelling")
     assert run.returncode == 0, run.stderr[-3000:]
@@ -629,8 +622,8 @@ def test_run_and_predict_with_env_build_that_environments_pipelines(tmp_path):
 PAPER_VARIANTS = {"ir", "mfcc_ir", "lpcc_ir", "mfcc_lpcc_ir", "mfcc", "lpcc", "mfcc_lpcc"}
 
 
-def test_the_paper_environment_trains_exactly_the_reference_models(tmp_path):
-    project = scratch_project(tmp_path)
+def test_the_paper_environment_trains_exactly_the_reference_models(scratch_project):
+    project = scratch_project()
     # The tiny corpus, a small random-weights CNN and short training, as nested parameters in a
     # `kedro run --config` file: `--params` cannot give a list of two sizes.
     fast = OmegaConf.merge(OmegaConf.from_dotlist(TINY_DEMO.split(",")), {

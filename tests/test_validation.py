@@ -2,28 +2,16 @@
 
 import copy
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from kedro.config import OmegaConfigLoader
 
 from emofusion.errors import ParameterError
 from emofusion.validation import validate_parameters
 
 PROJECT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def parameters() -> dict:
-    loader = OmegaConfigLoader(str(PROJECT / "conf"), base_env="base", default_run_env="paper",
-                               merge_strategy={"parameters": "soft"})
-    base = OmegaConfigLoader(str(PROJECT / "conf"), base_env="base", default_run_env="base",
-                             merge_strategy={"parameters": "soft"})
-    validate_parameters(loader["parameters"], PROJECT)  # the paper environment is valid too
-    return base["parameters"]
 
 
 def changed(parameters: dict, path: str, value) -> dict:
@@ -36,8 +24,9 @@ def changed(parameters: dict, path: str, value) -> dict:
     return changed
 
 
-def test_the_project_settings_pass(parameters):
+def test_the_project_settings_pass(parameters, paper_parameters):
     validate_parameters(parameters, PROJECT)
+    validate_parameters(paper_parameters, PROJECT)
 
 
 @pytest.mark.parametrize(("path", "value", "message"), [
@@ -67,18 +56,15 @@ def test_a_demo_corpus_elsewhere_is_accepted_where_one_was_written(parameters, t
     validate_parameters(changed(parameters, "corpus_sources.demo.path", str(tmp_path)), PROJECT)
 
 
-def test_kedro_run_stops_on_bad_params_before_any_node_runs(tmp_path):
-    shutil.copytree(PROJECT / "conf", tmp_path / "conf", ignore=shutil.ignore_patterns("local"))
-    shutil.copy(PROJECT / "pyproject.toml", tmp_path)
-    (tmp_path / "conf" / "local").mkdir()
-    (tmp_path / "src").mkdir()
+def test_kedro_run_stops_on_bad_params_before_any_node_runs(scratch_project):
+    project = scratch_project()
     run = subprocess.run(
         [sys.executable, "-m", "kedro", "run", "--params",
          "audio.crop=middle,classifiers.dnn.batch_size=0,block_weights.mfcc=-1"],
-        cwd=tmp_path, env=dict(os.environ, KEDRO_DISABLE_TELEMETRY="1"), capture_output=True, text=True,
+        cwd=project, env=dict(os.environ, KEDRO_DISABLE_TELEMETRY="1"), capture_output=True, text=True,
         timeout=300)
     log = run.stdout + run.stderr
     assert run.returncode != 0
     for named in ("audio.crop", "classifiers.dnn.batch_size", "block_weights.mfcc"):
         assert named in log
-    assert not (tmp_path / "data").exists()  # not even the demo corpus was written
+    assert not (project / "data").exists()  # not even the demo corpus was written

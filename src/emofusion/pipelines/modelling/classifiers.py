@@ -29,6 +29,8 @@ from sklearn.model_selection import StratifiedKFold
 from sklearn.pipeline import Pipeline
 from sklearn.svm import SVC
 from sklearn.utils.metaestimators import available_if
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import check_is_fitted, validate_data
 from tqdm import tqdm
 
 from emofusion.errors import ClassifierConfigError
@@ -54,6 +56,7 @@ class BlockScaler(TransformerMixin, BaseEstimator):
         self.balanced = balanced
 
     def fit(self, X: np.ndarray, y: Any = None) -> BlockScaler:
+        X = validate_data(self, X)
         width = X.shape[1]
 
         def chunks() -> Any:
@@ -71,13 +74,15 @@ class BlockScaler(TransformerMixin, BaseEstimator):
             factor[start:stop] = weight / np.sqrt(stop - start) if self.balanced else weight
         self.mean_ = mean.astype(np.float32)
         self.multiplier_ = (factor / std).astype(np.float32)
-        self.n_features_in_ = width
         return self
 
     def transform(self, X: np.ndarray) -> np.ndarray:
-        if X.shape[1] != self.n_features_in_:
-            raise ValueError(f"expected {self.n_features_in_} columns, got {X.shape[1]}: features made "
-                             "with other settings than this model was trained on")
+        check_is_fitted(self)
+        if len(getattr(X, "shape", ())) == 2 and X.shape[1] != self.n_features_in_:
+            raise ValueError(f"X has {X.shape[1]} features, but BlockScaler is expecting "
+                             f"{self.n_features_in_} features as input: features made with other settings "
+                             "than this model was trained on")
+        X = validate_data(self, X, reset=False)
         out = np.empty(X.shape, dtype=np.float32)
         for start in range(0, len(X), ROWS_PER_CHUNK):
             chunk = np.asarray(X[start:start + ROWS_PER_CHUNK], dtype=np.float32)
@@ -190,15 +195,14 @@ class KernelSVC(ClassifierMixin, BaseEstimator):
     def fit(self, X: np.ndarray, y: np.ndarray) -> KernelSVC:
         if self.kernel not in ("rbf", "linear"):
             raise ClassifierConfigError(f"svm kernel '{self.kernel}' is not one of: rbf, linear")
-        X = np.asarray(X, dtype=np.float32)
-        y = np.asarray(y)
+        X, y = validate_data(self, X, y, dtype=np.float32)
+        check_classification_targets(y)
         self.gamma_ = 1.0 / (X.shape[1] * float(X.var())) if self.gamma == "scale" else float(self.gamma)
         kernel = self._kernel(X, X)
         self.svc_ = SVC(kernel="precomputed", C=self.C).fit(kernel, y)
         self.support_vectors_ = X[self.svc_.support_]
         self.n_training_rows_ = len(X)
         self.classes_ = self.svc_.classes_
-        self.n_features_in_ = X.shape[1]
         if self.probability:
             self.calibrator_ = LogisticRegression(max_iter=1000).fit(
                 self._cross_validated_scores(kernel, y), y)
@@ -221,17 +225,21 @@ class KernelSVC(ClassifierMixin, BaseEstimator):
     def _test_kernel(self, X: np.ndarray) -> np.ndarray:
         # libsvm indexes a precomputed kernel by training row; rows that are not support vectors
         # have no weight, so their columns can stay zero.
+        check_is_fitted(self)
+        X = validate_data(self, X, dtype=np.float32, reset=False)
         kernel = np.zeros((len(X), self.n_training_rows_))
-        kernel[:, self.svc_.support_] = self._kernel(np.asarray(X, dtype=np.float32), self.support_vectors_)
+        kernel[:, self.svc_.support_] = self._kernel(X, self.support_vectors_)
         return kernel
 
     def decision_function(self, X: np.ndarray) -> np.ndarray:
         """Per-class scores aggregated from the one-vs-one votes (scikit-learn's 'ovr' shape)."""
-        return self.svc_.decision_function(self._test_kernel(X))
+        kernel = self._test_kernel(X)
+        return self.svc_.decision_function(kernel)
 
     def predict(self, X: np.ndarray) -> np.ndarray:
         """The one-vs-one vote."""
-        return self.svc_.predict(self._test_kernel(X))
+        kernel = self._test_kernel(X)
+        return self.svc_.predict(kernel)
 
     @available_if(lambda self: self.probability)
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
@@ -315,6 +323,8 @@ class DenseNetworkClassifier(ClassifierMixin, BaseEstimator):
         if self.precision not in PRECISIONS:
             raise ClassifierConfigError(
                 f"dnn precision '{self.precision}' is not one of: {', '.join(PRECISIONS)}")
+        X, y = validate_data(self, X, y)
+        check_classification_targets(y)
         if validation is None or len(validation[1]) == 0:
             raise ValueError("the dense network needs validation clips for early stopping; "
                              "the split gave none")
@@ -324,7 +334,6 @@ class DenseNetworkClassifier(ClassifierMixin, BaseEstimator):
             raise ValueError(f"validation clips have emotions absent from training: {unseen}")
         encode = np.vectorize({label: i for i, label in enumerate(self.classes_)}.__getitem__,
                               otypes=[np.int64])
-        self.n_features_in_ = X.shape[1]
         remove_stranded_folders()
         with tempfile.TemporaryDirectory(prefix=f"{DNN_FOLDER_PREFIX}{os.getpid()}-",
                                          ignore_cleanup_errors=True) as folder:
@@ -348,6 +357,8 @@ class DenseNetworkClassifier(ClassifierMixin, BaseEstimator):
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
         """The trained network's forward pass (dropout is off at inference) in NumPy, batch by
         batch: predicting needs neither TensorFlow nor its memory in this process."""
+        check_is_fitted(self)
+        X = validate_data(self, X, reset=False)
         *hidden, (last_kernel, last_bias) = zip(self.weights_[::2], self.weights_[1::2], strict=True)
         probabilities = np.empty((len(X), len(self.classes_)), dtype=np.float32)
         for start in range(0, len(X), 256):
@@ -360,7 +371,8 @@ class DenseNetworkClassifier(ClassifierMixin, BaseEstimator):
         return probabilities
 
     def predict(self, X: np.ndarray) -> np.ndarray:
-        return self.classes_[self.predict_proba(X).argmax(axis=1)]
+        probabilities = self.predict_proba(X)
+        return self.classes_[probabilities.argmax(axis=1)]
 
 
 def train_dense_network(params: Mapping[str, Any], n_classes: int, train_path: Path, y: np.ndarray,

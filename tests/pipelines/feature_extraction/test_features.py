@@ -6,7 +6,6 @@ import sys
 
 import numpy as np
 import pytest
-import yaml
 from scipy.signal import lfilter
 
 from emofusion.clip_array import ClipArray
@@ -28,10 +27,10 @@ from emofusion.pipelines.feature_extraction.nodes import (
 SR = 16000
 
 
-@pytest.fixture(scope="module")
-def params():
-    with open("conf/base/parameters_feature_extraction.yml") as f:
-        return yaml.safe_load(f)
+@pytest.fixture
+def params(parameters):
+    """The project's parameters, under the name these tests know them by."""
+    return parameters
 
 
 def polynomial_from_poles(poles):

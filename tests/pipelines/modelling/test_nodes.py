@@ -1,26 +1,18 @@
-"""modelling: splits, scaling fitted on training clips only, classifiers, metrics, namespaced pipelines."""
+"""modelling's nodes: splits, scaling fitted on training clips only, classifiers, metrics."""
 
-import logging
-import os
 import pickle
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import pytest
 from scipy.stats import binomtest
-from sklearn.svm import SVC
 
 from emofusion.clip_array import ClipArray
-from emofusion.configuration import pipeline_parameters
 from emofusion.errors import ClassifierConfigError, SplitConfigError, StaleInputError
 from emofusion.pipelines.fusion.nodes import fuse_feature_streams
-from emofusion.pipelines.modelling import create_pipeline
 from emofusion.pipelines.modelling.classifiers import (
-    BlockScaler,
     DenseNetworkClassifier,
-    KernelSVC,
     build_classifier,
 )
 from emofusion.pipelines.modelling.nodes import (
@@ -34,7 +26,6 @@ from emofusion.pipelines.modelling.nodes import (
     variant_streams,
 )
 
-PROJECT = Path(__file__).resolve().parents[1]
 EMOTIONS = ["angry", "calm", "happy", "sad"]
 RANDOM_SPLIT = {"strategy": "random", "test_size": 0.3, "validation_size": 0.15}
 
@@ -96,26 +87,6 @@ def test_speaker_independent_folds_never_share_a_speaker_and_test_each_clip_once
 def test_impossible_splits_say_why(clips, split, message):
     with pytest.raises(SplitConfigError, match=message):
         split_clips(clips, split, 0)
-
-
-def test_block_scaler_gives_each_block_the_total_variance_of_its_weight():
-    rng = np.random.default_rng(0)
-    X = np.hstack([rng.normal(5, 3, (200, 4)), rng.normal(-2, 0.1, (200, 400))]).astype(np.float32)
-    scaled = BlockScaler([(0, 4), (4, 404)], [1.0, 2.0]).fit(X).transform(X)
-    assert scaled.dtype == np.float32
-    assert np.allclose(scaled.mean(axis=0), 0, atol=1e-4)
-    assert scaled[:, :4].var(axis=0).sum() == pytest.approx(1.0, rel=1e-3)
-    assert scaled[:, 4:].var(axis=0).sum() == pytest.approx(4.0, rel=1e-3)
-
-
-def test_block_scaler_standardises_columns_of_every_scale_side_by_side():
-    # As in ComParE: a column around 4e11 beside one around 5e3 and one of unit scale.
-    rng = np.random.default_rng(0)
-    X = np.stack([4e11 + 1e10 * rng.normal(size=300), 5e3 + 1e3 * rng.normal(size=300),
-                  rng.normal(size=300), np.full(300, 7.0)], axis=1).astype(np.float32)
-    scaled = BlockScaler([(0, 4)], [1.0], balanced=False).fit(X).transform(X)
-    np.testing.assert_allclose(scaled[:, :3].std(axis=0), 1.0, rtol=1e-3)
-    assert not scaled[:, 3].any()  # a constant column stays 0
 
 
 def fused(n_per_emotion: int = 30, width: int = 6, seed: int = 0) -> tuple[ClipArray, pd.DataFrame]:
@@ -234,19 +205,6 @@ def test_classifiers_learn_a_separable_problem_in_both_split_strategies(classifi
         assert np.allclose(probabilities.sum(axis=1), 1, atol=1e-4)
 
 
-def test_kernel_svc_predicts_as_libsvm_does_with_its_own_kernel():
-    rng = np.random.default_rng(1)
-    X = rng.normal(size=(120, 30)).astype(np.float32)
-    y = np.where(X[:, 0] + X[:, 1] ** 2 > 0.5, "a", np.where(X[:, 2] > 0, "b", "c"))
-    X_test = rng.normal(size=(50, 30)).astype(np.float32)
-    ours = KernelSVC(C=3.0, gamma=0.05, probability=False).fit(X, y)
-    assert not hasattr(ours, "predict_proba")  # so callers can tell, as with scikit-learn's SVC
-    reference = SVC(C=3.0, gamma=0.05).fit(X.astype(np.float64), y)
-    assert np.array_equal(ours.predict(X_test), reference.predict(X_test))
-    assert np.allclose(ours.decision_function(X_test), reference.decision_function(X_test), atol=1e-4)
-    assert len(ours.support_vectors_) == len(reference.support_vectors_) < len(X)
-
-
 def test_a_fitted_dense_network_survives_pickling():
     features, clips = fused()
     model, card, _ = fit(features, split_clips(
@@ -267,21 +225,6 @@ def test_a_fitted_dense_network_survives_pickling():
     assert {key: selection[key] for key in ("fold", "candidates", "chosen")} == {
         "fold": 0, "candidates": 1, "chosen": {}}
     assert 0 <= selection["validation_uar"] <= 1
-
-
-def test_the_dense_network_trains_in_its_own_process_reproducibly_and_logs_here(caplog):
-    rng = np.random.default_rng(0)
-    y = np.repeat(["a", "b"], 20)
-    X = (rng.normal(size=(40, 6)) + (y == "b")[:, None]).astype(np.float32)
-    with caplog.at_level(logging.DEBUG, logger="emofusion"):  # each epoch at DEBUG, beside a progress bar
-        first = DenseNetworkClassifier(layers=[{"units": 8}], epochs=4, random_state=3).fit(
-            X[::2], y[::2], validation=(X[1::2], y[1::2]))
-    second = DenseNetworkClassifier(layers=[{"units": 8}], epochs=4, random_state=3).fit(
-        X[::2], y[::2], validation=(X[1::2], y[1::2]))
-    assert all(np.array_equal(a, b) for a, b in zip(first.weights_, second.weights_, strict=True))
-    epochs = [r for r in caplog.records if r.getMessage().startswith("DNN epoch")]
-    assert len(epochs) == first.epochs_run_ > 0
-    assert {r.process for r in epochs} != {os.getpid()}
 
 
 def test_metrics_on_a_case_worked_by_hand():
@@ -418,47 +361,6 @@ def test_classifier_entries_are_checked():
             validation=(np.zeros((2, 2)), np.array(["a", "b"])))
 
 
-def test_one_namespaced_pipeline_per_variant_and_classifier():
-    parameters = pipeline_parameters(PROJECT)
-    modelling = create_pipeline(parameters=parameters)
-    variants, classifiers = parameters["fusion_variants"], parameters["classifiers"]
-    assert {"cnn", "mfcc_cnn", "lpcc_cnn", "mfcc_lpcc_cnn"} <= set(variants)
-    assert {"svm", "dnn"} <= set(classifiers)
-    for variant in variants:
-        for classifier in classifiers:
-            namespace = f"modelling.{variant}.{classifier}"
-            nodes = {n.name: n for n in modelling.only_nodes_with_namespaces([namespace]).nodes}
-            fit = nodes[f"{namespace}.fit_and_predict"]
-            assert fit.inputs == [f"fusion.{variant}.fused_features", "data_split", "data_split_settings",
-                                  f"params:classifiers.{classifier}", "params:reduction",
-                                  "params:random_seed", f"params:fusion_variants.{variant}", "parameters"]
-            assert fit.outputs == [f"{namespace}.trained_model", f"{namespace}.model_card",
-                                   f"{namespace}.test_predictions"]
-            evaluate = nodes[f"{namespace}.evaluate_predictions"]
-            assert evaluate.outputs == [f"{namespace}.classification_metrics"]
-    summary = next(n for n in modelling.nodes if n.name == "summarise_classification_metrics")
-    assert len(summary.inputs) == 1 + 2 * len(variants) * len(classifiers)
-    assert {f"modelling.{v}.{c}.test_predictions" for v in variants for c in classifiers} <= set(
-        summary.inputs)
-    assert modelling.inputs() == {"clip_manifest", "params:split", "params:random_seed", "params:reduction",
-                                  "params:fusion_variants", "parameters",
-                                  *(f"params:classifiers.{c}" for c in classifiers),
-                                  *(f"params:fusion_variants.{v}" for v in variants),
-                                  *(f"fusion.{v}.fused_features" for v in variants)}
-
-
-def test_reporting_has_a_confusion_matrix_per_model_and_one_report_of_them_all():
-    from emofusion.pipelines.reporting import create_pipeline as reporting_pipeline
-
-    parameters = pipeline_parameters(PROJECT)
-    reporting = reporting_pipeline(parameters=parameters)
-    models = [f"{v}.{c}" for v in parameters["fusion_variants"] for c in parameters["classifiers"]]
-    assert reporting.outputs() == {"html_report"}
-    assert {f"modelling.{m}.classification_metrics" for m in models} <= reporting.inputs()
-    report = next(n for n in reporting.nodes if n.name == "html_report")
-    assert {f"reporting.{m}.confusion_matrix" for m in models} <= set(report.inputs)
-
-
 def two_stream_problem(seed: int = 0) -> tuple[ClipArray, pd.DataFrame]:
     """Stream a tells {angry, calm} from {happy, sad}; stream b tells {angry, happy} from {calm, sad}.
     Each alone gets about half the clips right; together they name every emotion."""
@@ -544,19 +446,3 @@ def test_search_and_reduction_settings_are_checked():
     with pytest.raises(ClassifierConfigError, match="positive integer"):
         validated_reduction({"a": {"pca": 0}}, ["a"])
     validated_search({"kind": "svm", "search": {"C": [1, 10], "block_weights.a": [1, 2]}}, ["a"])
-
-
-@pytest.mark.parametrize("shape", [(40, 300), (300, 20)])
-def test_principal_components_are_those_of_scikit_learn(shape):
-    from sklearn.decomposition import PCA
-
-    from emofusion.pipelines.modelling.classifiers import principal_components
-
-    rng = np.random.default_rng(3)
-    rows = (rng.normal(size=shape) * np.linspace(3, 0.1, shape[1])).astype(np.float32)
-    mean, axes = principal_components(rows, 5)
-    reference = PCA(5, svd_solver="full").fit(rows.astype(np.float64))
-    assert np.allclose(mean, reference.mean_, atol=1e-5)
-    # The same axes up to sign, and orthonormal.
-    assert np.allclose(np.abs(axes @ reference.components_.T), np.eye(5), atol=1e-3)
-    assert np.allclose(axes @ axes.T, np.eye(5), atol=1e-4)

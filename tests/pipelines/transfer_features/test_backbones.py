@@ -1,11 +1,11 @@
 """Spectrogram images, the backbone registry, weights and the offline SqueezeNet."""
 
-from pathlib import Path
+from collections.abc import Callable
+from typing import Any
 
 import keras
 import numpy as np
 import pytest
-import yaml
 
 from emofusion.clip_array import ClipArray
 from emofusion.errors import TransferConfigError
@@ -20,27 +20,40 @@ from emofusion.pipelines.transfer_features.images import extract_features, spect
 from emofusion.pipelines.transfer_features.nodes import extract_transfer_features
 from emofusion.pipelines.transfer_features.squeezenet import SqueezeNetV1_1
 
-CONFIG = yaml.safe_load(
-    (Path(__file__).resolve().parents[1] / "conf/base/parameters_transfer_features.yml").read_text())
-REGISTRY = CONFIG["backbones"]
 
-
-def registry(**input_sizes: list[int]) -> dict:
+@pytest.fixture
+def registry(parameters) -> Callable[..., dict]:
     """The project's registry with some input sizes made small, to keep the tests fast."""
-    return {name: dict(entry, input_size=input_sizes.get(name, entry["input_size"]))
-            for name, entry in REGISTRY.items()}
+
+    def registry(**input_sizes: list[int]) -> dict:
+        return {name: dict(entry, input_size=input_sizes.get(name, entry["input_size"]))
+                for name, entry in parameters["backbones"].items()}
+
+    return registry
 
 
-def squeezenet_taps(pooling: str, size: int = 227, **entry) -> dict:
+@pytest.fixture
+def squeezenet_taps(registry) -> Callable[..., dict]:
     """The registry with SqueezeNet tapped at fire5 and fire9 (as conf/local would add `layers`)."""
-    entries = registry(squeezenet_v1_1=[size, size])
-    entries["squeezenet_v1_1"] |= {"layers": ["fire5_concat", "fire9_concat"], "pooling": pooling, **entry}
-    return entries
+
+    def squeezenet_taps(pooling: str, size: int = 227, **entry) -> dict:
+        entries = registry(squeezenet_v1_1=[size, size])
+        entries["squeezenet_v1_1"] |= {"layers": ["fire5_concat", "fire9_concat"], "pooling": pooling,
+                                       **entry}
+        return entries
+
+    return squeezenet_taps
 
 
-def settings(backbones: dict | None = None, **changes):
-    params = dict(CONFIG["transfer_features"], **changes)
-    return transfer_settings(params, backbones or registry(), random_seed=3)
+@pytest.fixture
+def settings(parameters, registry) -> Callable[..., Any]:
+    """The project's transfer_features settings with `changes`, checked."""
+
+    def settings(backbones: dict | None = None, **changes):
+        params = dict(parameters["transfer_features"], **changes)
+        return transfer_settings(params, backbones or registry(), random_seed=3)
+
+    return settings
 
 
 def test_spectrogram_image_is_float32_in_range_resized_with_three_equal_channels():
@@ -62,7 +75,7 @@ def test_spectrogram_image_spans_minus_one_to_one_with_low_frequencies_at_the_bo
     assert np.allclose(spectrogram_to_image(ramp + 20, (299, 32)).numpy()[0, :, :, 0], image)
 
 
-def test_inception_resnet_v2_without_pooling_gives_98304_values_per_clip():
+def test_inception_resnet_v2_without_pooling_gives_98304_values_per_clip(parameters, registry):
     # The reference design's features (conf/paper): the last map, unpooled.
     entries = registry()
     entries["inception_resnet_v2"] |= {"layer": None, "layers": None, "pooling": "none"}
@@ -72,14 +85,14 @@ def test_inception_resnet_v2_without_pooling_gives_98304_values_per_clip():
     features = extract_features(backbone, np.zeros((1, 128, 241), np.float16), 1, "float32")
     assert features.shape == (1, 98_304)
     # The default: two mid-level maps, their mean and standard deviation over time.
-    default = build_backbone(backbone_spec("inception_resnet_v2", REGISTRY), weights=None)
+    default = build_backbone(backbone_spec("inception_resnet_v2", parameters["backbones"]), weights=None)
     assert [(tap.layer, tap.shape, tap.width) for tap in default.taps] == [
         ("mixed_5b", (35, 35, 320), 2 * 35 * 320), ("mixed_6a", (17, 17, 1088), 2 * 17 * 1088)]
 
 
 @pytest.mark.parametrize(("pooling", "width"), [("avg", 1280), ("max", 1280), ("none", 3 * 3 * 1280),
                                                ("time", 3 * 1280), ("time_stats", 2 * 3 * 1280)])
-def test_pooling_choices_set_the_width(pooling, width):
+def test_pooling_choices_set_the_width(pooling, width, registry):
     entries = registry(mobilenet_v2=[96, 96])
     entries["mobilenet_v2"]["pooling"] = pooling
     backbone = build_backbone(backbone_spec("mobilenet_v2", entries), weights=None)
@@ -106,7 +119,8 @@ def test_time_pooling_runs_in_float32_under_a_mixed_policy():
 
 @pytest.mark.parametrize(("pooling", "widths"), [("time", (27 * 256, 13 * 512)),
                                                   ("time_stats", (2 * 27 * 256, 2 * 13 * 512))])
-def test_squeezenet_tapped_at_two_fire_modules_concatenates_their_pooled_maps(pooling, widths):
+def test_squeezenet_tapped_at_two_fire_modules_concatenates_their_pooled_maps(pooling, widths,
+                                                                              squeezenet_taps):
     backbone = build_backbone(backbone_spec("squeezenet_v1_1", squeezenet_taps(pooling)), weights=None)
     assert [(tap.layer, tap.shape, tap.width) for tap in backbone.taps] == [
         ("fire5_concat", (27, 27, 256), widths[0]), ("fire9_concat", (13, 13, 512), widths[1])]
@@ -114,7 +128,7 @@ def test_squeezenet_tapped_at_two_fire_modules_concatenates_their_pooled_maps(po
 
 
 @pytest.mark.parametrize("precision", ["float32", "mixed_bfloat16"])
-def test_tapped_maps_are_pooled_over_time_inside_the_model_in_the_order_of_layers(precision):
+def test_tapped_maps_are_pooled_over_time_inside_the_model_in_the_order_of_layers(precision, squeezenet_taps):
     backbone = build_backbone(backbone_spec("squeezenet_v1_1", squeezenet_taps("time_stats", size=64)),
                               weights=None, precision=precision)
     probe = keras.Model(backbone.model.input, [backbone.model.get_layer(tap.layer).output
@@ -129,7 +143,8 @@ def test_tapped_maps_are_pooled_over_time_inside_the_model_in_the_order_of_layer
     assert np.allclose(features, expected, rtol=1e-4, atol=1e-4 * np.abs(expected).max())
 
 
-def test_weights_from_a_local_file_reproduce_the_model_they_were_saved_from(tmp_path):
+def test_weights_from_a_local_file_reproduce_the_model_they_were_saved_from(tmp_path, parameters, registry,
+                                                                            settings):
     entries = registry(mobilenet_v2=[96, 96])
     original = load_backbone(settings(backbone="mobilenet_v2", weights="none", backbones=entries))
     weights_file = tmp_path / "mobilenet.weights.h5"
@@ -138,7 +153,7 @@ def test_weights_from_a_local_file_reproduce_the_model_they_were_saved_from(tmp_
     reloaded = load_backbone(settings(backbone="mobilenet_v2", weights=str(weights_file),
                                       backbones=entries))
     fresh = load_backbone(transfer_settings(
-        dict(CONFIG["transfer_features"], backbone="mobilenet_v2", weights="none"), entries, 4))
+        dict(parameters["transfer_features"], backbone="mobilenet_v2", weights="none"), entries, 4))
     spectrograms = np.random.default_rng(1).uniform(-80, 0, (4, 32, 40)).astype(np.float16)
     expected = extract_features(original, spectrograms, 4, "float32")
     assert reloaded.provenance == {"weights": f"file {weights_file}", "pretrained": True}
@@ -169,12 +184,12 @@ def test_squeezenet_imagenet_weights_recognise_a_cat():
     ({"output_dtype": "int8"}, "output_dtype 'int8' is not one of"),
     ({"batch_size": 0}, "batch_size must be a positive integer"),
 ])
-def test_bad_settings_are_named(changes, message):
+def test_bad_settings_are_named(changes, message, settings):
     with pytest.raises(TransferConfigError, match=message):
         settings(**changes)
 
 
-def test_bad_registry_entries_are_named():
+def test_bad_registry_entries_are_named(registry):
     entries = registry()
     entries["vgg16"]["pooling"] = "median"
     with pytest.raises(TransferConfigError,
@@ -194,32 +209,33 @@ def test_bad_registry_entries_are_named():
     ({"layers": ["fire9_concat", "fire9_concat"]}, "layers names fire9_concat more than once"),
     ({"layers": None, "layer": ["fire9_concat"]}, "layer must be a layer name or null"),
 ])
-def test_bad_tapped_layers_are_named(entry, message):
+def test_bad_tapped_layers_are_named(entry, message, squeezenet_taps):
     with pytest.raises(TransferConfigError, match=f"Backbone 'squeezenet_v1_1'.*{message}"):
         backbone_spec("squeezenet_v1_1", squeezenet_taps("time", **entry))
 
 
-def test_layer_and_layers_normalise_to_one_tuple():
+def test_layer_and_layers_normalise_to_one_tuple(parameters, squeezenet_taps):
     def layers(**entry) -> tuple:
         return backbone_spec("squeezenet_v1_1", squeezenet_taps("time", **entry)).layers
 
-    assert backbone_spec("squeezenet_v1_1", REGISTRY).layers == ("fire3_concat", "fire5_concat")
+    assert backbone_spec("squeezenet_v1_1", parameters["backbones"]).layers == (
+        "fire3_concat", "fire5_concat")
     assert layers(layers=None) == (None,)  # layer: null, no layers: the network's output
     assert layers(layers=None, layer="fire5_concat") == ("fire5_concat",)
     # A null layer beside layers is unset: conf/local can add layers to an entry of conf/base.
     assert layers(layer=None) == ("fire5_concat", "fire9_concat")
 
 
-def test_an_unknown_tapped_layer_is_named_with_close_names():
+def test_an_unknown_tapped_layer_is_named_with_close_names(squeezenet_taps):
     entries = squeezenet_taps("time", size=64, layers=["fire5_concat", "fire9_concatenate"])
     with pytest.raises(TransferConfigError, match="has no layer 'fire9_concatenate' "
                                                   r"\(close names: fire9_concat.*; its last layers: "):
         build_backbone(backbone_spec("squeezenet_v1_1", entries), weights=None)
 
 
-def test_metadata_records_each_tap_before_and_after_pooling(caplog):
+def test_metadata_records_each_tap_before_and_after_pooling(caplog, parameters, squeezenet_taps):
     values = np.random.default_rng(4).uniform(-80, 0, (3, 16, 20)).astype(np.float16)
-    params = dict(CONFIG["transfer_features"], backbone="squeezenet_v1_1", weights="none", batch_size=2)
+    params = dict(parameters["transfer_features"], backbone="squeezenet_v1_1", weights="none", batch_size=2)
     spectrograms = ClipArray(["a", "b", "c"], values, {"made_with": {"log_mel_spectrogram": {"n_mels": 16}}})
     taps = squeezenet_taps("time", size=64)
     with caplog.at_level("INFO"):
@@ -246,7 +262,7 @@ def test_metadata_records_each_tap_before_and_after_pooling(caplog):
     assert again.metadata["made_with"] == meta["made_with"] | {"transfer_features.weights": None}
 
 
-def test_random_weights_are_seeded_and_announced(caplog):
+def test_random_weights_are_seeded_and_announced(caplog, registry, settings):
     entries = registry(mobilenet_v2=[96, 96])
     first = load_backbone(settings(backbone="mobilenet_v2", weights="none", backbones=entries))
     second = load_backbone(settings(backbone="mobilenet_v2", weights=None, backbones=entries))
@@ -256,7 +272,8 @@ def test_random_weights_are_seeded_and_announced(caplog):
                                                      second.model.get_weights(), strict=True))
 
 
-def test_fingerprint_follows_the_spectrograms_and_the_settings_that_shape_the_features():
+def test_fingerprint_follows_the_spectrograms_and_the_settings_that_shape_the_features(
+        registry, squeezenet_taps, settings):
     spectrograms = ClipArray(["a", "b"], np.zeros((2, 8, 10), np.float16))
     base = fingerprint(spectrograms, settings())
     assert fingerprint(spectrograms, settings(batch_size=3)) == base  # speed only

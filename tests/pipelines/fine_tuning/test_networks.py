@@ -1,20 +1,16 @@
 """Fine-tuning: augmentation of training batches only, Mixup and SpecAugment as specified, which
 layers train, and the checks of the entries. The whole stage runs in tests/test_end_to_end.py."""
 
-from pathlib import Path
+import copy
+from collections.abc import Callable
 
 import numpy as np
 import pytest
 import tensorflow as tf
-import yaml
 
 from emofusion.errors import FineTuningConfigError
 from emofusion.pipelines.fine_tuning import networks
 from emofusion.pipelines.fine_tuning.config import model_entries
-from emofusion.pipelines.fine_tuning.pipeline import create_pipeline
-from emofusion.pipelines.modelling.pipeline import every_model
-
-PROJECT = Path(__file__).resolve().parents[1]
 
 AUGMENTED = {
     "mixup_alpha": 0.4,
@@ -26,25 +22,24 @@ AUGMENTED = {
 }
 
 
-def base_parameters() -> dict:
-    parameters = {}
-    for name in (
-        "parameters",
-        "parameters_fine_tuning",
-        "parameters_transfer_features",
-        "parameters_fusion",
-        "parameters_modelling",
-    ):
-        parameters |= yaml.safe_load((PROJECT / "conf/base" / f"{name}.yml").read_text())
+@pytest.fixture
+def base_parameters(parameters) -> dict:
+    """The project's parameters with fine-tuning switched on."""
     parameters["fine_tuning"]["enabled"] = True
     return parameters
 
 
-def settings(name: str = "squeezenet_c2", augmentation: dict | None = None, **changes) -> dict:
-    parameters = base_parameters()
-    parameters["fine_tuning"]["models"] = {name: parameters["fine_tuning"]["models"][name] | changes}
-    parameters["fine_tuning"]["defaults"]["augmentation"] = augmentation or AUGMENTED
-    return model_entries(parameters)[name]
+@pytest.fixture
+def settings(base_parameters) -> Callable[..., dict]:
+    """One entry's settings as model_entries checks them, with `changes` to the entry."""
+
+    def settings(name: str = "squeezenet_c2", augmentation: dict | None = None, **changes) -> dict:
+        parameters = copy.deepcopy(base_parameters)
+        parameters["fine_tuning"]["models"] = {name: parameters["fine_tuning"]["models"][name] | changes}
+        parameters["fine_tuning"]["defaults"]["augmentation"] = augmentation or AUGMENTED
+        return model_entries(parameters)[name]
+
+    return settings
 
 
 def spectrograms(clips: int = 6, mels: int = 32, frames: int = 40) -> np.ndarray:
@@ -52,7 +47,7 @@ def spectrograms(clips: int = 6, mels: int = 32, frames: int = 40) -> np.ndarray
     return (-80 * rng.random((clips, mels, frames))).astype(np.float16)
 
 
-def test_validation_and_test_batches_are_never_augmented():
+def test_validation_and_test_batches_are_never_augmented(settings):
     tuned = settings(augmentation=AUGMENTED)
     values = spectrograms()
     targets = np.eye(6, dtype=np.float32)
@@ -127,7 +122,7 @@ def test_time_shift_rolls_each_clip_by_at_most_the_configured_frames():
 
 
 @pytest.mark.parametrize("configuration", ["frozen", {"unfreeze": ["fire5"]}])
-def test_after_a_step_unfrozen_layers_change_and_frozen_ones_do_not(configuration):
+def test_after_a_step_unfrozen_layers_change_and_frozen_ones_do_not(configuration, settings):
     tuned = settings(configuration=configuration, weights="none")
     network, backbone_variables = networks.build_network(tuned, 4, "float32", [48, 48])
     model = networks.FineTuner(network, backbone_variables, tuned["backbone_learning_rate"])
@@ -149,7 +144,7 @@ def test_after_a_step_unfrozen_layers_change_and_frozen_ones_do_not(configuratio
         assert changed & backbone == {v.path for v in backbone_variables}
 
 
-def test_entries_are_checked_before_anything_runs():
+def test_entries_are_checked_before_anything_runs(settings, base_parameters):
     with pytest.raises(FineTuningConfigError, match="configuration must be"):
         settings(configuration={"unfreeze": 0})
     with pytest.raises(FineTuningConfigError, match="kind 'svm' is not one of"):
@@ -162,26 +157,7 @@ def test_entries_are_checked_before_anything_runs():
     assert progressive["stages"] == [{"size": [64, 64], "epochs": 2}, {"size": [64, 96], "epochs": 1}]
     with pytest.raises(FineTuningConfigError, match="may change only the width"):  # time_stats pooling
         settings(image_size=[{"size": [64, 64], "epochs": 2}, {"size": [96, 96], "epochs": 1}])
-    parameters = base_parameters()
+    parameters = base_parameters
     parameters["fine_tuning"]["models"]["squeezenet_c2_mfcc_lpcc"]["network"] = "nothing"
     with pytest.raises(FineTuningConfigError, match="network 'nothing'"):
         model_entries(parameters)
-
-
-def test_each_entry_is_a_namespaced_pipeline_whose_outputs_are_modelling_s():
-    parameters = base_parameters()
-    pipeline = create_pipeline(parameters=parameters)
-    assert {node.namespace for node in pipeline.nodes} == {
-        f"fine_tuning.{name}" for name in parameters["fine_tuning"]["models"]
-    }
-    assert "modelling.log_mel_spectrogram.squeezenet_c2.trained_model" in pipeline.all_outputs()
-    assert "fine_tuning.squeezenet_c2.training_curves" in pipeline.all_outputs()
-    late = "modelling.mfcc_lpcc_spectrogram_late.squeezenet_c2_mfcc_lpcc"
-    assert f"{late}.classification_metrics" in pipeline.all_outputs()
-    assert {"fusion.mfcc_lpcc.fused_features", "log_mel_spectrogram", "data_split"} <= pipeline.inputs()
-    assert ("log_mel_spectrogram", "squeezenet_c1") in every_model(parameters)
-    parameters["fine_tuning"]["models"]["squeezenet_c1"] = None  # switched off
-    assert ("log_mel_spectrogram", "squeezenet_c1") not in every_model(parameters)
-    parameters["fine_tuning"]["enabled"] = False  # the default: none at all
-    assert not create_pipeline(parameters=parameters).nodes
-    assert every_model(parameters) == every_model(parameters | {"fine_tuning": None})

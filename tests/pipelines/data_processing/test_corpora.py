@@ -7,7 +7,6 @@ import numpy as np
 import pandas as pd
 import pytest
 import soundfile as sf
-import yaml
 
 from emofusion.errors import CorpusError
 from emofusion.pipelines.data_processing.corpora import (
@@ -19,14 +18,13 @@ from emofusion.pipelines.data_processing.corpora import (
 )
 from emofusion.pipelines.data_processing.nodes import build_corpus_manifest
 
-PARAMS_FILE = Path(__file__).resolve().parents[1] / "conf" / "base" / "parameters_data_processing.yml"
 SR = 8000
 
 
-@pytest.fixture(scope="module")
-def params():
-    with open(PARAMS_FILE) as f:
-        return yaml.safe_load(f)
+@pytest.fixture
+def params(parameters):
+    """The project's parameters, under the name these tests know them by."""
+    return parameters
 
 
 @pytest.fixture(scope="module")

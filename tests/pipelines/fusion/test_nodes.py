@@ -1,18 +1,13 @@
 """fusion: streams joined by clip id, and variants that are YAML."""
 
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 import pytest
 
 from emofusion.clip_array import ClipArray
-from emofusion.configuration import pipeline_parameters
 from emofusion.errors import FusionConfigError, StaleInputError
-from emofusion.pipelines.fusion import create_pipeline
 from emofusion.pipelines.fusion.nodes import fuse_feature_streams, validated_fusion_variants
 
-PROJECT = Path(__file__).resolve().parents[1]
 WEIGHTS = {"mfcc": 1.0, "lpcc": 0.5, "transfer_features": 2.0}
 SPEAKER_STATISTICS = {"min_clips": 2}
 
@@ -149,21 +144,3 @@ def test_a_stream_made_with_other_settings_than_the_run_asks_for_is_refused():
 def test_bad_fusion_variants_are_refused_with_the_reason(variants, message):
     with pytest.raises(FusionConfigError, match=message):
         validated_fusion_variants(variants, WEIGHTS)
-
-
-def test_one_namespaced_pipeline_per_variant_with_its_streams_as_inputs():
-    parameters = pipeline_parameters(PROJECT)
-    assert set(parameters["fusion_variants"]) >= {"cnn", "mfcc_cnn", "lpcc_cnn", "mfcc_lpcc_cnn"}
-    fusion = create_pipeline(parameters=parameters)
-    for variant, layout in validated_fusion_variants(parameters["fusion_variants"],
-                                                     parameters["block_weights"]).items():
-        (node,) = fusion.only_nodes_with_namespaces([f"fusion.{variant}"]).nodes
-        assert node.name == f"fusion.{variant}.fuse_feature_streams"
-        assert node.inputs == ["clip_manifest", f"params:fusion_variants.{variant}", "params:block_weights",
-                               "params:block_scaling", "params:speaker_statistics", "parameters",
-                               *layout["streams"]]
-        assert node.outputs == [f"fusion.{variant}.fused_features"]
-
-    extra = dict(parameters, fusion_variants={"mfcc_only": ["mfcc"]})
-    names = [n.name for n in create_pipeline(parameters=extra).nodes]
-    assert names == ["fusion.mfcc_only.fuse_feature_streams"]

@@ -1,12 +1,10 @@
 """Preprocessing of single clips, the preprocess_audio node and the synthetic demo corpus."""
 
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import soundfile as sf
-import yaml
 
 from emofusion.clip_array import ClipArray
 from emofusion.errors import ClipRejected, CorpusError
@@ -23,21 +21,14 @@ from emofusion.pipelines.data_processing.corpora import CLIP_COLUMNS, REJECTION_
 from emofusion.pipelines.data_processing.demo_corpus import write_demo_corpus
 from emofusion.pipelines.data_processing.nodes import preprocess_audio, report_clip_usage
 
-PARAMS_FILE = Path(__file__).resolve().parents[1] / "conf" / "base" / "parameters_data_processing.yml"
 SOURCE_RATE = 44100
 TONE_HZ = 440.0
 
 
-@pytest.fixture(scope="module")
-def all_params():
-    with open(PARAMS_FILE) as f:
-        return yaml.safe_load(f)
-
-
 @pytest.fixture
-def audio_params(all_params):
+def audio_params(parameters):
     """The real audio parameters, with a short duration to keep the tests fast."""
-    return dict(all_params["audio"], duration_s=1.0)
+    return dict(parameters["audio"], duration_s=1.0)
 
 
 def tone(duration_s, rate=SOURCE_RATE, hz=TONE_HZ, amplitude=0.5):
@@ -313,9 +304,9 @@ def test_all_clips_rejected_end_to_end_raises_corpus_error(tmp_path, audio_param
 
 
 @pytest.fixture
-def demo_params(all_params):
+def demo_params(parameters):
     """The real demo configuration, cut down to a few short clips."""
-    return dict(all_params["demo_corpus"], speakers=2, clips_per_emotion=1,
+    return dict(parameters["demo_corpus"], speakers=2, clips_per_emotion=1,
                 emotions=["neutral", "angry"], duration_s=0.5)
 
 
@@ -376,8 +367,8 @@ def median_f0(path):
     return float(np.median(f0[loud[: len(f0)]]))
 
 
-def test_demo_speakers_and_emotions_differ_in_pitch(tmp_path, all_params):
-    params = dict(all_params["demo_corpus"], speakers=2, clips_per_emotion=1,
+def test_demo_speakers_and_emotions_differ_in_pitch(tmp_path, parameters):
+    params = dict(parameters["demo_corpus"], speakers=2, clips_per_emotion=1,
                   emotions=["sad", "surprised"], duration_s=1.0)
     write_demo_corpus(tmp_path, params)
     manifest = pd.read_csv(tmp_path / "manifest.csv").set_index(["speaker", "label"])

@@ -1,0 +1,21 @@
+"""fusion's pipeline: one namespace per variant of the parameters."""
+
+from emofusion.pipelines.fusion import create_pipeline
+from emofusion.pipelines.fusion.nodes import validated_fusion_variants
+
+
+def test_one_namespaced_pipeline_per_variant_with_its_streams_as_inputs(parameters):
+    assert set(parameters["fusion_variants"]) >= {"cnn", "mfcc_cnn", "lpcc_cnn", "mfcc_lpcc_cnn"}
+    fusion = create_pipeline(parameters=parameters)
+    for variant, layout in validated_fusion_variants(parameters["fusion_variants"],
+                                                     parameters["block_weights"]).items():
+        (node,) = fusion.only_nodes_with_namespaces([f"fusion.{variant}"]).nodes
+        assert node.name == f"fusion.{variant}.fuse_feature_streams"
+        assert node.inputs == ["clip_manifest", f"params:fusion_variants.{variant}", "params:block_weights",
+                               "params:block_scaling", "params:speaker_statistics", "parameters",
+                               *layout["streams"]]
+        assert node.outputs == [f"fusion.{variant}.fused_features"]
+
+    extra = dict(parameters, fusion_variants={"mfcc_only": ["mfcc"]})
+    names = [n.name for n in create_pipeline(parameters=extra).nodes]
+    assert names == ["fusion.mfcc_only.fuse_feature_streams"]

@@ -1,0 +1,112 @@
+"""The estimators of classifiers.py on their own: block scaling, the kernel SVM, the dense network."""
+
+import logging
+import os
+
+import numpy as np
+import pytest
+from sklearn.svm import SVC
+from sklearn.utils.estimator_checks import parametrize_with_checks
+
+from emofusion.pipelines.modelling.classifiers import (
+    BlockScaler,
+    DenseNetworkClassifier,
+    KernelSVC,
+)
+
+
+def test_block_scaler_gives_each_block_the_total_variance_of_its_weight():
+    rng = np.random.default_rng(0)
+    X = np.hstack([rng.normal(5, 3, (200, 4)), rng.normal(-2, 0.1, (200, 400))]).astype(np.float32)
+    scaled = BlockScaler([(0, 4), (4, 404)], [1.0, 2.0]).fit(X).transform(X)
+    assert scaled.dtype == np.float32
+    assert np.allclose(scaled.mean(axis=0), 0, atol=1e-4)
+    assert scaled[:, :4].var(axis=0).sum() == pytest.approx(1.0, rel=1e-3)
+    assert scaled[:, 4:].var(axis=0).sum() == pytest.approx(4.0, rel=1e-3)
+
+
+def test_block_scaler_standardises_columns_of_every_scale_side_by_side():
+    # As in ComParE: a column around 4e11 beside one around 5e3 and one of unit scale.
+    rng = np.random.default_rng(0)
+    X = np.stack([4e11 + 1e10 * rng.normal(size=300), 5e3 + 1e3 * rng.normal(size=300),
+                  rng.normal(size=300), np.full(300, 7.0)], axis=1).astype(np.float32)
+    scaled = BlockScaler([(0, 4)], [1.0], balanced=False).fit(X).transform(X)
+    np.testing.assert_allclose(scaled[:, :3].std(axis=0), 1.0, rtol=1e-3)
+    assert not scaled[:, 3].any()  # a constant column stays 0
+
+
+def test_kernel_svc_predicts_as_libsvm_does_with_its_own_kernel():
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(120, 30)).astype(np.float32)
+    y = np.where(X[:, 0] + X[:, 1] ** 2 > 0.5, "a", np.where(X[:, 2] > 0, "b", "c"))
+    X_test = rng.normal(size=(50, 30)).astype(np.float32)
+    ours = KernelSVC(C=3.0, gamma=0.05, probability=False).fit(X, y)
+    assert not hasattr(ours, "predict_proba")  # so callers can tell, as with scikit-learn's SVC
+    reference = SVC(C=3.0, gamma=0.05).fit(X.astype(np.float64), y)
+    assert np.array_equal(ours.predict(X_test), reference.predict(X_test))
+    assert np.allclose(ours.decision_function(X_test), reference.decision_function(X_test), atol=1e-4)
+    assert len(ours.support_vectors_) == len(reference.support_vectors_) < len(X)
+
+
+def test_the_dense_network_trains_in_its_own_process_reproducibly_and_logs_here(caplog):
+    rng = np.random.default_rng(0)
+    y = np.repeat(["a", "b"], 20)
+    X = (rng.normal(size=(40, 6)) + (y == "b")[:, None]).astype(np.float32)
+    with caplog.at_level(logging.DEBUG, logger="emofusion"):  # each epoch at DEBUG, beside a progress bar
+        first = DenseNetworkClassifier(layers=[{"units": 8}], epochs=4, random_state=3).fit(
+            X[::2], y[::2], validation=(X[1::2], y[1::2]))
+    second = DenseNetworkClassifier(layers=[{"units": 8}], epochs=4, random_state=3).fit(
+        X[::2], y[::2], validation=(X[1::2], y[1::2]))
+    assert all(np.array_equal(a, b) for a, b in zip(first.weights_, second.weights_, strict=True))
+    epochs = [r for r in caplog.records if r.getMessage().startswith("DNN epoch")]
+    assert len(epochs) == first.epochs_run_ > 0
+    assert {r.process for r in epochs} != {os.getpid()}
+
+
+@pytest.mark.parametrize("shape", [(40, 300), (300, 20)])
+def test_principal_components_are_those_of_scikit_learn(shape):
+    from sklearn.decomposition import PCA
+
+    from emofusion.pipelines.modelling.classifiers import principal_components
+
+    rng = np.random.default_rng(3)
+    rows = (rng.normal(size=shape) * np.linspace(3, 0.1, shape[1])).astype(np.float32)
+    mean, axes = principal_components(rows, 5)
+    reference = PCA(5, svd_solver="full").fit(rows.astype(np.float64))
+    assert np.allclose(mean, reference.mean_, atol=1e-5)
+    # The same axes up to sign, and orthonormal.
+    assert np.allclose(np.abs(axes @ reference.components_.T), np.eye(5), atol=1e-3)
+    assert np.allclose(axes @ axes.T, np.eye(5), atol=1e-4)
+
+
+# Every check that fits the network: its early stopping needs the split's validation clips,
+# fit(X, y, validation=(X_validation, y_validation)), which scikit-learn's checks do not pass.
+DENSE_NETWORK_FITS = [
+    "check_classifier_data_not_an_array", "check_classifiers_classes", "check_classifiers_one_label",
+    "check_classifiers_train", "check_dict_unchanged", "check_dont_overwrite_parameters",
+    "check_dtype_object",
+    "check_estimators_dtypes", "check_estimators_fit_returns_self", "check_estimators_nan_inf",
+    "check_estimators_overwrite_params", "check_estimators_pickle", "check_f_contiguous_array_estimator",
+    "check_fit2d_1feature", "check_fit2d_1sample", "check_fit2d_predict1d", "check_fit_check_is_fitted",
+    "check_fit_idempotent", "check_fit_score_takes_y", "check_methods_sample_order_invariance",
+    "check_methods_subset_invariance", "check_n_features_in", "check_n_features_in_after_fitting",
+    "check_pipeline_consistency", "check_positive_only_tag_during_fit", "check_readonly_memmap_input",
+    "check_supervised_y_2d",
+]
+
+
+def deviations(estimator) -> dict[str, str]:
+    """The scikit-learn checks each estimator fails by design, with the reason."""
+    if isinstance(estimator, BlockScaler):
+        return {"check_transformer_preserve_dtypes": "float32 out whatever comes in: fused features are up "
+                                                     "to 98,304 columns wide, float64 would double them"}
+    if isinstance(estimator, DenseNetworkClassifier):
+        return dict.fromkeys(DENSE_NETWORK_FITS, "fit needs validation clips for early stopping")
+    return {}
+
+
+@parametrize_with_checks([
+    BlockScaler(), KernelSVC(), DenseNetworkClassifier(layers=[{"units": 4}], epochs=1)],
+    expected_failed_checks=deviations)
+def test_the_estimators_follow_scikit_learn_s_conventions(estimator, check):
+    check(estimator)
