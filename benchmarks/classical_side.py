@@ -24,8 +24,8 @@ from _harness import measured_kedro_run, scratch_project, write_section
 from modelling import summary_of
 from sklearn.metrics import recall_score
 
-from emofusion.configuration import pipeline_parameters
 from emofusion.datasets import ClipArrayDataset
+from emofusion.instances import pipeline_parameters
 from emofusion.pipelines.fusion.nodes import column_statistics, standardise_by_speaker
 from emofusion.pipelines.modelling.classifiers import select_and_fit
 from emofusion.pipelines.modelling.nodes import mcnemar_test, split_clips

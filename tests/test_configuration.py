@@ -6,9 +6,9 @@ import pytest
 import yaml
 
 from emofusion import settings as project_settings
+from emofusion.instances import model_instances, validated_fusion_variants
 from emofusion.pipelines.fusion import create_pipeline as fusion_pipeline
-from emofusion.pipelines.fusion.nodes import FusionConfigError, validated_fusion_variants
-from emofusion.pipelines.modelling.pipeline import model_instances
+from emofusion.pipelines.fusion.nodes import FusionConfigError
 
 PROJECT = Path(__file__).resolve().parents[1]
 WEIGHTS = {"mfcc": 1.0, "lpcc": 1.0, "transfer_features": 1.0}

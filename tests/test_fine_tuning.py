@@ -8,10 +8,10 @@ import pytest
 import tensorflow as tf
 import yaml
 
+from emofusion.instances import every_model
 from emofusion.pipelines.fine_tuning import networks
 from emofusion.pipelines.fine_tuning.config import FineTuningConfigError, model_entries
 from emofusion.pipelines.fine_tuning.pipeline import create_pipeline
-from emofusion.pipelines.modelling.pipeline import every_model
 
 PROJECT = Path(__file__).resolve().parents[1]
 

@@ -7,13 +7,9 @@ import pandas as pd
 import pytest
 
 from emofusion.clip_array import ClipArray
-from emofusion.configuration import pipeline_parameters
+from emofusion.instances import pipeline_parameters, validated_fusion_variants
 from emofusion.pipelines.fusion import create_pipeline
-from emofusion.pipelines.fusion.nodes import (
-    FusionConfigError,
-    fuse_feature_streams,
-    validated_fusion_variants,
-)
+from emofusion.pipelines.fusion.nodes import FusionConfigError, fuse_feature_streams
 from emofusion.provenance import StaleInputError
 
 PROJECT = Path(__file__).resolve().parents[1]

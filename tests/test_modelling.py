@@ -13,7 +13,7 @@ from scipy.stats import binomtest
 from sklearn.svm import SVC
 
 from emofusion.clip_array import ClipArray
-from emofusion.configuration import pipeline_parameters
+from emofusion.instances import pipeline_parameters
 from emofusion.pipelines.fusion.nodes import fuse_feature_streams
 from emofusion.pipelines.modelling import create_pipeline
 from emofusion.pipelines.modelling.classifiers import (

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import importlib
 import logging
-import pkgutil
 import time
 from typing import Any
 
 from kedro.framework.hooks import hook_impl
 from kedro.pipeline import Node, Pipeline
+
+from emofusion.instances import every_pipeline
 
 logger = logging.getLogger(__name__)
 
@@ -59,15 +59,6 @@ class MissingInputHooks:
                               for maker, names in missing.items())
             raise MissingInputError(f"This run needs data that is not there yet: {needs}. Run those "
                                     "pipelines first, or plain `kedro run` to make everything.")
-
-
-def every_pipeline() -> dict[str, Pipeline]:
-    """Each folder of emofusion.pipelines, built: during a run Kedro's own registry holds only the
-    pipelines that were asked for."""
-    import emofusion.pipelines as package
-
-    return {module.name: importlib.import_module(f"{package.__name__}.{module.name}").create_pipeline()
-            for module in pkgutil.iter_modules(package.__path__) if module.ispkg}
 
 
 class MissingInputError(RuntimeError):

@@ -22,6 +22,7 @@ from kedro.pipeline import Pipeline
 from kedro.runner import SequentialRunner
 
 from emofusion.clip_array import ClipArray
+from emofusion.instances import fused_features_name
 from emofusion.pipelines.data_processing.corpora import AUDIO_EXTENSIONS, CLIP_COLUMNS, list_audio
 from emofusion.pipelines.fusion.nodes import variant_layout
 
@@ -153,7 +154,7 @@ def features_of(files: Sequence[Path], datasets: Sequence[str], pipelines: Mappi
 def model_inputs(variant: str, model_card: Mapping[str, Any]) -> dict[str, Any]:
     """The datasets a model reads, with the metadata they had in training: those its card names
     (fine-tuned networks and their late fusion), else its fusion variant's features."""
-    return dict(model_card.get("inputs") or {f"fusion.{variant}.fused_features": model_card["features"]})
+    return dict(model_card.get("inputs") or {fused_features_name(variant): model_card["features"]})
 
 
 def _per_file(windows: pd.DataFrame, classes: Sequence[str]) -> pd.DataFrame:

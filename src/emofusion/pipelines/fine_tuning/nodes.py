@@ -17,6 +17,7 @@ from plotly.subplots import make_subplots
 from sklearn.metrics import recall_score
 
 from emofusion.clip_array import ClipArray
+from emofusion.instances import fused_features_name
 from emofusion.provenance import check_made_with
 
 from ..modelling.classifiers import build_model, fit_model, late_weight_candidates
@@ -278,11 +279,6 @@ def late_fuse_and_predict(
         "split": split_used(data_split, data_split_settings),
     }
     return first, model_card, _filled(pd.concat(tests, ignore_index=True))
-
-
-def fused_features_name(variant: str) -> str:
-    """The catalog name of a fusion variant's features (the fusion pipeline's output)."""
-    return f"fusion.{variant}.fused_features"
 
 
 def training_curves_figure(model_card: Mapping[str, Any]) -> go.Figure:
