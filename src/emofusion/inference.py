@@ -25,6 +25,7 @@ from emofusion.clip_array import ClipArray
 from emofusion.instances import fused_features_name
 from emofusion.pipelines.data_processing.corpora import AUDIO_EXTENSIONS, CLIP_COLUMNS, list_audio
 from emofusion.pipelines.fusion.nodes import variant_layout
+from emofusion.pipelines.modelling.classifiers import prediction_table
 
 # Facts about a run, not settings: they differ between runs that make identical features.
 RUN_FACTS = frozenset({"seconds", "clips_per_second", "fingerprint", "device", "batch_size", "versions",
@@ -211,9 +212,5 @@ def predict_emotions(files: Sequence[Path], variant: str, model: Any, model_card
             "with these (`kedro run`).")
     values = {name: array.select(list(clip_ids)).values for name, array in features.items()}
     X = values if "inputs" in model_card and len(values) > 1 else next(iter(values.values()))
-    windows = windows.set_index("clip_id").loc[clip_ids].reset_index(drop=True)
-    windows["emotion"] = model.predict(X)
-    if hasattr(model, "predict_proba"):  # not an SVM trained with probability: false
-        windows = windows.join(pd.DataFrame(model.predict_proba(X),
-                                            columns=[f"p_{label}" for label in model.classes_]))
+    windows = prediction_table(model, X, windows.set_index("clip_id").loc[clip_ids], column="emotion")
     return _per_file(windows, list(map(str, model.classes_))), windows, rejected
