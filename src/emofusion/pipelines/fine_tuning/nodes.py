@@ -64,9 +64,9 @@ def fine_tune_and_predict(
     log_mel_spectrogram: ClipArray,
     data_split: pd.DataFrame,
     data_split_settings: Mapping[str, Any],
-    entry: Mapping[str, Any],
-    defaults: Mapping[str, Any] | None,
-    backbones: Mapping[str, Any],
+    model_options: Mapping[str, Any],
+    default_options: Mapping[str, Any] | None,
+    backbone_options: Mapping[str, Any],
     random_seed: int,
     parameters: Mapping[str, Any],
 ) -> tuple[FineTunedNetwork, dict[str, Any], pd.DataFrame, pd.DataFrame]:
@@ -82,7 +82,9 @@ def fine_tune_and_predict(
         parameters,
         remake="`kedro run --pipelines=feature_extraction`, then this run again",
     )
-    settings = network_settings("this entry", merged_entry(defaults, entry), backbones, random_seed)
+    settings = network_settings(
+        "this entry", merged_entry(default_options, model_options), backbone_options, random_seed
+    )
     first, selections, histories, tests, validations = None, [], [], [], []
     folds = sorted(data_split["fold"].unique())
     for fold in folds:
@@ -172,11 +174,11 @@ def late_fuse_and_predict(
     network: FineTunedNetwork,
     network_card: Mapping[str, Any],
     network_held_out: pd.DataFrame,
-    entry: Mapping[str, Any],
+    model_options: Mapping[str, Any],
     parameters: Mapping[str, Any],
 ) -> tuple[InputLateFusion, dict[str, Any], pd.DataFrame]:
     """Late fusion of the fine-tuned network's class probabilities with a classical model of a
-    fusion variant (`entry`: its `variant` and modelling `classifier`). Per fold, the classical
+    fusion variant (`model_options`: its `variant` and modelling `classifier`). Per fold, the classical
     model (the classifier's settings as they are, its `search` aside) is fitted on the training
     clips only, so that its validation probabilities are honest; the weights of the two
     (modelling's late-fusion grid) are chosen by unweighted average recall on the validation clips;
@@ -184,10 +186,11 @@ def late_fuse_and_predict(
 
     The network is the one already fine-tuned per fold: its validation and test predictions
     (`network_held_out`) are read, not recomputed."""
+    variant, random_seed = model_options["variant"], parameters["random_seed"]
     check_model_inputs(
-        fused_features, data_split_settings, parameters["fusion_variants"][entry["variant"]], parameters
+        fused_features, data_split_settings, parameters["fusion_variants"][variant], parameters
     )
-    classifier, random_seed = parameters["classifiers"][entry["classifier"]], parameters["random_seed"]
+    classifier = parameters["classifiers"][model_options["classifier"]]
     metadata = fused_features.metadata
     blocks, groups, balanced = fused_layout(metadata, fused_features.values.shape[1])
     settings = {key: value for key, value in classifier.items() if key != "search"}
@@ -250,13 +253,13 @@ def late_fuse_and_predict(
         )
         if first is None:
             first = InputLateFusion(
-                {NETWORK_INPUT: network, fused_features_name(entry["variant"]): classical}, list(weights)
+                {NETWORK_INPUT: network, fused_features_name(variant): classical}, list(weights)
             )
     model_card = {
         "classes": [str(label) for label in first.classes_],
         "classifier": settings,
         "fold": network_card["fold"],
-        "inputs": {**network_card["inputs"], fused_features_name(entry["variant"]): metadata},
+        "inputs": {**network_card["inputs"], fused_features_name(variant): metadata},
         "features": {"blocks": [*network_card["features"]["blocks"], *blocks], "fusion": "late"},
         "model_selection": selections,
         "split": split_used(data_split, data_split_settings),

@@ -40,7 +40,7 @@ class SplitConfigError(ValueError):
     """A split that cannot be made from these clips with these settings."""
 
 
-def split_clips(clip_manifest: pd.DataFrame, split: Mapping[str, Any], random_seed: int
+def split_clips(clip_manifest: pd.DataFrame, split_options: Mapping[str, Any], random_seed: int
                 ) -> tuple[pd.DataFrame, dict[str, Any]]:
     """One row per (fold, clip) with its subset: train, validation or test; and the settings it was
     made with (`data_split_settings`), which every model checks against its run's parameters.
@@ -49,7 +49,7 @@ def split_clips(clip_manifest: pd.DataFrame, split: Mapping[str, Any], random_se
     rest train. `speaker_independent`: speakers are dealt into `speaker_folds` groups; fold k tests
     on group k, validates on group k+1 and trains on the others, so no speaker is in two subsets.
     Classifiers without early stopping (the SVM) train on train and validation together."""
-    strategy = split.get("strategy")
+    strategy = split_options.get("strategy")
     if strategy not in SPLIT_STRATEGIES:
         raise SplitConfigError(f"split strategy '{strategy}' is not one of: {', '.join(SPLIT_STRATEGIES)}")
     columns = ["fold", "clip_id", "emotion", "speaker", "subset"]
@@ -57,7 +57,8 @@ def split_clips(clip_manifest: pd.DataFrame, split: Mapping[str, Any], random_se
     # Windows of one long clip (audio.long_clips: windows) share a source clip and are split together.
     source = clip_manifest.get("source_clip_id", clip_manifest["clip_id"]).astype(str).to_numpy()
     if strategy == "random":
-        test_size, validation_size = float(split["test_size"]), float(split["validation_size"])
+        test_size = float(split_options["test_size"])
+        validation_size = float(split_options["validation_size"])
         if not (0 < test_size < 1 and 0 < validation_size < 1 and test_size + validation_size < 1):
             raise SplitConfigError("split.test_size and split.validation_size must be fractions that "
                                    "leave clips to train on")
@@ -75,8 +76,8 @@ def split_clips(clip_manifest: pd.DataFrame, split: Mapping[str, Any], random_se
             subset_of |= dict.fromkeys(members[:n_test], "test")
             subset_of |= dict.fromkeys(members[n_test:n_test + n_validation], "validation")
         subset = np.array([subset_of.get(clip, "train") for clip in source], dtype=object)
-        made_with = {"split.strategy": strategy, "split.test_size": split["test_size"],
-                     "split.validation_size": split["validation_size"], "random_seed": random_seed}
+        made_with = {"split.strategy": strategy, "split.test_size": split_options["test_size"],
+                     "split.validation_size": split_options["validation_size"], "random_seed": random_seed}
         return clips.assign(fold=0, subset=subset)[columns], made_with
 
     unknown = clip_manifest["speaker"].isna().to_numpy()
@@ -88,7 +89,7 @@ def split_clips(clip_manifest: pd.DataFrame, split: Mapping[str, Any], random_se
             "<label>/<speaker>/clip.wav; csv reader: a speaker column), leave those corpora out, or use "
             "split.strategy: random")
     speakers = sorted(clips["speaker"].unique())
-    n_folds = int(split["speaker_folds"])
+    n_folds = int(split_options["speaker_folds"])
     if n_folds < 3 or len(speakers) < n_folds:
         raise SplitConfigError(
             f"a speaker-independent split into {n_folds} folds needs at least 3 folds and one speaker per "
@@ -103,7 +104,7 @@ def split_clips(clip_manifest: pd.DataFrame, split: Mapping[str, Any], random_se
                           np.where(speaker_group == (fold + 1) % n_folds, "validation", "train"))
         folds.append(clips.assign(fold=fold, subset=subset))
     # The sorted speakers decide the folds: no seed is drawn.
-    made_with = {"split.strategy": strategy, "split.speaker_folds": split["speaker_folds"]}
+    made_with = {"split.strategy": strategy, "split.speaker_folds": split_options["speaker_folds"]}
     return pd.concat(folds, ignore_index=True)[columns], made_with
 
 
@@ -171,8 +172,9 @@ def split_used(data_split: pd.DataFrame, data_split_settings: Mapping[str, Any])
 
 def fit_and_predict(fused_features: ClipArray, data_split: pd.DataFrame,
                     data_split_settings: Mapping[str, Any], classifier_options: Mapping[str, Any],
-                    reduction_options: Mapping[str, Any] | None, random_seed: int, fusion_variant: Any,
-                    parameters: Mapping[str, Any]) -> tuple[Pipeline, dict[str, Any], pd.DataFrame]:
+                    reduction_options: Mapping[str, Any] | None, random_seed: int,
+                    fusion_variant_options: Any, parameters: Mapping[str, Any]
+                    ) -> tuple[Pipeline, dict[str, Any], pd.DataFrame]:
     """Per fold: the model chosen on that fold's validation clips and fitted on its training clips
     only (`select_and_fit`), then its predictions of the fold's test clips, made once. Returns the
     first fold's fitted pipeline, its model card and every test prediction (with
@@ -182,7 +184,7 @@ def fit_and_predict(fused_features: ClipArray, data_split: pd.DataFrame,
 
     The model card holds what predicting new audio must reproduce, the label order and how every
     feature stream was made, what was chosen on each fold's validation clips and the split used."""
-    check_model_inputs(fused_features, data_split_settings, fusion_variant, parameters)
+    check_model_inputs(fused_features, data_split_settings, fusion_variant_options, parameters)
     metadata = fused_features.metadata
     first_model, model_card, predictions, selections = None, {}, [], []
     folds = sorted(data_split["fold"].unique())
@@ -372,7 +374,8 @@ def describe_choices(model_selection: Sequence[Mapping[str, Any]]) -> str:
     return "; ".join(described)
 
 
-def summarise_classification_metrics(fusion_variants: Mapping[str, Any], **models: Any) -> pd.DataFrame:
+def summarise_classification_metrics(fusion_variant_options: Mapping[str, Any], **models: Any
+                                     ) -> pd.DataFrame:
     """One row per model, best unweighted average recall first, each compared with its reference
     and with the best model without the CNN stream (`compare_with_references`). The split of each
     row is the one its model was scored on, from its metrics, not from this run's parameters.
@@ -408,7 +411,7 @@ def summarise_classification_metrics(fusion_variants: Mapping[str, Any], **model
     variants = {instance.split("__", 1)[0]: [block["stream"] for block in scores["features"]]
                 for instance, scores in models.items() if not instance.endswith(PREDICTIONS_KEY_SUFFIX)}
     summary = compare_with_references(summary.reset_index(drop=True), predictions,
-                                      {**variants, **fusion_variants})
+                                      {**variants, **fusion_variant_options})
     return summary
 
 

@@ -55,7 +55,7 @@ def create_pipeline(**kwargs) -> Pipeline:
              outputs=["data_split", "data_split_settings"], name="split_clips"),
         *models,
         node(summarise_classification_metrics,
-             inputs={"fusion_variants": "params:fusion_variants",
+             inputs={"fusion_variant_options": "params:fusion_variants",
                      **outputs_by_model(summarised),
                      **outputs_by_model(summarised, "test_predictions", PREDICTIONS_KEY_SUFFIX)},
              outputs="model_summary", name="summarise_classification_metrics"),
