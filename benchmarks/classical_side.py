@@ -24,8 +24,8 @@ from _harness import measured_kedro_run, scratch_project, write_section
 from modelling import summary_of
 from sklearn.metrics import recall_score
 
-from emofusion.configuration import pipeline_parameters
 from emofusion.datasets import ClipArrayDataset
+from emofusion.instances import pipeline_parameters
 from emofusion.pipelines.fusion.nodes import column_statistics, standardise_by_speaker
 from emofusion.pipelines.modelling.classifiers import select_and_fit
 from emofusion.pipelines.modelling.nodes import mcnemar_test, split_clips
@@ -97,8 +97,8 @@ def clips_needed(project: Path, variant: str, parameters: dict) -> list[dict]:
         for _, fold in split.groupby("fold"):
             rows = {subset: np.array([position[c] for c in fold.loc[fold["subset"] == subset, "clip_id"]])
                     for subset in ("train", "validation", "test")}
-            model, _ = select_and_fit(fused.metadata["blocks"], None, parameters["classifiers"]["svm"], None,
-                                      True, random_seed,
+            model, _ = select_and_fit({"blocks": fused.metadata["blocks"]}, parameters["classifiers"]["svm"],
+                                      None, random_seed,
                                       (by_own_speaker[rows["train"]], emotions[rows["train"]]),
                                       (by_own_speaker[rows["validation"]], emotions[rows["validation"]]))
             truth += list(emotions[rows["test"]])

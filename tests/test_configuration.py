@@ -7,9 +7,8 @@ import yaml
 
 from emofusion import settings as project_settings
 from emofusion.errors import FusionConfigError
+from emofusion.instances import model_instances, validated_fusion_variants
 from emofusion.pipelines.fusion import create_pipeline as fusion_pipeline
-from emofusion.pipelines.fusion.nodes import validated_fusion_variants
-from emofusion.pipelines.modelling.pipeline import model_instances
 
 WEIGHTS = {"mfcc": 1.0, "lpcc": 1.0, "transfer_features": 1.0}
 PAPER_VARIANTS = {"ir": ["transfer_features"], "mfcc_ir": ["mfcc", "transfer_features"],

@@ -69,15 +69,6 @@ def _best_model(summary: pd.DataFrame, without_speakers: set[str] | None) -> str
     return f"{summary['variant'].loc[best]}.{summary['classifier'].loc[best]}"
 
 
-def _trained_models(catalog: Any, parameters: dict) -> list[str]:
-    """`variant.classifier` of every model the configuration names (fine-tuned ones included) that
-    has a model file."""
-    from emofusion.pipelines.modelling.pipeline import every_model
-
-    return [f"{variant}.{classifier}" for variant, classifier in every_model(parameters)
-            if catalog.exists(f"modelling.{variant}.{classifier}.trained_model")]
-
-
 def _render(table: pd.DataFrame, form: str) -> str:
     if form == "csv":
         return table.to_csv(index=False, float_format="%.4f").rstrip("\n")
@@ -167,6 +158,7 @@ def _predict(paths: tuple[Path, ...], model_name: str | None, hop_s: float | Non
 
     from emofusion.errors import ModelMismatchError, SpeakersNeededError
     from emofusion.inference import audio_files, needs_speakers, predict_emotions, speakers_from_csv
+    from emofusion.instances import trained_models
 
     project = Path.cwd()
     files, missing = audio_files(paths)
@@ -180,7 +172,7 @@ def _predict(paths: tuple[Path, ...], model_name: str | None, hop_s: float | Non
         _log_to_stderr(verbose)
         context = session.load_context()
         catalog = context.catalog
-        trained = _trained_models(catalog, context.params)
+        trained = trained_models(catalog, context.params)
         if not trained:
             raise click.ClickException("no trained models yet: run `kedro run` first")
         if model_name is None:

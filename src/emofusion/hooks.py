@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import importlib
 import logging
-import pkgutil
 import time
 from typing import Any
 
@@ -12,6 +10,7 @@ from kedro.framework.hooks import hook_impl
 from kedro.pipeline import Node, Pipeline
 
 from emofusion.errors import MissingInputError
+from emofusion.instances import every_pipeline
 
 logger = logging.getLogger(__name__)
 
@@ -63,10 +62,3 @@ class MissingInputHooks:
                                     "pipelines first, or plain `kedro run` to make everything.")
 
 
-def every_pipeline() -> dict[str, Pipeline]:
-    """Each folder of emofusion.pipelines, built: during a run Kedro's own registry holds only the
-    pipelines that were asked for."""
-    import emofusion.pipelines as package
-
-    return {module.name: importlib.import_module(f"{package.__name__}.{module.name}").create_pipeline()
-            for module in pkgutil.iter_modules(package.__path__) if module.ispkg}

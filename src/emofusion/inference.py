@@ -23,8 +23,10 @@ from kedro.runner import SequentialRunner
 
 from emofusion.clip_array import ClipArray
 from emofusion.errors import ModelMismatchError, SpeakersNeededError
+from emofusion.instances import fused_features_name
 from emofusion.pipelines.data_processing.corpora import AUDIO_EXTENSIONS, CLIP_COLUMNS, list_audio
 from emofusion.pipelines.fusion.nodes import variant_layout
+from emofusion.pipelines.modelling.classifiers import prediction_table
 
 # Facts about a run, not settings: they differ between runs that make identical features.
 RUN_FACTS = frozenset({"seconds", "clips_per_second", "fingerprint", "device", "batch_size", "versions",
@@ -146,7 +148,7 @@ def features_of(files: Sequence[Path], datasets: Sequence[str], pipelines: Mappi
 def model_inputs(variant: str, model_card: Mapping[str, Any]) -> dict[str, Any]:
     """The datasets a model reads, with the metadata they had in training: those its card names
     (fine-tuned networks and their late fusion), else its fusion variant's features."""
-    return dict(model_card.get("inputs") or {f"fusion.{variant}.fused_features": model_card["features"]})
+    return dict(model_card.get("inputs") or {fused_features_name(variant): model_card["features"]})
 
 
 def _per_file(windows: pd.DataFrame, classes: Sequence[str]) -> pd.DataFrame:
@@ -203,9 +205,5 @@ def predict_emotions(files: Sequence[Path], variant: str, model: Any, model_card
             "with these (`kedro run`).")
     values = {name: array.select(list(clip_ids)).values for name, array in features.items()}
     X = values if "inputs" in model_card and len(values) > 1 else next(iter(values.values()))
-    windows = windows.set_index("clip_id").loc[clip_ids].reset_index(drop=True)
-    windows["emotion"] = model.predict(X)
-    if hasattr(model, "predict_proba"):  # not an SVM trained with probability: false
-        windows = windows.join(pd.DataFrame(model.predict_proba(X),
-                                            columns=[f"p_{label}" for label in model.classes_]))
+    windows = prediction_table(model, X, windows.set_index("clip_id").loc[clip_ids], column="emotion")
     return _per_file(windows, list(map(str, model.classes_))), windows, rejected

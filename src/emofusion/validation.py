@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from emofusion.errors import ParameterError
+from emofusion.instances import model_instances
 
 DEFAULT_DEMO_PATH = "data/01_raw/demo"
 
@@ -120,7 +121,6 @@ def _schema_errors(parameters: Mapping[str, Any]) -> list[str]:
 
 def _rule_errors(parameters: Mapping[str, Any], project_path: Path) -> list[str]:
     """The checks of the functions the pipelines are built from, and the rules no schema states."""
-    from emofusion.pipelines.modelling.pipeline import model_instances
     from emofusion.pipelines.transfer_features.config import transfer_settings
 
     errors = []

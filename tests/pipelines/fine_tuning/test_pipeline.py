@@ -1,7 +1,7 @@
 """Fine-tuning's pipeline: one namespace per entry, with outputs named as modelling's."""
 
+from emofusion.instances import every_model
 from emofusion.pipelines.fine_tuning.pipeline import create_pipeline
-from emofusion.pipelines.modelling.pipeline import every_model
 
 
 def test_each_entry_is_a_namespaced_pipeline_whose_outputs_are_modelling_s(parameters):

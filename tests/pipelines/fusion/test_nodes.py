@@ -6,7 +6,8 @@ import pytest
 
 from emofusion.clip_array import ClipArray
 from emofusion.errors import FusionConfigError, StaleInputError
-from emofusion.pipelines.fusion.nodes import fuse_feature_streams, validated_fusion_variants
+from emofusion.instances import validated_fusion_variants
+from emofusion.pipelines.fusion.nodes import fuse_feature_streams
 
 WEIGHTS = {"mfcc": 1.0, "lpcc": 0.5, "transfer_features": 2.0}
 SPEAKER_STATISTICS = {"min_clips": 2}

@@ -1,7 +1,7 @@
 """fusion's pipeline: one namespace per variant of the parameters."""
 
+from emofusion.instances import validated_fusion_variants
 from emofusion.pipelines.fusion import create_pipeline
-from emofusion.pipelines.fusion.nodes import validated_fusion_variants
 
 
 def test_one_namespaced_pipeline_per_variant_with_its_streams_as_inputs(parameters):

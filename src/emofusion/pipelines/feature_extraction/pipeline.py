@@ -1,8 +1,7 @@
 from kedro.pipeline import Pipeline, node
 
-from emofusion.configuration import pipeline_parameters
+from emofusion.instances import pipeline_parameters, validated_fusion_variants
 
-from ..fusion.nodes import validated_fusion_variants
 from .nodes import (
     extract_log_mel_spectrogram,
     extract_lpcc,

@@ -231,8 +231,9 @@ def network_settings(
 
 def model_entries(parameters: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
     """Every entry of `fine_tuning.models` that is not null, merged over the defaults and checked:
-    name -> the entry (late fusion entries as they are, networks as `network_settings`). None
-    unless `fine_tuning.enabled`: networks train for minutes per fold, too long for the demo run."""
+    name -> the entry (late fusion entries as they are, networks as `network_settings`); their names
+    are emofusion.instances' to check. None unless `fine_tuning.enabled`: networks train for minutes
+    per fold, too long for the demo run."""
     fine_tuning = parameters.get("fine_tuning") or {}
     if not fine_tuning.get("enabled"):
         return {}
@@ -243,11 +244,6 @@ def model_entries(parameters: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
     }
     checked = {}
     for name, entry in entries.items():
-        if not name.isidentifier() or "__" in name:
-            raise FineTuningConfigError(
-                f"fine_tuning model name '{name}' must be a Python identifier (letters, "
-                "digits, single underscores): it becomes part of pipeline names"
-            )
         if entry.get("kind") != LATE_FUSION:
             checked[name] = network_settings(
                 name, entry, parameters.get("backbones") or {}, parameters.get("random_seed", 0)
@@ -272,15 +268,3 @@ def model_entries(parameters: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
         }
     return checked
 
-
-def model_variant(name: str, entry: Mapping[str, Any]) -> str:
-    """The `variant` of a fine-tuned model in the summary and the catalog (`modelling.<variant>.<name>`):
-    its input stream, or for late fusion the fusion variant's streams and the spectrogram."""
-    return NETWORK_INPUT if entry["kind"] != LATE_FUSION else f"{entry['variant']}_spectrogram_late"
-
-
-def fine_tuned_models(parameters: Mapping[str, Any]) -> list[tuple[str, str]]:
-    """(variant, name) of every fine-tuned model, as modelling's (variant, classifier): their outputs
-    are `modelling.<variant>.<name>.*`, so the summary, the report and `emofusion predict` read them
-    as any other model's. Entries are checked here, before anything runs."""
-    return [(model_variant(name, entry), name) for name, entry in model_entries(parameters).items()]

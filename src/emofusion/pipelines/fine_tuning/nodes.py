@@ -17,44 +17,23 @@ from plotly.subplots import make_subplots
 from sklearn.metrics import recall_score
 
 from emofusion.clip_array import ClipArray
+from emofusion.instances import fused_features_name
 from emofusion.provenance import check_made_with
 
-from ..modelling.classifiers import build_model, fit_model, late_weight_candidates
-from ..modelling.nodes import _read_rows, _rows, check_model_inputs, split_used
+from ..modelling.classifiers import (
+    build_model,
+    fit_model,
+    fused_layout,
+    late_weight_candidates,
+    prediction_table,
+)
+from ..modelling.nodes import check_model_inputs, combined_predictions, fold_rows, read_subset, split_used
 from .config import NETWORK_INPUT, merged_entry, network_settings
 from .estimators import FineTunedNetwork, InputLateFusion, combined_probabilities
 
 logger = logging.getLogger(__name__)
 
 SPLIT_REMAKE = "`kedro run --nodes=split_clips`, then this run again; or `kedro run --pipelines=modelling`"
-
-
-def _fold_subsets(data_split: pd.DataFrame, fold: int) -> tuple[pd.DataFrame, dict[str, str]]:
-    rows = data_split[data_split["fold"] == fold]
-    return rows, dict(zip(rows["clip_id"], rows["emotion"], strict=True))
-
-
-def _subset(
-    features: ClipArray, rows: pd.DataFrame, emotion: Mapping[str, str], name: str
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Values, clip ids and emotions of one subset of a fold, in file order."""
-    positions = _rows(features, rows.loc[rows["subset"] == name, "clip_id"])
-    clip_ids = features.clip_ids[positions]
-    return _read_rows(features.values, positions), clip_ids, np.array([emotion[c] for c in clip_ids])
-
-
-def _probability_frame(
-    fold: int, clip_ids: np.ndarray, emotions: np.ndarray, classes: np.ndarray, probabilities: np.ndarray
-) -> pd.DataFrame:
-    frame = pd.DataFrame(
-        {
-            "fold": fold,
-            "clip_id": clip_ids,
-            "emotion": emotions,
-            "predicted": classes[probabilities.argmax(axis=1)],
-        }
-    )
-    return frame.join(pd.DataFrame(probabilities, columns=[f"p_{label}" for label in classes]))
 
 
 def _uar(emotions: np.ndarray, predicted: np.ndarray) -> float:
@@ -85,9 +64,9 @@ def fine_tune_and_predict(
     log_mel_spectrogram: ClipArray,
     data_split: pd.DataFrame,
     data_split_settings: Mapping[str, Any],
-    entry: Mapping[str, Any],
-    defaults: Mapping[str, Any] | None,
-    backbones: Mapping[str, Any],
+    model_options: Mapping[str, Any],
+    default_options: Mapping[str, Any] | None,
+    backbone_options: Mapping[str, Any],
     random_seed: int,
     parameters: Mapping[str, Any],
 ) -> tuple[FineTunedNetwork, dict[str, Any], pd.DataFrame, pd.DataFrame]:
@@ -103,21 +82,34 @@ def fine_tune_and_predict(
         parameters,
         remake="`kedro run --pipelines=feature_extraction`, then this run again",
     )
-    settings = network_settings("this entry", merged_entry(defaults, entry), backbones, random_seed)
+    settings = network_settings(
+        "this entry", merged_entry(default_options, model_options), backbone_options, random_seed
+    )
     first, selections, histories, tests, validations = None, [], [], [], []
     folds = sorted(data_split["fold"].unique())
     for fold in folds:
         started = time.perf_counter()
-        rows, emotion = _fold_subsets(data_split, fold)
-        X_train, _, y_train = _subset(log_mel_spectrogram, rows, emotion, "train")
-        X_validation, validation_ids, y_validation = _subset(log_mel_spectrogram, rows, emotion, "validation")
+        rows, emotion = fold_rows(data_split, fold)
+        X_train, y_train, _ = read_subset(log_mel_spectrogram, rows, emotion, "train")
+        X_validation, y_validation, validation_ids = read_subset(
+            log_mel_spectrogram, rows, emotion, "validation"
+        )
         network = FineTunedNetwork(settings).fit(X_train, y_train, validation=(X_validation, y_validation))
         del X_train
-        validation = _probability_frame(
-            fold, validation_ids, y_validation, network.classes_, network.predict_proba(X_validation)
+        # One forward pass per subset: the prediction is the most probable class.
+        validation = prediction_table(
+            network,
+            X_validation,
+            pd.DataFrame({"fold": fold, "clip_id": validation_ids, "emotion": y_validation}),
+            probabilities=network.predict_proba(X_validation),
         )
-        X_test, test_ids, y_test = _subset(log_mel_spectrogram, rows, emotion, "test")
-        test = _probability_frame(fold, test_ids, y_test, network.classes_, network.predict_proba(X_test))
+        X_test, y_test, test_ids = read_subset(log_mel_spectrogram, rows, emotion, "test")
+        test = prediction_table(
+            network,
+            X_test,
+            pd.DataFrame({"fold": fold, "clip_id": test_ids, "emotion": y_test}),
+            probabilities=network.predict_proba(X_test),
+        )
         score = _uar(validation["emotion"], validation["predicted"])
         selections.append(
             {
@@ -164,23 +156,15 @@ def fine_tune_and_predict(
     return (
         first,
         model_card,
-        _filled(pd.concat(tests, ignore_index=True)),
-        _filled(
-            pd.concat(
-                [
-                    frame.assign(subset=subset)
-                    for subset, frames in (("validation", validations), ("test", tests))
-                    for frame in frames
-                ],
-                ignore_index=True,
-            )
+        combined_predictions(tests),
+        combined_predictions(
+            [
+                frame.assign(subset=subset)
+                for subset, frames in (("validation", validations), ("test", tests))
+                for frame in frames
+            ]
         ),
     )
-
-
-def _filled(predictions: pd.DataFrame) -> pd.DataFrame:
-    """A fold whose training clips lacked an emotion gives it no probability column: it had none."""
-    return predictions.fillna({column: 0.0 for column in predictions if column.startswith("p_")})
 
 
 def late_fuse_and_predict(
@@ -190,11 +174,11 @@ def late_fuse_and_predict(
     network: FineTunedNetwork,
     network_card: Mapping[str, Any],
     network_held_out: pd.DataFrame,
-    entry: Mapping[str, Any],
+    model_options: Mapping[str, Any],
     parameters: Mapping[str, Any],
 ) -> tuple[InputLateFusion, dict[str, Any], pd.DataFrame]:
     """Late fusion of the fine-tuned network's class probabilities with a classical model of a
-    fusion variant (`entry`: its `variant` and modelling `classifier`). Per fold, the classical
+    fusion variant (`model_options`: its `variant` and modelling `classifier`). Per fold, the classical
     model (the classifier's settings as they are, its `search` aside) is fitted on the training
     clips only, so that its validation probabilities are honest; the weights of the two
     (modelling's late-fusion grid) are chosen by unweighted average recall on the validation clips;
@@ -202,27 +186,23 @@ def late_fuse_and_predict(
 
     The network is the one already fine-tuned per fold: its validation and test predictions
     (`network_held_out`) are read, not recomputed."""
+    variant, random_seed = model_options["variant"], parameters["random_seed"]
     check_model_inputs(
-        fused_features, data_split_settings, parameters["fusion_variants"][entry["variant"]], parameters
+        fused_features, data_split_settings, parameters["fusion_variants"][variant], parameters
     )
-    classifier, random_seed = parameters["classifiers"][entry["classifier"]], parameters["random_seed"]
+    classifier = parameters["classifiers"][model_options["classifier"]]
     metadata = fused_features.metadata
-    blocks = metadata.get("blocks") or [
-        {"stream": "features", "start": 0, "stop": fused_features.values.shape[1], "weight": 1.0}
-    ]
-    balanced = metadata.get("block_scaling", "balanced") == "balanced"
+    blocks, groups, balanced = fused_layout(metadata, fused_features.values.shape[1])
     settings = {key: value for key, value in classifier.items() if key != "search"}
     first, selections, tests = None, [], []
     by_clip = {
         name: frame.set_index(["fold", "clip_id"]) for name, frame in network_held_out.groupby("subset")
     }
     for fold in sorted(data_split["fold"].unique()):
-        rows, emotion = _fold_subsets(data_split, fold)
-        classical = build_model(
-            blocks, metadata.get("groups"), settings, parameters.get("reduction"), balanced, random_seed
-        )
-        X_train, _, y_train = _subset(fused_features, rows, emotion, "train")
-        X_validation, validation_ids, y_validation = _subset(fused_features, rows, emotion, "validation")
+        rows, emotion = fold_rows(data_split, fold)
+        classical = build_model(blocks, groups, settings, parameters.get("reduction"), balanced, random_seed)
+        X_train, y_train, _ = read_subset(fused_features, rows, emotion, "train")
+        X_validation, y_validation, validation_ids = read_subset(fused_features, rows, emotion, "validation")
         fit_model(classical, X_train, y_train, (X_validation, y_validation))
         if list(classical.classes_) != list(network.classes_):
             raise ValueError(
@@ -244,11 +224,18 @@ def late_fuse_and_predict(
             for w in late_weight_candidates(2)
         ]
         score, weights = max(scores, key=lambda pair: pair[0])  # the first of equal scores: equal weights
-        X_test, test_ids, y_test = _subset(fused_features, rows, emotion, "test")
+        X_test, y_test, test_ids = read_subset(fused_features, rows, emotion, "test")
         probabilities = combined_probabilities(
             [network_probabilities("test", test_ids), classical.predict_proba(X_test)], weights
         )
-        tests.append(_probability_frame(fold, test_ids, y_test, classical.classes_, probabilities))
+        tests.append(
+            prediction_table(
+                classical,
+                X_test,
+                pd.DataFrame({"fold": fold, "clip_id": test_ids, "emotion": y_test}),
+                probabilities=probabilities,
+            )
+        )
         selections.append(
             {
                 "fold": int(fold),
@@ -266,23 +253,18 @@ def late_fuse_and_predict(
         )
         if first is None:
             first = InputLateFusion(
-                {NETWORK_INPUT: network, fused_features_name(entry["variant"]): classical}, list(weights)
+                {NETWORK_INPUT: network, fused_features_name(variant): classical}, list(weights)
             )
     model_card = {
         "classes": [str(label) for label in first.classes_],
         "classifier": settings,
         "fold": network_card["fold"],
-        "inputs": {**network_card["inputs"], fused_features_name(entry["variant"]): metadata},
+        "inputs": {**network_card["inputs"], fused_features_name(variant): metadata},
         "features": {"blocks": [*network_card["features"]["blocks"], *blocks], "fusion": "late"},
         "model_selection": selections,
         "split": split_used(data_split, data_split_settings),
     }
-    return first, model_card, _filled(pd.concat(tests, ignore_index=True))
-
-
-def fused_features_name(variant: str) -> str:
-    """The catalog name of a fusion variant's features (the fusion pipeline's output)."""
-    return f"fusion.{variant}.fused_features"
+    return first, model_card, combined_predictions(tests)
 
 
 def training_curves_figure(model_card: Mapping[str, Any]) -> go.Figure:

@@ -1,12 +1,17 @@
-import warnings
-
 from kedro.pipeline import Pipeline, node, pipeline
 
-from emofusion.configuration import pipeline_parameters
+from emofusion.instances import (
+    dotted_dataset_names,
+    fine_tuned_variant,
+    fine_tuning_entries,
+    fused_features_name,
+    model_dataset,
+    pipeline_parameters,
+)
 
-from ..modelling.nodes import evaluate_predictions
-from .config import LATE_FUSION, NETWORK_INPUT, model_entries, model_variant
-from .nodes import fine_tune_and_predict, fused_features_name, late_fuse_and_predict, training_curves_figure
+from ..modelling.pipeline import evaluation_node
+from .config import LATE_FUSION, NETWORK_INPUT
+from .nodes import fine_tune_and_predict, late_fuse_and_predict, training_curves_figure
 
 MODEL_OUTPUTS = ("trained_model", "model_card", "test_predictions", "classification_metrics")
 
@@ -29,12 +34,7 @@ def network_template() -> Pipeline:
                 outputs=["trained_model", "model_card", "test_predictions", "held_out_predictions"],
                 name="fine_tune_and_predict",
             ),
-            node(
-                evaluate_predictions,
-                inputs=["test_predictions", "model_card"],
-                outputs="classification_metrics",
-                name="evaluate_predictions",
-            ),
+            evaluation_node(),
             node(
                 training_curves_figure,
                 inputs="model_card",
@@ -63,12 +63,7 @@ def late_fusion_template() -> Pipeline:
                 outputs=["trained_model", "model_card", "test_predictions"],
                 name="late_fuse_and_predict",
             ),
-            node(
-                evaluate_predictions,
-                inputs=["test_predictions", "model_card"],
-                outputs="classification_metrics",
-                name="evaluate_predictions",
-            ),
+            evaluation_node(),
         ]
     )
 
@@ -78,15 +73,11 @@ def create_pipeline(**kwargs) -> Pipeline:
     a network (cnn or lstm) fine-tuned per fold of the shared split, or the late fusion of such a
     network with a classical model of a fusion variant."""
     parameters = kwargs.get("parameters") or pipeline_parameters()
-    entries = model_entries(parameters)
     instances = []
-    with warnings.catch_warnings():
-        # Inputs and outputs named by other namespaces, dotted as Kedro names them (see modelling).
-        warnings.filterwarnings("ignore", message="One or more dataset names contain '.'")
-        for name, entry in entries.items():
-            own = {
-                output: f"modelling.{model_variant(name, entry)}.{name}.{output}" for output in MODEL_OUTPUTS
-            }
+    with dotted_dataset_names():
+        for name, entry in fine_tuning_entries(parameters).items():
+            variant = fine_tuned_variant(name, entry)
+            own = {output: model_dataset(variant, name, output) for output in MODEL_OUTPUTS}
             if entry["kind"] != LATE_FUSION:
                 instances.append(
                     pipeline(
@@ -103,7 +94,6 @@ def create_pipeline(**kwargs) -> Pipeline:
                     )
                 )
                 continue
-            network = f"modelling.{NETWORK_INPUT}.{entry['network']}"
             instances.append(
                 pipeline(
                     late_fusion_template(),
@@ -113,8 +103,8 @@ def create_pipeline(**kwargs) -> Pipeline:
                         "fused_features": fused_features_name(entry["variant"]),
                         "data_split": "data_split",
                         "data_split_settings": "data_split_settings",
-                        "network_model": f"{network}.trained_model",
-                        "network_card": f"{network}.model_card",
+                        "network_model": model_dataset(NETWORK_INPUT, entry["network"], "trained_model"),
+                        "network_card": model_dataset(NETWORK_INPUT, entry["network"], "model_card"),
                         # The network's validation and test predictions, layer `models`: read from
                         # its test predictions (`model_output`), a late model would make kedro-viz's
                         # layers a cycle, which it cannot draw.

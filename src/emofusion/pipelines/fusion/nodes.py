@@ -65,38 +65,6 @@ def variant_layout(variant: str, spec: Any) -> dict[str, Any]:
             "speaker_normalisation": normalisation}
 
 
-def validated_fusion_variants(fusion_variants: Mapping[str, Any],
-                              block_weights: Mapping[str, float]) -> dict[str, dict[str, Any]]:
-    """Each variant's layout (see `variant_layout`), its streams checked against the keys of
-    `block_weights`.
-
-    A variant set to null is left out: an environment's parameters are merged into base's key by
-    key, so `<variant>: null` is how an environment (e.g. conf/paper) switches off a variant of
-    conf/base."""
-    variants = {}
-    for variant, spec in (fusion_variants or {}).items():
-        if spec is None:
-            continue
-        if not variant.isidentifier() or "__" in variant:
-            raise FusionConfigError(
-                f"fusion variant name '{variant}' must be a Python identifier (letters, digits, single "
-                "underscores): it becomes part of dataset and pipeline names")
-        layout = variant_layout(variant, spec)
-        streams = layout["streams"]
-        unknown = [stream for stream in streams if stream not in block_weights]
-        if unknown:
-            raise FusionConfigError(
-                f"fusion variant '{variant}' names unknown feature stream(s) {unknown}; known streams "
-                f"(the keys of `block_weights`): {sorted(block_weights)}")
-        if len(set(streams)) != len(streams):
-            raise FusionConfigError(f"fusion variant '{variant}' names a stream twice: {streams}")
-        variants[variant] = layout
-    if not variants:
-        raise FusionConfigError("`fusion_variants` is empty (or all null): name at least one list of "
-                                "feature streams")
-    return variants
-
-
 def _chunks(values: np.ndarray) -> Iterator[np.ndarray]:
     for start in range(0, len(values), ROWS_PER_COPY):
         yield np.asarray(values[start:start + ROWS_PER_COPY], dtype=np.float64)

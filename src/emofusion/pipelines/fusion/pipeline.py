@@ -1,8 +1,8 @@
 from kedro.pipeline import Pipeline, node, pipeline
 
-from emofusion.configuration import pipeline_parameters
+from emofusion.instances import pipeline_parameters, validated_fusion_variants
 
-from .nodes import fuse_feature_streams, validated_fusion_variants
+from .nodes import fuse_feature_streams
 
 
 def fusion_template(streams: list[str]) -> Pipeline:

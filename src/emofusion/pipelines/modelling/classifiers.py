@@ -1,5 +1,7 @@
 """Estimators with the scikit-learn interface, so a fitted model is one sklearn Pipeline: its
-block scaling, then the classifier, with the label order in `classes_`."""
+block scaling, then the classifier, with the label order in `classes_`. `select_and_fit` makes a
+fold's model from the fused features' layout; `prediction_table` is the one format of what any
+fitted model predicts."""
 
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 from sklearn.base import BaseEstimator, ClassifierMixin, TransformerMixin, clone
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import recall_score
@@ -703,24 +706,37 @@ def _fit_signature(preprocess: Pipeline) -> str:
                  for name, step in preprocess.steps])
 
 
-def select_and_fit(blocks: Sequence[Mapping[str, Any]], groups: Sequence[Sequence[str]] | None,
-                   classifier: Mapping[str, Any], reduction: Mapping[str, Any] | None, balanced: bool,
-                   random_seed: int, train: tuple[np.ndarray, np.ndarray],
-                   validation: tuple[np.ndarray, np.ndarray]) -> tuple[Pipeline, dict[str, Any]]:
-    """Choose among the candidates of the classifier's `search` grid (and, for late fusion, the
-    combiner weights) by unweighted average recall on the validation clips, then fit the chosen
+def fused_layout(metadata: Mapping[str, Any], width: int
+                 ) -> tuple[list[Mapping[str, Any]], list[list[str]] | None, bool]:
+    """The blocks, the groups of streams (late fusion, else None) and whether blocks are balanced,
+    as fused features' metadata records them; features without blocks are one block."""
+    blocks = metadata.get("blocks") or [{"stream": "features", "start": 0, "stop": width, "weight": 1.0}]
+    return list(blocks), metadata.get("groups"), metadata.get("block_scaling", "balanced") == "balanced"
+
+
+def select_and_fit(features_metadata: Mapping[str, Any], classifier_options: Mapping[str, Any],
+                   reduction_options: Mapping[str, Any] | None, random_seed: int,
+                   train: tuple[np.ndarray, np.ndarray], validation: tuple[np.ndarray, np.ndarray]
+                   ) -> tuple[Pipeline, dict[str, Any]]:
+    """One fold's fitted model (block scaling, optional PCA, classifier; for late fusion one such
+    model per group of streams) for fused features with this metadata (`fused_layout`).
+
+    Chooses among the candidates of the classifier's `search` grid (and, for late fusion, the
+    combiner weights) by unweighted average recall on the validation clips, then fits the chosen
     model as the split prescribes: on training and validation clips together, or on the training
-    clips with early stopping on the validation clips. Test clips play no part.
+    clips with early stopping on the validation clips (inside the classifier's `fit`). Test clips
+    play no part.
 
     Returns the fitted model and a record of the choice."""
+    blocks, groups, balanced = fused_layout(features_metadata, train[0].shape[1])
     groups = groups or [[b["stream"] for b in blocks]]
-    candidates = search_candidates(classifier.get("search"), groups)
+    candidates = search_candidates(classifier_options.get("search"), groups)
     late = len(groups) > 1
     combiner_weights: list[Any] = late_weight_candidates(len(groups)) if late else [None]
 
     def build(candidate: Mapping[str, Any], **overrides: Any) -> Pipeline:
-        candidate_blocks, settings, candidate_reduction = _apply_candidate(candidate, blocks, classifier,
-                                                                           reduction)
+        candidate_blocks, settings, candidate_reduction = _apply_candidate(
+            candidate, blocks, classifier_options, reduction_options)
         return build_model(candidate_blocks, groups, {**settings, **overrides}, candidate_reduction,
                            balanced, random_seed)
 
@@ -734,7 +750,7 @@ def select_and_fit(blocks: Sequence[Mapping[str, Any]], groups: Sequence[Sequenc
         return float(recall_score(validation[1], model.predict(X), average="macro", zero_division=0))
 
     # Scoring needs only predictions: an SVM of early fusion skips its probability calibration.
-    scoring = {"probability": False} if classifier.get("kind") == "svm" and not late else {}
+    scoring = {"probability": False} if classifier_options.get("kind") == "svm" and not late else {}
     if len(candidates) * len(combiner_weights) == 1:
         # Nothing to choose, but the validation score still ranks this model among the others
         # (`emofusion predict` picks by it), from a fit on the training clips alone.
@@ -783,3 +799,24 @@ def select_and_fit(blocks: Sequence[Mapping[str, Any]], groups: Sequence[Sequenc
         chosen["late_weights"] = [round(w, 4) for w in weights]
     return model, {"candidates": len(candidates) * len(combiner_weights), "chosen": chosen,
                    "validation_uar": score}
+
+
+def prediction_table(model: Any, features: Any, clips: pd.DataFrame, probabilities: np.ndarray | None = None,
+                     column: str = "predicted") -> pd.DataFrame:
+    """`clips`, one row per row of `features`, with the model's prediction in `column` and, for a
+    model that gives class probabilities, `p_<emotion>` for each of its classes (`classes_`): the
+    one format of test predictions, held-out predictions and `emofusion predict`'s windows.
+
+    `probabilities`, when the caller already has them (a network's forward pass, run once; late
+    fusion's weighted mean of two models'), stand for `model.predict_proba(features)`, which is
+    then not called: the prediction is the most probable class, as those models predict."""
+    if probabilities is None:
+        predicted = model.predict(features)
+        if hasattr(model, "predict_proba"):  # not an SVM with probability: false
+            probabilities = model.predict_proba(features)
+    else:
+        predicted = model.classes_[probabilities.argmax(axis=1)]
+    table = clips.reset_index(drop=True).assign(**{column: predicted})
+    if probabilities is None:
+        return table
+    return table.join(pd.DataFrame(probabilities, columns=[f"p_{label}" for label in model.classes_]))

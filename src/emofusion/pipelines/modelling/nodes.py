@@ -26,7 +26,7 @@ from emofusion.clip_array import ClipArray
 from emofusion.errors import MissingClipsError, SplitConfigError
 from emofusion.provenance import check_made_with
 
-from .classifiers import select_and_fit
+from .classifiers import prediction_table, select_and_fit
 
 logger = logging.getLogger(__name__)
 
@@ -37,7 +37,7 @@ CNN_STREAM = "transfer_features"
 PREDICTIONS_KEY_SUFFIX = "__test_predictions"
 
 
-def split_clips(clip_manifest: pd.DataFrame, split: Mapping[str, Any], random_seed: int
+def split_clips(clip_manifest: pd.DataFrame, split_options: Mapping[str, Any], random_seed: int
                 ) -> tuple[pd.DataFrame, dict[str, Any]]:
     """One row per (fold, clip) with its subset: train, validation or test; and the settings it was
     made with (`data_split_settings`), which every model checks against its run's parameters.
@@ -46,7 +46,7 @@ def split_clips(clip_manifest: pd.DataFrame, split: Mapping[str, Any], random_se
     rest train. `speaker_independent`: speakers are dealt into `speaker_folds` groups; fold k tests
     on group k, validates on group k+1 and trains on the others, so no speaker is in two subsets.
     Classifiers without early stopping (the SVM) train on train and validation together."""
-    strategy = split.get("strategy")
+    strategy = split_options.get("strategy")
     if strategy not in SPLIT_STRATEGIES:
         raise SplitConfigError(f"split strategy '{strategy}' is not one of: {', '.join(SPLIT_STRATEGIES)}")
     columns = ["fold", "clip_id", "emotion", "speaker", "subset"]
@@ -54,7 +54,8 @@ def split_clips(clip_manifest: pd.DataFrame, split: Mapping[str, Any], random_se
     # Windows of one long clip (audio.long_clips: windows) share a source clip and are split together.
     source = clip_manifest.get("source_clip_id", clip_manifest["clip_id"]).astype(str).to_numpy()
     if strategy == "random":
-        test_size, validation_size = float(split["test_size"]), float(split["validation_size"])
+        test_size = float(split_options["test_size"])
+        validation_size = float(split_options["validation_size"])
         if not (0 < test_size < 1 and 0 < validation_size < 1 and test_size + validation_size < 1):
             raise SplitConfigError("split.test_size and split.validation_size must be fractions that "
                                    "leave clips to train on")
@@ -72,8 +73,8 @@ def split_clips(clip_manifest: pd.DataFrame, split: Mapping[str, Any], random_se
             subset_of |= dict.fromkeys(members[:n_test], "test")
             subset_of |= dict.fromkeys(members[n_test:n_test + n_validation], "validation")
         subset = np.array([subset_of.get(clip, "train") for clip in source], dtype=object)
-        made_with = {"split.strategy": strategy, "split.test_size": split["test_size"],
-                     "split.validation_size": split["validation_size"], "random_seed": random_seed}
+        made_with = {"split.strategy": strategy, "split.test_size": split_options["test_size"],
+                     "split.validation_size": split_options["validation_size"], "random_seed": random_seed}
         return clips.assign(fold=0, subset=subset)[columns], made_with
 
     unknown = clip_manifest["speaker"].isna().to_numpy()
@@ -85,7 +86,7 @@ def split_clips(clip_manifest: pd.DataFrame, split: Mapping[str, Any], random_se
             "<label>/<speaker>/clip.wav; csv reader: a speaker column), leave those corpora out, or use "
             "split.strategy: random")
     speakers = sorted(clips["speaker"].unique())
-    n_folds = int(split["speaker_folds"])
+    n_folds = int(split_options["speaker_folds"])
     if n_folds < 3 or len(speakers) < n_folds:
         raise SplitConfigError(
             f"a speaker-independent split into {n_folds} folds needs at least 3 folds and one speaker per "
@@ -100,18 +101,29 @@ def split_clips(clip_manifest: pd.DataFrame, split: Mapping[str, Any], random_se
                           np.where(speaker_group == (fold + 1) % n_folds, "validation", "train"))
         folds.append(clips.assign(fold=fold, subset=subset))
     # The sorted speakers decide the folds: no seed is drawn.
-    made_with = {"split.strategy": strategy, "split.speaker_folds": split["speaker_folds"]}
+    made_with = {"split.strategy": strategy, "split.speaker_folds": split_options["speaker_folds"]}
     return pd.concat(folds, ignore_index=True)[columns], made_with
 
 
-def _rows(features: ClipArray, clip_ids: pd.Series) -> np.ndarray:
-    """Feature rows for these clips, in file order (faster reads from a memory map)."""
+def fold_rows(data_split: pd.DataFrame, fold: int) -> tuple[pd.DataFrame, dict[str, str]]:
+    """One fold's rows of the split, and its clips' emotions: from the fold's own rows, since a clip
+    tested here is a training clip of another fold."""
+    rows = data_split[data_split["fold"] == fold]
+    return rows, dict(zip(rows["clip_id"], rows["emotion"], strict=True))
+
+
+def read_subset(features: ClipArray, rows: pd.DataFrame, emotion: Mapping[str, str], subset: str
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The values, emotions and clip ids of one subset (train, validation, test) of a fold's
+    `rows`, in file order (faster reads from a memory map)."""
     try:
-        return np.sort(features.positions(list(clip_ids)))
+        positions = np.sort(features.positions(list(rows.loc[rows["subset"] == subset, "clip_id"])))
     except MissingClipsError as error:
         raise KeyError(f"{len(error.missing)} clips of the split have no fused features (first: "
                        f"{error.missing[:3]}); the split and the features come from different runs: "
                        "run `kedro run` again") from error
+    clip_ids = features.clip_ids[positions]
+    return _read_rows(features.values, positions), np.array([emotion[c] for c in clip_ids]), clip_ids
 
 
 def _read_rows(values: np.ndarray, rows: np.ndarray) -> np.ndarray:
@@ -123,6 +135,13 @@ def _read_rows(values: np.ndarray, rows: np.ndarray) -> np.ndarray:
                           shape=values.shape)
         return fresh[rows]
     return values[rows]
+
+
+def combined_predictions(tables: Sequence[pd.DataFrame]) -> pd.DataFrame:
+    """The folds' prediction tables as one. A fold whose training clips lacked an emotion gives it
+    no probability column: it had none."""
+    predictions = pd.concat(tables, ignore_index=True)
+    return predictions.fillna({column: 0.0 for column in predictions if column.startswith("p_")})
 
 
 def check_model_inputs(fused_features: ClipArray, data_split_settings: Mapping[str, Any], fusion_variant: Any,
@@ -149,67 +168,48 @@ def split_used(data_split: pd.DataFrame, data_split_settings: Mapping[str, Any])
 
 
 def fit_and_predict(fused_features: ClipArray, data_split: pd.DataFrame,
-                    data_split_settings: Mapping[str, Any], classifier: Mapping[str, Any],
-                    reduction: Mapping[str, Any] | None, random_seed: int, fusion_variant: Any,
-                    parameters: Mapping[str, Any]) -> tuple[Pipeline, dict[str, Any], pd.DataFrame]:
-    """Per fold: choose the model on that fold's validation clips, fit it (block scaling, optional
-    PCA, classifier; for late fusion one such model per group of streams) on its training clips
-    only, then predict its test clips once. Returns the first fold's fitted pipeline, its model
-    card and every test prediction (with speaker-independent folds, each clip is predicted once, by
-    a model that never heard its speaker). Inputs made with other settings than the run's
-    `parameters` are refused first (`check_model_inputs`).
+                    data_split_settings: Mapping[str, Any], classifier_options: Mapping[str, Any],
+                    reduction_options: Mapping[str, Any] | None, random_seed: int,
+                    fusion_variant_options: Any, parameters: Mapping[str, Any]
+                    ) -> tuple[Pipeline, dict[str, Any], pd.DataFrame]:
+    """Per fold: the model chosen on that fold's validation clips and fitted on its training clips
+    only (`select_and_fit`), then its predictions of the fold's test clips, made once. Returns the
+    first fold's fitted pipeline, its model card and every test prediction (with
+    speaker-independent folds, each clip is predicted once, by a model that never heard its
+    speaker). Inputs made with other settings than the run's `parameters` are refused first
+    (`check_model_inputs`).
 
     The model card holds what predicting new audio must reproduce, the label order and how every
     feature stream was made, what was chosen on each fold's validation clips and the split used."""
-    check_model_inputs(fused_features, data_split_settings, fusion_variant, parameters)
+    check_model_inputs(fused_features, data_split_settings, fusion_variant_options, parameters)
     metadata = fused_features.metadata
-    blocks = metadata.get("blocks") or [{"stream": "features", "start": 0,
-                                         "stop": fused_features.values.shape[1], "weight": 1.0}]
-    groups = metadata.get("groups")
-    balanced = metadata.get("block_scaling", "balanced") == "balanced"
     first_model, model_card, predictions, selections = None, {}, [], []
     folds = sorted(data_split["fold"].unique())
     for fold in folds:
-        rows = data_split[data_split["fold"] == fold]
-        # Labels from this fold's own rows: a clip tested here is a training clip of another fold.
-        emotion = dict(zip(rows["clip_id"], rows["emotion"], strict=True))
         started = time.perf_counter()
-
-        def subset(name: str, rows: pd.DataFrame = rows, emotion: dict = emotion
-                   ) -> tuple[np.ndarray, np.ndarray]:
-            positions = _rows(fused_features, rows.loc[rows["subset"] == name, "clip_id"])
-            return (_read_rows(fused_features.values, positions),
-                    np.array([emotion[c] for c in fused_features.clip_ids[positions]]))
-
-        model, selection = select_and_fit(blocks, groups, classifier, reduction, balanced, random_seed,
-                                          subset("train"), subset("validation"))
+        rows, emotion = fold_rows(data_split, fold)
+        model, selection = select_and_fit(metadata, classifier_options, reduction_options, random_seed,
+                                          read_subset(fused_features, rows, emotion, "train")[:2],
+                                          read_subset(fused_features, rows, emotion, "validation")[:2])
         selections.append({"fold": int(fold), **selection})
-        test = _rows(fused_features, rows.loc[rows["subset"] == "test", "clip_id"])
-        X_test = _read_rows(fused_features.values, test)
-        frame = pd.DataFrame({"fold": fold, "clip_id": fused_features.clip_ids[test],
-                              "emotion": [emotion[c] for c in fused_features.clip_ids[test]],
-                              "predicted": model.predict(X_test)})
-        if hasattr(model, "predict_proba"):  # not an SVM with probability: false
-            frame = frame.join(pd.DataFrame(model.predict_proba(X_test),
-                                            columns=[f"p_{label}" for label in model.classes_]))
-        predictions.append(frame)
+        X_test, y_test, test_ids = read_subset(fused_features, rows, emotion, "test")
+        table = prediction_table(model, X_test, pd.DataFrame({"fold": fold, "clip_id": test_ids,
+                                                              "emotion": y_test}))
+        predictions.append(table)
         chosen = ", ".join(f"{key} {value}" for key, value in selection["chosen"].items())
         logger.info("Fold %d/%d: %svalidation UAR %.3f; tested on %d clips: accuracy %.3f (%.1f s)",
                     fold + 1, len(folds),
                     f"chose {chosen} of {selection['candidates']} candidates, " if chosen else "",
-                    selection["validation_uar"], len(test),
-                    float((frame["emotion"] == frame["predicted"]).mean()), time.perf_counter() - started)
+                    selection["validation_uar"], len(test_ids),
+                    float((table["emotion"] == table["predicted"]).mean()), time.perf_counter() - started)
         if first_model is None:
             first_model = model
             model_card = {"classes": [str(label) for label in model.classes_],
-                          "classifier": dict(classifier), "reduction": dict(reduction or {}),
+                          "classifier": dict(classifier_options), "reduction": dict(reduction_options or {}),
                           "fold": int(fold), "features": metadata}
     model_card["model_selection"] = selections
     model_card["split"] = split_used(data_split, data_split_settings)
-    predictions = pd.concat(predictions, ignore_index=True)
-    # A fold whose training clips lacked an emotion gives it no probability column: it had none.
-    return first_model, model_card, predictions.fillna(
-        {column: 0.0 for column in predictions if column.startswith("p_")})
+    return first_model, model_card, combined_predictions(predictions)
 
 
 def describe_features(features: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -371,7 +371,8 @@ def describe_choices(model_selection: Sequence[Mapping[str, Any]]) -> str:
     return "; ".join(described)
 
 
-def summarise_classification_metrics(fusion_variants: Mapping[str, Any], **models: Any) -> pd.DataFrame:
+def summarise_classification_metrics(fusion_variant_options: Mapping[str, Any], **models: Any
+                                     ) -> pd.DataFrame:
     """One row per model, best unweighted average recall first, each compared with its reference
     and with the best model without the CNN stream (`compare_with_references`). The split of each
     row is the one its model was scored on, from its metrics, not from this run's parameters.
@@ -407,7 +408,7 @@ def summarise_classification_metrics(fusion_variants: Mapping[str, Any], **model
     variants = {instance.split("__", 1)[0]: [block["stream"] for block in scores["features"]]
                 for instance, scores in models.items() if not instance.endswith(PREDICTIONS_KEY_SUFFIX)}
     summary = compare_with_references(summary.reset_index(drop=True), predictions,
-                                      {**variants, **fusion_variants})
+                                      {**variants, **fusion_variant_options})
     return summary
 
 

@@ -1,10 +1,7 @@
-import warnings
-
 from kedro.pipeline import Pipeline, node, pipeline
 
-from emofusion.configuration import pipeline_parameters
+from emofusion.instances import dotted_dataset_names, every_model, outputs_by_model, pipeline_parameters
 
-from ..modelling.pipeline import every_model, outputs_by_model
 from .nodes import confusion_matrix_figure, html_report, model_comparison_figure, per_class_f1_figure
 
 
@@ -13,9 +10,7 @@ def create_pipeline(**kwargs) -> Pipeline:
     and fine_tuning pipelines train, the comparisons across them and the HTML report."""
     instances = every_model(kwargs.get("parameters") or pipeline_parameters())
     metrics = outputs_by_model(instances)
-    with warnings.catch_warnings():
-        # Inputs named by other namespaces, dotted as Kedro names them (see modelling).
-        warnings.filterwarnings("ignore", message="One or more dataset names contain '.'")
+    with dotted_dataset_names():
         confusion_matrices = [
             pipeline([node(confusion_matrix_figure, inputs="classification_metrics",
                            outputs="confusion_matrix", name="confusion_matrix_figure")],

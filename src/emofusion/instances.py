@@ -1,0 +1,207 @@
+"""The generated instances, in one place: which fusion variants, models (every fusion variant with
+every classifier) and fine-tuned models the active configuration names, the rules for their names,
+and the catalog names of their outputs. Pipelines, hooks, validation and the CLI ask this module,
+and nothing else, which instances there are.
+
+Kedro hands parameters to nodes only when they run; the namespaced pipelines, though, must exist
+before that. Kedro builds its pipeline registry lazily, at the first look-up of a pipeline, and
+every command with a session (`kedro run`, `emofusion predict`, `kedro viz`, notebooks) creates the
+session's context before that look-up. So the context (emofusion.configuration.ProjectContext)
+hands its configuration loader, which knows the environment (`--env`, KEDRO_ENV or the default
+`local`) and the `--params`, to `use_session_configuration()`, and `pipeline_parameters()` reads
+it: the pipelines are built from the same parameters as the nodes get. Without a session (`kedro
+registry list`, tests), the environment is the one in KEDRO_ENV.
+
+Every pipeline's pipeline.py imports this module, and a pipeline package imports its pipeline.py
+when it is imported. So this module imports the pipelines' own checks (fusion's variant layout,
+modelling's classifiers, fine-tuning's entries) when it calls them, never when it is imported:
+no import cycle can form, whichever module is imported first."""
+
+from __future__ import annotations
+
+import importlib
+import os
+import pkgutil
+import warnings
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from kedro.config import AbstractConfigLoader
+from kedro.framework.project import settings
+from kedro.pipeline import Pipeline
+
+from emofusion.errors import ClassifierConfigError, FineTuningConfigError, FusionConfigError
+
+# The configuration loader of the latest context in this process, and where the pipelines were last
+# read from (conf_source, env, runtime parameters).
+_session_loader: AbstractConfigLoader | None = None
+_last_read: tuple[str, str | None, dict[str, Any]] | None = None
+
+
+def use_session_configuration(loader: AbstractConfigLoader) -> bool:
+    """Build the pipelines from now on from this loader's configuration (a new session's). True
+    when pipelines were already built in this process from another configuration (another session,
+    another environment): Kedro's registry caches them, so it must build them again."""
+    global _session_loader
+    _session_loader = loader
+    return _last_read is not None and _last_read != _source(loader)
+
+
+def pipeline_parameters(project_path: Path | None = None) -> dict[str, Any]:
+    """The parameters the pipelines are built from: those of the session's context, or, given a
+    `project_path` or without a session, `conf/base` merged with the environment in KEDRO_ENV
+    (default `local`)."""
+    global _last_read
+    loader = _session_loader
+    if project_path is not None or loader is None:
+        conf_source = Path(project_path or Path.cwd()) / settings.CONF_SOURCE
+        loader = settings.CONFIG_LOADER_CLASS(conf_source=str(conf_source), env=os.environ.get("KEDRO_ENV"),
+                                              **settings.CONFIG_LOADER_ARGS)
+    _last_read = _source(loader)
+    return loader["parameters"]
+
+
+def _source(loader: AbstractConfigLoader) -> tuple[str, str | None, dict[str, Any]]:
+    return str(loader.conf_source), loader.env, loader.runtime_params
+
+
+def check_name(name: str, what: str, error: type[Exception]) -> None:
+    """A variant, classifier or fine-tuned model becomes part of dataset and pipeline names, where
+    `.` separates namespaces and `__` separates a variant from its classifier in node inputs."""
+    if not name.isidentifier() or "__" in name:
+        raise error(f"{what} name '{name}' must be a Python identifier (letters, digits, single "
+                    "underscores): it becomes part of dataset and pipeline names")
+
+
+def validated_fusion_variants(fusion_variants: Mapping[str, Any],
+                              block_weights: Mapping[str, float]) -> dict[str, dict[str, Any]]:
+    """Each variant's layout (fusion's `variant_layout`), its streams checked against the keys of
+    `block_weights`.
+
+    A variant set to null is left out: an environment's parameters are merged into base's key by
+    key, so `<variant>: null` is how an environment (e.g. conf/paper) switches off a variant of
+    conf/base."""
+    from emofusion.pipelines.fusion.nodes import variant_layout
+
+    variants = {}
+    for variant, spec in (fusion_variants or {}).items():
+        if spec is None:
+            continue
+        check_name(variant, "fusion variant", FusionConfigError)
+        layout = variant_layout(variant, spec)
+        streams = layout["streams"]
+        unknown = [stream for stream in streams if stream not in block_weights]
+        if unknown:
+            raise FusionConfigError(
+                f"fusion variant '{variant}' names unknown feature stream(s) {unknown}; known streams "
+                f"(the keys of `block_weights`): {sorted(block_weights)}")
+        if len(set(streams)) != len(streams):
+            raise FusionConfigError(f"fusion variant '{variant}' names a stream twice: {streams}")
+        variants[variant] = layout
+    if not variants:
+        raise FusionConfigError("`fusion_variants` is empty (or all null): name at least one list of "
+                                "feature streams")
+    return variants
+
+
+def model_instances(parameters: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """(variant, classifier) for every fusion variant and every entry of `classifiers`, checked so
+    that an unknown kind or option fails here, before anything runs.
+
+    Entries set to null are left out, as in `validated_fusion_variants`: an environment merged
+    into conf/base key by key switches off a classifier with `<classifier>: null`."""
+    from emofusion.pipelines.modelling.classifiers import (
+        build_classifier,
+        validated_reduction,
+        validated_search,
+    )
+
+    variants = validated_fusion_variants(parameters["fusion_variants"], parameters["block_weights"])
+    classifiers = {name: options for name, options in parameters["classifiers"].items()
+                   if options is not None}
+    streams = sorted(parameters["block_weights"])
+    validated_reduction(parameters.get("reduction"), streams)
+    for name, options in classifiers.items():
+        check_name(name, "classifier", ClassifierConfigError)
+        build_classifier(options, 0)
+        validated_search(options, streams)
+    return [(variant, classifier) for variant in variants for classifier in classifiers]
+
+
+def fine_tuning_entries(parameters: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """name -> entry, for every entry of `fine_tuning.models` switched on (fine-tuning's
+    `model_entries`: none unless `fine_tuning.enabled`), its name and settings checked."""
+    from emofusion.pipelines.fine_tuning.config import model_entries
+
+    entries = model_entries(parameters)
+    for name in entries:
+        check_name(name, "fine_tuning model", FineTuningConfigError)
+    return entries
+
+
+def fine_tuned_variant(name: str, entry: Mapping[str, Any]) -> str:
+    """The `variant` of a fine-tuned model in the summary and the catalog (`modelling.<variant>.<name>`):
+    its input dataset, or for late fusion the fusion variant's streams and the spectrogram."""
+    from emofusion.pipelines.fine_tuning.config import LATE_FUSION, NETWORK_INPUT
+
+    return NETWORK_INPUT if entry["kind"] != LATE_FUSION else f"{entry['variant']}_spectrogram_late"
+
+
+def fine_tuned_models(parameters: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """(variant, name) of every fine-tuned model, as modelling's (variant, classifier): their outputs
+    are `modelling.<variant>.<name>.*`, so the summary, the report and `emofusion predict` read them
+    as any other model's. Entries are checked here, before anything runs."""
+    return [(fine_tuned_variant(name, entry), name)
+            for name, entry in fine_tuning_entries(parameters).items()]
+
+
+def every_model(parameters: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """Modelling's (variant, classifier) instances and the fine-tuned models, which write their
+    outputs under the same names: the summary and the report cover them all alike."""
+    return model_instances(parameters) + fine_tuned_models(parameters)
+
+
+def fused_features_name(variant: str) -> str:
+    """The catalog name of a fusion variant's features (the fusion pipeline's output)."""
+    return f"fusion.{variant}.fused_features"
+
+
+def model_dataset(variant: str, classifier: str, output: str) -> str:
+    """The catalog name of one output of a model (`trained_model`, `model_card`,
+    `test_predictions`, `classification_metrics`), fine-tuned or not."""
+    return f"modelling.{variant}.{classifier}.{output}"
+
+
+def outputs_by_model(instances: list[tuple[str, str]], output: str = "classification_metrics",
+                     key_suffix: str = "") -> dict[str, str]:
+    """`<variant>__<classifier><key_suffix>` -> that model's `output` dataset: the keyword inputs of
+    nodes that read one output of every model (a suffix keeps two outputs apart in one node)."""
+    return {f"{variant}__{classifier}{key_suffix}": model_dataset(variant, classifier, output)
+            for variant, classifier in instances}
+
+
+def trained_models(catalog: Any, parameters: Mapping[str, Any]) -> list[str]:
+    """`variant.classifier` of every model the configuration names (fine-tuned ones included) that
+    has a model file."""
+    return [f"{variant}.{classifier}" for variant, classifier in every_model(parameters)
+            if catalog.exists(model_dataset(variant, classifier, "trained_model"))]
+
+
+@contextmanager
+def dotted_dataset_names() -> Iterator[None]:
+    """Wiring instances to other namespaces' datasets: their names are dotted as Kedro names them,
+    and Kedro warns about any dotted name it did not make itself."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="One or more dataset names contain '.'")
+        yield
+
+
+def every_pipeline() -> dict[str, Pipeline]:
+    """Each folder of emofusion.pipelines, built: during a run Kedro's own registry holds only the
+    pipelines that were asked for."""
+    import emofusion.pipelines as package
+
+    return {module.name: importlib.import_module(f"{package.__name__}.{module.name}").create_pipeline()
+            for module in pkgutil.iter_modules(package.__path__) if module.ispkg}
