@@ -151,14 +151,19 @@ def _predict(paths: tuple[Path, ...], model_name: str | None, hop_s: float | Non
              params: dict, same_speaker: bool, speakers_table: Path | None, per_window: bool, verbose: bool
              ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The predictions (per file, or per window) and the files that could not be used, with why."""
-    from kedro.framework.project import pipelines
     from kedro.framework.session import KedroSession
     from kedro.framework.startup import bootstrap_project
     from kedro.io import DatasetError
 
     from emofusion.errors import ModelMismatchError, SpeakersNeededError
-    from emofusion.inference import audio_files, needs_speakers, predict_emotions, speakers_from_csv
-    from emofusion.instances import trained_models
+    from emofusion.inference import (
+        FEATURE_PIPELINES,
+        audio_files,
+        needs_speakers,
+        predict_emotions,
+        speakers_from_csv,
+    )
+    from emofusion.instances import every_pipeline, trained_models
 
     project = Path.cwd()
     files, missing = audio_files(paths)
@@ -196,7 +201,8 @@ def _predict(paths: tuple[Path, ...], model_name: str | None, hop_s: float | Non
             click.echo("This model does not standardise features per speaker: the speakers change nothing.",
                        err=True)
         try:
-            table, windows, rejected = (predict_emotions(files, variant, model, model_card, pipelines,
+            table, windows, rejected = (predict_emotions(files, variant, model, model_card,
+                                                         every_pipeline(FEATURE_PIPELINES),
                                                          context.params, speakers, hop_s)
                                         if files else (pd.DataFrame(columns=["file", "emotion"]),) * 2
                                         + (pd.DataFrame(columns=["clip_id", "reason"]),))

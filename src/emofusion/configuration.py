@@ -1,10 +1,13 @@
-"""The project's context class: it checks every parameter before anything is built or run, and has
-the pipelines built from its configuration (emofusion.instances)."""
+"""The project's context and configuration loader classes: the context checks every parameter before
+anything is built or run and has the pipelines built from its configuration (emofusion.instances);
+the loader reads the parameters once per session."""
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
+from kedro.config import OmegaConfigLoader
 from kedro.framework.context import KedroContext
 from kedro.framework.project import pipelines
 
@@ -28,3 +31,25 @@ class ProjectContext(KedroContext):
         # Every setting, --params included, before a pipeline is built or a node runs (the loader's
         # parameters: Kedro's `params` would build every pipeline first).
         validate_parameters(self.config_loader["parameters"], self.project_path)
+
+    @property
+    def params(self) -> dict[str, Any]:
+        """The parameters, `--params` included, without Kedro's check of them against the type
+        hints of every node. Kedro builds every pipeline for that check whenever `params` is read
+        outside a run (a one-file `emofusion predict`, a notebook), and no node here takes a typed
+        settings object: they take mappings, which emofusion.validation has checked already."""
+        return self.config_loader["parameters"]
+
+
+class ProjectConfigLoader(OmegaConfigLoader):
+    """Kedro's OmegaConfigLoader, reading and merging the parameter files once per session instead
+    of at every look-up: the context, its catalog, the validation and each pipeline's
+    `create_pipeline` all ask for them, which cost a one-file `emofusion predict` about half a
+    second. Each caller gets its own copy, since Kedro merges `--params` into the one it gets."""
+
+    def __getitem__(self, key: str) -> Any:
+        if key != "parameters" or key in self:  # other files, or parameters set on the loader
+            return super().__getitem__(key)
+        if "_parameters" not in self.__dict__:
+            self._parameters = super().__getitem__(key)
+        return copy.deepcopy(self._parameters)

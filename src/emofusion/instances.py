@@ -23,7 +23,7 @@ import importlib
 import os
 import pkgutil
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -198,10 +198,12 @@ def dotted_dataset_names() -> Iterator[None]:
         yield
 
 
-def every_pipeline() -> dict[str, Pipeline]:
-    """Each folder of emofusion.pipelines, built: during a run Kedro's own registry holds only the
-    pipelines that were asked for."""
+def every_pipeline(names: Collection[str] | None = None) -> dict[str, Pipeline]:
+    """Each folder of emofusion.pipelines (or those `names`), built: during a run Kedro's own
+    registry holds only the pipelines that were asked for, and `emofusion predict` needs only the
+    feature pipelines, not the cost of building every model's."""
     import emofusion.pipelines as package
 
     return {module.name: importlib.import_module(f"{package.__name__}.{module.name}").create_pipeline()
-            for module in pkgutil.iter_modules(package.__path__) if module.ispkg}
+            for module in pkgutil.iter_modules(package.__path__)
+            if module.ispkg and (names is None or module.name in names)}

@@ -2,9 +2,7 @@
 
 import warnings
 
-from kedro.config import OmegaConfigLoader
-
-from emofusion.configuration import ProjectContext
+from emofusion.configuration import ProjectConfigLoader, ProjectContext
 from emofusion.hooks import MissingInputHooks, NodeTimingHooks, SummaryLastHooks
 
 # Kedro 1.7's own configuration loader calls OmegaConf's deprecated register_new_resolver for every
@@ -16,7 +14,7 @@ HOOKS = (NodeTimingHooks(), MissingInputHooks(), SummaryLastHooks())
 # Builds the fusion and modelling pipelines from the session's environment (see configuration.py).
 CONTEXT_CLASS = ProjectContext
 
-CONFIG_LOADER_CLASS = OmegaConfigLoader
+CONFIG_LOADER_CLASS = ProjectConfigLoader
 CONFIG_LOADER_ARGS = {
     "base_env": "base",
     "default_run_env": "local",

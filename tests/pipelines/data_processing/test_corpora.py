@@ -21,12 +21,6 @@ from emofusion.pipelines.data_processing.nodes import build_corpus_manifest
 SR = 8000
 
 
-@pytest.fixture
-def params(parameters):
-    """The project's parameters, under the name these tests know them by."""
-    return parameters
-
-
 @pytest.fixture(scope="module")
 def wav_bytes(tmp_path_factory):
     """One tiny real WAV (0.1 s of a tone); every clip in these trees is a copy of it."""
@@ -53,15 +47,15 @@ def make_tree(wav_bytes):
     return make
 
 
-def build(params, corpora, sources, *, emotions=None, seed=42):
+def build(parameters, corpora, sources, *, emotions=None, seed=42):
     """build_corpus_manifest with the real label maps and vocabulary."""
     return build_corpus_manifest(
         corpora=corpora,
         corpus_sources=sources,
-        label_maps=params["label_maps"],
-        emotion_vocabulary=params["emotion_vocabulary"],
-        emotions=params["emotions"] if emotions is None else emotions,
-        demo_corpus_options=params["demo_corpus"],
+        label_maps=parameters["label_maps"],
+        emotion_vocabulary=parameters["emotion_vocabulary"],
+        emotions=parameters["emotions"] if emotions is None else emotions,
+        demo_corpus_options=parameters["demo_corpus"],
         random_seed=seed,
     )
 
@@ -73,7 +67,7 @@ def by_name(clips: pd.DataFrame) -> dict[str, dict]:
 # --- one test per naming scheme -------------------------------------------------------------
 
 
-def test_ravdess_fields_and_label_map(tmp_path, make_tree, params):
+def test_ravdess_fields_and_label_map(tmp_path, make_tree, parameters):
     root = make_tree(tmp_path / "ravdess", [
         "Actor_01/03-01-05-02-01-01-01.wav",
         "Actor_02/03-01-03-01-02-02-02.wav",
@@ -84,7 +78,7 @@ def test_ravdess_fields_and_label_map(tmp_path, make_tree, params):
     rows = by_name(clips)
     first = rows["03-01-05-02-01-01-01.wav"]
     assert first["source_label"] == "05"
-    assert params["label_maps"]["ravdess"][first["source_label"]] == "angry"
+    assert parameters["label_maps"]["ravdess"][first["source_label"]] == "angry"
     assert first["speaker"] == "ravdess:01"
     assert first["gender"] == "male"
     assert first["statement"] == "01"
@@ -96,7 +90,7 @@ def test_ravdess_fields_and_label_map(tmp_path, make_tree, params):
     assert second["gender"] == "female"
     assert second["statement"] == "02"
 
-    manifest, _ = build(params, ["ravdess"], {"ravdess": {"reader": "ravdess", "path": str(root)}})
+    manifest, _ = build(parameters, ["ravdess"], {"ravdess": {"reader": "ravdess", "path": str(root)}})
     assert list(manifest.columns) == CLIP_COLUMNS
     assert dict(zip(manifest["clip_id"], manifest["emotion"], strict=True)) == {
         "ravdess/Actor_01/03-01-05-02-01-01-01": "angry",
@@ -113,7 +107,7 @@ def test_ravdess_odd_and_even_actors_give_gender():
 CREMA_FILES = ["1001_DFA_ANG_XX.wav", "1002_IEO_HAP_HI.wav", "1003_TIE_SAD_LO.wav"]
 
 
-def test_crema_d_with_demographics_gives_gender(tmp_path, make_tree, params):
+def test_crema_d_with_demographics_gives_gender(tmp_path, make_tree, parameters):
     root = make_tree(tmp_path / "crema_d", CREMA_FILES)
     pd.DataFrame({"ActorID": ["1001", "1002", "1003"], "Sex": ["Male", "Female", "Male"],
                   "Age": [51, 21, 33]}).to_csv(root / "VideoDemographics.csv", index=False)
@@ -123,7 +117,7 @@ def test_crema_d_with_demographics_gives_gender(tmp_path, make_tree, params):
     assert rows["1001_DFA_ANG_XX.wav"]["speaker"] == "crema_d:1001"
     assert rows["1001_DFA_ANG_XX.wav"]["statement"] == "DFA"
     assert rows["1001_DFA_ANG_XX.wav"]["source_label"] == "ANG"
-    assert params["label_maps"]["crema_d"]["ANG"] == "angry"
+    assert parameters["label_maps"]["crema_d"]["ANG"] == "angry"
     assert {name: row["gender"] for name, row in rows.items()} == {
         "1001_DFA_ANG_XX.wav": "male", "1002_IEO_HAP_HI.wav": "female", "1003_TIE_SAD_LO.wav": "male",
     }
@@ -146,14 +140,14 @@ def test_crema_d_without_demographics_has_no_gender(tmp_path, make_tree):
     assert clips["speaker"].notna().all()
 
 
-def test_savee_flat_names(tmp_path, make_tree, params):
+def test_savee_flat_names(tmp_path, make_tree, parameters):
     root = make_tree(tmp_path / "savee", ["DC_sa01.wav", "DC_su02.wav", "JE_a03.wav", "KL_n01.wav"])
     clips, rejected = scan_corpus("savee", {"reader": "savee", "path": str(root)})
     assert rejected.empty
     rows = by_name(clips)
     labels = {name: row["source_label"] for name, row in rows.items()}
     assert labels == {"DC_sa01.wav": "sa", "DC_su02.wav": "su", "JE_a03.wav": "a", "KL_n01.wav": "n"}
-    mapping = params["label_maps"]["savee"]
+    mapping = parameters["label_maps"]["savee"]
     assert [mapping[labels[n]] for n in ["DC_sa01.wav", "DC_su02.wav", "JE_a03.wav"]] == [
         "sad", "surprised", "angry"]
     assert rows["DC_sa01.wav"]["speaker"] == "savee:DC"
@@ -183,7 +177,7 @@ def test_savee_nested_name_outside_speaker_folder_is_rejected(tmp_path, make_tre
     assert sorted(rejected["clip_id"]) == ["savee/a02", "savee/lower/a03"]
 
 
-def test_tess_names(tmp_path, make_tree, params):
+def test_tess_names(tmp_path, make_tree, parameters):
     root = make_tree(tmp_path / "tess", [
         "OAF_angry/OAF_back_angry.wav",
         "YAF_pleasant_surprised/YAF_dog_ps.wav",
@@ -198,13 +192,13 @@ def test_tess_names(tmp_path, make_tree, params):
     assert rows["YAF_dog_ps.wav"]["speaker"] == "tess:YAF"
     assert set(clips["gender"]) == {"female"}
 
-    manifest, _ = build(params, ["tess"], {"tess": {"reader": "tess", "path": str(root)}})
+    manifest, _ = build(parameters, ["tess"], {"tess": {"reader": "tess", "path": str(root)}})
     emotions = dict(zip(manifest["path"].map(lambda p: Path(p).name), manifest["emotion"], strict=True))
     assert emotions == {"OAF_back_angry.wav": "angry", "YAF_dog_ps.wav": "surprised",
                         "YAF_bean_fear.wav": "fearful"}
 
 
-def test_emodb_names(tmp_path, make_tree, params):
+def test_emodb_names(tmp_path, make_tree, parameters):
     root = make_tree(tmp_path / "emodb", ["wav/03a01Fa.wav", "wav/08a01Wa.wav"])
     clips, rejected = scan_corpus("emodb", {"reader": "emodb", "path": str(root)})
     assert rejected.empty
@@ -213,7 +207,7 @@ def test_emodb_names(tmp_path, make_tree, params):
     assert (happy["speaker"], happy["gender"], happy["statement"]) == ("emodb:03", "male", "a01")
     assert (angry["speaker"], angry["gender"]) == ("emodb:08", "female")
 
-    manifest, _ = build(params, ["emodb"], {"emodb": {"reader": "emodb", "path": str(root)}})
+    manifest, _ = build(parameters, ["emodb"], {"emodb": {"reader": "emodb", "path": str(root)}})
     emotions = dict(zip(manifest["path"].map(lambda p: Path(p).name), manifest["emotion"], strict=True))
     assert emotions == {"03a01Fa.wav": "happy", "08a01Wa.wav": "angry"}
 
@@ -325,21 +319,21 @@ def test_unknown_reader_raises(tmp_path):
         scan_corpus("x", {"reader": "iemocap", "path": str(tmp_path)})
 
 
-def test_unknown_corpus_name_raises(params):
+def test_unknown_corpus_name_raises(parameters):
     with pytest.raises(CorpusError, match="not defined"):
-        build(params, ["nope"], {})
+        build(parameters, ["nope"], {})
 
 
 # --- build_corpus_manifest --------------------------------------------------------------------
 
 
-def test_build_combines_two_corpora(tmp_path, make_tree, params):
+def test_build_combines_two_corpora(tmp_path, make_tree, parameters):
     ravdess = make_tree(tmp_path / "ravdess", ["Actor_01/03-01-05-02-01-01-01.wav",
                                                "Actor_01/03-01-04-02-01-01-01.wav"])
     emodb = make_tree(tmp_path / "emodb", ["03a01Fa.wav", "08a01Wa.wav", "08a02La.wav", "bad.wav"])
     sources = {"ravdess": {"reader": "ravdess", "path": str(ravdess)},
                "emodb": {"reader": "emodb", "path": str(emodb)}}
-    manifest, rejected = build(params, ["ravdess", "emodb"], sources)
+    manifest, rejected = build(parameters, ["ravdess", "emodb"], sources)
     assert list(manifest.columns) == CLIP_COLUMNS
     assert manifest["clip_id"].is_monotonic_increasing
     assert manifest["corpus"].value_counts().to_dict() == {"ravdess": 2, "emodb": 2}
@@ -351,18 +345,18 @@ def test_build_combines_two_corpora(tmp_path, make_tree, params):
     assert list(rejected.columns) == REJECTION_COLUMNS
 
 
-def test_speakers_prefixed_by_corpus_keep_same_ids_apart(tmp_path, make_tree, params):
+def test_speakers_prefixed_by_corpus_keep_same_ids_apart(tmp_path, make_tree, parameters):
     a = make_tree(tmp_path / "a", ["angry/spk1/x.wav"])
     b = make_tree(tmp_path / "b", ["angry/spk1/x.wav"])
-    manifest, _ = build(params, ["a", "b"], {"a": {"reader": "folder", "path": str(a)},
+    manifest, _ = build(parameters, ["a", "b"], {"a": {"reader": "folder", "path": str(a)},
                                              "b": {"reader": "folder", "path": str(b)}})
     assert manifest["speaker"].tolist() == ["a:spk1", "b:spk1"]
     assert manifest["clip_id"].tolist() == ["a/angry/spk1/x", "b/angry/spk1/x"]
 
 
-def test_folder_unknown_labels_are_rejected_with_reason(tmp_path, make_tree, params):
+def test_folder_unknown_labels_are_rejected_with_reason(tmp_path, make_tree, parameters):
     root = make_tree(tmp_path / "mine", ["angry/a.wav", "Sad/b.wav", "excited/c.wav"])
-    manifest, rejected = build(params, ["mine"], {"mine": {"reader": "folder", "path": str(root)}})
+    manifest, rejected = build(parameters, ["mine"], {"mine": {"reader": "folder", "path": str(root)}})
     assert dict(zip(manifest["clip_id"], manifest["emotion"], strict=True)) == {
         "mine/angry/a": "angry", "mine/Sad/b": "sad"}
     assert rejected["clip_id"].tolist() == ["mine/excited/c"]
@@ -371,25 +365,25 @@ def test_folder_unknown_labels_are_rejected_with_reason(tmp_path, make_tree, par
     assert "label_map" in rejected["reason"].iloc[0]
 
 
-def test_folder_with_own_label_map(tmp_path, make_tree, params):
+def test_folder_with_own_label_map(tmp_path, make_tree, parameters):
     root = make_tree(tmp_path / "mine", ["anger/a.wav", "joy/b.wav"])
     source = {"reader": "folder", "path": str(root), "label_map": {"anger": "angry", "joy": "happy"}}
-    manifest, rejected = build(params, ["mine"], {"mine": source})
+    manifest, rejected = build(parameters, ["mine"], {"mine": source})
     assert sorted(manifest["emotion"]) == ["angry", "happy"]
     assert rejected.empty
 
 
-def test_emotions_that_select_nothing_raise(tmp_path, make_tree, params):
+def test_emotions_that_select_nothing_raise(tmp_path, make_tree, parameters):
     root = make_tree(tmp_path / "crema_d", CREMA_FILES)
     with pytest.raises(CorpusError, match="No clips selected"):
-        build(params, ["crema_d"], {"crema_d": {"reader": "crema_d", "path": str(root)}},
+        build(parameters, ["crema_d"], {"crema_d": {"reader": "crema_d", "path": str(root)}},
               emotions=["calm"])
 
 
-def test_emotions_outside_vocabulary_raise(tmp_path, make_tree, params):
+def test_emotions_outside_vocabulary_raise(tmp_path, make_tree, parameters):
     root = make_tree(tmp_path / "crema_d", CREMA_FILES)
     with pytest.raises(CorpusError, match="not in emotion_vocabulary"):
-        build(params, ["crema_d"], {"crema_d": {"reader": "crema_d", "path": str(root)}},
+        build(parameters, ["crema_d"], {"crema_d": {"reader": "crema_d", "path": str(root)}},
               emotions=["bored"])
 
 
@@ -400,14 +394,14 @@ def crema_tree(tmp_path, make_tree):
     return make_tree(tmp_path / "crema_d", names)
 
 
-def test_sample_fraction_is_stratified_and_reproducible(crema_tree, params):
-    full, _ = build(params, ["crema_d"], {"crema_d": {"reader": "crema_d", "path": str(crema_tree)}})
+def test_sample_fraction_is_stratified_and_reproducible(crema_tree, parameters):
+    full, _ = build(parameters, ["crema_d"], {"crema_d": {"reader": "crema_d", "path": str(crema_tree)}})
     assert full["emotion"].value_counts().to_dict() == {e: 20 for e in ["angry", "sad", "happy",
                                                                         "neutral"]}
     sources = {"crema_d": {"reader": "crema_d", "path": str(crema_tree), "sample_fraction": 0.25}}
-    first, _ = build(params, ["crema_d"], sources, seed=1)
-    again, _ = build(params, ["crema_d"], sources, seed=1)
-    other, _ = build(params, ["crema_d"], sources, seed=2)
+    first, _ = build(parameters, ["crema_d"], sources, seed=1)
+    again, _ = build(parameters, ["crema_d"], sources, seed=1)
+    other, _ = build(parameters, ["crema_d"], sources, seed=2)
     assert first["emotion"].value_counts().to_dict() == {e: 5 for e in ["angry", "sad", "happy",
                                                                         "neutral"]}
     pd.testing.assert_frame_equal(first, again)
@@ -415,10 +409,10 @@ def test_sample_fraction_is_stratified_and_reproducible(crema_tree, params):
     assert set(other["clip_id"]) != set(first["clip_id"])
 
 
-def test_sample_fraction_out_of_range_raises(crema_tree, params):
+def test_sample_fraction_out_of_range_raises(crema_tree, parameters):
     sources = {"crema_d": {"reader": "crema_d", "path": str(crema_tree), "sample_fraction": 1.5}}
     with pytest.raises(CorpusError, match="sample_fraction"):
-        build(params, ["crema_d"], sources)
+        build(parameters, ["crema_d"], sources)
 
 
 def test_same_clip_in_two_formats_is_rejected_once(tmp_path, make_tree):

@@ -27,12 +27,6 @@ from emofusion.pipelines.feature_extraction.nodes import (
 SR = 16000
 
 
-@pytest.fixture
-def params(parameters):
-    """The project's parameters, under the name these tests know them by."""
-    return parameters
-
-
 def polynomial_from_poles(poles):
     """A(z) = prod(1 - p z^-1) with conjugate pairs, so the coefficients are real."""
     all_poles = [r * np.exp(1j * w) for r, w in poles] + [r * np.exp(-1j * w) for r, w in poles]
@@ -130,10 +124,10 @@ def audio():
                      {"sample_rate": SR, "made_with": {"audio": {"sample_rate": SR}}})
 
 
-def test_feature_nodes_keep_clip_ids_and_shapes(audio, params):
-    mfcc = extract_mfcc(audio, dict(params["mfcc"], statistics=["mean", "std"]), n_jobs=1)
-    lpcc = extract_lpcc(audio, params["lpcc"], n_jobs=1)
-    log_mel = extract_log_mel_spectrogram(audio, params["log_mel_spectrogram"], n_jobs=1)
+def test_feature_nodes_keep_clip_ids_and_shapes(audio, parameters):
+    mfcc = extract_mfcc(audio, dict(parameters["mfcc"], statistics=["mean", "std"]), n_jobs=1)
+    lpcc = extract_lpcc(audio, parameters["lpcc"], n_jobs=1)
+    log_mel = extract_log_mel_spectrogram(audio, parameters["log_mel_spectrogram"], n_jobs=1)
     for feature in (mfcc, lpcc, log_mel):
         assert list(feature.clip_ids) == ["c/b", "c/a", "c/c"]
     assert mfcc.values.shape == (3, 80) and mfcc.values.dtype == np.float32
@@ -145,31 +139,32 @@ def test_feature_nodes_keep_clip_ids_and_shapes(audio, params):
     assert not np.allclose(mfcc.values[0], mfcc.values[1])
     # What each was made with, by parameter path, the audio's included: fusion checks it.
     assert mfcc.metadata["made_with"] == {"audio": {"sample_rate": SR},
-                                          "mfcc": dict(params["mfcc"], statistics=["mean", "std"])}
-    assert lpcc.metadata["made_with"] == {"audio": {"sample_rate": SR}, "lpcc": params["lpcc"]}
+                                          "mfcc": dict(parameters["mfcc"], statistics=["mean", "std"])}
+    assert lpcc.metadata["made_with"] == {"audio": {"sample_rate": SR}, "lpcc": parameters["lpcc"]}
     assert log_mel.metadata["made_with"] == {"audio": {"sample_rate": SR},
-                                             "log_mel_spectrogram": params["log_mel_spectrogram"]}
+                                             "log_mel_spectrogram": parameters["log_mel_spectrogram"]}
 
 
 @pytest.mark.parametrize(("stream", "width"), [("egemaps", 88), ("compare", 6373)])
-def test_opensmile_functionals_of_tones_have_the_set_s_width_and_finite_values(audio, params, stream, width):
-    features = extract_opensmile_functionals(audio, params["opensmile"][stream], n_jobs=1)
+def test_opensmile_functionals_of_tones_have_the_set_s_width_and_finite_values(audio, parameters, stream,
+                                                                              width):
+    features = extract_opensmile_functionals(audio, parameters["opensmile"][stream], n_jobs=1)
     assert list(features.clip_ids) == ["c/b", "c/a", "c/c"]
     assert features.values.shape == (3, width) and features.values.dtype == np.float32
     assert np.isfinite(features.values).all()
     assert len(features.metadata["columns"]) == width
-    assert features.metadata["parameters"] == params["opensmile"][stream]
+    assert features.metadata["parameters"] == parameters["opensmile"][stream]
     if stream == "egemaps":
         # Tones of 220, 440 and 880 Hz: pitch in semitones above 27.5 Hz is 36, 48 and 60.
         f0 = features.values[:, features.metadata["columns"].index("F0semitoneFrom27.5Hz_sma3nz_amean")]
         np.testing.assert_allclose(f0, [36, 48, 60], atol=0.2)
 
 
-def test_opensmile_refuses_clips_too_short_for_it_and_unknown_sets(params):
+def test_opensmile_refuses_clips_too_short_for_it_and_unknown_sets(parameters):
     short = ClipArray(np.array(["c/a"]), tone(220, seconds=0.02)[None, :],
                       {"sample_rate": SR, "duration_s": 0.02})
     with pytest.raises(ValueError, match="non-finite values for 1 clips"):
-        extract_opensmile_functionals(short, params["opensmile"]["egemaps"], n_jobs=1)
+        extract_opensmile_functionals(short, parameters["opensmile"]["egemaps"], n_jobs=1)
     with pytest.raises(ValueError, match="unknown openSMILE feature set 'eGeMAPS3'"):
         extract_opensmile_functionals(short, {"feature_set": "eGeMAPS3"}, n_jobs=1)
 
