@@ -4,15 +4,16 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from kedro.framework.cli.utils import find_run_command
-from kedro.framework.project import configure_project
-
 
 def main(*args, **kwargs) -> Any:
     from emofusion.cli import cli
 
     if sys.argv[1:2] and sys.argv[1] in cli.commands:
         return cli(*args, **kwargs)
+    # Kedro's own CLI only for `kedro run`: importing it costs `emofusion predict` a third of a second.
+    from kedro.framework.cli.utils import find_run_command
+    from kedro.framework.project import configure_project
+
     package_name = Path(__file__).parent.name
     configure_project(package_name)
 
