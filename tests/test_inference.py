@@ -5,15 +5,18 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from kedro.pipeline import Pipeline, node
 
 from emofusion.errors import SpeakersNeededError
 from emofusion.inference import (
     _per_file,
     audio_files,
+    features_of,
     needs_speakers,
     predict_emotions,
     speakers_from_csv,
 )
+from emofusion.instances import dotted_dataset_names
 
 
 class TrainedOnSpeakers:
@@ -100,3 +103,32 @@ def test_predict_reads_params_as_kedro_run_does():
         _runtime_params(context, option, "corpora")
     with pytest.raises(click.UsageError, match="Parameter key cannot be an empty string"):
         _runtime_params(context, option, "=3")
+
+
+def windows_of(corpus_manifest: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Each file one window, none rejected: the preprocessing's outputs as predict reads them."""
+    manifest = corpus_manifest.assign(source_clip_id=corpus_manifest["clip_id"], window_start_s=0.0)
+    return manifest, pd.DataFrame(columns=["clip_id", "reason"])
+
+
+def test_a_requested_dataset_that_another_is_made_from_is_returned_too():
+    # A late fusion of a fine-tuned network (spectrograms) with a fused CNN variant asks for the
+    # spectrograms and for features made from them: the runner must not free the first.
+    pipelines = {
+        "data_processing": Pipeline([node(windows_of, "corpus_manifest",
+                                          ["clip_manifest", "audio_rejections"])]),
+        "feature_extraction": Pipeline([node(lambda manifest: list(manifest["clip_id"]), "clip_manifest",
+                                             "log_mel_spectrogram")]),
+        "transfer_features": Pipeline([node(lambda spectrograms, stored: [f"cnn {s}" for s in spectrograms],
+                                            ["log_mel_spectrogram", "stored_transfer_features"],
+                                            "transfer_features")]),
+    }
+    with dotted_dataset_names():  # as fusion's namespaces name it
+        pipelines["fusion"] = Pipeline([node(lambda cnn: [f"fused {c}" for c in cnn], "transfer_features",
+                                             "fusion.mfcc_lpcc_cnn.fused_features")])
+    features, windows, rejected = features_of(
+        [Path("a.wav"), Path("b.wav")], ["log_mel_spectrogram", "fusion.mfcc_lpcc_cnn.fused_features"],
+        pipelines, {"audio": {"duration_s": 3.0}})
+    assert features == {"log_mel_spectrogram": ["a.wav", "b.wav"],
+                        "fusion.mfcc_lpcc_cnn.fused_features": ["fused cnn a.wav", "fused cnn b.wav"]}
+    assert list(windows["file"]) == ["a.wav", "b.wav"] and rejected.empty

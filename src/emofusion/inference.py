@@ -141,8 +141,20 @@ def features_of(files: Sequence[Path], datasets: Sequence[str], pipelines: Mappi
                             "start_s": windows["window_start_s"]})
     if windows.empty:  # every file was rejected: nothing to make features of
         return {}, windows, rejected
-    outputs = runner.run(steps - preprocessing, catalog)
-    return {name: outputs[name].load() for name in datasets}, windows, rejected
+    for name in datasets:  # kept, though a later step may read one (a network's spectrograms, by the CNN)
+        catalog[name] = KeptDataset()
+    runner.run(steps - preprocessing, catalog)
+    return {name: catalog[name].load() for name in datasets}, windows, rejected
+
+
+class KeptDataset(MemoryDataset):
+    """A feature that predict asked for, kept when the runner would release it: a runner frees each
+    in-memory dataset after the last step that reads it, so a requested dataset that another
+    requested one is made from (the spectrograms of a fine-tuned network, which the CNN features of a
+    fused variant are made from too) would be gone before it could be returned."""
+
+    def _release(self) -> None:
+        pass
 
 
 def model_inputs(variant: str, model_card: Mapping[str, Any]) -> dict[str, Any]:
