@@ -163,7 +163,7 @@ def _predict(paths: tuple[Path, ...], model_name: str | None, hop_s: float | Non
         predict_emotions,
         speakers_from_csv,
     )
-    from emofusion.instances import every_pipeline, trained_models
+    from emofusion.instances import every_pipeline, model_dataset, trained_models
 
     project = Path.cwd()
     files, missing = audio_files(paths)
@@ -188,8 +188,8 @@ def _predict(paths: tuple[Path, ...], model_name: str | None, hop_s: float | Non
                                        + ", ".join(trained))
         variant, _, classifier = model_name.partition(".")
         try:
-            model = catalog.load(f"modelling.{variant}.{classifier}.trained_model")
-            model_card = catalog.load(f"modelling.{variant}.{classifier}.model_card")
+            model = catalog.load(model_dataset(variant, classifier, "trained_model"))
+            model_card = catalog.load(model_dataset(variant, classifier, "model_card"))
         except DatasetError as error:
             raise click.ClickException(
                 f"model '{model_name}' is incomplete or missing (it needs its trained model and its model "
