@@ -26,6 +26,7 @@ from emofusion.errors import ModelMismatchError, SpeakersNeededError
 from emofusion.instances import dotted_dataset_names, fused_features_name
 from emofusion.pipelines.data_processing.corpora import AUDIO_EXTENSIONS, CLIP_COLUMNS, list_audio
 from emofusion.pipelines.fusion.nodes import variant_layout
+from emofusion.pipelines.fusion.pipeline import SPEAKER_NORMALISED_SPECTROGRAMS
 from emofusion.pipelines.modelling.classifiers import prediction_table
 
 # Facts about a run, not settings: they differ between runs that make identical features.
@@ -82,7 +83,7 @@ def needs_speakers(parameters: Mapping[str, Any]) -> set[str]:
     per speaker (a fusion variant's, or the spectrograms of a fine-tuned network): they need the
     speakers."""
     from emofusion.instances import fine_tuned_variant, fine_tuning_entries, model_instances
-    from emofusion.pipelines.fine_tuning.config import LATE_FUSION, SPEAKER_NORMALISED_INPUT, network_input
+    from emofusion.pipelines.fine_tuning.config import LATE_FUSION, network_input
 
     normalised = {variant for variant, spec in parameters["fusion_variants"].items()
                   if spec is not None and variant_layout(variant, spec)["speaker_normalisation"] == "speaker"}
@@ -90,7 +91,7 @@ def needs_speakers(parameters: Mapping[str, Any]) -> set[str]:
               if variant in normalised}
     for name, entry in fine_tuning_entries(parameters).items():
         spectrograms = entry["network_input"] if entry["kind"] == LATE_FUSION else network_input(entry)
-        if spectrograms == SPEAKER_NORMALISED_INPUT or entry.get("variant") in normalised:
+        if spectrograms == SPEAKER_NORMALISED_SPECTROGRAMS or entry.get("variant") in normalised:
             models.add(f"{fine_tuned_variant(name, entry)}.{name}")
     return models
 

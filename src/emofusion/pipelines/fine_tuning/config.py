@@ -26,16 +26,16 @@ AUGMENTATION_KEYS = (
     "frequency_mask_width",
     "time_shift",
 )
-NETWORK_INPUT = "log_mel_spectrogram"  # the dataset a network reads
-# ... or, with `speaker_normalisation: speaker`, the spectrograms with each mel band standardised by
-# the clip's own speaker's statistics, which the fusion pipeline makes
-SPEAKER_NORMALISED_INPUT = SPEAKER_NORMALISED_SPECTROGRAMS
+NETWORK_INPUT = "log_mel_spectrogram"  # the dataset a network reads (see `network_input`)
 SPEAKER_NORMALISATIONS = ("none", "speaker")
 
 
 def network_input(settings: Mapping[str, Any]) -> str:
-    """The spectrogram dataset a checked network entry trains, validates, tests and predicts on."""
-    return SPEAKER_NORMALISED_INPUT if settings["speaker_normalisation"] == "speaker" else NETWORK_INPUT
+    """The spectrogram dataset a checked network entry trains, validates, tests and predicts on: with
+    `speaker_normalisation: speaker`, the fusion pipeline's spectrograms with each mel band
+    standardised by the clip's own speaker's statistics."""
+    by_speaker = settings["speaker_normalisation"] == "speaker"
+    return SPEAKER_NORMALISED_SPECTROGRAMS if by_speaker else NETWORK_INPUT
 
 
 def merged_entry(defaults: Mapping[str, Any] | None, entry: Mapping[str, Any]) -> dict[str, Any]:
