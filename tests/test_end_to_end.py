@@ -160,8 +160,11 @@ def test_run_fuses_streams_and_trains_every_variant_and_classifier_above_chance(
     assert (project / "data/06_models/mfcc_cnn/dnn.pkl").is_file()
 
 
+SPK_LATE = ("compare_egemaps_mfcc_lpcc_spk_spectrogram_spk_late",  # both inputs standardised per speaker
+            "squeezenet_c2_spk_compare_egemaps_mfcc_lpcc_spk")
 FINE_TUNED = {("log_mel_spectrogram", "squeezenet_c1"), ("log_mel_spectrogram", "squeezenet_c2"),
-              ("log_mel_spectrogram", "lstm"), ("mfcc_lpcc_spectrogram_late", "squeezenet_c2_mfcc_lpcc")}
+              ("log_mel_spectrogram", "lstm"), ("mfcc_lpcc_spectrogram_late", "squeezenet_c2_mfcc_lpcc"),
+              ("log_mel_spectrogram_spk", "squeezenet_c2_spk"), SPK_LATE}
 
 
 def test_fine_tuned_models_are_scored_and_described_as_modelling_s_with_training_curves(finished_run,
@@ -185,6 +188,17 @@ def test_fine_tuned_models_are_scored_and_described_as_modelling_s_with_training
         "stream": "log_mel_spectrogram", "width": 0, "weight": 1.0, "backbone": "squeezenet_v1_1",
         "backbone_requested": "squeezenet_v1_1", "fallback_reason": None, "weights": "imagenet",
         "pretrained": True}
+    # On spectrograms standardised per speaker, as the fused variants ending in _spk are.
+    spk = json.loads((project / "data/06_models/log_mel_spectrogram_spk/squeezenet_c2_spk.json").read_text())
+    assert list(spk["inputs"]) == ["log_mel_spectrogram_spk"]
+    assert spk["features"]["speaker_normalisation"]["clip_counts"] == {"speakers": 4, "normalised": 96,
+                                                                       "fallback": 4}
+    assert len(spk["features"]["speaker_normalisation"]["fallback"]["mean"]) == 128  # one per mel band
+    assert "Standardised 96 clips (each mel band over its frames)" in log_of(finished_run)
+    late = json.loads((project / f"data/06_models/{SPK_LATE[0]}/{SPK_LATE[1]}.json").read_text())
+    assert set(late["inputs"]) == {"log_mel_spectrogram_spk",
+                                   "fusion.compare_egemaps_mfcc_lpcc_spk.fused_features"}
+    assert late["features"]["speaker_normalisation"]["by"] == "speaker"
     late = json.loads(
         (project / "data/06_models/mfcc_lpcc_spectrogram_late/squeezenet_c2_mfcc_lpcc.json").read_text())
     assert set(late["inputs"]) == {"log_mel_spectrogram", "fusion.mfcc_lpcc.fused_features"}
@@ -321,12 +335,13 @@ def test_predict_with_late_fusion_and_pca_models_repeats_their_test_predictions(
         assert len(fitted.named_steps["classify"].models_) == 2
 
 
+@pytest.mark.parametrize("model", ["compare_egemaps_mfcc_lpcc_spk.svm",
+                                   "log_mel_spectrogram_spk.squeezenet_c2_spk", ".".join(SPK_LATE)])
 def test_predict_with_a_speaker_normalised_model_needs_the_speakers_then_repeats_its_test_predictions(
-        finished_run, project, tmp_path):
+        finished_run, project, tmp_path, model):
     assert finished_run.returncode == 0
-    variant = "compare_egemaps_mfcc_lpcc_spk"
-    model = f"{variant}.svm"
-    tested = pd.read_csv(project / f"data/07_model_output/{variant}/svm_test_predictions.csv",
+    variant, classifier = model.split(".")
+    tested = pd.read_csv(project / f"data/07_model_output/{variant}/{classifier}_test_predictions.csv",
                          dtype={"clip_id": str})
     manifest = pd.read_csv(project / "data/03_primary/clip_manifest.csv", dtype=str).set_index("clip_id")
     speaker = manifest.loc[tested["clip_id"].iloc[0], "speaker"]

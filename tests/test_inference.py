@@ -1,5 +1,6 @@
 """emofusion predict's checks that need no trained model: speakers for speaker-normalised models."""
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -7,6 +8,7 @@ import pandas as pd
 import pytest
 from kedro.pipeline import Pipeline, node
 
+from emofusion.clip_array import ClipArray
 from emofusion.errors import SpeakersNeededError
 from emofusion.inference import (
     _per_file,
@@ -17,6 +19,8 @@ from emofusion.inference import (
     speakers_from_csv,
 )
 from emofusion.instances import dotted_dataset_names
+from emofusion.pipelines.fusion import create_pipeline as fusion_pipeline
+from emofusion.pipelines.fusion.nodes import fuse_feature_streams, standardise_spectrograms_by_speaker
 
 
 class TrainedOnSpeakers:
@@ -50,11 +54,24 @@ def test_speakers_come_from_a_csv_with_paths_relative_to_it(tmp_path):
         speakers_from_csv(tmp_path / "bad.csv", files)
 
 
-def test_variants_that_need_speakers():
+def test_models_that_need_speakers(parameters):
     by_speaker = {"speaker_normalisation": "speaker"}
-    variants = {"mfcc": ["mfcc"], "off": None, "mfcc_spk": {"streams": ["mfcc"], **by_speaker},
-                "late_spk": {"fusion": "late", "streams": ["mfcc", "lpcc"], **by_speaker}}
-    assert needs_speakers(variants) == {"mfcc_spk", "late_spk"}
+    parameters["fusion_variants"] = {
+        "mfcc": ["mfcc"], "off": None, "mfcc_spk": {"streams": ["mfcc"], **by_speaker},
+        "late_spk": {"fusion": "late", "streams": ["mfcc", "lpcc"], **by_speaker}}
+    parameters["classifiers"] = {"svm": parameters["classifiers"]["svm"]}
+    assert needs_speakers(parameters) == {"mfcc_spk.svm", "late_spk.svm"}  # fine-tuning is off
+    parameters["fine_tuning"]["enabled"] = True
+    late = {"kind": "late_fusion", "classifier": "svm"}
+    parameters["fine_tuning"]["models"] = {
+        "c2": parameters["fine_tuning"]["models"]["squeezenet_c2"],
+        "c2_spk": parameters["fine_tuning"]["models"]["squeezenet_c2_spk"],
+        "c2_mfcc": {**late, "network": "c2", "variant": "mfcc"},
+        "c2_mfcc_spk": {**late, "network": "c2", "variant": "mfcc_spk"},
+        "c2_spk_mfcc": {**late, "network": "c2_spk", "variant": "mfcc"}}
+    assert needs_speakers(parameters) == {"mfcc_spk.svm", "late_spk.svm", "log_mel_spectrogram_spk.c2_spk",
+                                          "mfcc_spk_spectrogram_late.c2_mfcc_spk",
+                                          "mfcc_spectrogram_spk_late.c2_spk_mfcc"}
 
 
 def test_every_path_gives_each_file_once_or_a_reason(tmp_path):
@@ -132,3 +149,99 @@ def test_a_requested_dataset_that_another_is_made_from_is_returned_too():
     assert features == {"log_mel_spectrogram": ["a.wav", "b.wav"],
                         "fusion.mfcc_lpcc_cnn.fused_features": ["fused cnn a.wav", "fused cnn b.wav"]}
     assert list(windows["file"]) == ["a.wav", "b.wav"] and rejected.empty
+
+
+class StandIn:
+    """A trained model that keeps the features it was asked to predict from."""
+
+    classes_ = np.array(["angry", "sad"])
+
+    def predict_proba(self, X) -> np.ndarray:
+        self.seen = X
+        rows = len(next(iter(X.values())) if isinstance(X, dict) else X)
+        return np.tile([0.25, 0.75], (rows, 1))
+
+    def predict(self, X) -> np.ndarray:
+        return self.classes_[self.predict_proba(X).argmax(axis=1)]
+
+
+# The stand-in streams' metadata, as feature_extraction would record it.
+SPECTROGRAM = {"feature": "log_mel_spectrogram", "axes": ["clip", "mel", "frame"]}
+MFCC = {"feature": "mfcc", "columns": ["m0", "m1", "m2"]}
+
+
+def stand_in_streams(clip_manifest: pd.DataFrame, level: float) -> tuple[ClipArray, ClipArray]:
+    """Spectrograms (clips, 4 mels, 5 frames) and MFCCs (clips, 3) that differ by clip and by band."""
+    ids = clip_manifest["clip_id"].astype(str).to_numpy()
+    rng = np.random.default_rng(len(ids))
+    spectrograms = level * np.arange(1, 5)[:, None] + rng.normal(size=(len(ids), 4, 5))
+    mfcc = level * np.arange(3) + rng.normal(size=(len(ids), 3))
+    return (ClipArray(ids, spectrograms.astype(np.float32), dict(SPECTROGRAM)),
+            ClipArray(ids, mfcc.astype(np.float32), dict(MFCC)))
+
+
+@pytest.fixture
+def spk_parameters(parameters) -> dict:
+    """A speaker-normalised fusion variant and network, and their late fusion; min_clips 5."""
+    parameters["fusion_variants"] = {"mfcc_spk": {"streams": ["mfcc"], "speaker_normalisation": "speaker"}}
+    parameters["fine_tuning"]["enabled"] = True
+    parameters["fine_tuning"]["models"] = {
+        "c2_spk": parameters["fine_tuning"]["models"]["squeezenet_c2_spk"],
+        "c2_spk_mfcc_spk": {"kind": "late_fusion", "network": "c2_spk", "variant": "mfcc_spk",
+                            "classifier": "svm"}}
+    parameters["speaker_statistics"] = {"min_clips": 5}
+    return parameters
+
+
+def trained_inputs(parameters: dict) -> dict:
+    """What the training run recorded of each input: 12 clips of 2 speakers, louder than new files."""
+    manifest = pd.DataFrame({"clip_id": [f"t{i}" for i in range(12)], "speaker": ["x", "y"] * 6})
+    spectrograms, mfcc = stand_in_streams(manifest, level=20.0)
+    statistics = parameters["speaker_statistics"]
+    made = {"log_mel_spectrogram_spk": standardise_spectrograms_by_speaker(manifest, spectrograms, statistics,
+                                                                           parameters),
+            "fusion.mfcc_spk.fused_features": fuse_feature_streams(
+                manifest, parameters["fusion_variants"]["mfcc_spk"], parameters["block_weights"],
+                parameters["block_scaling"], statistics, parameters, mfcc)}
+    return {name: json.loads(json.dumps(array.metadata)) for name, array in made.items()}
+
+
+def test_a_network_on_spectrograms_standardised_per_speaker_needs_speakers_then_uses_training_fallbacks(
+        spk_parameters):
+    trained = trained_inputs(spk_parameters)
+    pipelines = {
+        "data_processing": Pipeline([node(windows_of, "corpus_manifest",
+                                          ["clip_manifest", "audio_rejections"])]),
+        "feature_extraction": Pipeline([node(lambda manifest: stand_in_streams(manifest, level=1.0),
+                                             "clip_manifest", ["log_mel_spectrogram", "mfcc"])]),
+        "transfer_features": Pipeline([]),
+        "fusion": fusion_pipeline(parameters=spk_parameters),  # the project's wiring, stand-in streams
+    }
+    spectrograms = trained["log_mel_spectrogram_spk"]
+    network_card = {"classes": ["angry", "sad"], "inputs": {"log_mel_spectrogram_spk": spectrograms},
+                    "features": {"speaker_normalisation": spectrograms["speaker_normalisation"]}}
+    files = [Path("a.wav"), Path("b.wav")]
+    network = StandIn()
+    with pytest.raises(SpeakersNeededError, match="fewer than 5 files"):
+        predict_emotions(files, "log_mel_spectrogram_spk", network, network_card, pipelines, spk_parameters)
+
+    table, _, _ = predict_emotions(files, "log_mel_spectrogram_spk", network, network_card, pipelines,
+                                   spk_parameters, speakers=["one speaker"] * 2)  # --same-speaker
+    assert list(table["emotion"]) == ["sad", "sad"]
+    # One speaker of 2 files, under min_clips: the training run's statistics of each band, not these files'.
+    raw, raw_mfcc = (array.values.astype(np.float64) for array in
+                     stand_in_streams(pd.DataFrame({"clip_id": ["a.wav", "b.wav"]}), level=1.0))
+    fallback = trained["log_mel_spectrogram_spk"]["speaker_normalisation"]["fallback"]
+    mean, std = (np.array(fallback[key])[:, None] for key in ("mean", "std"))
+    np.testing.assert_allclose(network.seen, (raw - mean) / std, rtol=1e-4, atol=1e-4)
+
+    # Late fusion of both: each input standardised with its own training fallback statistics.
+    late_card = {"classes": ["angry", "sad"], "inputs": trained,
+                 "features": {"fusion": "late", **network_card["features"]}}
+    late = StandIn()
+    predict_emotions(files, "mfcc_spk_spectrogram_spk_late", late, late_card, pipelines, spk_parameters,
+                     speakers=["ann", "ann"])
+    np.testing.assert_allclose(late.seen["log_mel_spectrogram_spk"], network.seen, rtol=1e-5)
+    fallback = trained["fusion.mfcc_spk.fused_features"]["speaker_normalisation"]["fallback"]
+    expected = (raw_mfcc - fallback["mean"]) / np.array(fallback["std"])
+    np.testing.assert_allclose(late.seen["fusion.mfcc_spk.fused_features"], expected, rtol=1e-4, atol=1e-4)

@@ -51,6 +51,16 @@ def test_each_bad_setting_is_named_with_what_it_may_be(parameters, path, value, 
     assert message in str(refused.value)
 
 
+def test_a_fine_tuning_entry_s_speaker_normalisation_is_named_with_its_values(parameters):
+    parameters["fine_tuning"]["enabled"] = True
+    validate_parameters(parameters, PROJECT)  # squeezenet_c2_spk says speaker
+    with pytest.raises(ParameterError) as refused:
+        validate_parameters(changed(parameters, "fine_tuning.models.squeezenet_c2_spk.speaker_normalisation",
+                                    "corpus"), PROJECT)
+    assert ("fine_tuning model 'squeezenet_c2_spk': speaker_normalisation 'corpus' is not one of: none, "
+            "speaker") in str(refused.value)
+
+
 def test_a_demo_corpus_elsewhere_is_accepted_where_one_was_written(parameters, tmp_path):
     (tmp_path / "demo_corpus.json").write_text("{}")
     validate_parameters(changed(parameters, "corpus_sources.demo.path", str(tmp_path)), PROJECT)

@@ -60,9 +60,9 @@ def _log_to_stderr(verbose: bool) -> None:
 
 def _best_model(summary: pd.DataFrame, without_speakers: set[str] | None) -> str:
     """The best model on validation clips (the test clips' scores choose nothing), among those that
-    need no speakers when `without_speakers` names the variants that do."""
+    need no speakers when `without_speakers` names (`variant.classifier`) the models that do."""
     if without_speakers is not None:
-        usable = ~summary["variant"].isin(without_speakers)
+        usable = ~(summary["variant"] + "." + summary["classifier"]).isin(without_speakers)
         if usable.any():
             summary = summary[usable]
     best = summary["validation_uar"].idxmax() if "validation_uar" in summary else summary.index[0]
@@ -182,7 +182,7 @@ def _predict(paths: tuple[Path, ...], model_name: str | None, hop_s: float | Non
             raise click.ClickException("no trained models yet: run `kedro run` first")
         if model_name is None:
             model_name = _best_model(catalog.load("model_summary"), None if speakers is not None
-                                     else needs_speakers(context.params["fusion_variants"]))
+                                     else needs_speakers(context.params))
         elif model_name not in trained:
             raise click.ClickException(f"there is no trained model '{model_name}'; --model takes one of: "
                                        + ", ".join(trained))

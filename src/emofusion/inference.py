@@ -18,14 +18,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from kedro.io import DataCatalog, MemoryDataset
-from kedro.pipeline import Pipeline
+from kedro.pipeline import Pipeline, pipeline
 from kedro.runner import SequentialRunner
 
 from emofusion.clip_array import ClipArray
 from emofusion.errors import ModelMismatchError, SpeakersNeededError
-from emofusion.instances import fused_features_name
+from emofusion.instances import dotted_dataset_names, fused_features_name
 from emofusion.pipelines.data_processing.corpora import AUDIO_EXTENSIONS, CLIP_COLUMNS, list_audio
 from emofusion.pipelines.fusion.nodes import variant_layout
+from emofusion.pipelines.fusion.pipeline import SPEAKER_NORMALISED_SPECTROGRAMS
 from emofusion.pipelines.modelling.classifiers import prediction_table
 
 # Facts about a run, not settings: they differ between runs that make identical features.
@@ -77,10 +78,22 @@ def speakers_from_csv(table: Path, files: Sequence[Path]) -> list[str]:
     return [speaker[file.resolve()] for file in files]
 
 
-def needs_speakers(fusion_variants: Mapping[str, Any]) -> set[str]:
-    """The variants whose features are standardised per speaker: their models need the speakers."""
-    return {variant for variant, spec in fusion_variants.items()
-            if spec is not None and variant_layout(variant, spec)["speaker_normalisation"] == "speaker"}
+def needs_speakers(parameters: Mapping[str, Any]) -> set[str]:
+    """`variant.classifier` of every model the configuration names that reads features standardised
+    per speaker (a fusion variant's, or the spectrograms of a fine-tuned network): they need the
+    speakers."""
+    from emofusion.instances import fine_tuned_variant, fine_tuning_entries, model_instances
+    from emofusion.pipelines.fine_tuning.config import LATE_FUSION, network_input
+
+    normalised = {variant for variant, spec in parameters["fusion_variants"].items()
+                  if spec is not None and variant_layout(variant, spec)["speaker_normalisation"] == "speaker"}
+    models = {f"{variant}.{classifier}" for variant, classifier in model_instances(parameters)
+              if variant in normalised}
+    for name, entry in fine_tuning_entries(parameters).items():
+        spectrograms = entry["network_input"] if entry["kind"] == LATE_FUSION else network_input(entry)
+        if spectrograms == SPEAKER_NORMALISED_SPECTROGRAMS or entry.get("variant") in normalised:
+            models.add(f"{fine_tuned_variant(name, entry)}.{name}")
+    return models
 
 
 def setting_differences(trained: Any, now: Any, where: str = "") -> list[str]:
@@ -108,20 +121,22 @@ def _parameter(parameters: Mapping[str, Any], name: str) -> Any:
 
 def features_of(files: Sequence[Path], datasets: Sequence[str], pipelines: Mapping[str, Pipeline],
                 parameters: Mapping[str, Any], speakers: Sequence[str] | None = None,
-                speaker_fallback: Mapping[str, Any] | None = None, hop_s: float | None = None
+                speaker_fallbacks: Mapping[str, Mapping[str, Any]] | None = None, hop_s: float | None = None
                 ) -> tuple[dict[str, ClipArray], pd.DataFrame, pd.DataFrame]:
     """These files' features as the named datasets (`fusion.<variant>.fused_features`,
     `log_mel_spectrogram`...), one row per window of `audio.duration_s` every `hop_s` seconds
     (default `audio.window_hop_s`); which file and start each row is (`clip_id`, `file`,
     `start_s`); and the files rejected (silent, unreadable, too short) with the reason, through the
     project's pipelines. No features when every file was rejected. `speakers` (one per file) and
-    the training run's `speaker_fallback` statistics serve variants standardised per speaker: a
-    file's windows are its speaker's."""
+    the training run's fallback statistics of each dataset standardised per speaker
+    (`speaker_fallbacks`: dataset -> {mean, std}) serve features standardised per speaker: a file's
+    windows are its speaker's, and a speaker with too few of them is standardised as in training."""
     audio = dict(parameters["audio"], long_clips="windows")
     audio["window_hop_s"] = float(hop_s or audio.get("window_hop_s") or audio["duration_s"])
     parameters = {**parameters, "audio": audio}
     steps = sum((pipelines[name] for name in FEATURE_PIPELINES), Pipeline([]))
     steps = steps.from_inputs("corpus_manifest").to_outputs(*datasets, "audio_rejections")
+    steps, fallbacks = _with_own_fallbacks(steps, parameters, speaker_fallbacks or {})
     preprocessing = steps.to_outputs("clip_manifest", "audio_rejections")
     names = [str(f) for f in files]
     manifest = pd.DataFrame({"clip_id": names, "corpus": "new", "path": names,
@@ -129,10 +144,7 @@ def features_of(files: Sequence[Path], datasets: Sequence[str], pipelines: Mappi
     catalog = DataCatalog({"corpus_manifest": MemoryDataset(manifest),
                            "stored_transfer_features": MemoryDataset(None)})
     for name in steps.inputs() - {"corpus_manifest", "stored_transfer_features"}:
-        catalog[name] = _parameter(parameters, name)
-    if speaker_fallback is not None:  # fusion's input: a speaker with too few files as in training
-        catalog["params:speaker_statistics"] = dict(parameters["speaker_statistics"],
-                                                    fallback=speaker_fallback)
+        catalog[name] = fallbacks[name] if name in fallbacks else _parameter(parameters, name)
     runner = SequentialRunner()
     runner.run(preprocessing, catalog)  # first, so that features are made only when a file is usable
     rejected = catalog["audio_rejections"].load()
@@ -145,6 +157,23 @@ def features_of(files: Sequence[Path], datasets: Sequence[str], pipelines: Mappi
         catalog[name] = KeptDataset()
     runner.run(steps - preprocessing, catalog)
     return {name: catalog[name].load() for name in datasets}, windows, rejected
+
+
+def _with_own_fallbacks(steps: Pipeline, parameters: Mapping[str, Any],
+                        speaker_fallbacks: Mapping[str, Mapping[str, Any]]
+                        ) -> tuple[Pipeline, dict[str, dict[str, Any]]]:
+    """The steps with the node that makes each dataset of `speaker_fallbacks` reading its own
+    `speaker_statistics`, with that dataset's fallback statistics from training, under a parameter
+    name of its own: a late fusion may read two inputs standardised per speaker, each with the
+    fallback statistics of its own features. Returns the steps and those parameters by name."""
+    fallbacks = {}
+    for dataset, fallback in speaker_fallbacks.items():
+        maker = steps.only_nodes_with_outputs(dataset)
+        name = f"params:speaker_statistics_of.{dataset}"
+        with dotted_dataset_names():
+            steps = steps - maker + pipeline(maker, parameters={"params:speaker_statistics": name})
+        fallbacks[name] = dict(parameters["speaker_statistics"], fallback=fallback)
+    return steps, fallbacks
 
 
 class KeptDataset(MemoryDataset):
@@ -185,8 +214,10 @@ def predict_emotions(files: Sequence[Path], variant: str, model: Any, model_card
     probability of each emotion averaged over them; the same per window (with `start_s`); and the
     rejected files with the reason. A model of one input takes that input's rows; a model of
     several (late fusion of a network and a fusion variant) takes them by dataset name.
-    `speakers`, one per file, is needed by a model trained on features standardised per speaker:
-    each file is standardised by the statistics of the files of its speaker, as in training."""
+    `speakers`, one per file, is needed by a model trained on features standardised per speaker
+    (its card's `features.speaker_normalisation`): each file is standardised by the statistics of
+    the files of its speaker, as in training, and a speaker with too few files by the fallback
+    statistics each input recorded in training."""
     if list(map(str, model.classes_)) != list(model_card["classes"]):
         raise ModelMismatchError("the model and its model card name different emotions: they come from "
                                  "different runs; run `kedro run --pipelines=modelling` again")
@@ -200,8 +231,10 @@ def predict_emotions(files: Sequence[Path], variant: str, model: Any, model_card
             f"are standardised together; a speaker with fewer than {normalisation['min_clips']} files by the "
             "statistics of the training clips, which fit their voice less well.")
     trained = model_inputs(variant, model_card)
+    fallbacks = {name: metadata["speaker_normalisation"]["fallback"] for name, metadata in trained.items()
+                 if isinstance(metadata, Mapping) and metadata.get("speaker_normalisation")}
     features, windows, rejected = features_of(files, list(trained), pipelines, parameters, speakers,
-                                              normalisation["fallback"] if normalisation else None, hop_s)
+                                              fallbacks, hop_s)
     if not features or len(next(iter(features.values())).clip_ids) == 0:
         empty = pd.DataFrame(columns=["file", "emotion"])
         return empty, empty, rejected

@@ -143,10 +143,24 @@ def fine_tuning_entries(parameters: Mapping[str, Any]) -> dict[str, dict[str, An
 
 def fine_tuned_variant(name: str, entry: Mapping[str, Any]) -> str:
     """The `variant` of a fine-tuned model in the summary and the catalog (`modelling.<variant>.<name>`):
-    its input dataset, or for late fusion the fusion variant's streams and the spectrogram."""
-    from emofusion.pipelines.fine_tuning.config import LATE_FUSION, NETWORK_INPUT
+    its input dataset (`log_mel_spectrogram`, or `log_mel_spectrogram_spk` standardised per
+    speaker), or for late fusion the fusion variant's streams and the spectrogram
+    (`<variant>_spectrogram_late`, `<variant>_spectrogram_spk_late`). Two entries that differ only
+    by their speaker normalisation thus differ in their variant too."""
+    from emofusion.pipelines.fine_tuning.config import LATE_FUSION, network_input
 
-    return NETWORK_INPUT if entry["kind"] != LATE_FUSION else f"{entry['variant']}_spectrogram_late"
+    if entry["kind"] != LATE_FUSION:
+        return network_input(entry)
+    return f"{entry['variant']}_{entry['network_input'].removeprefix('log_mel_')}_late"
+
+
+def fine_tuned_inputs(parameters: Mapping[str, Any]) -> set[str]:
+    """The spectrogram datasets the enabled fine-tuned networks read: `log_mel_spectrogram_spk` is
+    made only when one of them asks for it."""
+    from emofusion.pipelines.fine_tuning.config import LATE_FUSION, network_input
+
+    return {network_input(entry) for entry in fine_tuning_entries(parameters).values()
+            if entry["kind"] != LATE_FUSION}
 
 
 def fine_tuned_models(parameters: Mapping[str, Any]) -> list[tuple[str, str]]:

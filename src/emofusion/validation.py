@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from emofusion.errors import ParameterError
-from emofusion.instances import model_instances
+from emofusion.instances import fine_tuning_entries, model_instances
 
 DEFAULT_DEMO_PATH = "data/01_raw/demo"
 
@@ -128,7 +128,7 @@ def _rule_errors(parameters: Mapping[str, Any], project_path: Path) -> list[str]
     if split["test_size"] + split["validation_size"] >= 1:
         errors.append("split.test_size + split.validation_size: must leave clips to train on (got "
                       f"{split['test_size']} + {split['validation_size']})")
-    for check in (lambda: model_instances(parameters),
+    for check in (lambda: model_instances(parameters), lambda: fine_tuning_entries(parameters),
                   lambda: transfer_settings(parameters["transfer_features"], parameters["backbones"],
                                             parameters["random_seed"])):
         try:

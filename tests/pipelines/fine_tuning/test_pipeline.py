@@ -1,6 +1,10 @@
 """Fine-tuning's pipeline: one namespace per entry, with outputs named as modelling's."""
 
+import pytest
+
+from emofusion.errors import FineTuningConfigError
 from emofusion.instances import every_model
+from emofusion.pipelines.fine_tuning.config import model_entries
 from emofusion.pipelines.fine_tuning.pipeline import create_pipeline
 
 
@@ -21,3 +25,31 @@ def test_each_entry_is_a_namespaced_pipeline_whose_outputs_are_modelling_s(param
     parameters["fine_tuning"]["enabled"] = False  # the default: none at all
     assert not create_pipeline(parameters=parameters).nodes
     assert every_model(parameters) == every_model(parameters | {"fine_tuning": None})
+
+
+def test_an_entry_standardised_per_speaker_reads_its_own_spectrograms_under_names_of_its_own(parameters):
+    parameters["fine_tuning"]["enabled"] = True
+    models = parameters["fine_tuning"]["models"]
+    assert models["squeezenet_c2_spk"] == models["squeezenet_c2"] | {"speaker_normalisation": "speaker"}
+    nodes = {node.name: node for node in create_pipeline(parameters=parameters).nodes}
+    assert nodes["fine_tuning.squeezenet_c2.fine_tune_and_predict"].inputs[0] == "log_mel_spectrogram"
+    tuned = nodes["fine_tuning.squeezenet_c2_spk.fine_tune_and_predict"]
+    assert tuned.inputs[0] == "log_mel_spectrogram_spk"
+    assert tuned.outputs[:3] == [f"modelling.log_mel_spectrogram_spk.squeezenet_c2_spk.{output}"
+                                 for output in ("trained_model", "model_card", "test_predictions")]
+    late = nodes["fine_tuning.squeezenet_c2_spk_compare_egemaps_mfcc_lpcc_spk.late_fuse_and_predict"]
+    assert late.inputs[:4] == ["fusion.compare_egemaps_mfcc_lpcc_spk.fused_features", "data_split",
+                               "data_split_settings",
+                               "modelling.log_mel_spectrogram_spk.squeezenet_c2_spk.trained_model"]
+    assert late.outputs[0] == ("modelling.compare_egemaps_mfcc_lpcc_spk_spectrogram_spk_late."
+                               "squeezenet_c2_spk_compare_egemaps_mfcc_lpcc_spk.trained_model")
+    assert {("log_mel_spectrogram", "squeezenet_c2"), ("log_mel_spectrogram_spk", "squeezenet_c2_spk"),
+            ("mfcc_lpcc_spectrogram_late", "squeezenet_c2_mfcc_lpcc")} <= set(every_model(parameters))
+
+
+def test_a_bad_speaker_normalisation_is_refused_with_the_parameter_and_its_values(parameters):
+    parameters["fine_tuning"]["enabled"] = True
+    parameters["fine_tuning"]["models"]["lstm"]["speaker_normalisation"] = "corpus"
+    with pytest.raises(FineTuningConfigError, match="fine_tuning model 'lstm': speaker_normalisation "
+                                                    "'corpus' is not one of: none, speaker"):
+        model_entries(parameters)

@@ -7,7 +7,7 @@ import pytest
 from emofusion.clip_array import ClipArray
 from emofusion.errors import FusionConfigError, StaleInputError
 from emofusion.instances import validated_fusion_variants
-from emofusion.pipelines.fusion.nodes import fuse_feature_streams
+from emofusion.pipelines.fusion.nodes import fuse_feature_streams, standardise_spectrograms_by_speaker
 
 WEIGHTS = {"mfcc": 1.0, "lpcc": 0.5, "transfer_features": 2.0}
 SPEAKER_STATISTICS = {"min_clips": 2}
@@ -102,6 +102,79 @@ def test_clips_of_too_small_or_unknown_speakers_fall_back_to_all_clips_or_given_
     np.testing.assert_allclose(predicted.values[fallback], (raw[fallback] - 1) / 2, atol=1e-5)
     np.testing.assert_array_equal(predicted.values[~fallback], fused.values[~fallback])
     assert predicted.metadata["speaker_normalisation"]["fallback"] == given
+
+
+SPECTROGRAM_RUN = {"log_mel_spectrogram": {"n_mels": 4}}  # the run's parameters they were made with
+
+
+def by_speaker(manifest: pd.DataFrame, spectrograms: ClipArray, statistics: dict,
+               run: dict = SPECTROGRAM_RUN) -> ClipArray:
+    return standardise_spectrograms_by_speaker(manifest, spectrograms, statistics, run)
+
+
+def speaker_spectrograms(dtype: str = "float32") -> tuple[pd.DataFrame, ClipArray]:
+    """speaker_corpus's speakers, (clips, 4 mels, 6 frames): each voice its own level and spread per
+    band; the array's clips in another order than the manifest's."""
+    manifest, _, _ = speaker_corpus()
+    rng = np.random.default_rng(2)
+    voice = {"a": (10.0, 3.0), "b": (-5.0, 0.5), "c": (2.0, 1.0)}
+    level_spread = [voice.get(speaker, (0.0, 2.0)) for speaker in manifest["speaker"]]
+    values = np.stack([level * np.arange(1, 5)[:, None] + spread * rng.normal(size=(4, 6))
+                       for level, spread in level_spread])
+    order = np.arange(len(manifest))[::-1]
+    return manifest, ClipArray(manifest["clip_id"].to_numpy()[order], values[order].astype(dtype),
+                               {"feature": "log_mel_spectrogram", "made_with": dict(SPECTROGRAM_RUN)})
+
+
+def test_spectrograms_are_standardised_per_mel_band_by_their_own_speaker(caplog):
+    manifest, spectrograms = speaker_spectrograms()
+    with caplog.at_level("INFO"):
+        standardised = by_speaker(manifest, spectrograms, {"min_clips": 3})
+    assert list(standardised.clip_ids) == list(manifest["clip_id"])  # the manifest's order
+    assert standardised.values.dtype == np.float32 and standardised.values.shape == (9, 4, 6)
+    for speaker in ("a", "b"):  # 4 and 3 clips: their own statistics, per band over clips and frames
+        own = standardised.values[(manifest["speaker"] == speaker).to_numpy()]
+        np.testing.assert_allclose(own.mean(axis=(0, 2)), 0, atol=1e-5)
+        np.testing.assert_allclose(own.std(axis=(0, 2)), 1, atol=1e-5)
+    assert ("Standardised 7 clips (each mel band over its frames) by the statistics of their own speaker "
+            "(2 speakers); 2 clips without a speaker or with fewer than 3 clips of theirs fell back"
+            ) in caplog.text
+    # Speaker c (1 clip) and the clip without a speaker: every clip's statistics, per band.
+    raw = spectrograms.select(list(manifest["clip_id"])).values.astype(np.float64)
+    mean, std = raw.mean(axis=(0, 2)), raw.std(axis=(0, 2))
+    fallback = ((manifest["speaker"] == "c") | manifest["speaker"].isna()).to_numpy()
+    np.testing.assert_allclose(standardised.values[fallback],
+                               (raw[fallback] - mean[:, None]) / std[:, None], atol=1e-5)
+    a = raw[(manifest["speaker"] == "a").to_numpy()]  # one mean and spread per band, not per bin
+    np.testing.assert_allclose(standardised.values[(manifest["speaker"] == "a").to_numpy()],
+                               (a - a.mean(axis=(0, 2))[:, None]) / a.std(axis=(0, 2))[:, None], atol=1e-5)
+    normalisation = standardised.metadata["speaker_normalisation"]
+    assert normalisation["by"] == "speaker" and normalisation["min_clips"] == 3
+    assert normalisation["clip_counts"] == {"speakers": 2, "normalised": 7, "fallback": 2}
+    np.testing.assert_allclose(normalisation["fallback"]["mean"], mean, rtol=1e-6)
+    np.testing.assert_allclose(normalisation["fallback"]["std"], std, rtol=1e-6)
+    assert standardised.metadata["made_with"] == {**SPECTROGRAM_RUN, "speaker_statistics.min_clips": 3}
+    assert spectrograms.values.min() < -1  # the input is left as it was
+
+    # As `emofusion predict` does: the training run's statistics for speakers with too few clips.
+    given = {"mean": [1.0, 2.0, 3.0, 4.0], "std": [2.0] * 4}
+    predicted = by_speaker(manifest, spectrograms, {"min_clips": 3, "fallback": given})
+    expected = (raw[fallback] - np.array([1.0, 2.0, 3.0, 4.0])[:, None]) / 2
+    np.testing.assert_allclose(predicted.values[fallback], expected, atol=1e-5)
+    np.testing.assert_array_equal(predicted.values[~fallback], standardised.values[~fallback])
+    assert predicted.metadata["speaker_normalisation"]["fallback"] == given
+    with pytest.raises(ValueError, match="the fallback statistics have 2 values for 4 features"):
+        by_speaker(manifest, spectrograms, {"min_clips": 3, "fallback": {"mean": [0, 0], "std": [1, 1]}})
+
+
+def test_float16_spectrograms_stay_float16_and_stale_ones_are_refused():
+    manifest, spectrograms = speaker_spectrograms("float16")
+    standardised = by_speaker(manifest, spectrograms, {"min_clips": 2})
+    assert standardised.values.dtype == np.float16
+    own = standardised.values[(manifest["speaker"] == "a").to_numpy()].astype(np.float64)
+    np.testing.assert_allclose(own.mean(axis=(0, 2)), 0, atol=2e-3)
+    with pytest.raises(StaleInputError, match="was made with log_mel_spectrogram.n_mels=4"):
+        by_speaker(manifest, spectrograms, {"min_clips": 2}, {"log_mel_spectrogram": {"n_mels": 128}})
 
 
 def test_a_stream_missing_a_clip_is_named():

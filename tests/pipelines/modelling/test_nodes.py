@@ -347,6 +347,12 @@ def test_the_summary_compares_models_from_their_predictions():
     assert (summary["split"] == "speaker_independent").all() and summary["split_seed"].isna().all()
     assert "Model summary (speaker_independent split" in text
     assert max(map(len, text.splitlines())) <= 100  # readable in a 100-column terminal
+    # A long name (a late fusion of fine-tuned and fused models) is cut in its middle to stay so.
+    long = summary.assign(variant="compare_egemaps_mfcc_lpcc_spk_spectrogram_spk_late",
+                          classifier="squeezenet_c2_spk_compare_egemaps_mfcc_lpcc_spk")
+    text = summary_text(long)
+    assert max(map(len, text.splitlines())) <= 100
+    assert "compare_egemaps_mfcc_lpc…are_egemaps_mfcc_lpcc_spk " in text  # 50 characters
 
 
 def test_classifier_entries_are_checked():

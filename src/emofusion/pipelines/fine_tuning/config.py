@@ -11,6 +11,7 @@ from typing import Any
 
 from emofusion.errors import FineTuningConfigError
 
+from ..fusion.pipeline import SPEAKER_NORMALISED_SPECTROGRAMS
 from ..transfer_features.config import backbone_spec
 
 NETWORK_KINDS = ("cnn", "lstm")
@@ -25,7 +26,16 @@ AUGMENTATION_KEYS = (
     "frequency_mask_width",
     "time_shift",
 )
-NETWORK_INPUT = "log_mel_spectrogram"  # the dataset every network reads
+NETWORK_INPUT = "log_mel_spectrogram"  # the dataset a network reads (see `network_input`)
+SPEAKER_NORMALISATIONS = ("none", "speaker")
+
+
+def network_input(settings: Mapping[str, Any]) -> str:
+    """The spectrogram dataset a checked network entry trains, validates, tests and predicts on: with
+    `speaker_normalisation: speaker`, the fusion pipeline's spectrograms with each mel band
+    standardised by the clip's own speaker's statistics."""
+    by_speaker = settings["speaker_normalisation"] == "speaker"
+    return SPEAKER_NORMALISED_SPECTROGRAMS if by_speaker else NETWORK_INPUT
 
 
 def merged_entry(defaults: Mapping[str, Any] | None, entry: Mapping[str, Any]) -> dict[str, Any]:
@@ -114,6 +124,7 @@ def network_settings(
         "precision",
         "jit_compile",
         "lstm",
+        "speaker_normalisation",
     }
     unknown = sorted(set(entry) - known)
     if unknown:
@@ -148,6 +159,12 @@ def network_settings(
         raise FineTuningConfigError(f"{name}: precision '{precision}' is not one of: {', '.join(PRECISIONS)}")
     if jit not in ("auto", True, False):
         raise FineTuningConfigError(f"{name}: jit_compile must be auto, true or false, got {jit!r}")
+    normalisation = entry.get("speaker_normalisation", "none")
+    if normalisation not in SPEAKER_NORMALISATIONS:
+        raise FineTuningConfigError(
+            f"fine_tuning model '{name}': speaker_normalisation '{normalisation}' is not one of: "
+            f"{', '.join(SPEAKER_NORMALISATIONS)}"
+        )
     settings: dict[str, Any] = {
         "name": name,
         "kind": kind,
@@ -160,6 +177,7 @@ def network_settings(
         "precision": precision,
         "jit_compile": jit,
         "random_seed": random_seed,
+        "speaker_normalisation": normalisation,
     }
     if kind == "cnn":
         spec = backbone_spec(entry.get("backbone"), backbones)
@@ -242,12 +260,14 @@ def model_entries(parameters: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
         for name, entry in (fine_tuning.get("models") or {}).items()
         if entry is not None
     }
-    checked = {}
+    backbones, random_seed = parameters.get("backbones") or {}, parameters.get("random_seed", 0)
+    checked = {
+        name: network_settings(name, entry, backbones, random_seed)
+        for name, entry in entries.items()
+        if entry.get("kind") != LATE_FUSION
+    }
     for name, entry in entries.items():
         if entry.get("kind") != LATE_FUSION:
-            checked[name] = network_settings(
-                name, entry, parameters.get("backbones") or {}, parameters.get("random_seed", 0)
-            )
             continue
         network, variant, classifier = entry.get("network"), entry.get("variant"), entry.get("classifier")
         if entries.get(network, {}).get("kind") not in NETWORK_KINDS:
@@ -263,8 +283,8 @@ def model_entries(parameters: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
         checked[name] = {
             "kind": LATE_FUSION,
             "network": network,
+            "network_input": network_input(checked[network]),
             "variant": variant,
             "classifier": classifier,
         }
-    return checked
-
+    return {name: checked[name] for name in entries}

@@ -28,7 +28,7 @@ from ..modelling.classifiers import (
     prediction_table,
 )
 from ..modelling.nodes import check_model_inputs, combined_predictions, fold_rows, read_subset, split_used
-from .config import NETWORK_INPUT, merged_entry, network_settings
+from .config import merged_entry, network_input, network_settings
 from .estimators import FineTunedNetwork, InputLateFusion, combined_probabilities
 
 logger = logging.getLogger(__name__)
@@ -41,7 +41,8 @@ def _uar(emotions: np.ndarray, predicted: np.ndarray) -> float:
 
 
 def _network_block(spectrograms: ClipArray, settings: Mapping[str, Any]) -> dict[str, Any]:
-    """The spectrogram stream as modelling's metrics describe a block, with the backbone."""
+    """The spectrogram stream (by its dataset's name) as modelling's metrics describe a block, with
+    the backbone."""
     source = (
         {
             "backbone": settings["backbone"]["name"],
@@ -52,7 +53,7 @@ def _network_block(spectrograms: ClipArray, settings: Mapping[str, Any]) -> dict
         else {}
     )
     return {
-        "stream": NETWORK_INPUT,
+        "stream": network_input(settings),
         "start": 0,
         "stop": int(np.prod(spectrograms.values.shape[1:])),
         "weight": 1.0,
@@ -61,7 +62,7 @@ def _network_block(spectrograms: ClipArray, settings: Mapping[str, Any]) -> dict
 
 
 def fine_tune_and_predict(
-    log_mel_spectrogram: ClipArray,
+    spectrograms: ClipArray,
     data_split: pd.DataFrame,
     data_split_settings: Mapping[str, Any],
     model_options: Mapping[str, Any],
@@ -74,26 +75,37 @@ def fine_tune_and_predict(
     clips, then predict its validation clips (for late fusion) and its test clips once. Returns the
     first fold's network, its model card (inputs' settings, the epoch kept per fold, the training
     history per fold, the split), the test predictions, and the validation and test predictions
-    with their `subset` (held-out predictions, which late fusion reads)."""
+    with their `subset` (held-out predictions, which late fusion reads).
+
+    `spectrograms` is `log_mel_spectrogram`, or with `speaker_normalisation: speaker`
+    `log_mel_spectrogram_spk`; the model card then records the normalisation, with the training
+    run's fallback statistics, under `features.speaker_normalisation`, so that `emofusion predict`
+    asks for the speakers of new files and standardises them as in training."""
     check_made_with("data_split", data_split_settings, parameters, remake=SPLIT_REMAKE)
-    check_made_with(
-        NETWORK_INPUT,
-        log_mel_spectrogram.metadata.get("made_with", {}),
-        parameters,
-        remake="`kedro run --pipelines=feature_extraction`, then this run again",
-    )
     settings = network_settings(
         "this entry", merged_entry(default_options, model_options), backbone_options, random_seed
     )
+    name = network_input(settings)
+    check_made_with(
+        name,
+        spectrograms.metadata.get("made_with", {}),
+        parameters,
+        remake=f"`kedro run --to-outputs={name}`, then this run again",
+    )
+    normalisation = spectrograms.metadata.get("speaker_normalisation")
+    if (settings["speaker_normalisation"] == "speaker") != bool(normalisation):
+        raise ValueError(
+            f"this entry says speaker_normalisation: {settings['speaker_normalisation']}, but its "
+            f"input {name} is {'' if normalisation else 'not '}standardised per speaker: it is wired "
+            "to the wrong dataset"
+        )
     first, selections, histories, tests, validations = None, [], [], [], []
     folds = sorted(data_split["fold"].unique())
     for fold in folds:
         started = time.perf_counter()
         rows, emotion = fold_rows(data_split, fold)
-        X_train, y_train, _ = read_subset(log_mel_spectrogram, rows, emotion, "train")
-        X_validation, y_validation, validation_ids = read_subset(
-            log_mel_spectrogram, rows, emotion, "validation"
-        )
+        X_train, y_train, _ = read_subset(spectrograms, rows, emotion, "train")
+        X_validation, y_validation, validation_ids = read_subset(spectrograms, rows, emotion, "validation")
         network = FineTunedNetwork(settings).fit(X_train, y_train, validation=(X_validation, y_validation))
         del X_train
         # One forward pass per subset: the prediction is the most probable class.
@@ -103,7 +115,7 @@ def fine_tune_and_predict(
             pd.DataFrame({"fold": fold, "clip_id": validation_ids, "emotion": y_validation}),
             probabilities=network.predict_proba(X_validation),
         )
-        X_test, y_test, test_ids = read_subset(log_mel_spectrogram, rows, emotion, "test")
+        X_test, y_test, test_ids = read_subset(spectrograms, rows, emotion, "test")
         test = prediction_table(
             network,
             X_test,
@@ -147,8 +159,11 @@ def fine_tune_and_predict(
         "classifier": settings,
         "fold": int(folds[0]),
         "ran_with": first.ran_with_,
-        "inputs": {NETWORK_INPUT: log_mel_spectrogram.metadata},
-        "features": {"blocks": [_network_block(log_mel_spectrogram, settings)]},
+        "inputs": {name: spectrograms.metadata},
+        "features": {
+            "blocks": [_network_block(spectrograms, settings)],
+            "speaker_normalisation": normalisation,
+        },
         "model_selection": selections,
         "history": histories,
         "split": split_used(data_split, data_split_settings),
@@ -185,7 +200,10 @@ def late_fuse_and_predict(
     the test clips are predicted once.
 
     The network is the one already fine-tuned per fold: its validation and test predictions
-    (`network_held_out`) are read, not recomputed."""
+    (`network_held_out`) are read, not recomputed. When the network's spectrograms or the variant's
+    features are standardised per speaker, the model card says so under
+    `features.speaker_normalisation` (`emofusion predict` then needs the speakers), and each input
+    keeps its own fallback statistics in its metadata under `inputs`."""
     variant, random_seed = model_options["variant"], parameters["random_seed"]
     check_model_inputs(
         fused_features, data_split_settings, parameters["fusion_variants"][variant], parameters
@@ -195,6 +213,7 @@ def late_fuse_and_predict(
     blocks, groups, balanced = fused_layout(metadata, fused_features.values.shape[1])
     settings = {key: value for key, value in classifier.items() if key != "search"}
     first, selections, tests = None, [], []
+    (network_name,) = network_card["inputs"]
     by_clip = {
         name: frame.set_index(["fold", "clip_id"]) for name, frame in network_held_out.groupby("subset")
     }
@@ -253,14 +272,20 @@ def late_fuse_and_predict(
         )
         if first is None:
             first = InputLateFusion(
-                {NETWORK_INPUT: network, fused_features_name(variant): classical}, list(weights)
+                {network_name: network, fused_features_name(variant): classical}, list(weights)
             )
     model_card = {
         "classes": [str(label) for label in first.classes_],
         "classifier": settings,
         "fold": network_card["fold"],
         "inputs": {**network_card["inputs"], fused_features_name(variant): metadata},
-        "features": {"blocks": [*network_card["features"]["blocks"], *blocks], "fusion": "late"},
+        "features": {
+            "blocks": [*network_card["features"]["blocks"], *blocks],
+            "fusion": "late",
+            "speaker_normalisation": (
+                network_card["features"].get("speaker_normalisation") or metadata.get("speaker_normalisation")
+            ),
+        },
         "model_selection": selections,
         "split": split_used(data_split, data_split_settings),
     }

@@ -10,7 +10,7 @@ from emofusion.instances import (
 )
 
 from ..modelling.pipeline import evaluation_node
-from .config import LATE_FUSION, NETWORK_INPUT
+from .config import LATE_FUSION, network_input
 from .nodes import fine_tune_and_predict, late_fuse_and_predict, training_curves_figure
 
 MODEL_OUTPUTS = ("trained_model", "model_card", "test_predictions", "classification_metrics")
@@ -22,7 +22,7 @@ def network_template() -> Pipeline:
             node(
                 fine_tune_and_predict,
                 inputs=[
-                    NETWORK_INPUT,
+                    "spectrograms",
                     "data_split",
                     "data_split_settings",
                     "params:entry",
@@ -83,7 +83,11 @@ def create_pipeline(**kwargs) -> Pipeline:
                     pipeline(
                         network_template(),
                         namespace=f"fine_tuning.{name}",
-                        inputs={NETWORK_INPUT, "data_split", "data_split_settings"},
+                        inputs={
+                            "spectrograms": network_input(entry),
+                            "data_split": "data_split",
+                            "data_split_settings": "data_split_settings",
+                        },
                         outputs=own,
                         parameters={
                             "params:entry": f"params:fine_tuning.models.{name}",
@@ -94,6 +98,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                     )
                 )
                 continue
+            network = (entry["network_input"], entry["network"])
             instances.append(
                 pipeline(
                     late_fusion_template(),
@@ -103,8 +108,8 @@ def create_pipeline(**kwargs) -> Pipeline:
                         "fused_features": fused_features_name(entry["variant"]),
                         "data_split": "data_split",
                         "data_split_settings": "data_split_settings",
-                        "network_model": model_dataset(NETWORK_INPUT, entry["network"], "trained_model"),
-                        "network_card": model_dataset(NETWORK_INPUT, entry["network"], "model_card"),
+                        "network_model": model_dataset(*network, "trained_model"),
+                        "network_card": model_dataset(*network, "model_card"),
                         # The network's validation and test predictions, layer `models`: read from
                         # its test predictions (`model_output`), a late model would make kedro-viz's
                         # layers a cycle, which it cannot draw.

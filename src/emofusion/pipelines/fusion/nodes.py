@@ -70,11 +70,18 @@ def _chunks(values: np.ndarray) -> Iterator[np.ndarray]:
         yield np.asarray(values[start:start + ROWS_PER_COPY], dtype=np.float64)
 
 
-def column_statistics(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Each column's mean and standard deviation in float64, over chunks of rows (a wide float32
-    matrix is never copied whole). A constant column gets 1, so it standardises to 0, not NaN."""
-    mean = sum(chunk.sum(axis=0) for chunk in _chunks(values)) / len(values)
-    std = np.sqrt(sum(np.square(chunk - mean).sum(axis=0) for chunk in _chunks(values)) / len(values))
+def feature_statistics(values: np.ndarray, pooled_axes: tuple[int, ...] = ()
+                       ) -> tuple[np.ndarray, np.ndarray]:
+    """The mean and standard deviation in float64 over the rows (axis 0) and the `pooled_axes`
+    (a spectrogram's frames, axis 2: one value per mel band), computed over chunks of rows so
+    that a wide or large float32/float16 array is never copied whole. They keep the pooled axes
+    as length 1, so they broadcast against rows. A constant feature gets 1, so it standardises to
+    0, not NaN."""
+    axes = (0, *pooled_axes)
+    count = len(values) * int(np.prod([values.shape[axis] for axis in pooled_axes]))
+    mean = sum(chunk.sum(axis=axes, keepdims=True) for chunk in _chunks(values))[0] / count
+    std = np.sqrt(sum(np.square(chunk - mean).sum(axis=axes, keepdims=True)
+                      for chunk in _chunks(values))[0] / count)
     std[std <= 1e-6 * np.abs(mean)] = 1.0
     return mean, std
 
@@ -86,34 +93,91 @@ def _standardise_rows(values: np.ndarray, rows: np.ndarray, mean: np.ndarray, st
 
 
 def standardise_by_speaker(values: np.ndarray, speakers: Sequence[Any], min_clips: int,
-                           fallback: Mapping[str, Sequence[float]] | None = None
+                           fallback: Mapping[str, Sequence[float]] | None = None,
+                           pooled_axes: tuple[int, ...] = ()
                            ) -> tuple[dict[str, list[float]], dict[str, int]]:
-    """Standardise `values` in place, column by column: each row by the mean and standard deviation
-    of its own speaker's rows. That removes what is constant in a voice (its pitch range, timbre,
-    recording level) and keeps how each clip departs from it. A row depends on its speaker's rows
-    only, never on a label or another speaker's clips.
+    """Standardise `values` in place, feature by feature (a column; with `pooled_axes`, e.g. a
+    spectrogram's frames, a mel band over all its frames): each row by the mean and standard
+    deviation of its own speaker's rows. That removes what is constant in a voice (its pitch range,
+    timbre, recording level) and keeps how each clip departs from it. A row depends on its
+    speaker's rows only, never on a label or another speaker's clips.
 
     Rows without a speaker, or whose speaker has fewer than `min_clips` rows (too few for stable
-    statistics), are standardised by `fallback` ({"mean": [...], "std": [...]} per column), by
-    default the statistics of all rows. Returns the fallback statistics used and the counts."""
+    statistics), are standardised by `fallback` ({"mean": [...], "std": [...]}, one value per
+    feature), by default the statistics of all rows. Returns the fallback statistics used and the
+    counts."""
     if min_clips < 2:
         raise FusionConfigError(f"speaker_statistics.min_clips must be at least 2, got {min_clips}")
     speakers = pd.Series(list(speakers), dtype=object)
     own = (speakers.map(speakers.value_counts()) >= min_clips).to_numpy()
+    shape = tuple(1 if axis in pooled_axes else size for axis, size in enumerate(values.shape) if axis)
     if fallback is None:
-        mean, std = column_statistics(values)
-        fallback = {"mean": mean.tolist(), "std": std.tolist()}
+        mean, std = feature_statistics(values, pooled_axes)
+        fallback = {"mean": mean.ravel().tolist(), "std": std.ravel().tolist()}
     mean, std = np.asarray(fallback["mean"]), np.asarray(fallback["std"])
-    if mean.shape != (values.shape[1],) or std.shape != mean.shape:
-        raise ValueError(f"the fallback statistics have {mean.size} columns for {values.shape[1]} features: "
+    features = int(np.prod(shape))
+    if mean.size != features or std.shape != mean.shape:
+        raise ValueError(f"the fallback statistics have {mean.size} values for {features} features: "
                          "they come from features made with other settings")
     own_speakers = speakers[own].unique()
     for speaker in own_speakers:
         rows = np.flatnonzero((speakers == speaker).to_numpy())
-        _standardise_rows(values, rows, *column_statistics(values[rows]))
-    _standardise_rows(values, np.flatnonzero(~own), mean, std)
+        _standardise_rows(values, rows, *feature_statistics(values[rows], pooled_axes))
+    _standardise_rows(values, np.flatnonzero(~own), mean.reshape(shape), std.reshape(shape))
     return dict(fallback), {"speakers": len(own_speakers), "normalised": int(own.sum()),
                             "fallback": int((~own).sum())}
+
+
+def _normalised_by_speaker(values: np.ndarray, speakers: pd.Series,
+                           speaker_statistics_options: Mapping[str, Any], features: str,
+                           pooled_axes: tuple[int, ...] = ()) -> dict[str, Any]:
+    """`standardise_by_speaker` with the run's `speaker_statistics` (`min_clips` and, from `emofusion
+    predict`, the training run's `fallback`), logged; the record the metadata keeps."""
+    min_clips = int(speaker_statistics_options["min_clips"])
+    given = speaker_statistics_options.get("fallback")
+    fallback, counts = standardise_by_speaker(values, speakers, min_clips, given, pooled_axes)
+    logger.info("Standardised %d clips (%s) by the statistics of their own speaker (%d speakers); %d clips "
+                "without a speaker or with fewer than %d clips of theirs fell back to the statistics of %s",
+                counts["normalised"], features, counts["speakers"], counts["fallback"], min_clips,
+                "the training run's clips" if given is not None else f"all {len(values)} clips")
+    return {"by": "speaker", "min_clips": min_clips, "fallback": fallback, "clip_counts": counts}
+
+
+def _rows_in_manifest_order(name: str, array: ClipArray, clip_ids: np.ndarray) -> np.ndarray:
+    try:
+        return array.positions(clip_ids)
+    except MissingClipsError as error:
+        raise KeyError(
+            f"feature stream '{name}' lacks {len(error.missing)} of the {len(clip_ids)} clips in "
+            f"clip_manifest (first: {error.missing[:3]}); it is older than the manifest: re-run the "
+            "pipeline that makes it (`kedro run` re-runs everything)") from error
+
+
+def standardise_spectrograms_by_speaker(clip_manifest: pd.DataFrame, log_mel_spectrogram: ClipArray,
+                                        speaker_statistics_options: Mapping[str, Any],
+                                        parameters: Mapping[str, Any]) -> ClipArray:
+    """The spectrograms of the manifest's clips, each mel band standardised by its mean and
+    standard deviation over all frames of all clips of the clip's own speaker (see
+    `standardise_by_speaker`): what fine-tuned networks with `speaker_normalisation: speaker` read.
+    Per band, not per bin, so that a voice's spectral envelope and level are removed while the
+    time course within the clip, which the networks learn from, is kept. Stored in the
+    spectrograms' own dtype (one copy; statistics in float64 chunk by chunk)."""
+    check_made_with("log_mel_spectrogram", log_mel_spectrogram.metadata.get("made_with", {}), parameters,
+                    remake="`kedro run --pipelines=feature_extraction`, then this run again")
+    clip_ids = clip_manifest["clip_id"].astype(str).to_numpy()
+    rows = _rows_in_manifest_order("log_mel_spectrogram", log_mel_spectrogram, clip_ids)
+    source = log_mel_spectrogram.values
+    values = np.empty((len(clip_ids), *source.shape[1:]), dtype=source.dtype)
+    for first in range(0, len(rows), ROWS_PER_COPY):
+        values[first:first + ROWS_PER_COPY] = source[rows[first:first + ROWS_PER_COPY]]
+    normalisation = _normalised_by_speaker(values, clip_manifest["speaker"], speaker_statistics_options,
+                                           "each mel band over its frames", pooled_axes=(2,))
+    metadata = log_mel_spectrogram.metadata
+    return ClipArray(clip_ids, values, {
+        **metadata, "unit": "standard deviations of the speaker's mel band",
+        "speaker_normalisation": normalisation,
+        "made_with": {**metadata.get("made_with", {}),
+                      "speaker_statistics.min_clips": normalisation["min_clips"]}})
 
 
 def fuse_feature_streams(clip_manifest: pd.DataFrame, fusion_variant: Any, block_weights: Mapping[str, float],
@@ -145,15 +209,8 @@ def fuse_feature_streams(clip_manifest: pd.DataFrame, fusion_variant: Any, block
     made_with |= {"fusion_variant": fusion_variant, "block_scaling": block_scaling,
                   **{f"block_weights.{name}": block_weights[name] for name in streams}}
     clip_ids = clip_manifest["clip_id"].astype(str).to_numpy()
-    rows = {}
-    for name, array in zip(streams, arrays, strict=True):
-        try:
-            rows[name] = array.positions(clip_ids)
-        except MissingClipsError as error:
-            raise KeyError(
-                f"feature stream '{name}' lacks {len(error.missing)} of the {len(clip_ids)} clips in "
-                f"clip_manifest (first: {error.missing[:3]}); it is older than the manifest: re-run the "
-                "pipeline that makes it (`kedro run` re-runs everything)") from error
+    rows = {name: _rows_in_manifest_order(name, array, clip_ids)
+            for name, array in zip(streams, arrays, strict=True)}
 
     widths = [int(np.prod(array.values.shape[1:])) for array in arrays]
     fused = np.empty((len(clip_ids), sum(widths)), dtype=np.float32)
@@ -171,16 +228,9 @@ def fuse_feature_streams(clip_manifest: pd.DataFrame, fusion_variant: Any, block
                 ", ".join(f"{b['stream']} {b['stop'] - b['start']}" for b in blocks))
     normalisation = None
     if layout["speaker_normalisation"] == "speaker":
-        min_clips = int(speaker_statistics_options["min_clips"])
-        given = speaker_statistics_options.get("fallback")
-        fallback, counts = standardise_by_speaker(fused, clip_manifest["speaker"], min_clips, given)
-        logger.info("Standardised %d clips by the statistics of their own speaker (%d speakers); %d clips "
-                    "without a speaker or with fewer than %d clips of theirs fell back to the statistics "
-                    "of %s",
-                    counts["normalised"], counts["speakers"], counts["fallback"], min_clips,
-                    "the training run's clips" if given is not None else f"all {len(clip_ids)} clips")
-        normalisation = {"by": "speaker", "min_clips": min_clips, "fallback": fallback, "clip_counts": counts}
-        made_with["speaker_statistics.min_clips"] = min_clips
+        normalisation = _normalised_by_speaker(fused, clip_manifest["speaker"], speaker_statistics_options,
+                                               "every column")
+        made_with["speaker_statistics.min_clips"] = normalisation["min_clips"]
     return ClipArray(clip_ids, fused, {"feature": "fused_features", "streams": list(streams),
                                        "fusion": layout["fusion"], "groups": layout["groups"],
                                        "block_scaling": block_scaling, "blocks": blocks,

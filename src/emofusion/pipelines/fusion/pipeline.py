@@ -1,8 +1,11 @@
 from kedro.pipeline import Pipeline, node, pipeline
 
-from emofusion.instances import pipeline_parameters, validated_fusion_variants
+from emofusion.instances import fine_tuned_inputs, pipeline_parameters, validated_fusion_variants
 
-from .nodes import fuse_feature_streams
+from .nodes import fuse_feature_streams, standardise_spectrograms_by_speaker
+
+# What fine-tuned networks with `speaker_normalisation: speaker` read (fine_tuning.config).
+SPEAKER_NORMALISED_SPECTROGRAMS = "log_mel_spectrogram_spk"
 
 
 def fusion_template(streams: list[str]) -> Pipeline:
@@ -13,9 +16,21 @@ def fusion_template(streams: list[str]) -> Pipeline:
         outputs="fused_features", name="fuse_feature_streams")])
 
 
+def spectrograms_by_speaker(parameters: dict) -> Pipeline:
+    """The spectrograms standardised per speaker, when an enabled fine-tuning entry reads them
+    (`speaker_normalisation: speaker`): as openSMILE's streams, nothing is made that no model uses."""
+    if SPEAKER_NORMALISED_SPECTROGRAMS not in fine_tuned_inputs(parameters):
+        return Pipeline([])
+    return Pipeline([node(
+        standardise_spectrograms_by_speaker,
+        inputs=["clip_manifest", "log_mel_spectrogram", "params:speaker_statistics", "parameters"],
+        outputs=SPEAKER_NORMALISED_SPECTROGRAMS, name="standardise_spectrograms_by_speaker")])
+
+
 def create_pipeline(**kwargs) -> Pipeline:
     """`fusion.<variant>` for every entry of `fusion_variants` in parameters_fusion.yml (or in the
-    `parameters` given, as tests do)."""
+    `parameters` given, as tests do), and the spectrograms standardised per speaker when a
+    fine-tuned network reads them."""
     parameters = kwargs.get("parameters") or pipeline_parameters()
     variants = validated_fusion_variants(parameters["fusion_variants"], parameters["block_weights"])
     return sum((pipeline(fusion_template(layout["streams"]), namespace=f"fusion.{variant}",
@@ -24,4 +39,4 @@ def create_pipeline(**kwargs) -> Pipeline:
                                      "params:block_weights": "params:block_weights",
                                      "params:block_scaling": "params:block_scaling",
                                      "params:speaker_statistics": "params:speaker_statistics"})
-                for variant, layout in variants.items()), Pipeline([]))
+                for variant, layout in variants.items()), spectrograms_by_speaker(parameters))

@@ -412,11 +412,23 @@ def summarise_classification_metrics(fusion_variant_options: Mapping[str, Any], 
     return summary
 
 
+MODEL_NAME_COLUMNS = 50  # of the log's summary: the scores take the other 50 of 100 columns
+
+
+def _within(name: str, width: int = MODEL_NAME_COLUMNS) -> str:
+    """A long model name cut in its middle (`…`), its start and end kept: model_summary.csv has it whole."""
+    if len(name) <= width:
+        return name
+    head = (width - 1) // 2
+    return f"{name[:head]}…{name[head + 1 - width:]}"
+
+
 def summary_text(summary: pd.DataFrame) -> str:
     """`model_summary` as the log's last lines, within 100 columns: each model's validation and test
     scores, and its gain over its reference (the best model on a subset of its streams)."""
     shown = pd.DataFrame({
-        "model": summary["variant"] + "." + summary["classifier"], "val_uar": summary["validation_uar"],
+        "model": (summary["variant"] + "." + summary["classifier"]).map(_within),
+        "val_uar": summary["validation_uar"],
         "accuracy": summary["accuracy"], "uar": summary["unweighted_average_recall"],
         "f1": summary["macro_f1"], "vs_reference": summary["uar_gain"], "p": summary["mcnemar_p"]})
     table = shown.to_string(index=False, float_format="%.3f", na_rep="", formatters={
