@@ -5,10 +5,11 @@ MFCC+LPCC on a real corpus, beside the classical-only models, for each split str
         --workdir /tmp/ft-bench [--strategies random speaker_independent] [--models ...] \\
         [--params fine_tuning.defaults.epochs=20]
 
-In a scratch copy of the project: makes the spectrograms, MFCCs and LPCCs once, fuses the classical
-streams, then per strategy makes the split, trains the classical SVMs (`modelling.<variant>.svm`)
-and runs each `fine_tuning.<name>` namespace on its own, measuring its wall time and the peak memory
-(PSS) of its process tree. Prints one table per strategy (test scores) and the run figures.
+In a scratch copy of the project: makes the spectrograms and the classical variants' fused features
+once, then per strategy makes the split, trains the classical models (`--classical`, by default
+the MFCC, LPCC and MFCC+LPCC SVMs) and runs each `fine_tuning.<name>` namespace on its own,
+measuring its wall time and the peak memory (PSS) of its process tree. Prints one table per
+strategy (test scores) and the run figures.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import pandas as pd
 from _harness import measured_kedro_run, scratch_project
 from modelling import summary_of
 
-CLASSICAL = ["mfcc", "lpcc", "mfcc_lpcc"]
+CLASSICAL = ["mfcc.svm", "lpcc.svm", "mfcc_lpcc.svm"]
 MODELS = ["squeezenet_c1", "squeezenet_c2", "squeezenet_c2_plain", "lstm", "squeezenet_c2_mfcc_lpcc"]
 SPLITS = {
     "random": "split.strategy=random",
@@ -45,6 +46,8 @@ def main() -> None:
     parser.add_argument("--strategies", nargs="+", default=list(SPLITS), choices=list(SPLITS))
     parser.add_argument("--models", nargs="+", default=MODELS, help="fine_tuning entries to run, in order")
     parser.add_argument("--params", default="", help="extra `kedro run --params` for the fine-tuning runs")
+    parser.add_argument("--classical", nargs="+", default=CLASSICAL, metavar="VARIANT.CLASSIFIER",
+                        help="classical models trained on the same split, for reference")
     args = parser.parse_args()
 
     from kedro.config import OmegaConfigLoader  # the base entry of C2, to derive the plain one from it
@@ -61,23 +64,36 @@ def main() -> None:
         },
     }
     project = scratch_project(local, args.workdir)
-    results: dict = {
-        "features": measured_kedro_run(project, "--to-outputs=log_mel_spectrogram,mfcc,lpcc"),
-        "fusion": measured_kedro_run(project, "--namespaces=" + ",".join(f"fusion.{v}" for v in CLASSICAL)),
+    from emofusion.instances import (
+        fine_tuned_inputs,
+        fine_tuned_variant,
+        fine_tuning_entries,
+        fused_features_name,
+    )
+
+    parameters = OmegaConfigLoader(str(project / "conf"), base_env="base", default_run_env="local")[
+        "parameters"
+    ]
+    entries = fine_tuning_entries(parameters)  # checked, each merged over the defaults
+    variants = {model.split(".")[0] for model in args.classical} | {
+        entries[name]["variant"] for name in args.models if entries[name]["kind"] == "late_fusion"
     }
+    # Everything the chosen models read, made once: spectrograms (standardised per speaker too, when
+    # a network reads them so) and the fused features of the classical variants.
+    inputs = sorted(fine_tuned_inputs(parameters)) + sorted(fused_features_name(v) for v in variants)
+    results: dict = {"features": measured_kedro_run(project, "--to-outputs=" + ",".join(inputs))}
     for strategy in args.strategies:
         split = SPLITS[strategy]
         measured_kedro_run(project, "--nodes=split_clips", "--params", split)
         results[f"{strategy}/classical"] = measured_kedro_run(
-            project, "--namespaces=" + ",".join(f"modelling.{v}.svm" for v in CLASSICAL), "--params", split
+            project, "--namespaces=" + ",".join(f"modelling.{m}" for m in args.classical), "--params", split
         )
-        trained = [f"{v}.svm" for v in CLASSICAL]
+        trained = list(args.classical)
         for name in args.models:
             params = ",".join(filter(None, [split, args.params]))
             figures = measured_kedro_run(project, f"--namespaces=fine_tuning.{name}", "--params", params)
             results[f"{strategy}/{name}"] = figures
-            variant = "mfcc_lpcc_spectrogram_late" if name.endswith("_mfcc_lpcc") else "log_mel_spectrogram"
-            trained.append(f"{variant}.{name}")
+            trained.append(f"{fine_tuned_variant(name, entries[name])}.{name}")
             print(
                 f"{strategy} {name}: {figures['wall_s']:.0f} s wall, "
                 f"peak {figures['peak_pss_mb']:.0f} MB PSS",
@@ -89,7 +105,7 @@ def main() -> None:
             table[column] = table["classifier"].map(
                 lambda name, key=key, runs=runs: round(runs[name][key]) if name in runs else None
             )
-        print(f"\n{strategy} split (classical SVMs: {results[f'{strategy}/classical']['wall_s']:.0f} s)")
+        print(f"\n{strategy} split (classical models: {results[f'{strategy}/classical']['wall_s']:.0f} s)")
         print(table.drop(columns=["split"]).to_string(index=False, float_format="%.3f"))
         chosen = {}
         for model in trained:
