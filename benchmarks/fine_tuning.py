@@ -70,10 +70,9 @@ def main() -> None:
         fine_tuning_entries,
         fused_features_name,
     )
+    from emofusion.settings import CONFIG_LOADER_ARGS
 
-    parameters = OmegaConfigLoader(str(project / "conf"), base_env="base", default_run_env="local")[
-        "parameters"
-    ]
+    parameters = OmegaConfigLoader(str(project / "conf"), **CONFIG_LOADER_ARGS)["parameters"]
     entries = fine_tuning_entries(parameters)  # checked, each merged over the defaults
     variants = {model.split(".")[0] for model in args.classical} | {
         entries[name]["variant"] for name in args.models if entries[name]["kind"] == "late_fusion"
