@@ -11,6 +11,7 @@ from typing import Any
 
 from emofusion.errors import FineTuningConfigError
 
+from ..fusion.nodes import SPEAKER_NORMALISATIONS
 from ..fusion.pipeline import SPEAKER_NORMALISED_SPECTROGRAMS
 from ..transfer_features.config import backbone_spec
 
@@ -27,7 +28,6 @@ AUGMENTATION_KEYS = (
     "time_shift",
 )
 NETWORK_INPUT = "log_mel_spectrogram"  # the dataset a network reads (see `network_input`)
-SPEAKER_NORMALISATIONS = ("none", "speaker")
 
 
 def network_input(settings: Mapping[str, Any]) -> str:
