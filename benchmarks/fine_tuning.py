@@ -50,11 +50,12 @@ def main() -> None:
                         help="classical models trained on the same split, for reference")
     args = parser.parse_args()
 
-    from kedro.config import OmegaConfigLoader  # the base entry of C2, to derive the plain one from it
+    from kedro.config import OmegaConfigLoader
 
-    c2 = OmegaConfigLoader("conf", base_env="base", default_run_env="base")["parameters"]["fine_tuning"][
-        "models"
-    ]["squeezenet_c2"]
+    from emofusion.settings import CONFIG_LOADER_ARGS  # the project's loader settings (and warning filters)
+
+    base = OmegaConfigLoader("conf", **{**CONFIG_LOADER_ARGS, "default_run_env": "base"})["parameters"]
+    c2 = base["fine_tuning"]["models"]["squeezenet_c2"]  # the plain C2 is derived from it
     local = {
         "corpora": ["bench"],
         "corpus_sources": {"bench": {"reader": args.reader, "path": args.corpus_path}},
@@ -70,7 +71,6 @@ def main() -> None:
         fine_tuning_entries,
         fused_features_name,
     )
-    from emofusion.settings import CONFIG_LOADER_ARGS
 
     parameters = OmegaConfigLoader(str(project / "conf"), **CONFIG_LOADER_ARGS)["parameters"]
     entries = fine_tuning_entries(parameters)  # checked, each merged over the defaults
