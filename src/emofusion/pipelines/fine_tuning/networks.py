@@ -103,12 +103,17 @@ def _dct_matrix(n_mels: int, n_mfcc: int) -> np.ndarray:
     return basis.T.astype(np.float32)
 
 
+# network_inputs runs inside tf.data functions, which AutoGraph converts; it cannot convert importlib
+# and would log a page of warning on every run, so the import is called as it is.
+_preprocessing = tf.autograph.experimental.do_not_convert(import_object)
+
+
 def network_inputs(spectrograms: tf.Tensor, settings: Mapping[str, Any], size: list[int] | None) -> tf.Tensor:
     """A batch of spectrograms as the network takes it: images at `size`, scaled as the backbone
     expects (cnn), or frame sequences (lstm), each clip's features standardised over its frames."""
     if settings["kind"] == "cnn":
         pixels = 127.5 * (spectrogram_to_image(spectrograms, tuple(size)) + 1.0)  # 0-255 RGB
-        return import_object(settings["backbone"]["preprocess_input"])(pixels)
+        return _preprocessing(settings["backbone"]["preprocess_input"])(pixels)
     frames = tf.transpose(tf.cast(spectrograms, tf.float32), [0, 2, 1])
     lstm = settings["lstm"]
     if lstm["features"] == "mfcc":
