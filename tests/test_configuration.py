@@ -67,7 +67,8 @@ def test_the_paper_environment_is_the_reference_design(paper_parameters):
                                                 "probability": True, "search": None}
     assert parameters["classifiers"]["dnn"] == {
         "kind": "dnn", "layers": [{"units": 512, "dropout": 0.5}, {"units": 256}], "learning_rate": 0.001,
-        "epochs": 100, "batch_size": 32, "patience": 10, "precision": "float32", "search": None}
+        "epochs": 100, "batch_size": 32, "patience": 10, "early_stopping_fraction": 0.15,
+        "precision": "float32", "search": None}
 
     cnn = parameters["transfer_features"]
     assert (cnn["backbone"], cnn["weights"], cnn["offline_fallback"]) == (

@@ -93,6 +93,7 @@ class ClassifierNumbers(BaseModel):
     epochs: int | None = Field(default=None, gt=0)
     batch_size: int | None = Field(default=None, gt=0)
     patience: int | None = Field(default=None, ge=0)
+    early_stopping_fraction: float | None = Field(default=None, gt=0, lt=1)
 
 
 class Parameters(BaseModel):

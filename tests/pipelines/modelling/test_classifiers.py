@@ -4,6 +4,7 @@ import logging
 import os
 
 import numpy as np
+import pandas as pd
 import pytest
 from sklearn.svm import SVC
 from sklearn.utils.estimator_checks import parametrize_with_checks
@@ -12,6 +13,8 @@ from emofusion.pipelines.modelling.classifiers import (
     BlockScaler,
     DenseNetworkClassifier,
     KernelSVC,
+    early_stopping_rows,
+    prediction_table,
 )
 
 
@@ -53,14 +56,41 @@ def test_the_dense_network_trains_in_its_own_process_reproducibly_and_logs_here(
     y = np.repeat(["a", "b"], 20)
     X = (rng.normal(size=(40, 6)) + (y == "b")[:, None]).astype(np.float32)
     with caplog.at_level(logging.DEBUG, logger="emofusion"):  # each epoch at DEBUG, beside a progress bar
-        first = DenseNetworkClassifier(layers=[{"units": 8}], epochs=4, random_state=3).fit(
-            X[::2], y[::2], validation=(X[1::2], y[1::2]))
-    second = DenseNetworkClassifier(layers=[{"units": 8}], epochs=4, random_state=3).fit(
-        X[::2], y[::2], validation=(X[1::2], y[1::2]))
+        first = DenseNetworkClassifier(layers=[{"units": 8}], epochs=4, random_state=3).fit(X, y)
+    second = DenseNetworkClassifier(layers=[{"units": 8}], epochs=4, random_state=3).fit(X, y)
     assert all(np.array_equal(a, b) for a, b in zip(first.weights_, second.weights_, strict=True))
     epochs = [r for r in caplog.records if r.getMessage().startswith("DNN epoch")]
     assert len(epochs) == first.epochs_run_ > 0
     assert {r.process for r in epochs} != {os.getpid()}
+
+
+def test_early_stopping_holds_out_whole_training_speakers_or_a_stratified_share():
+    y = np.tile(np.repeat(["a", "b", "c"], 4), 10)  # 10 speakers of 12 clips
+    speakers = np.repeat([f"s{i}" for i in range(10)], 12)
+    fitted, stopping = early_stopping_rows(y, speakers, 0.2, seed=0)
+    assert len(set(speakers[stopping])) == 2 and not set(speakers[stopping]) & set(speakers[fitted])
+    assert sorted([*fitted, *stopping]) == list(range(len(y)))
+    fitted, stopping = early_stopping_rows(y, None, 0.2, seed=0)
+    assert {label: int((y[stopping] == label).sum()) for label in "abc"} == {"a": 8, "b": 8, "c": 8}
+    assert np.array_equal(early_stopping_rows(y, None, 0.2, seed=0)[1], stopping)  # seeded
+    with pytest.raises(ValueError, match="too few training clips"):
+        early_stopping_rows(np.array(["a", "b"]), None, 0.2, seed=0)
+
+
+def test_svm_answers_are_the_most_probable_class_as_emofusion_predict_gives():
+    # Scored predictions (`predict`, `prediction_table`) and the probabilities `emofusion predict`
+    # takes the argmax of must agree on every clip, for a problem where the vote and the
+    # calibrated probabilities could differ.
+    rng = np.random.default_rng(4)
+    X = rng.normal(size=(240, 10)).astype(np.float32)
+    rank = (X[:, :3].sum(axis=1) * 2 + rng.normal(size=240)).argsort().argsort()
+    y = np.array(list("abcdefgh"))[rank // 30]
+    X_test = rng.normal(size=(300, 10)).astype(np.float32)
+    svm = KernelSVC(C=3.0, random_state=0).fit(X, y)
+    probabilities = svm.predict_proba(X_test)
+    assert np.array_equal(svm.predict(X_test), svm.classes_[probabilities.argmax(axis=1)])
+    table = prediction_table(svm, X_test, pd.DataFrame({"clip_id": np.arange(300)}))
+    assert np.array_equal(table["predicted"], svm.predict(X_test))
 
 
 @pytest.mark.parametrize("shape", [(40, 300), (300, 20)])
@@ -79,34 +109,17 @@ def test_principal_components_are_those_of_scikit_learn(shape):
     assert np.allclose(axes @ axes.T, np.eye(5), atol=1e-4)
 
 
-# Every check that fits the network: its early stopping needs the split's validation clips,
-# fit(X, y, validation=(X_validation, y_validation)), which scikit-learn's checks do not pass.
-DENSE_NETWORK_FITS = [
-    "check_classifier_data_not_an_array", "check_classifiers_classes", "check_classifiers_one_label",
-    "check_classifiers_train", "check_dict_unchanged", "check_dont_overwrite_parameters",
-    "check_dtype_object",
-    "check_estimators_dtypes", "check_estimators_fit_returns_self", "check_estimators_nan_inf",
-    "check_estimators_overwrite_params", "check_estimators_pickle", "check_f_contiguous_array_estimator",
-    "check_fit2d_1feature", "check_fit2d_1sample", "check_fit2d_predict1d", "check_fit_check_is_fitted",
-    "check_fit_idempotent", "check_fit_score_takes_y", "check_methods_sample_order_invariance",
-    "check_methods_subset_invariance", "check_n_features_in", "check_n_features_in_after_fitting",
-    "check_pipeline_consistency", "check_positive_only_tag_during_fit", "check_readonly_memmap_input",
-    "check_supervised_y_2d",
-]
-
-
 def deviations(estimator) -> dict[str, str]:
     """The scikit-learn checks each estimator fails by design, with the reason."""
     if isinstance(estimator, BlockScaler):
         return {"check_transformer_preserve_dtypes": "float32 out whatever comes in: fused features are up "
                                                      "to 98,304 columns wide, float64 would double them"}
-    if isinstance(estimator, DenseNetworkClassifier):
-        return dict.fromkeys(DENSE_NETWORK_FITS, "fit needs validation clips for early stopping")
     return {}
 
 
 @parametrize_with_checks([
-    BlockScaler(), KernelSVC(), DenseNetworkClassifier(layers=[{"units": 4}], epochs=1)],
+    BlockScaler(), KernelSVC(),
+    DenseNetworkClassifier(layers=[{"units": 16}], epochs=5, patience=5, learning_rate=0.05, batch_size=64)],
     expected_failed_checks=deviations)
 def test_the_estimators_follow_scikit_learn_s_conventions(estimator, check):
     check(estimator)

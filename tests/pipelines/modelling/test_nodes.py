@@ -363,8 +363,7 @@ def test_classifier_entries_are_checked():
     assert isinstance(build_classifier({"kind": "dnn", "epochs": 5}, 0), DenseNetworkClassifier)
     with pytest.raises(ClassifierConfigError, match="dnn precision 'int8'"):
         build_classifier({"kind": "dnn", "precision": "int8"}, 0).fit(
-            np.zeros((4, 2)), np.array(["a", "b", "a", "b"]),
-            validation=(np.zeros((2, 2)), np.array(["a", "b"])))
+            np.zeros((4, 2)), np.array(["a", "b", "a", "b"]))
 
 
 def two_stream_problem(seed: int = 0) -> tuple[ClipArray, pd.DataFrame]:

@@ -63,6 +63,12 @@ def _positive(name: str, value: Any, kind: type = int, zero: bool = False) -> An
     return kind(value)
 
 
+def _fraction(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < 1:
+        raise FineTuningConfigError(f"{name} must be a number between 0 and 1, got {value!r}")
+    return float(value)
+
+
 def _stages(name: str, image_size: Any, epochs: int) -> list[dict[str, Any]]:
     """`image_size` [h, w] (one stage of `epochs`), or a progressive schedule: a list of
     {size: [h, w], epochs: n}, smallest images first."""
@@ -119,6 +125,7 @@ def network_settings(
         "epochs",
         "batch_size",
         "patience",
+        "early_stopping_fraction",
         "optimizer",
         "augmentation",
         "precision",
@@ -172,6 +179,9 @@ def network_settings(
         "epochs": epochs,
         "batch_size": _positive(f"{name}: batch_size", entry.get("batch_size")),
         "patience": _positive(f"{name}: patience", entry.get("patience")),
+        "early_stopping_fraction": _fraction(
+            f"{name}: early_stopping_fraction", entry.get("early_stopping_fraction")
+        ),
         "learning_rate": _positive(f"{name}: optimizer.learning_rate", optimizer.get("learning_rate"), float),
         "augmentation": augmentation,
         "precision": precision,

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
 
-from ..modelling.classifiers import run_in_training_process
+from ..modelling.classifiers import early_stopping_rows, run_in_training_process
 
 logger = logging.getLogger(__name__)
 
@@ -30,45 +30,42 @@ def _in_networks(function: str, *args: Any) -> Any:
 
 class FineTunedNetwork(ClassifierMixin, BaseEstimator):
     """A network fine-tuned on spectrograms (kind cnn: images; lstm: frame sequences), trained on
-    the training clips with early stopping on the validation clips. `settings` is a checked entry
-    (`config.network_settings`). Fitted: `classes_`, the architecture and weights, `history_`."""
+    the training clips given, stopping early on a share of them held out (whole speakers given
+    their `groups`), so that no validation or test clip of the split chooses its epoch. `settings`
+    is a checked entry (`config.network_settings`). Fitted: `classes_`, the architecture and
+    weights, `history_`."""
 
-    needs_validation = True
+    refit_on_validation = False  # minutes per fold: trained once, on the training clips
 
     def __init__(self, settings: Mapping[str, Any] | None = None) -> None:
         self.settings = settings
 
-    def fit(
-        self, X: np.ndarray, y: np.ndarray, validation: tuple[np.ndarray, np.ndarray] | None = None
-    ) -> FineTunedNetwork:
-        if validation is None or len(validation[1]) == 0:
-            raise ValueError(
-                "a fine-tuned network needs validation clips for early stopping; the split gave none"
-            )
+    def fit(self, X: np.ndarray, y: np.ndarray, groups: np.ndarray | None = None) -> FineTunedNetwork:
         self.classes_ = np.unique(y)
-        unseen = sorted(set(validation[1]) - set(self.classes_))
-        if unseen:
-            raise ValueError(f"validation clips have emotions absent from training: {unseen}")
-        code = {label: i for i, label in enumerate(self.classes_)}
+        fitted_rows, stopping_rows = early_stopping_rows(
+            np.asarray(y), groups, self.settings["early_stopping_fraction"], self.settings["random_seed"]
+        )
+        code = np.searchsorted(self.classes_, y)
         with tempfile.TemporaryDirectory(prefix="emofusion-fine-tuning-") as folder:
-            np.save(train_path := Path(folder, "train.npy"), np.asarray(X))
-            np.save(validation_path := Path(folder, "validation.npy"), np.asarray(validation[0]))
+            train_path, stopping_path = Path(folder, "train.npy"), Path(folder, "stopping.npy")
+            np.save(train_path, np.asarray(X)[fitted_rows])
+            np.save(stopping_path, np.asarray(X)[stopping_rows])
             trained = run_in_training_process(
                 _in_networks,
                 "train_network",
                 dict(self.settings),
                 len(self.classes_),
                 train_path,
-                np.array([code[label] for label in y]),
-                validation_path,
-                np.array([code[label] for label in validation[1]]),
+                code[fitted_rows],
+                stopping_path,
+                code[stopping_rows],
             )
         self.architecture_, self.weights_ = trained["architecture"], trained["weights"]
         self.history_, self.ran_with_ = trained["history"], trained["ran_with"]
         return self
 
     def best_epoch(self) -> int:
-        """The epoch whose weights were kept: the lowest validation loss of the last stage."""
+        """The epoch whose weights were kept: the lowest held-out loss of the last stage."""
         sizes, losses = self.history_["image_size"], self.history_["val_loss"]
         last = [i for i, size in enumerate(sizes) if size == sizes[-1]]
         return min(last, key=lambda i: losses[i]) + 1

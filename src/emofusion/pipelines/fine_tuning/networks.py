@@ -325,7 +325,7 @@ class EpochProgress(keras.callbacks.Callback):
         self.bar.close()
         logs = logs or {}
         logger.info(
-            "%s epoch %d/%d: loss %.3f, accuracy %.3f, validation loss %.3f, accuracy %.3f",
+            "%s epoch %d/%d: loss %.3f, accuracy %.3f, held-out loss %.3f, accuracy %.3f",
             self.name,
             epoch + 1,
             self.epochs,
@@ -341,17 +341,18 @@ def train_network(
     n_classes: int,
     train_path: Path,
     targets: np.ndarray,
-    validation_path: Path,
-    validation_targets: np.ndarray,
+    stopping_path: Path,
+    stopping_targets: np.ndarray,
 ) -> dict[str, Any]:
-    """Train stage after stage (progressive image sizes), each stopping early on the validation
-    loss and keeping its best weights; returns the architecture (Keras JSON), the weights, the
-    history per epoch (with the image size) and how it ran."""
+    """Train stage after stage (progressive image sizes), each stopping early on the loss of the
+    training clips held out for it (`stopping_path`) and keeping its best weights; returns the
+    architecture (Keras JSON), the weights, the history per epoch (with the image size) and how it
+    ran."""
     keras.backend.clear_session()
     seed = int(settings["random_seed"])
     keras.utils.set_random_seed(seed)
     how = resolved(settings)
-    spectrograms, validation = np.load(train_path), np.load(validation_path)
+    spectrograms, stopping = np.load(train_path), np.load(stopping_path)
     onehot = np.eye(n_classes, dtype=np.float32)
     steps = math.ceil(len(targets) / settings["batch_size"])
     epochs = sum(stage["epochs"] for stage in settings["stages"])
@@ -374,22 +375,20 @@ def train_network(
             jit_compile=how["jit_compile"],
         )
         logger.info(
-            "Fine-tuning %s%s: %d backbone variables train at the backbone's rate; %d training and %d "
-            "validation clips; %s, jit_compile %s, on %s",
+            "Fine-tuning %s%s: %d backbone variables train at the backbone's rate; %d training clips, %d "
+            "held out to stop early; %s, jit_compile %s, on %s",
             label,
             f" at {stage['size'][0]}x{stage['size'][1]}" if stage["size"] else "",
             len(backbone_variables),
             len(targets),
-            len(validation_targets),
+            len(stopping_targets),
             how["precision"],
             how["jit_compile"],
             how["device"],
         )
         fitted = model.fit(
             training_batches(spectrograms, onehot[targets], settings, stage["size"], seed + done),
-            validation_data=evaluation_batches(
-                validation, settings, stage["size"], onehot[validation_targets]
-            ),
+            validation_data=evaluation_batches(stopping, settings, stage["size"], onehot[stopping_targets]),
             initial_epoch=done,
             epochs=done + stage["epochs"],
             verbose=0,

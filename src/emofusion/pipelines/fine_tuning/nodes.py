@@ -27,7 +27,14 @@ from ..modelling.classifiers import (
     late_weight_candidates,
     prediction_table,
 )
-from ..modelling.nodes import check_model_inputs, combined_predictions, fold_rows, read_subset, split_used
+from ..modelling.nodes import (
+    check_model_inputs,
+    combined_predictions,
+    fold_rows,
+    read_subset,
+    speakers_apart,
+    split_used,
+)
 from .config import merged_entry, network_input, network_settings
 from .estimators import FineTunedNetwork, InputLateFusion, combined_probabilities
 
@@ -104,9 +111,11 @@ def fine_tune_and_predict(
     for fold in folds:
         started = time.perf_counter()
         rows, emotion = fold_rows(data_split, fold)
-        X_train, y_train, _ = read_subset(spectrograms, rows, emotion, "train")
+        X_train, y_train, train_ids = read_subset(spectrograms, rows, emotion, "train")
+        network = FineTunedNetwork(settings).fit(
+            X_train, y_train, speakers_apart(rows, train_ids, data_split_settings)
+        )
         X_validation, y_validation, validation_ids = read_subset(spectrograms, rows, emotion, "validation")
-        network = FineTunedNetwork(settings).fit(X_train, y_train, validation=(X_validation, y_validation))
         del X_train
         # One forward pass per subset: the prediction is the most probable class.
         validation = prediction_table(
@@ -220,9 +229,9 @@ def late_fuse_and_predict(
     for fold in sorted(data_split["fold"].unique()):
         rows, emotion = fold_rows(data_split, fold)
         classical = build_model(blocks, groups, settings, parameters.get("reduction"), balanced, random_seed)
-        X_train, y_train, _ = read_subset(fused_features, rows, emotion, "train")
+        X_train, y_train, train_ids = read_subset(fused_features, rows, emotion, "train")
         X_validation, y_validation, validation_ids = read_subset(fused_features, rows, emotion, "validation")
-        fit_model(classical, X_train, y_train, (X_validation, y_validation))
+        fit_model(classical, X_train, y_train, speakers_apart(rows, train_ids, data_split_settings))
         if list(classical.classes_) != list(network.classes_):
             raise ValueError(
                 f"fold {fold}: the network and the {settings.get('kind')} model know different emotions"

@@ -8,6 +8,7 @@ from __future__ import annotations
 import atexit
 import copy
 import hashlib
+import inspect
 import itertools
 import logging
 import logging.handlers
@@ -240,14 +241,17 @@ class KernelSVC(ClassifierMixin, BaseEstimator):
         return self.svc_.decision_function(kernel)
 
     def predict(self, X: np.ndarray) -> np.ndarray:
-        """The one-vs-one vote."""
-        kernel = self._test_kernel(X)
-        return self.svc_.predict(kernel)
+        """The most probable class when the SVM gives probabilities, so that scored predictions,
+        late fusion and `emofusion predict` answer alike; else the one-vs-one vote."""
+        if self.probability:
+            most_probable = self.predict_proba(X).argmax(axis=1)
+            return self.classes_[most_probable]
+        return self.svc_.predict(self._test_kernel(X))
 
     @available_if(lambda self: self.probability)
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
         scores = self.decision_function(X)
-        return self.calibrator_.predict_proba(scores.reshape(len(X), -1))
+        return self.calibrator_.predict_proba(scores.reshape(len(scores), -1))
 
 
 class LateFusionClassifier(ClassifierMixin, BaseEstimator):
@@ -267,17 +271,14 @@ class LateFusionClassifier(ClassifierMixin, BaseEstimator):
         self.weights = weights
 
     @property
-    def needs_validation(self) -> bool:
-        return any(uses_validation(model) for model in self.models)
+    def refit_on_validation(self) -> bool:
+        return all(refits_on_validation(model) for model in self.models)
 
     def _group(self, X: np.ndarray, group: int) -> np.ndarray:
         return np.hstack([np.asarray(X[:, start:stop]) for start, stop in self.columns[group]])
 
-    def fit(self, X: np.ndarray, y: np.ndarray,
-            validation: tuple[np.ndarray, np.ndarray] | None = None) -> LateFusionClassifier:
-        self.models_ = [fit_model(clone(model), self._group(X, group), y,
-                                  None if validation is None else (self._group(validation[0], group),
-                                                                   validation[1]))
+    def fit(self, X: np.ndarray, y: np.ndarray, groups: np.ndarray | None = None) -> LateFusionClassifier:
+        self.models_ = [fit_model(clone(model), self._group(X, group), y, groups)
                         for group, model in enumerate(self.models)]
         self.classes_ = self.models_[0].classes_
         if not hasattr(self.models_[0], "predict_proba"):
@@ -299,7 +300,9 @@ class LateFusionClassifier(ClassifierMixin, BaseEstimator):
 
 class DenseNetworkClassifier(ClassifierMixin, BaseEstimator):
     """The reference head as a classifier: dense layers (ReLU, optional dropout), softmax, Adam,
-    early stopping on a validation split that is never the test split.
+    early stopping on clips held out of the training clips it is given (`early_stopping_fraction`,
+    as scikit-learn's `validation_fraction`; whole speakers when `fit` gets their `groups`), so
+    that its stopping epoch never depends on a validation or test clip of the split.
 
     Networks train in a separate process (`run_in_training_process`), so this one never loads
     TensorFlow. Small networks share one such process; a network of tens of millions of weights
@@ -308,53 +311,49 @@ class DenseNetworkClassifier(ClassifierMixin, BaseEstimator):
     the architecture as Keras JSON (`keras.models.model_from_json`), and predicts without
     TensorFlow."""
 
-    needs_validation = True  # early stopping
+    refit_on_validation = False  # a second training per fold would double the networks' time
 
     def __init__(self, layers: Sequence[Mapping[str, Any]] = ({"units": 512, "dropout": 0.5}, {"units": 256}),
                  learning_rate: float = 1e-3, epochs: int = 100, batch_size: int = 32,
-                 patience: int = 10, precision: str = "float32", random_state: int | None = None) -> None:
+                 patience: int = 10, early_stopping_fraction: float = 0.15, precision: str = "float32",
+                 random_state: int | None = None) -> None:
         self.layers = layers
         self.precision = precision
         self.learning_rate = learning_rate
         self.epochs = epochs
         self.batch_size = batch_size
         self.patience = patience
+        self.early_stopping_fraction = early_stopping_fraction
         self.random_state = random_state
 
-    def fit(self, X: np.ndarray, y: np.ndarray,
-            validation: tuple[np.ndarray, np.ndarray] | None = None) -> DenseNetworkClassifier:
+    def fit(self, X: np.ndarray, y: np.ndarray, groups: np.ndarray | None = None) -> DenseNetworkClassifier:
         if self.precision not in PRECISIONS:
             raise ClassifierConfigError(
                 f"dnn precision '{self.precision}' is not one of: {', '.join(PRECISIONS)}")
-        X, y = validate_data(self, X, y)
+        X, y = validate_data(self, X, y, ensure_min_samples=2)
         check_classification_targets(y)
-        if validation is None or len(validation[1]) == 0:
-            raise ValueError("the dense network needs validation clips for early stopping; "
-                             "the split gave none")
         self.classes_ = np.unique(y)
-        unseen = sorted(set(validation[1]) - set(self.classes_))
-        if unseen:
-            raise ValueError(f"validation clips have emotions absent from training: {unseen}")
-        encode = np.vectorize({label: i for i, label in enumerate(self.classes_)}.__getitem__,
-                              otypes=[np.int64])
+        fitted_rows, stopping_rows = early_stopping_rows(y, groups, self.early_stopping_fraction,
+                                                         self.random_state)
+        code = np.searchsorted(self.classes_, y)
         remove_stranded_folders()
         with tempfile.TemporaryDirectory(prefix=f"{DNN_FOLDER_PREFIX}{os.getpid()}-",
                                          ignore_cleanup_errors=True) as folder:
-            # The matrices travel as files the training process maps, not as pickles through a pipe;
-            # this process then drops its references, which frees them unless the caller keeps one.
-            np.save(train_path := Path(folder, "train.npy"), np.asarray(X, np.float32))
-            np.save(validation_path := Path(folder, "validation.npy"), np.asarray(validation[0], np.float32))
-            y, validation_y = encode(y), encode(validation[1])
-            del X, validation
+            # The matrices travel as files the training process maps, not as pickles through a pipe.
+            train_path, stopping_path = Path(folder, "train.npy"), Path(folder, "stopping.npy")
+            save_rows(train_path, X, fitted_rows)
+            save_rows(stopping_path, X, stopping_rows)
+            del X
             self.architecture_, self.weights_, history = run_in_training_process(
                 train_dense_network, self.get_params(), len(self.classes_),
-                train_path, y, validation_path, validation_y,
+                train_path, code[fitted_rows], stopping_path, code[stopping_rows],
                 fresh=self.n_features_in_ * int(self.layers[0]["units"] if self.layers else 1)
                 >= FRESH_PROCESS_WEIGHTS)
         self.epochs_run_ = len(history["loss"])
-        best = int(np.argmin(history["val_loss"])) + 1
-        logger.info("DNN: %d epochs, kept the weights of epoch %d (validation loss %.3f)", self.epochs_run_,
-                    best, history["val_loss"][best - 1])
+        self.best_epoch_ = int(np.argmin(history["val_loss"])) + 1
+        logger.info("DNN: %d epochs, kept the weights of epoch %d (loss %.3f on %d training clips held "
+                    "out for early stopping)", self.epochs_run_, self.best_epoch_,
+                    history["val_loss"][self.best_epoch_ - 1], len(stopping_rows))
         return self
 
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
@@ -379,9 +378,10 @@ class DenseNetworkClassifier(ClassifierMixin, BaseEstimator):
 
 
 def train_dense_network(params: Mapping[str, Any], n_classes: int, train_path: Path, y: np.ndarray,
-                        validation_path: Path, validation_y: np.ndarray
+                        stopping_path: Path, stopping_y: np.ndarray
                         ) -> tuple[str, list[np.ndarray], dict[str, list[float]]]:
-    """Build, train and early-stop the network; returns its architecture, weights and history."""
+    """Build, train and early-stop the network on the held-out training clips (`stopping_path`);
+    returns its architecture, weights and history (`val_*`: the held-out clips' scores)."""
     from emofusion.quiet_tensorflow import import_tensorflow
 
     tf = import_tensorflow()  # no C++ start-up chatter unless asked for
@@ -403,7 +403,7 @@ def train_dense_network(params: Mapping[str, Any], n_classes: int, train_path: P
     # One copy of the training matrix in TensorFlow; batches are gathered from it by shuffled row
     # numbers, so no shuffle buffer holds a second copy.
     features, labels = tf.constant(X), tf.constant(y)
-    validation = tf.data.Dataset.from_tensor_slices((np.load(validation_path), validation_y)).batch(256)
+    stopping = tf.data.Dataset.from_tensor_slices((np.load(stopping_path), stopping_y)).batch(256)
     del X  # unmaps the file: TensorFlow holds the only copy
     shutil.rmtree(train_path.parent, ignore_errors=True)  # read: nothing is left for a kill to strand
     train = (tf.data.Dataset.range(len(y))
@@ -417,16 +417,16 @@ def train_dense_network(params: Mapping[str, Any], n_classes: int, train_path: P
                     unit="epoch", mininterval=1.0)
 
     def log_epoch(epoch: int, logs: Mapping[str, float]) -> None:
-        logger.debug("DNN epoch %d/%d: loss %.3f, accuracy %.3f, validation loss %.3f, accuracy %.3f",
+        logger.debug("DNN epoch %d/%d: loss %.3f, accuracy %.3f, held-out loss %.3f, accuracy %.3f",
                      epoch + 1, params["epochs"], logs["loss"], logs["accuracy"], logs["val_loss"],
                      logs["val_accuracy"])
-        progress.set_postfix_str(f"validation loss {logs['val_loss']:.3f}", refresh=False)
+        progress.set_postfix_str(f"held-out loss {logs['val_loss']:.3f}", refresh=False)
         progress.update()
 
     with progress:
         # shuffle=False: the dataset shuffles itself (Keras ignores the flag for a dataset, and warns).
         history = model.fit(
-            train, validation_data=validation, epochs=params["epochs"], verbose=0, shuffle=False,
+            train, validation_data=stopping, epochs=params["epochs"], verbose=0, shuffle=False,
             callbacks=[keras.callbacks.EarlyStopping(patience=params["patience"], restore_best_weights=True),
                        keras.callbacks.LambdaCallback(on_epoch_end=log_epoch)])
     return model.to_json(), model.get_weights(), history.history
@@ -547,27 +547,55 @@ def build_classifier(settings: Mapping[str, Any], random_seed: int) -> BaseEstim
     return estimator(**settings, random_state=random_seed)
 
 
-def uses_validation(model: Any) -> bool:
-    """Whether fitting uses the validation clips (early stopping): such a model trains on the
-    training clips alone; others train on training and validation clips together."""
-    return bool(getattr(model[-1] if isinstance(model, Pipeline) else model, "needs_validation", False))
+def refits_on_validation(model: Any) -> bool:
+    """Whether the chosen model is fitted again on training and validation clips together. Networks
+    are not (their time would double): they stay as fitted, and scored, on the training clips."""
+    return bool(getattr(model[-1] if isinstance(model, Pipeline) else model, "refit_on_validation", True))
 
 
-def fit_model(model: Any, X: np.ndarray, y: np.ndarray,
-              validation: tuple[np.ndarray, np.ndarray] | None = None) -> Any:
-    """Fit a model whose last step may need the validation clips; those go through the same
-    preprocessing, fitted on the training rows only, first."""
-    if not uses_validation(model):
+def fit_model(model: Any, X: np.ndarray, y: np.ndarray, groups: np.ndarray | None = None) -> Any:
+    """Fit a model, passing each training clip's speaker (`groups`) to a classifier that holds
+    clips out for early stopping, so that it holds out whole speakers."""
+    estimator = model[-1] if isinstance(model, Pipeline) else model
+    if groups is None or "groups" not in inspect.signature(estimator.fit).parameters:
         return model.fit(X, y)
-    if validation is None or len(validation[1]) == 0:
-        raise ValueError("this model needs validation clips (early stopping); the split gave none")
-    if isinstance(model, Pipeline) and len(model) > 1:
-        preprocess = model[:-1]  # the same fitted steps as the model's
-        model[-1].fit(preprocess.fit_transform(X, y), y,
-                      validation=(preprocess.transform(validation[0]), validation[1]))
+    if isinstance(model, Pipeline):
+        return model.fit(X, y, **{f"{model.steps[-1][0]}__groups": groups})
+    return model.fit(X, y, groups=groups)
+
+
+def early_stopping_rows(y: np.ndarray, groups: np.ndarray | None, fraction: float, seed: int | None
+                        ) -> tuple[np.ndarray, np.ndarray]:
+    """The rows to fit on and the rows to stop early on, both from the training clips given: whole
+    speakers (`groups`, at least one, never all), else a stratified `fraction` of each emotion."""
+    if not 0 < fraction < 1:
+        raise ClassifierConfigError(f"early_stopping_fraction must be between 0 and 1, got {fraction}")
+    rng = np.random.default_rng(seed)
+    if groups is not None and len(units := np.unique(np.asarray(groups))) >= 2:
+        held = rng.choice(units, min(len(units) - 1, max(1, round(fraction * len(units)))), replace=False)
+        stopping = np.isin(groups, held)
     else:
-        (model[-1] if isinstance(model, Pipeline) else model).fit(X, y, validation=validation)
-    return model
+        if groups is not None:
+            logger.warning("The training clips have one speaker: clips, not speakers, are held out for "
+                           "early stopping")
+        stopping = np.zeros(len(y), dtype=bool)
+        for label in np.unique(y):
+            members = rng.permutation(np.flatnonzero(y == label))
+            if len(members) >= 2:
+                stopping[members[:min(len(members) - 1, max(1, round(fraction * len(members))))]] = True
+        if not stopping.any():
+            raise ValueError("too few training clips to hold any out for early stopping: every emotion "
+                             "has 1 sample")
+    return np.flatnonzero(~stopping), np.flatnonzero(stopping)
+
+
+def save_rows(path: Path, X: np.ndarray, rows: np.ndarray) -> None:
+    """These rows of X as a float32 .npy file, written chunk by chunk: no copy of the whole matrix."""
+    out = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(len(rows), X.shape[1]))
+    for start in range(0, len(rows), ROWS_PER_CHUNK):
+        out[start:start + ROWS_PER_CHUNK] = X[rows[start:start + ROWS_PER_CHUNK]]
+    out.flush()
+    del out
 
 
 def _early_model(blocks: Sequence[Mapping[str, Any]], classifier: Mapping[str, Any], balanced: bool,
@@ -716,16 +744,17 @@ def fused_layout(metadata: Mapping[str, Any], width: int
 
 def select_and_fit(features_metadata: Mapping[str, Any], classifier_options: Mapping[str, Any],
                    reduction_options: Mapping[str, Any] | None, random_seed: int,
-                   train: tuple[np.ndarray, np.ndarray], validation: tuple[np.ndarray, np.ndarray]
-                   ) -> tuple[Pipeline, dict[str, Any]]:
+                   train: tuple[np.ndarray, np.ndarray], validation: tuple[np.ndarray, np.ndarray],
+                   train_groups: np.ndarray | None = None) -> tuple[Pipeline, dict[str, Any]]:
     """One fold's fitted model (block scaling, optional PCA, classifier; for late fusion one such
     model per group of streams) for fused features with this metadata (`fused_layout`).
 
-    Chooses among the candidates of the classifier's `search` grid (and, for late fusion, the
-    combiner weights) by unweighted average recall on the validation clips, then fits the chosen
-    model as the split prescribes: on training and validation clips together, or on the training
-    clips with early stopping on the validation clips (inside the classifier's `fit`). Test clips
-    play no part.
+    Every candidate of the classifier's `search` grid (and, for late fusion, each combiner weight)
+    is fitted on the training clips alone (a network holds some of them out, whole speakers given
+    `train_groups`, to stop early) and scored by unweighted average recall of its answers on the
+    validation clips, which no model has seen: so the scores of all kinds of model are comparable.
+    The chosen model is then fitted again on training and validation clips together, except
+    networks (`refits_on_validation`). Test clips play no part.
 
     Returns the fitted model and a record of the choice."""
     blocks, groups, balanced = fused_layout(features_metadata, train[0].shape[1])
@@ -734,43 +763,26 @@ def select_and_fit(features_metadata: Mapping[str, Any], classifier_options: Map
     late = len(groups) > 1
     combiner_weights: list[Any] = late_weight_candidates(len(groups)) if late else [None]
 
-    def build(candidate: Mapping[str, Any], **overrides: Any) -> Pipeline:
+    def build(candidate: Mapping[str, Any]) -> Pipeline:
         candidate_blocks, settings, candidate_reduction = _apply_candidate(
             candidate, blocks, classifier_options, reduction_options)
-        return build_model(candidate_blocks, groups, {**settings, **overrides}, candidate_reduction,
-                           balanced, random_seed)
-
-    def fit_as_prescribed(model: Pipeline) -> Pipeline:
-        if uses_validation(model):
-            return fit_model(model, *train, validation)
-        return fit_model(model, np.vstack([train[0], validation[0]]),
-                         np.concatenate([train[1], validation[1]]))
+        return build_model(candidate_blocks, groups, settings, candidate_reduction, balanced, random_seed)
 
     def uar(model: Any, X: np.ndarray) -> float:
         return float(recall_score(validation[1], model.predict(X), average="macro", zero_division=0))
 
-    # Scoring needs only predictions: an SVM of early fusion skips its probability calibration.
-    scoring = {"probability": False} if classifier_options.get("kind") == "svm" and not late else {}
-    if len(candidates) * len(combiner_weights) == 1:
-        # Nothing to choose, but the validation score still ranks this model among the others
-        # (`emofusion predict` picks by it), from a fit on the training clips alone.
-        model = build(candidates[0])
-        if uses_validation(model):
-            fit_model(model, *train, validation)
-            return model, {"candidates": 1, "chosen": {}, "validation_uar": uar(model, validation[0])}
-        score = uar(fit_model(build(candidates[0], **scoring), *train), validation[0])
-        return fit_as_prescribed(model), {"candidates": 1, "chosen": {}, "validation_uar": score}
     best: tuple[float, dict[str, Any], Any, Pipeline] | None = None
     preprocessed: dict[str, Pipeline] = {}
     for candidate in candidates:
-        model = build(candidate, **scoring)
+        model = build(candidate)
         if late:
-            fit_model(model, *train, validation)
+            fit_model(model, *train, train_groups)
             for weights in combiner_weights:  # act at prediction: one fit serves them all
-                model[-1].set_params(weights=list(weights))
+                if weights is not None:
+                    model[-1].set_params(weights=list(weights))
                 score = uar(model, validation[0])
                 if best is None or score > best[0] + 1e-12:
-                    best = (score, candidate, weights, model)
+                    best = (score, candidate, weights, None if refits_on_validation(model) else model)
             continue
         # Early fusion: the scaling and PCA are fitted once per signature, each candidate's
         # classifier on the transformed clips.
@@ -781,18 +793,15 @@ def select_and_fit(features_metadata: Mapping[str, Any], classifier_options: Map
         shared = preprocessed[signature]
         if "reduce" in model.named_steps:
             shared.named_steps["reduce"].set_params(weights=model.named_steps["reduce"].weights)
-        X_train, X_validation = shared.transform(train[0]), shared.transform(validation[0])
-        estimator.fit(X_train, train[1], **({"validation": (X_validation, validation[1])}
-                                            if uses_validation(estimator) else {}))
-        score = uar(estimator, X_validation)
+        fit_model(estimator, shared.transform(train[0]), train[1], train_groups)
+        score = uar(estimator, shared.transform(validation[0]))
         if best is None or score > best[0] + 1e-12:
-            # A model that early-stops on the validation clips is final as it is; others are refitted.
-            kept = (Pipeline([*copy.deepcopy(shared).steps, ("classify", estimator)])
-                    if uses_validation(estimator) else None)
-            best = (score, candidate, None, kept)
+            best = (score, candidate, None, None if refits_on_validation(estimator)
+                    else Pipeline([*copy.deepcopy(shared).steps, ("classify", estimator)]))
     score, candidate, weights, model = best
-    if model is None or not uses_validation(model):
-        model = fit_as_prescribed(build(candidate))
+    if model is None:  # refitted on training and validation clips; no network is, so no groups
+        model = fit_model(build(candidate), np.vstack([train[0], validation[0]]),
+                          np.concatenate([train[1], validation[1]]))
     chosen = dict(candidate)
     if weights is not None:
         model[-1].set_params(weights=list(weights))
@@ -807,15 +816,14 @@ def prediction_table(model: Any, features: Any, clips: pd.DataFrame, probabiliti
     model that gives class probabilities, `p_<emotion>` for each of its classes (`classes_`): the
     one format of test predictions, held-out predictions and `emofusion predict`'s windows.
 
-    `probabilities`, when the caller already has them (a network's forward pass, run once; late
-    fusion's weighted mean of two models'), stand for `model.predict_proba(features)`, which is
-    then not called: the prediction is the most probable class, as those models predict."""
-    if probabilities is None:
-        predicted = model.predict(features)
-        if hasattr(model, "predict_proba"):  # not an SVM with probability: false
-            probabilities = model.predict_proba(features)
-    else:
-        predicted = model.classes_[probabilities.argmax(axis=1)]
+    The prediction is the most probable class wherever the model gives probabilities: the one
+    decision rule of every model, here and in `emofusion predict`. `probabilities`, when the caller
+    already has them (a network's forward pass, run once; late fusion's weighted mean of two
+    models'), stand for `model.predict_proba(features)`, which is then not called."""
+    if probabilities is None and hasattr(model, "predict_proba"):  # not an SVM with probability: false
+        probabilities = model.predict_proba(features)
+    predicted = (model.predict(features) if probabilities is None
+                 else model.classes_[probabilities.argmax(axis=1)])
     table = clips.reset_index(drop=True).assign(**{column: predicted})
     if probabilities is None:
         return table

@@ -126,6 +126,19 @@ def read_subset(features: ClipArray, rows: pd.DataFrame, emotion: Mapping[str, s
     return _read_rows(features.values, positions), np.array([emotion[c] for c in clip_ids]), clip_ids
 
 
+def speakers_apart(rows: pd.DataFrame, clip_ids: np.ndarray, data_split_settings: Mapping[str, Any]
+                   ) -> np.ndarray | None:
+    """Each of these clips' speaker, when the split keeps speakers apart and every clip has one: a
+    network then holds whole training speakers out to stop early, as the split tests on unheard
+    speakers."""
+    if data_split_settings.get("split.strategy", "random") == "random":
+        return None
+    speakers = rows.set_index("clip_id")["speaker"].loc[clip_ids]
+    if speakers.isna().any() or speakers.astype(str).isin(["nan", "None", ""]).any():
+        return None
+    return speakers.astype(str).to_numpy()
+
+
 def _read_rows(values: np.ndarray, rows: np.ndarray) -> np.ndarray:
     """A copy of these rows. From a memory map, through a map of the same file that is closed
     right after, so the pages read do not stay mapped in (and counted against) this process for
@@ -188,9 +201,12 @@ def fit_and_predict(fused_features: ClipArray, data_split: pd.DataFrame,
     for fold in folds:
         started = time.perf_counter()
         rows, emotion = fold_rows(data_split, fold)
+        X_train, y_train, train_ids = read_subset(fused_features, rows, emotion, "train")
         model, selection = select_and_fit(metadata, classifier_options, reduction_options, random_seed,
-                                          read_subset(fused_features, rows, emotion, "train")[:2],
-                                          read_subset(fused_features, rows, emotion, "validation")[:2])
+                                          (X_train, y_train),
+                                          read_subset(fused_features, rows, emotion, "validation")[:2],
+                                          speakers_apart(rows, train_ids, data_split_settings))
+        del X_train
         selections.append({"fold": int(fold), **selection})
         X_test, y_test, test_ids = read_subset(fused_features, rows, emotion, "test")
         table = prediction_table(model, X_test, pd.DataFrame({"fold": fold, "clip_id": test_ids,
