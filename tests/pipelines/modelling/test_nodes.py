@@ -96,8 +96,8 @@ def test_a_model_refuses_a_split_made_with_other_settings_before_training():
 def test_the_model_card_and_metrics_record_the_split_as_it_was_made():
     features, clips = fused()
     _, card, predictions = fit(features, split_clips(clips, RANDOM_SPLIT, 3), {"kind": "svm", "C": 1.0})
-    assert card["split"] == {"strategy": "random", "test_size": 0.3, "validation_size": 0.15, "folds": 1,
-                             "seed": 3}
+    assert card["split"] == {"strategy": "random", "test_size": 0.3, "validation_size": 0.15, "repeats": 1,
+                             "folds": 1, "seed": 3}
     assert evaluate_predictions(predictions, card)["split"] == card["split"]
 
 
