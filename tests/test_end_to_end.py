@@ -552,7 +552,8 @@ def test_a_run_refuses_stored_inputs_made_with_other_settings_before_training(fi
             in log_of(run))
     assert metrics.stat().st_mtime_ns == written  # nothing was trained
     assert json.loads(metrics.read_text())["split"] == {"strategy": "random", "test_size": 0.3,
-                                                        "validation_size": 0.15, "folds": 1, "seed": 42}
+                                                        "validation_size": 0.15, "repeats": 1, "folds": 1,
+                                                        "seed": 42}
 
 
 def test_speaker_independent_split_refuses_clips_without_a_speaker(finished_run, project):

@@ -4,7 +4,9 @@ A node outside the run (`kedro run --namespaces=...`, `--pipelines=modelling`) d
 outputs, so a later run may read a dataset made with other settings than it asks for. Every dataset
 that depends on parameters therefore records them, as `made_with`: parameter path (`split.strategy`,
 `mfcc`, `backbones.squeezenet_v1_1`) -> the value it was made with, its inputs' settings included.
-The nodes that read it refuse it when the run's parameters say otherwise, before anything is trained."""
+The nodes that read it refuse it when the run's parameters say otherwise, before anything is trained.
+Under `NOTES` a maker may add what it found while making the dataset (the clips a split left out):
+shown with the settings, never compared with the run's."""
 
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ from typing import Any
 from emofusion.errors import StaleInputError
 
 _UNSET = object()  # a recorded parameter this run does not have
+NOTES = "notes"
 
 
 def check_made_with(dataset: str, made_with: Mapping[str, Any], parameters: Mapping[str, Any],
@@ -24,6 +27,7 @@ def check_made_with(dataset: str, made_with: Mapping[str, Any], parameters: Mapp
     Only the recorded paths are compared, leaf by leaf, so the message names each setting that
     differs; `remake` says how to make the dataset again with this run's settings."""
     differences = [difference for path, value in made_with.items()
+                   if path != NOTES
                    for difference in _differences(path, _plain(value), _plain(_lookup(parameters, path)))]
     if differences:
         made = ", ".join(f"{path}={_shown(value)}" for path, value, _ in differences)

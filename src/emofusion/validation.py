@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from emofusion.errors import ParameterError
+from emofusion.errors import ParameterError, SplitConfigError
 from emofusion.instances import fine_tuning_entries, model_instances
 
 DEFAULT_DEMO_PATH = "data/01_raw/demo"
@@ -69,10 +69,15 @@ class LogMel(_Frames):
 
 
 class Split(_Strict):
-    strategy: Literal["random", "speaker_independent"]
+    strategy: Literal["random", "speaker_independent", "leave_one_speaker_out", "folds_file", "cross_corpus"]
     test_size: float = Field(gt=0, lt=1)
     validation_size: float = Field(gt=0, lt=1)
     speaker_folds: int = Field(ge=3)
+    repeats: int = Field(default=1, ge=1)
+    folds_dir: str | None = None
+    folds_pattern: str | None = None
+    train_corpora: list[str] = Field(default_factory=list)
+    test_corpora: list[str] = Field(default_factory=list)
 
 
 class Layer(_Strict):
@@ -124,11 +129,7 @@ def _rule_errors(parameters: Mapping[str, Any], project_path: Path) -> list[str]
     """The checks of the functions the pipelines are built from, and the rules no schema states."""
     from emofusion.pipelines.transfer_features.config import transfer_settings
 
-    errors = []
-    split = parameters["split"]
-    if split["test_size"] + split["validation_size"] >= 1:
-        errors.append("split.test_size + split.validation_size: must leave clips to train on (got "
-                      f"{split['test_size']} + {split['validation_size']})")
+    errors = _split_errors(Split.model_validate(parameters["split"]), parameters["corpora"], project_path)
     for check in (lambda: model_instances(parameters), lambda: fine_tuning_entries(parameters),
                   lambda: transfer_settings(parameters["transfer_features"], parameters["backbones"],
                                             parameters["random_seed"])):
@@ -137,6 +138,37 @@ def _rule_errors(parameters: Mapping[str, Any], project_path: Path) -> list[str]
         except (ValueError, KeyError, TypeError) as error:
             errors.append(str(error).strip("'\""))
     errors += _corpus_errors(parameters, project_path)
+    return errors
+
+
+def _split_errors(split: Split, corpora: list[str], project_path: Path) -> list[str]:
+    """The split settings the chosen strategy reads, checked together: a cross-corpus split of
+    corpora this run does not read, or a folder without fold files, stops the run before it starts."""
+    errors = []
+    if split.strategy == "random" and split.test_size + split.validation_size >= 1:
+        errors.append("split.test_size + split.validation_size: must leave clips to train on (got "
+                      f"{split.test_size} + {split.validation_size})")
+    if split.repeats > 1 and split.strategy != "random":
+        errors.append(f"split.repeats: only split.strategy random is repeated (got repeats {split.repeats} "
+                      f"with strategy {split.strategy}); set split.repeats: 1")
+    if split.strategy == "folds_file":
+        from emofusion.pipelines.modelling.splits import fold_files  # the pipelines' imports: only when used
+
+        try:
+            fold_files(project_path / split.folds_dir if split.folds_dir else None, split.folds_pattern)
+        except SplitConfigError as error:
+            errors.append(str(error))
+    if split.strategy == "cross_corpus":
+        for key, names in (("train_corpora", split.train_corpora), ("test_corpora", split.test_corpora)):
+            unknown = [name for name in names if name not in corpora]
+            if not names or unknown:
+                errors.append(f"split.{key}: must name corpora this run reads (corpora: "
+                              f"{', '.join(corpora)}); "
+                              f"got {names}")
+        both = sorted(set(split.train_corpora) & set(split.test_corpora))
+        if both:
+            errors.append(f"split.train_corpora and split.test_corpora: {both} in both; a test corpus is "
+                          "never trained on")
     return errors
 
 

@@ -13,9 +13,9 @@ from .nodes import (
     PREDICTIONS_KEY_SUFFIX,
     evaluate_predictions,
     fit_and_predict,
-    split_clips,
     summarise_classification_metrics,
 )
+from .splits import split_clips
 
 
 def evaluation_node() -> Node:
