@@ -17,31 +17,13 @@ Pure: no Kedro, no I/O."""
 
 from __future__ import annotations
 
-from typing import Literal, NamedTuple
+from typing import Literal
 
 import numpy as np
 import pandas as pd
 
 SCORES = ("accuracy", "unweighted_average_recall", "macro_f1")
 CLIP_KEYS = ["fold", "clip_id"]
-
-
-class ClassCounts(NamedTuple):
-    """Rows per class (last axis) whose truth is the class, that are correct, and whose prediction
-    is the class. Per unit these are units x classes; summed or resampled, resamples x classes.
-    Every score is a function of these three, so resampling units is a matrix product."""
-
-    true: np.ndarray
-    correct: np.ndarray
-    predicted: np.ndarray
-
-    def total(self) -> ClassCounts:
-        """The counts of all rows, each unit once: for the point estimate."""
-        return ClassCounts(*(counts.sum(axis=0, keepdims=True) for counts in self))
-
-    def resampled(self, unit_draws: np.ndarray) -> ClassCounts:
-        """The counts of every resample, from how many times each resample drew each unit."""
-        return ClassCounts(*(unit_draws @ counts for counts in self))
 
 
 def _unit_codes(units: pd.Series | np.ndarray | None, n_rows: int) -> tuple[np.ndarray, int]:
@@ -56,36 +38,56 @@ def _unit_codes(units: pd.Series | np.ndarray | None, n_rows: int) -> tuple[np.n
     return codes, len(uniques)
 
 
-def _class_counts(predictions: pd.DataFrame, labels: list[str], unit_codes: np.ndarray,
-                  n_units: int) -> ClassCounts:
-    """Per unit and class, the rows whose truth is the class, the correct ones and those predicted
-    as the class (floats, so that the resampling product goes to BLAS; integers up to 2**53
-    are exact)."""
-    label_codes = {label: code for code, label in enumerate(labels)}
-    truth = predictions["emotion"].astype(str).map(label_codes).to_numpy()
-    predicted = predictions["predicted"].astype(str).map(label_codes).to_numpy()
-    size = n_units * len(labels)
-
-    def per_unit(class_codes: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
-        cells = unit_codes * len(labels) + class_codes
-        return np.bincount(cells, weights, minlength=size).astype(float).reshape(n_units, len(labels))
-
-    return ClassCounts(per_unit(truth), per_unit(truth, (truth == predicted).astype(float)),
-                       per_unit(predicted))
+def _class_indices(*tables: pd.DataFrame) -> tuple[int, list[tuple[np.ndarray, np.ndarray]]]:
+    """The number of classes that are the truth or the prediction of a row of any of the tables,
+    and each table's truths and predictions as indices into them, sorted as
+    `evaluate_predictions`'s labels (as strings)."""
+    columns = [table[column].to_numpy(dtype=str) for table in tables for column in ("emotion", "predicted")]
+    labels, indices = np.unique(np.concatenate(columns), return_inverse=True)
+    per_column = np.split(indices, np.cumsum([len(column) for column in columns])[:-1])
+    return len(labels), list(zip(per_column[::2], per_column[1::2], strict=True))
 
 
-def _scores(counts: ClassCounts) -> dict[str, np.ndarray]:
-    """Accuracy, UAR and macro F1 of each row of class counts (see the module's docstring for
-    the labels that count). F1 = 2 correct / (true + predicted), which is 2PR / (P + R) where
-    defined and 0 where sklearn's zero_division=0 makes it 0."""
-    true, correct, predicted = counts
+def _class_counts(truth: np.ndarray, predicted: np.ndarray, n_classes: int, unit_codes: np.ndarray,
+                  n_units: int) -> np.ndarray:
+    """Per unit (axis 0) and class (axis 2), the rows whose truth is the class, the correct ones
+    and those predicted as the class (axis 1, in that order): every score is a function of these,
+    so resampling units is a matrix product."""
+    def per_unit(cells: np.ndarray) -> np.ndarray:
+        return np.bincount(cells, minlength=n_units * n_classes).reshape(n_units, n_classes)
+
+    truth_cells = unit_codes * n_classes + truth
+    return np.stack([per_unit(truth_cells), per_unit(truth_cells[truth == predicted]),
+                     per_unit(unit_codes * n_classes + predicted)], axis=1)
+
+
+def _scores(counts: np.ndarray) -> dict[str, np.ndarray]:
+    """Accuracy, UAR and macro F1 of each table of class counts (axis 0: as `_class_counts`'s,
+    summed or resampled; see the module's docstring for the labels that count). F1 = 2 correct /
+    (true + predicted), which is 2PR / (P + R) where defined and 0 where sklearn's
+    zero_division=0 makes it 0."""
+    true, correct, predicted = counts[:, 0], counts[:, 1], counts[:, 2]
     labels_present = (true > 0) | (predicted > 0)
     n_labels = labels_present.sum(axis=-1)
-    recall = np.divide(correct, true, out=np.zeros_like(correct), where=true > 0)
-    f1 = np.divide(2 * correct, true + predicted, out=np.zeros_like(correct), where=labels_present)
+    recall = np.divide(correct, true, out=np.zeros(correct.shape), where=true > 0)
+    f1 = np.divide(2 * correct, true + predicted, out=np.zeros(correct.shape), where=labels_present)
     return {"accuracy": correct.sum(axis=-1) / true.sum(axis=-1),
             "unweighted_average_recall": recall.sum(axis=-1) / n_labels,
             "macro_f1": f1.sum(axis=-1) / n_labels}
+
+
+def _total(counts: np.ndarray) -> np.ndarray:
+    """The class counts of all rows, each unit once: for the point estimate."""
+    return counts.sum(axis=0, keepdims=True)
+
+
+def _resampled(counts: np.ndarray, unit_draws: np.ndarray) -> np.ndarray:
+    """The class counts of every resample, from how many times each resample drew each unit: one
+    matrix product (resamples x units) @ (units x counts). In integers, which is exact and numpy's
+    own single-threaded loop: in floats, BLAS's threads spin against whatever else runs on two
+    shared cores and made these thin products 10 to 100 times slower."""
+    n_units, n_kinds, n_classes = counts.shape
+    return (unit_draws @ counts.reshape(n_units, n_kinds * n_classes)).reshape(-1, n_kinds, n_classes)
 
 
 def _unit_draws(n_units: int, n_resamples: int, seed: int) -> np.ndarray:
@@ -94,8 +96,8 @@ def _unit_draws(n_units: int, n_resamples: int, seed: int) -> np.ndarray:
     counted, which is the same distribution and six times faster than Generator.multinomial
     for thousands of units."""
     drawn = np.random.default_rng(seed).integers(0, n_units, size=(n_resamples, n_units))
-    cells = (drawn + n_units * np.arange(n_resamples)[:, None]).ravel()
-    return np.bincount(cells, minlength=n_resamples * n_units).reshape(n_resamples, n_units).astype(float)
+    drawn += n_units * np.arange(n_resamples)[:, None]  # resample r's units are cells r * n_units + unit
+    return np.bincount(drawn.ravel(), minlength=n_resamples * n_units).reshape(n_resamples, n_units)
 
 
 def _interval(resampled: np.ndarray, confidence: float) -> dict[str, float]:
@@ -104,12 +106,6 @@ def _interval(resampled: np.ndarray, confidence: float) -> dict[str, float]:
         raise ValueError(f"confidence must be between 0 and 1, not {confidence}")
     low, high = np.quantile(resampled, [(1 - confidence) / 2, (1 + confidence) / 2])
     return {"low": float(low), "high": float(high)}
-
-
-def _labels(*tables: pd.DataFrame) -> list[str]:
-    """Every class that is the truth or the prediction of a row of any of the tables."""
-    return sorted(set().union(*(set(table[column].astype(str)) for table in tables
-                                for column in ("emotion", "predicted"))))
 
 
 def bootstrap_scores(predictions: pd.DataFrame, units: pd.Series | np.ndarray | None,
@@ -122,9 +118,10 @@ def bootstrap_scores(predictions: pd.DataFrame, units: pd.Series | np.ndarray | 
     `units` gives each row's resampling unit, one per row in the rows' order (the speaker where
     the split keeps speakers apart); None makes each row its own unit."""
     unit_codes, n_units = _unit_codes(units, len(predictions))
-    counts = _class_counts(predictions, _labels(predictions), unit_codes, n_units)
-    estimate = _scores(counts.total())
-    resampled = _scores(counts.resampled(_unit_draws(n_units, n_resamples, seed)))
+    n_classes, [(truth, predicted)] = _class_indices(predictions)
+    counts = _class_counts(truth, predicted, n_classes, unit_codes, n_units)
+    estimate = _scores(_total(counts))
+    resampled = _scores(_resampled(counts, _unit_draws(n_units, n_resamples, seed)))
     return {score: {"estimate": float(estimate[score][0]), **_interval(resampled[score], confidence)}
             for score in SCORES}
 
@@ -157,11 +154,12 @@ def paired_bootstrap_difference(predictions: pd.DataFrame, reference: pd.DataFra
     `units` is as in `bootstrap_scores`, one per row of `predictions`."""
     aligned_reference = _aligned_reference(predictions, reference)
     unit_codes, n_units = _unit_codes(units, len(predictions))
-    labels = _labels(predictions, aligned_reference)
-    counts = [_class_counts(table, labels, unit_codes, n_units) for table in (predictions, aligned_reference)]
+    n_classes, indices = _class_indices(predictions, aligned_reference)
+    counts = [_class_counts(truth, predicted, n_classes, unit_codes, n_units) for truth, predicted in indices]
     unit_draws = _unit_draws(n_units, n_resamples, seed)
-    estimate, reference_estimate = (_scores(model_counts.total()) for model_counts in counts)
-    resampled, reference_resampled = (_scores(model_counts.resampled(unit_draws)) for model_counts in counts)
+    estimate, reference_estimate = (_scores(_total(table_counts)) for table_counts in counts)
+    resampled, reference_resampled = (_scores(_resampled(table_counts, unit_draws))
+                                      for table_counts in counts)
     return {score: {"difference": float(estimate[score][0] - reference_estimate[score][0]),
                     **_interval(resampled[score] - reference_resampled[score], confidence)}
             for score in SCORES}
