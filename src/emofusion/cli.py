@@ -59,13 +59,16 @@ def _log_to_stderr(verbose: bool) -> None:
 
 
 def _best_model(summary: pd.DataFrame, without_speakers: set[str] | None) -> str:
-    """The best model on validation clips (the test clips' scores choose nothing), among those that
-    need no speakers when `without_speakers` names (`variant.classifier`) the models that do."""
+    """The first model by validation UAR, ties to fewer streams, then to the name (`model_rank`:
+    the test clips' scores choose nothing), among those that need no speakers when
+    `without_speakers` names (`variant.classifier`) the models that do."""
+    from emofusion.pipelines.modelling.nodes import model_rank
+
     if without_speakers is not None:
         usable = ~(summary["variant"] + "." + summary["classifier"]).isin(without_speakers)
         if usable.any():
             summary = summary[usable]
-    best = summary["validation_uar"].idxmax() if "validation_uar" in summary else summary.index[0]
+    best = model_rank(summary).idxmin()
     return f"{summary['variant'].loc[best]}.{summary['classifier'].loc[best]}"
 
 

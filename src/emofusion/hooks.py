@@ -40,7 +40,8 @@ class SummaryLastHooks:
         if "model_summary" in pipeline.all_outputs():
             from emofusion.pipelines.modelling.nodes import summary_text
 
-            logger.info("%s", summary_text(catalog.load("model_summary")))
+            answers = catalog.load("model_answers") if catalog.exists("model_answers") else None
+            logger.info("%s", summary_text(catalog.load("model_summary"), answers))
 
 
 class MissingInputHooks:

@@ -101,6 +101,11 @@ class ClassifierNumbers(BaseModel):
     early_stopping_fraction: float | None = Field(default=None, gt=0, lt=1)
 
 
+class Evaluation(_Strict):
+    bootstrap_resamples: int = Field(ge=100)
+    confidence: float = Field(gt=0.5, lt=1)
+
+
 class Parameters(BaseModel):
     model_config = ConfigDict(extra="allow")
     random_seed: int
@@ -110,6 +115,7 @@ class Parameters(BaseModel):
     lpcc: Lpcc
     log_mel_spectrogram: LogMel
     split: Split
+    evaluation: Evaluation
     block_weights: dict[str, Annotated[float, Field(ge=0)]] = Field(min_length=1)
     block_scaling: Literal["balanced", "standard"]
     speaker_statistics: dict[str, int] = Field(default_factory=dict)

@@ -94,6 +94,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                             "params:defaults": "params:fine_tuning.defaults",
                             "params:backbones": "params:backbones",
                             "params:random_seed": "params:random_seed",
+                            "params:evaluation": "params:evaluation",
                         },
                     )
                 )
@@ -117,7 +118,11 @@ def create_pipeline(**kwargs) -> Pipeline:
                             f"fine_tuning.{entry['network']}.held_out_predictions"
                         ),
                     },
-                    parameters={"params:entry": f"params:fine_tuning.models.{name}"},
+                    parameters={
+                        "params:entry": f"params:fine_tuning.models.{name}",
+                        "params:random_seed": "params:random_seed",
+                        "params:evaluation": "params:evaluation",
+                    },
                 )
             )
     return sum(instances, Pipeline([]))

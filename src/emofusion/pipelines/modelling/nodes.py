@@ -12,13 +12,9 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy.stats import binomtest
 from sklearn.metrics import (
-    accuracy_score,
     confusion_matrix,
-    f1_score,
     precision_recall_fscore_support,
-    recall_score,
 )
 from sklearn.pipeline import Pipeline
 
@@ -27,6 +23,18 @@ from emofusion.errors import MissingClipsError
 from emofusion.provenance import check_made_with
 
 from .classifiers import prediction_table, select_and_fit
+from .selection import (
+    SCORES,
+    choose_per_fold,
+    chosen_predictions,
+    classification_scores,
+    compare_choices,
+    describe_choice,
+    fold_validation_uar,
+    resampling_units,
+    units_of,
+)
+from .uncertainty import bootstrap_scores, verdict
 
 logger = logging.getLogger(__name__)
 
@@ -175,22 +183,40 @@ def describe_features(features: Mapping[str, Any]) -> list[dict[str, Any]]:
     return described
 
 
-def evaluate_predictions(test_predictions: pd.DataFrame, model_card: Mapping[str, Any]) -> dict[str, Any]:
-    """Accuracy, unweighted average recall (the mean of per-emotion recalls, blind to class sizes),
-    macro F1, per-class precision, recall and F1 and the confusion matrix, over all test clips;
-    with the split used, the features used and what was chosen on each fold's validation clips."""
+def evaluate_predictions(test_predictions: pd.DataFrame, model_card: Mapping[str, Any],
+                         data_split: pd.DataFrame, data_split_settings: Mapping[str, Any],
+                         evaluation_options: Mapping[str, Any], random_seed: int) -> dict[str, Any]:
+    """Accuracy, unweighted average recall, macro F1, each with its bootstrap interval (resampling
+    speakers where the split keeps them apart, else clips: `resampling_units`), per-class
+    precision, recall and F1 and the confusion matrix, over all test clips; each fold's and, with
+    several test corpora, each corpus's scores; with the split used, the features used and what
+    was chosen on each fold's validation clips."""
     truth, predicted = test_predictions["emotion"].astype(str), test_predictions["predicted"].astype(str)
     labels = sorted(set(truth) | set(predicted))
     precision, recall, f1, support = precision_recall_fscore_support(truth, predicted, labels=labels,
                                                                      zero_division=0)
+    units = resampling_units(data_split, data_split_settings)
+    intervals = bootstrap_scores(test_predictions, units_of(test_predictions, units),
+                                 n_resamples=int(evaluation_options["bootstrap_resamples"]), seed=random_seed,
+                                 confidence=float(evaluation_options["confidence"]))
+    corpus = data_split.drop_duplicates("clip_id").set_index("clip_id")["corpus"].astype(str) \
+        if "corpus" in data_split else None
+    test_corpora = (test_predictions["clip_id"].astype(str).map(corpus) if corpus is not None
+                    else pd.Series("", index=test_predictions.index))
     return {
         "split": model_card["split"],
         "test_clips": len(test_predictions),
         "folds": int(test_predictions["fold"].nunique()),
-        "accuracy": accuracy_score(truth, predicted),
-        "unweighted_average_recall": recall_score(truth, predicted, labels=labels, average="macro",
-                                                  zero_division=0),
-        "macro_f1": f1_score(truth, predicted, labels=labels, average="macro", zero_division=0),
+        **classification_scores(truth, predicted),
+        "intervals": {score: {"low": interval["low"], "high": interval["high"]}
+                      for score, interval in intervals.items()},
+        "confidence": float(evaluation_options["confidence"]),
+        "resampled": "speakers" if any(unit.startswith("speaker ") for unit in units.values()) else "clips",
+        "per_fold": {str(fold): classification_scores(rows["emotion"], rows["predicted"])
+                     for fold, rows in test_predictions.groupby("fold")},
+        "per_test_corpus": ({name: classification_scores(rows["emotion"], rows["predicted"])
+                             for name, rows in test_predictions.groupby(test_corpora.to_numpy())}
+                            if test_corpora.nunique() > 1 else {}),
         "per_class": {label: {"precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)}
                       for label, p, r, f, s in zip(labels, precision, recall, f1, support, strict=True)},
         "confusion_matrix": {"labels": labels,
@@ -214,85 +240,62 @@ def variant_normalisation(variant: Sequence[Any] | Mapping[str, Any]) -> str:
     return variant.get("speaker_normalisation", "none") if isinstance(variant, Mapping) else "none"
 
 
-def mcnemar_test(predictions: pd.DataFrame, reference: pd.DataFrame) -> tuple[float, int, int]:
-    """Exact McNemar test of two models on the same test clips, matched on (fold, clip_id): only
-    the clips that one model got right and the other wrong say which is better, and under "no
-    difference" each is equally likely to go either way (a two-sided binomial test).
-
-    Returns the p-value, the clips only `predictions` got right and the clips only `reference`
-    got right (p = 1 when there are none)."""
-    keys = ["fold", "clip_id"]
-    right = [frame[keys].astype({"clip_id": str}).assign(
-        right=(frame["predicted"].astype(str) == frame["emotion"].astype(str)).to_numpy())
-        for frame in (predictions, reference)]
-    paired = right[0].merge(right[1], on=keys, suffixes=("", "_reference"), validate="one_to_one")
-    if not len(paired) == len(predictions) == len(reference):
-        raise ValueError(f"two models' test predictions share {len(paired)} of their {len(predictions)} and "
-                         f"{len(reference)} clips: they come from different splits; run `kedro run` again")
-    won = int((paired["right"] & ~paired["right_reference"]).sum())
-    lost = int((~paired["right"] & paired["right_reference"]).sum())
-    return (binomtest(won, won + lost).pvalue if won + lost else 1.0), won, lost
-
-
-def compare_with_references(summary: pd.DataFrame, test_predictions: Mapping[str, pd.DataFrame],
-                            fusion_variants: Mapping[str, Any]) -> pd.DataFrame:
+def compare_with_references(summary: pd.DataFrame, validation_uar: Mapping[str, Mapping[int, float]],
+                            test_predictions: Mapping[str, pd.DataFrame], fusion_variants: Mapping[str, Any],
+                            units: Mapping[str, str], random_seed: int) -> pd.DataFrame:
     """`summary` with three comparisons per model, against models of the same classifier on the same
-    test clips, so that each fused stream, and each lever, has to earn its place.
+    test clips, so that each fused stream, and each lever, has to earn its place. The other side
+    is chosen fold by fold on validation clips (`selection.compare_choices`) among:
 
-    - Its reference (`reference`, `reference_uar`, `uar_gain`, `mcnemar_p`, `clips_gained`,
-      `clips_lost`), for a variant of two or more streams: the best (by unweighted average recall)
-      of the variants whose streams are a strict subset of its own, single streams included, and
-      normalised as it is (per speaker or not), so that one lever is judged at a time. Empty for
-      single-stream variants and for variants none of whose subsets was trained.
-    - Without the CNN (`without_cnn`, `without_cnn_uar`, `cnn_gain`, `cnn_mcnemar_p`), for a model
-      that uses the `transfer_features` stream: the best variant without it, normalised or not:
-      the best classical model of the run. It may be the reference too; it is what answers "does
-      the CNN stream help?".
-    - Without speaker normalisation (`without_speaker_normalisation`, `..._uar`,
-      `speaker_normalisation_gain`, `speaker_normalisation_mcnemar_p`), for a variant standardised
-      per speaker: the best variant of the same streams as they are.
+    - `reference`: the variants whose streams are a strict subset of its own (single streams
+      included), normalised as it is, so that one lever is judged at a time; for variants of two
+      or more streams of which a subset was trained.
+    - `without_cnn`: the variants without the `transfer_features` stream, normalised or not, for a
+      model that uses it: what answers "does the CNN stream help?".
+    - `without_speaker_normalisation`: the same streams as they are, for a variant standardised
+      per speaker.
 
-    Gains are this model's UAR minus the other's; `clips_gained` / `clips_lost` are the test clips
-    only this model / only the reference got right. Ties in UAR go to fewer streams, then to the
-    alphabetically first variant. `test_predictions` is keyed `<variant>__<classifier>`; variants
-    set to null in `fusion_variants` are switched off and ignored."""
+    Each gives the other side's choice and UAR, the gain (this model's UAR minus the other's) with
+    its paired bootstrap interval (`_low`, `_high`), McNemar's p and, for the reference, the test
+    clips only this model / only the reference got right. `test_predictions` and
+    `validation_uar` are keyed `<variant>__<classifier>`; variants set to null in
+    `fusion_variants` are switched off and ignored."""
     streams = {variant: variant_streams(value) for variant, value in fusion_variants.items()
                if value is not None}
-    uar = summary.set_index(["variant", "classifier"])["unweighted_average_recall"]
-
-    def against(variant: str, classifier: str, candidates: list[str]) -> dict[str, Any]:
-        trained = [other for other in candidates if (other, classifier) in uar.index]
-        if not trained:
-            return {}
-        best = min(trained, key=lambda other: (-uar[(other, classifier)], len(streams[other]), other))
-        p, won, lost = mcnemar_test(test_predictions[f"{variant}__{classifier}"],
-                                    test_predictions[f"{best}__{classifier}"])
-        return {"variant": best, "uar": uar[(best, classifier)],
-                "gain": uar[(variant, classifier)] - uar[(best, classifier)], "p": p,
-                "won": won, "lost": lost}
-
     normalisation = {variant: variant_normalisation(fusion_variants[variant]) for variant in streams}
     classical = [other for other in streams if CNN_STREAM not in streams[other]]
+    trained = set(test_predictions)
+    sizes = {f"{variant}__{classifier}": len(streams[variant]) for variant in streams
+             for classifier in summary["classifier"].unique()}
+
+    def against(instance: str, classifier: str, variants: list[str]) -> dict[str, Any]:
+        others = [f"{other}__{classifier}" for other in variants if f"{other}__{classifier}" in trained]
+        compared = compare_choices([instance], others, validation_uar, sizes, test_predictions, units,
+                                   random_seed)
+        if compared:
+            compared["other"] = compared["other"].replace(f"__{classifier}", "")
+        return compared
+
     rows = []
     for variant, classifier in zip(summary["variant"], summary["classifier"], strict=True):
-        own = streams[variant]
-        reference = against(variant, classifier,
-                            [other for other in streams if streams[other] < own
-                             and normalisation[other] == normalisation[variant]] if len(own) >= 2 else [])
-        without = against(variant, classifier, classical if CNN_STREAM in own else [])
-        as_they_are = against(variant, classifier, [
+        own, instance = streams[variant], f"{variant}__{classifier}"
+        subsets = [other for other in streams
+                   if streams[other] < own and normalisation[other] == normalisation[variant]]
+        reference = against(instance, classifier, subsets if len(own) >= 2 else [])
+        without = against(instance, classifier, classical if CNN_STREAM in own else [])
+        as_they_are = against(instance, classifier, [
             other for other in streams if streams[other] == own and normalisation[other] == "none"]
             if normalisation[variant] == "speaker" else [])
-        rows.append({"speaker_normalisation": normalisation[variant],
-                     "reference": reference.get("variant"), "reference_uar": reference.get("uar", np.nan),
-                     "uar_gain": reference.get("gain", np.nan), "mcnemar_p": reference.get("p", np.nan),
-                     "clips_gained": reference.get("won"), "clips_lost": reference.get("lost"),
-                     "without_cnn": without.get("variant"), "without_cnn_uar": without.get("uar", np.nan),
-                     "cnn_gain": without.get("gain", np.nan), "cnn_mcnemar_p": without.get("p", np.nan),
-                     "without_speaker_normalisation": as_they_are.get("variant"),
-                     "without_speaker_normalisation_uar": as_they_are.get("uar", np.nan),
-                     "speaker_normalisation_gain": as_they_are.get("gain", np.nan),
-                     "speaker_normalisation_mcnemar_p": as_they_are.get("p", np.nan)})
+        row = {"speaker_normalisation": normalisation[variant],
+               "clips_gained": reference.get("won"), "clips_lost": reference.get("lost")}
+        for prefix, gain, p, compared in (("reference", "uar_gain", "mcnemar_p", reference),
+                                          ("without_cnn", "cnn_gain", "cnn_mcnemar_p", without),
+                                          ("without_speaker_normalisation", "speaker_normalisation_gain",
+                                           "speaker_normalisation_mcnemar_p", as_they_are)):
+            row |= {prefix: compared.get("other"), f"{prefix}_uar": compared.get("other_uar", np.nan),
+                    gain: compared.get("gain", np.nan), f"{gain}_low": compared.get("gain_low", np.nan),
+                    f"{gain}_high": compared.get("gain_high", np.nan), p: compared.get("p", np.nan)}
+        rows.append(row)
     compared = pd.DataFrame(rows, index=summary.index).astype(
         {"reference": object, "without_cnn": object, "without_speaker_normalisation": object,
          "clips_gained": "Int64", "clips_lost": "Int64"})
@@ -318,45 +321,106 @@ def describe_choices(model_selection: Sequence[Mapping[str, Any]]) -> str:
     return "; ".join(described)
 
 
-def summarise_classification_metrics(fusion_variant_options: Mapping[str, Any], **models: Any
-                                     ) -> pd.DataFrame:
-    """One row per model, best unweighted average recall first, each compared with its reference
-    and with the best model without the CNN stream (`compare_with_references`). The split of each
-    row is the one its model was scored on, from its metrics, not from this run's parameters.
-    `models` holds `<variant>__<classifier>`: its classification metrics, and the same key with
-    PREDICTIONS_KEY_SUFFIX: its test predictions."""
+VERDICTS = {"better": "helps", "worse": "hurts", "the data cannot tell": "the data cannot tell"}
+
+
+def answer_questions(summary: pd.DataFrame, validation_uar: Mapping[str, Mapping[int, float]],
+                     test_predictions: Mapping[str, pd.DataFrame], units: Mapping[str, str],
+                     random_seed: int) -> pd.DataFrame:
+    """The run's answers, each from models chosen fold by fold on validation clips, for all
+    classifiers together and for each alone: which model is chosen and its test UAR (`chosen
+    model`); and whether the CNN stream, and per-speaker normalisation, help: the chosen model with
+    the lever against the chosen model without it, the gain with its paired bootstrap interval and
+    McNemar's p. The verdict says "the data cannot tell" where the interval spans 0."""
+    instance = summary["variant"] + "__" + summary["classifier"]
+    sizes = dict(zip(instance, summary["streams"].str.count(r" \+ ") + 1, strict=True))
+    cnn = dict(zip(instance, summary["streams"].str.split(" + ", regex=False).map(
+        lambda names: CNN_STREAM in names), strict=True))
+    speaker = dict(zip(instance, summary["speaker_normalisation"] == "speaker", strict=True))
+    rows = []
+    for scope in ["all", *dict.fromkeys(summary["classifier"])]:
+        members = [m for m, classifier in zip(instance, summary["classifier"], strict=True)
+                   if scope in ("all", classifier)]
+        choice = choose_per_fold(members, validation_uar, sizes)
+        chosen = chosen_predictions(choice, test_predictions)
+        scores = bootstrap_scores(chosen, units_of(chosen, units), seed=random_seed)
+        rows.append({"scope": scope, "question": "chosen model", "model": describe_choice(choice),
+                     **{name: value for score, interval in scores.items()
+                        for name, value in ((score, interval["estimate"]), (f"{score}_low", interval["low"]),
+                                            (f"{score}_high", interval["high"]))}})
+        for question, lever in (("does the CNN stream help?", cnn),
+                                ("does per-speaker normalisation help?", speaker)):
+            compared = compare_choices([m for m in members if lever[m]], [m for m in members if not lever[m]],
+                                       validation_uar, sizes, test_predictions, units, random_seed)
+            if compared:
+                rows.append({"scope": scope, "question": question, "model": compared["model"],
+                             "unweighted_average_recall": compared["uar"], "other": compared["other"],
+                             "other_uar": compared["other_uar"], "gain": compared["gain"],
+                             "gain_low": compared["gain_low"], "gain_high": compared["gain_high"],
+                             "mcnemar_p": compared["p"],
+                             "answer": VERDICTS[verdict(compared["gain_low"], compared["gain_high"])]})
+    return pd.DataFrame(rows)
+
+
+def model_rank(summary: pd.DataFrame) -> pd.Series:
+    """Each model's place by validation UAR, ties to fewer streams, then to the name: the order of
+    the summary, and the default model of `emofusion predict` first. Test scores play no part."""
+    order = pd.DataFrame({"validation": -summary["validation_uar"].fillna(-np.inf),
+                          "streams": summary["streams"].str.count(r" \+ "),
+                          "name": summary["variant"] + "." + summary["classifier"]})
+    ranked = order.sort_values(["validation", "streams", "name"], kind="stable").index
+    return pd.Series(np.arange(len(ranked)), index=ranked).reindex(summary.index)
+
+
+def summarise_classification_metrics(fusion_variant_options: Mapping[str, Any], data_split: pd.DataFrame,
+                                     data_split_settings: Mapping[str, Any], random_seed: int, **models: Any
+                                     ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """One row per model, ranked by validation UAR (`model_rank`), each with its test scores and
+    their intervals and compared with its reference, the best model without the CNN stream and the
+    same streams without speaker normalisation (`compare_with_references`); and the run's answers
+    (`answer_questions`). The split of each row is the one its model was scored on, from its
+    metrics. `models` holds `<variant>__<classifier>`: its classification metrics, and the same
+    key with PREDICTIONS_KEY_SUFFIX: its test predictions."""
     predictions = {key.removesuffix(PREDICTIONS_KEY_SUFFIX): value for key, value in models.items()
                    if key.endswith(PREDICTIONS_KEY_SUFFIX)}
+    metrics = {key: value for key, value in models.items() if not key.endswith(PREDICTIONS_KEY_SUFFIX)}
     rows = []
-    for instance, scores in models.items():
-        if instance.endswith(PREDICTIONS_KEY_SUFFIX):
-            continue
+    for instance, scores in metrics.items():
         variant, classifier = instance.split("__", 1)
         cnn = next((block for block in scores["features"] if "backbone" in block), {})
+        fold_uar = [fold["unweighted_average_recall"] for fold in scores.get("per_fold", {}).values()]
         rows.append({
             "variant": variant, "classifier": classifier,
             "streams": " + ".join(block["stream"] for block in scores["features"]),
             "width": sum(block["width"] for block in scores["features"]),
             "split": scores["split"]["strategy"], "split_seed": scores["split"]["seed"],
             "folds": scores["folds"], "test_clips": scores["test_clips"],
-            "accuracy": scores["accuracy"], "unweighted_average_recall": scores["unweighted_average_recall"],
-            "macro_f1": scores["macro_f1"], "fusion": scores.get("fusion", "early"),
-            "validation_uar": np.mean([fold["validation_uar"] for fold in scores.get("model_selection", [])
-                                       if "validation_uar" in fold] or [np.nan]),
+            "validation_uar": np.mean(list(fold_validation_uar(scores.get("model_selection", [])).values())
+                                      or [np.nan]),
+            **{name: value for score in SCORES for name, value in (
+                (score, scores[score]), (f"{score}_low", scores["intervals"][score]["low"]),
+                (f"{score}_high", scores["intervals"][score]["high"]))},
+            "fold_uar_sd": float(np.std(fold_uar, ddof=1)) if len(fold_uar) > 1 else np.nan,
+            "uar_per_test_corpus": "; ".join(f"{name} {corpus['unweighted_average_recall']:.3f}"
+                                             for name, corpus in scores.get("per_test_corpus", {}).items()),
+            "fusion": scores.get("fusion", "early"),
             "chosen_on_validation": describe_choices(scores.get("model_selection", [])),
             "backbone": cnn.get("backbone", ""), "weights": cnn.get("weights", ""),
             "backbone_requested": cnn.get("backbone_requested", cnn.get("backbone", "")),
             "fallback_reason": cnn.get("fallback_reason") or "",
         })
-    summary = (pd.DataFrame(rows).astype({"split_seed": "Int64"})
-               .sort_values("unweighted_average_recall", ascending=False, kind="stable"))
+    summary = pd.DataFrame(rows).astype({"split_seed": "Int64"})
+    summary = summary.loc[model_rank(summary).sort_values().index].reset_index(drop=True)
+    validation_uar = {instance: fold_validation_uar(scores.get("model_selection", []))
+                      for instance, scores in metrics.items()}
+    units = resampling_units(data_split, data_split_settings)
     # A model on inputs that are no fusion variant (a fine-tuned network) reads the streams its
     # metrics name.
     variants = {instance.split("__", 1)[0]: [block["stream"] for block in scores["features"]]
-                for instance, scores in models.items() if not instance.endswith(PREDICTIONS_KEY_SUFFIX)}
-    summary = compare_with_references(summary.reset_index(drop=True), predictions,
-                                      {**variants, **fusion_variant_options})
-    return summary
+                for instance, scores in metrics.items()}
+    summary = compare_with_references(summary, validation_uar, predictions,
+                                      {**variants, **fusion_variant_options}, units, random_seed)
+    return summary, answer_questions(summary, validation_uar, predictions, units, random_seed)
 
 
 MODEL_NAME_COLUMNS = 50  # of the log's summary: the scores take the other 50 of 100 columns
@@ -370,17 +434,35 @@ def _within(name: str, width: int = MODEL_NAME_COLUMNS) -> str:
     return f"{name[:head]}…{name[head + 1 - width:]}"
 
 
-def summary_text(summary: pd.DataFrame) -> str:
-    """`model_summary` as the log's last lines, within 100 columns: each model's validation and test
-    scores, and its gain over its reference (the best model on a subset of its streams)."""
+def _interval(low: float, high: float) -> str:
+    return f"{low:.3f}-{high:.3f}"
+
+
+def summary_text(summary: pd.DataFrame, answers: pd.DataFrame | None = None) -> str:
+    """`model_summary` as the log's last lines, within 100 columns, best validation UAR first: each
+    model's validation UAR, test UAR with its interval, and its gain over its reference (the model
+    chosen on validation among those on a subset of its streams); then the run's `answers`."""
     shown = pd.DataFrame({
         "model": (summary["variant"] + "." + summary["classifier"]).map(_within),
-        "val_uar": summary["validation_uar"],
-        "accuracy": summary["accuracy"], "uar": summary["unweighted_average_recall"],
-        "f1": summary["macro_f1"], "vs_reference": summary["uar_gain"], "p": summary["mcnemar_p"]})
+        "val_uar": summary["validation_uar"], "uar": summary["unweighted_average_recall"],
+        "uar_95%": list(map(_interval, summary["unweighted_average_recall_low"],
+                            summary["unweighted_average_recall_high"])),
+        "vs_reference": summary["uar_gain"], "p": summary["mcnemar_p"]})
     table = shown.to_string(index=False, float_format="%.3f", na_rep="", formatters={
         "vs_reference": lambda gain: "" if pd.isna(gain) else f"{gain:+.3f}",
         "p": lambda p: "" if pd.isna(p) else "<0.001" if p < 0.001 else f"{p:.3f}"})
     splits = ", ".join(summary["split"].unique())
-    return (f"Model summary ({splits} split, {summary['test_clips'].max()} test clips; every column in "
-            "model_summary.csv):\n" + table)
+    text = (f"Model summary ({splits} split, {summary['test_clips'].max()} test clips, best validation UAR "
+            "first; every column in model_summary.csv):\n" + table)
+    if answers is None:
+        return text
+    lines = []
+    for row in answers[answers["scope"] == "all"].itertuples(index=False):
+        if row.question == "chosen model":
+            low, high = row.unweighted_average_recall_low, row.unweighted_average_recall_high
+            lines += [f"Chosen on validation clips, fold by fold: {row.model}",
+                      f"  its test UAR: {row.unweighted_average_recall:.3f} ({_interval(low, high)})"]
+        else:
+            lines.append(f"{row.question.capitalize()} {100 * row.gain:+.1f} points "
+                         f"({100 * row.gain_low:+.1f} to {100 * row.gain_high:+.1f}): {row.answer}")
+    return text + "\n" + "\n".join(lines)

@@ -21,7 +21,9 @@ from .splits import split_clips
 def evaluation_node() -> Node:
     """Every model's scores from its test predictions and model card: modelling's and the
     fine-tuned ones alike, so that the summary and the report compare them."""
-    return node(evaluate_predictions, inputs=["test_predictions", "model_card"],
+    return node(evaluate_predictions,
+                inputs=["test_predictions", "model_card", "data_split", "data_split_settings",
+                        "params:evaluation", "params:random_seed"],
                 outputs="classification_metrics", name="evaluate_predictions")
 
 
@@ -48,6 +50,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                            parameters={"params:classifier": f"params:classifiers.{classifier}",
                                        "params:reduction": "params:reduction",
                                        "params:random_seed": "params:random_seed",
+                                       "params:evaluation": "params:evaluation",
                                        "params:fusion_variant": f"params:fusion_variants.{variant}"})
                   for variant, classifier in model_instances(parameters)]
     return Pipeline([
@@ -55,8 +58,9 @@ def create_pipeline(**kwargs) -> Pipeline:
              outputs=["data_split", "data_split_settings"], name="split_clips"),
         *models,
         node(summarise_classification_metrics,
-             inputs={"fusion_variant_options": "params:fusion_variants",
+             inputs={"fusion_variant_options": "params:fusion_variants", "data_split": "data_split",
+                     "data_split_settings": "data_split_settings", "random_seed": "params:random_seed",
                      **outputs_by_model(summarised),
                      **outputs_by_model(summarised, "test_predictions", PREDICTIONS_KEY_SUFFIX)},
-             outputs="model_summary", name="summarise_classification_metrics"),
+             outputs=["model_summary", "model_answers"], name="summarise_classification_metrics"),
     ])

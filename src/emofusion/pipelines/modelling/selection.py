@@ -1,0 +1,122 @@
+"""Which model a run's figures and `emofusion predict` stand for, chosen on validation clips only.
+
+Across speaker folds every speaker is a test speaker of some fold, so a choice made on the mean
+validation score over folds has seen every test label. A figure for "the model chosen on validation
+clips" is therefore made fold by fold: in each fold, the candidate with the best score on that
+fold's validation clips, scored on that fold's test clips; the folds' test predictions pooled. Ties
+go to fewer streams, then to the name: never to a test score."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy.stats import binomtest
+from sklearn.metrics import accuracy_score, f1_score, recall_score
+
+from .uncertainty import paired_bootstrap_difference
+
+SCORES = ("accuracy", "unweighted_average_recall", "macro_f1")
+
+
+def classification_scores(truth: pd.Series, predicted: pd.Series) -> dict[str, float]:
+    """Accuracy, unweighted average recall (the mean of per-emotion recalls, blind to class sizes)
+    and macro F1."""
+    truth, predicted = truth.astype(str), predicted.astype(str)
+    labels = sorted(set(truth) | set(predicted))
+    return {"accuracy": float(accuracy_score(truth, predicted)),
+            "unweighted_average_recall": float(recall_score(truth, predicted, labels=labels, average="macro",
+                                                            zero_division=0)),
+            "macro_f1": float(f1_score(truth, predicted, labels=labels, average="macro", zero_division=0))}
+
+
+def fold_validation_uar(model_selection: Sequence[Mapping[str, Any]]) -> dict[int, float]:
+    """Each fold's validation UAR, from a model's record of its choices (metrics' `model_selection`)."""
+    return {int(fold["fold"]): float(fold["validation_uar"]) for fold in model_selection
+            if "validation_uar" in fold}
+
+
+def choose_per_fold(candidates: Sequence[str], validation_uar: Mapping[str, Mapping[int, float]],
+                    streams: Mapping[str, int]) -> dict[int, str]:
+    """Per fold, the candidate of best validation UAR in that fold; ties to fewer `streams`, then
+    to the first name. Folds some candidate lacks a score for are left out."""
+    folds = set.intersection(*(set(validation_uar[candidate]) for candidate in candidates))
+    return {fold: min(candidates, key=lambda c: (-validation_uar[c][fold], streams[c], c))
+            for fold in sorted(folds)}
+
+
+def chosen_predictions(choice: Mapping[int, str], predictions: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
+    """The test predictions of each fold's chosen model, pooled."""
+    return pd.concat([predictions[model][predictions[model]["fold"] == fold]
+                      for fold, model in choice.items()], ignore_index=True)
+
+
+def describe_choice(choice: Mapping[int, str]) -> str:
+    """`a` when every fold chose a, else `a (4 of 6 folds), b (2)`."""
+    ranked = Counter(choice.values()).most_common()
+    if len(ranked) == 1:
+        return ranked[0][0]
+    (first, n), *rest = ranked
+    return f"{first} ({n} of {len(choice)} folds), " + ", ".join(f"{model} ({k})" for model, k in rest)
+
+
+def resampling_units(data_split: pd.DataFrame, data_split_settings: Mapping[str, Any]) -> dict[str, str]:
+    """What a bootstrap resamples, by clip id: the speaker, where the split keeps speakers apart
+    and every clip has one (clips of one speaker are not independent); else the clip itself."""
+    speakers = data_split.drop_duplicates("clip_id").set_index("clip_id")["speaker"]
+    known = speakers.notna().all() and not speakers.astype(str).isin(["nan", "None", ""]).any()
+    if data_split_settings.get("split.strategy", "random") != "random" and known:
+        return {str(clip): f"speaker {speaker}" for clip, speaker in speakers.items()}
+    return {str(clip): str(clip) for clip in speakers.index}
+
+
+def units_of(predictions: pd.DataFrame, units: Mapping[str, str]) -> np.ndarray:
+    return predictions["clip_id"].astype(str).map(units).to_numpy()
+
+
+def mcnemar_test(predictions: pd.DataFrame, reference: pd.DataFrame) -> tuple[float, int, int]:
+    """Exact McNemar test of two models on the same test clips, matched on (fold, clip_id): only
+    the clips that one model got right and the other wrong say which is better, and under "no
+    difference" each is equally likely to go either way (a two-sided binomial test).
+
+    Returns the p-value, the clips only `predictions` got right and the clips only `reference`
+    got right (p = 1 when there are none)."""
+    keys = ["fold", "clip_id"]
+    right = [frame[keys].astype({"clip_id": str}).assign(
+        right=(frame["predicted"].astype(str) == frame["emotion"].astype(str)).to_numpy())
+        for frame in (predictions, reference)]
+    paired = right[0].merge(right[1], on=keys, suffixes=("", "_reference"), validate="one_to_one")
+    if not len(paired) == len(predictions) == len(reference):
+        raise ValueError(f"two models' test predictions share {len(paired)} of their {len(predictions)} and "
+                         f"{len(reference)} clips: they come from different splits; run `kedro run` again")
+    won = int((paired["right"] & ~paired["right_reference"]).sum())
+    lost = int((~paired["right"] & paired["right_reference"]).sum())
+    return (binomtest(won, won + lost).pvalue if won + lost else 1.0), won, lost
+
+
+def uar_of(predictions: pd.DataFrame) -> float:
+    scores = classification_scores(predictions["emotion"], predictions["predicted"])
+    return scores["unweighted_average_recall"]
+
+
+def compare_choices(candidates: Sequence[str], others: Sequence[str],
+                    validation_uar: Mapping[str, Mapping[int, float]], streams: Mapping[str, int],
+                    predictions: Mapping[str, pd.DataFrame], units: Mapping[str, str], seed: int
+                    ) -> dict[str, Any]:
+    """The model chosen on validation clips among `candidates` against the one chosen among
+    `others`, fold by fold, on the same test clips: both choices, both UARs, the difference with
+    its paired bootstrap interval, and McNemar's test. Empty when either side has no model."""
+    if not candidates or not others:
+        return {}
+    choice, other_choice = (choose_per_fold(group, validation_uar, streams) for group in (candidates, others))
+    chosen, other = chosen_predictions(choice, predictions), chosen_predictions(other_choice, predictions)
+    difference = paired_bootstrap_difference(chosen, other, units_of(chosen, units), seed=seed)
+    p, won, lost = mcnemar_test(chosen, other)
+    uar = "unweighted_average_recall"
+    return {"model": describe_choice(choice), "other": describe_choice(other_choice),
+            "uar": uar_of(chosen), "other_uar": uar_of(other),
+            "gain": difference[uar]["difference"], "gain_low": difference[uar]["low"],
+            "gain_high": difference[uar]["high"], "p": p, "won": won, "lost": lost}
