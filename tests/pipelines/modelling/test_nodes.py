@@ -19,19 +19,21 @@ from emofusion.pipelines.modelling.nodes import (
     compare_with_references,
     evaluate_predictions,
     fit_and_predict,
-    mcnemar_test,
+    model_rank,
     summarise_classification_metrics,
     summary_text,
     variant_streams,
 )
+from emofusion.pipelines.modelling.selection import mcnemar_test
 from emofusion.pipelines.modelling.splits import split_clips
 from tests.pipelines.modelling.test_splits import EMOTIONS, RANDOM_SPLIT, manifest
 
 
-def fused(n_per_emotion: int = 30, width: int = 6, seed: int = 0) -> tuple[ClipArray, pd.DataFrame]:
+def fused(n_per_emotion: int = 30, width: int = 6, seed: int = 0, speakers: int = 6
+          ) -> tuple[ClipArray, pd.DataFrame]:
     """Clips whose first column says the emotion, plus noise columns."""
     rng = np.random.default_rng(seed)
-    clips = manifest(speakers=6, clips_per_emotion=n_per_emotion // 6)
+    clips = manifest(speakers=speakers, clips_per_emotion=n_per_emotion // speakers)
     values = rng.normal(0, 1, (len(clips), width)).astype(np.float32)
     values[:, 0] += 4 * clips["emotion"].map({e: i for i, e in enumerate(EMOTIONS)}).to_numpy()
     blocks = [{"stream": "a", "start": 0, "stop": 2, "weight": 1.0},
@@ -54,6 +56,18 @@ def fit(features: ClipArray, made_split: tuple[pd.DataFrame, dict], classifier: 
     run |= parameters
     return fit_and_predict(features, data_split, made_with, classifier, reduction, 0,
                            run.pop("fusion_variant", None), run)
+
+
+EVALUATION = {"bootstrap_resamples": 200, "confidence": 0.95}
+
+
+def evaluate(predictions: pd.DataFrame, card: dict, made_split: tuple[pd.DataFrame, dict] | None = None
+             ) -> dict[str, Any]:
+    """evaluate_predictions on the split the predictions come from (by default a random split of
+    one speaker)."""
+    data_split, made_with = made_split or (predictions[["fold", "clip_id"]].assign(speaker="s", corpus="c"),
+                                           {"split.strategy": "random"})
+    return evaluate_predictions(predictions, card, data_split, made_with, EVALUATION, 0)
 
 
 def test_no_statistic_is_fitted_on_test_clips():
@@ -90,15 +104,22 @@ def test_a_model_refuses_a_split_made_with_other_settings_before_training():
     folds = split_clips(clips, {"strategy": "speaker_independent", "speaker_folds": 3}, 0)
     _, card, predictions = fit(features, folds, {"kind": "svm", "C": 1.0}, random_seed=5)
     assert card["split"] == {"strategy": "speaker_independent", "speaker_folds": 3, "folds": 3, "seed": None}
-    assert evaluate_predictions(predictions, card)["split"] == card["split"]
+    metrics = evaluate(predictions, card, folds)
+    assert metrics["split"] == card["split"]
+    assert metrics["resampled"] == "speakers"  # a speaker's clips are not independent
+    assert list(metrics["per_fold"]) == ["0", "1", "2"]
 
 
 def test_the_model_card_and_metrics_record_the_split_as_it_was_made():
     features, clips = fused()
-    _, card, predictions = fit(features, split_clips(clips, RANDOM_SPLIT, 3), {"kind": "svm", "C": 1.0})
+    split = split_clips(clips, RANDOM_SPLIT, 3)
+    _, card, predictions = fit(features, split, {"kind": "svm", "C": 1.0})
     assert card["split"] == {"strategy": "random", "test_size": 0.3, "validation_size": 0.15, "repeats": 1,
                              "folds": 1, "seed": 3}
-    assert evaluate_predictions(predictions, card)["split"] == card["split"]
+    metrics = evaluate(predictions, card, split)
+    assert metrics["split"] == card["split"] and metrics["resampled"] == "clips"
+    interval = metrics["intervals"]["unweighted_average_recall"]
+    assert interval["low"] <= metrics["unweighted_average_recall"] <= interval["high"]
 
 
 def test_a_model_refuses_fused_features_made_with_other_fusion_or_stream_settings():
@@ -135,7 +156,8 @@ def test_a_model_refuses_fused_features_made_with_other_fusion_or_stream_setting
      "epochs": 60, "patience": 10},
 ])
 def test_classifiers_learn_a_separable_problem_in_both_split_strategies(classifier):
-    features, clips = fused(n_per_emotion=36)
+    # 12 speakers: 4 per fold, so that a network trains on 3 and holds 1 out to stop early.
+    features, clips = fused(n_per_emotion=72, speakers=12)
     for split in ({"strategy": "random", "test_size": 0.3, "validation_size": 0.15},
                   {"strategy": "speaker_independent", "speaker_folds": 3}):
         _, _, predictions = fit(features, split_clips(clips, split, 0), classifier)
@@ -167,9 +189,10 @@ def test_a_fitted_dense_network_survives_pickling():
 
 
 def test_metrics_on_a_case_worked_by_hand():
-    predictions = pd.DataFrame({"fold": 0, "emotion": ["a", "a", "b", "b", "b", "b", "c", "c"],
+    predictions = pd.DataFrame({"fold": 0, "clip_id": [f"c{i}" for i in range(8)],
+                                "emotion": ["a", "a", "b", "b", "b", "b", "c", "c"],
                                 "predicted": ["a", "b", "b", "b", "b", "c", "c", "a"]})
-    metrics = evaluate_predictions(predictions, {"split": {"strategy": "random", "folds": 1, "seed": 0}})
+    metrics = evaluate(predictions, {"split": {"strategy": "random", "folds": 1, "seed": 0}})
     assert metrics["accuracy"] == pytest.approx(5 / 8)
     # recalls: a 1/2, b 3/4, c 1/2
     assert metrics["unweighted_average_recall"] == pytest.approx((1 / 2 + 3 / 4 + 1 / 2) / 3)
@@ -217,15 +240,24 @@ def test_mcnemar_counts_the_clips_only_one_model_got_right():
         mcnemar_test(PREDICTIONS["mfcc__svm"], PREDICTIONS["mfcc__svm"].iloc[:90])
 
 
-def test_each_fused_model_is_compared_with_the_best_of_its_subsets_on_the_same_clips():
+def compared_with_references(uar: dict[str, float], predictions: dict[str, pd.DataFrame],
+                             variants: dict) -> pd.DataFrame:
+    """compare_with_references where each model's validation UAR (one fold) is `uar`."""
     summary = pd.DataFrame([{"variant": key.split("__")[0], "classifier": key.split("__")[1],
-                             "unweighted_average_recall": uar} for key, uar in UAR.items()])
-    compared = compare_with_references(summary, PREDICTIONS, VARIANTS).set_index(["variant", "classifier"])
+                             "unweighted_average_recall": value} for key, value in uar.items()])
+    units = {f"c{i}": f"c{i}" for i in range(100)}
+    return compare_with_references(summary, {key: {0: value} for key, value in uar.items()}, predictions,
+                                   variants, units, 0).set_index(["variant", "classifier"])
+
+
+def test_each_fused_model_is_compared_with_the_subset_chosen_on_validation_on_the_same_clips():
+    compared = compared_with_references(UAR, PREDICTIONS, VARIANTS)
     fused = compared.loc[("mfcc_lpcc", "svm")]
-    assert fused["reference"] == "mfcc"  # the better of its two subsets (lpcc: 0.5)
+    assert fused["reference"] == "mfcc"  # the better of its two subsets on validation (lpcc: 0.5)
     assert fused["reference_uar"] == 0.6 and fused["uar_gain"] == pytest.approx(0.2)
     assert (fused["clips_gained"], fused["clips_lost"]) == (30, 10)
     assert fused["mcnemar_p"] == pytest.approx(binomtest(30, 40).pvalue)
+    assert fused["uar_gain_low"] < 0.2 < fused["uar_gain_high"]
     assert pd.isna(fused["without_cnn"])  # it has no CNN stream to do without
     # a late variant's streams are all those it names: its best strict subset is mfcc_lpcc
     late = compared.loc[("all_late", "svm")]
@@ -247,9 +279,7 @@ def test_a_speaker_normalised_variant_is_compared_with_the_same_streams_as_they_
     predictions = dict(PREDICTIONS, mfcc_spk__svm=predictions_right_on(range(75)),
                        mfcc_lpcc_spk__svm=predictions_right_on(range(72)))
     uar = dict(UAR, mfcc_spk__svm=0.75, mfcc_lpcc_spk__svm=0.72)
-    summary = pd.DataFrame([{"variant": key.split("__")[0], "classifier": key.split("__")[1],
-                             "unweighted_average_recall": value} for key, value in uar.items()])
-    compared = compare_with_references(summary, predictions, variants).set_index(["variant", "classifier"])
+    compared = compared_with_references(uar, predictions, variants)
     spk = compared.loc[("mfcc_spk", "svm")]
     assert spk["speaker_normalisation"] == "speaker"
     assert spk["without_speaker_normalisation"] == "mfcc"
@@ -265,24 +295,37 @@ def test_a_speaker_normalised_variant_is_compared_with_the_same_streams_as_they_
     assert pd.isna(compared.loc[("mfcc", "svm"), "without_speaker_normalisation"])
 
 
-def test_the_summary_compares_models_from_their_predictions():
-    def scores(uar: float, streams: list[str]) -> dict:
-        # As the split recorded it: this node has no split parameter to read.
-        return {"split": {"strategy": "speaker_independent", "speaker_folds": 3, "folds": 3, "seed": None},
-                "test_clips": 100, "folds": 1, "accuracy": uar, "unweighted_average_recall": uar,
-                "macro_f1": uar,
-                "features": [{"stream": stream, "width": 10, "weight": 1.0} for stream in streams]}
+def metrics_of(predictions: pd.DataFrame, streams: list[str], validation: dict[int, float]) -> dict:
+    """A model's classification metrics as evaluate_predictions makes them, with these validation UARs."""
+    split = {"strategy": "speaker_independent", "speaker_folds": 3, "folds": 3, "seed": None}
+    return {**evaluate(predictions, {"split": split}),
+            "features": [{"stream": stream, "width": 10, "weight": 1.0} for stream in streams],
+            "model_selection": [{"fold": fold, "validation_uar": uar} for fold, uar in validation.items()]}
 
-    summary = summarise_classification_metrics(
-        VARIANTS, mfcc__svm=scores(0.6, ["mfcc"]),
-        mfcc_lpcc__svm=scores(0.8, ["mfcc", "lpcc"]),
-        mfcc__svm__test_predictions=PREDICTIONS["mfcc__svm"],
-        mfcc_lpcc__svm__test_predictions=PREDICTIONS["mfcc_lpcc__svm"])
-    text = summary_text(summary)
+
+def summarised(models: dict[str, tuple[pd.DataFrame, list[str], dict[int, float]]]
+               ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """summarise_classification_metrics of these models (`<variant>__<classifier>`: predictions,
+    streams, validation UAR per fold), on a split of one speaker per clip."""
+    data_split = pd.concat([frame[["fold", "clip_id"]] for frame, _, _ in models.values()]).drop_duplicates()
+    inputs = {key: metrics_of(*model) for key, model in models.items()}
+    inputs |= {f"{key}__test_predictions": model[0] for key, model in models.items()}
+    return summarise_classification_metrics(VARIANTS, data_split.assign(speaker="s", corpus="c"),
+                                            {"split.strategy": "random"}, 0, **inputs)
+
+
+def test_the_summary_ranks_models_by_validation_and_compares_them_on_their_predictions():
+    summary, answers = summarised({
+        "mfcc__svm": (PREDICTIONS["mfcc__svm"], ["mfcc"], {0: 0.6}),
+        "mfcc_lpcc__svm": (PREDICTIONS["mfcc_lpcc__svm"], ["mfcc", "lpcc"], {0: 0.8})})
+    text = summary_text(summary, answers)
     assert list(summary["variant"]) == ["mfcc_lpcc", "mfcc"]
     assert list(summary["reference"].fillna("")) == ["mfcc", ""]
     assert summary["clips_gained"].iloc[0] == 30 and summary["clips_lost"].iloc[0] == 10
+    low, high = summary.loc[0, ["unweighted_average_recall_low", "unweighted_average_recall_high"]]
+    assert low < summary.loc[0, "unweighted_average_recall"] == 0.8 < high
     assert "+0.200" in text and "vs_reference" in text
+    assert "Chosen on validation clips, fold by fold: mfcc_lpcc.svm" in text
     assert (summary["split"] == "speaker_independent").all() and summary["split_seed"].isna().all()
     assert "Model summary (speaker_independent split" in text
     assert max(map(len, text.splitlines())) <= 100  # readable in a 100-column terminal
@@ -292,6 +335,82 @@ def test_the_summary_compares_models_from_their_predictions():
     text = summary_text(long)
     assert max(map(len, text.splitlines())) <= 100
     assert "compare_egemaps_mfcc_lpc…are_egemaps_mfcc_lpcc_spk " in text  # 50 characters
+
+
+def test_no_test_score_chooses_the_order_or_the_default_model():
+    from emofusion.cli import _best_model
+
+    # Equal validation UARs: fewer streams first, then the name, whatever the test scores.
+    models = {"mfcc_lpcc__svm": (PREDICTIONS["mfcc_lpcc__svm"], ["mfcc", "lpcc"], {0: 0.7}),
+              "mfcc__svm": (PREDICTIONS["mfcc__svm"], ["mfcc"], {0: 0.7}),
+              "lpcc__svm": (PREDICTIONS["lpcc__svm"], ["lpcc"], {0: 0.7}),
+              "cnn__svm": (PREDICTIONS["cnn__svm"], ["transfer_features"], {0: 0.75})}
+    summary, answers = summarised(models)
+    assert list(summary["variant"]) == ["cnn", "lpcc", "mfcc", "mfcc_lpcc"]
+    assert _best_model(summary, None) == "cnn.svm"
+    # Each model given another's test predictions: the order, default and choices stay.
+    keys = list(models)
+    shuffled = {key: (models[keys[(i + 1) % 4]][0], *models[key][1:]) for i, key in enumerate(keys)}
+    summary_shuffled, answers_shuffled = summarised(shuffled)
+    assert list(summary_shuffled["variant"]) == list(summary["variant"])
+    assert _best_model(summary_shuffled, None) == "cnn.svm"
+    assert list(answers_shuffled["model"]) == list(answers["model"])
+    assert not summary_shuffled["unweighted_average_recall"].equals(summary["unweighted_average_recall"])
+    # model_rank reads no test column: scrambling them changes nothing.
+    scrambled = summary.assign(accuracy=0.0,
+                               unweighted_average_recall=summary["unweighted_average_recall"].to_numpy()[::-1])
+    assert model_rank(scrambled).equals(model_rank(summary))
+
+
+def test_the_chosen_model_is_chosen_fold_by_fold_on_each_fold_s_validation_clips():
+    # a is better on fold 0's validation clips, b on fold 1's: the figure for "the model chosen on
+    # validation" tests a on fold 0 and b on fold 1, never a mean over folds.
+    def on_fold(right: range, fold: int) -> pd.DataFrame:
+        table = predictions_right_on(right)
+        return table.assign(fold=fold, clip_id=f"f{fold}" + table["clip_id"])
+
+    a = pd.concat([on_fold(range(90), 0), on_fold(range(10), 1)], ignore_index=True)
+    b = pd.concat([on_fold(range(20), 0), on_fold(range(80), 1)], ignore_index=True)
+    _, answers = summarised({"mfcc__svm": (a, ["mfcc"], {0: 0.9, 1: 0.2}),
+                             "lpcc__svm": (b, ["lpcc"], {0: 0.3, 1: 0.6})})
+    chosen = answers[(answers["scope"] == "all") & (answers["question"] == "chosen model")].iloc[0]
+    assert chosen["model"] in ("lpcc.svm (1 of 2 folds), mfcc.svm (1)",
+                               "mfcc.svm (1 of 2 folds), lpcc.svm (1)")
+    assert chosen["unweighted_average_recall"] == pytest.approx(0.85)  # 90 + 80 of 200 right
+
+
+def test_answers_say_the_data_cannot_tell_when_the_interval_spans_zero():
+    # cnn gets 7 clips right that mfcc_lpcc gets wrong and 5 the other way: no finding.
+    summary, answers = summarised({
+        "mfcc_lpcc__svm": (predictions_right_on(range(60)), ["mfcc", "lpcc"], {0: 0.6}),
+        "cnn__svm": (predictions_right_on(set(range(5, 67))), ["transfer_features"], {0: 0.7})})
+    (cnn,) = answers[(answers["scope"] == "all") & (answers["question"] == "does the CNN stream help?")
+                     ].itertuples()
+    assert cnn.gain == pytest.approx(0.02) and cnn.gain_low < 0 < cnn.gain_high
+    assert cnn.answer == "the data cannot tell"
+    _, answers = summarised({
+        "mfcc_lpcc__svm": (predictions_right_on(range(40)), ["mfcc", "lpcc"], {0: 0.6}),
+        "cnn__svm": (predictions_right_on(range(90)), ["transfer_features"], {0: 0.7})})
+    assert answers.set_index("question").loc["does the CNN stream help?", "answer"].iloc[0] == "helps"
+
+
+def test_a_network_s_stopping_epoch_never_depends_on_a_validation_or_test_clip():
+    features, clips = fused(n_per_emotion=36, speakers=12)
+    split = split_clips(clips, {"strategy": "speaker_independent", "speaker_folds": 3}, 0)
+    rows = split[0][split[0]["fold"] == 0]
+    held = set(rows.loc[rows["subset"] != "train", "clip_id"])
+    poisoned = features.values.copy()
+    poisoned[[clip in held for clip in features.clip_ids]] = 1000.0
+    dnn = {"kind": "dnn", "layers": [{"units": 16}], "learning_rate": 0.01, "epochs": 30, "patience": 5}
+    folds = (split[0][split[0]["fold"] == 0], split[1])
+    model, card, _ = fit(features, folds, dnn)
+    poisoned_model, poisoned_card, _ = fit(ClipArray(features.clip_ids, poisoned, features.metadata),
+                                           folds, dnn)
+    network, poisoned_network = model[-1], poisoned_model[-1]
+    assert network.best_epoch_ == poisoned_network.best_epoch_
+    assert all(np.array_equal(a, b) for a, b in zip(network.weights_, poisoned_network.weights_, strict=True))
+    scores = [made["model_selection"][0]["validation_uar"] for made in (card, poisoned_card)]
+    assert scores[0] != scores[1]  # the poison reached the validation clips, and nothing else
 
 
 def test_classifier_entries_are_checked():

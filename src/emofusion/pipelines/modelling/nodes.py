@@ -273,7 +273,7 @@ def compare_with_references(summary: pd.DataFrame, validation_uar: Mapping[str, 
         compared = compare_choices([instance], others, validation_uar, sizes, test_predictions, units,
                                    random_seed)
         if compared:
-            compared["other"] = compared["other"].replace(f"__{classifier}", "")
+            compared["other"] = compared["other"].replace(f".{classifier}", "")
         return compared
 
     rows = []
@@ -452,8 +452,8 @@ def summary_text(summary: pd.DataFrame, answers: pd.DataFrame | None = None) -> 
         "vs_reference": lambda gain: "" if pd.isna(gain) else f"{gain:+.3f}",
         "p": lambda p: "" if pd.isna(p) else "<0.001" if p < 0.001 else f"{p:.3f}"})
     splits = ", ".join(summary["split"].unique())
-    text = (f"Model summary ({splits} split, {summary['test_clips'].max()} test clips, best validation UAR "
-            "first; every column in model_summary.csv):\n" + table)
+    text = (f"Model summary ({splits} split, {summary['test_clips'].max()} test clips), best validation UAR "
+            "first\n(every column in model_summary.csv):\n" + table)
     if answers is None:
         return text
     lines = []

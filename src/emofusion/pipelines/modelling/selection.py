@@ -55,8 +55,8 @@ def chosen_predictions(choice: Mapping[int, str], predictions: Mapping[str, pd.D
 
 
 def describe_choice(choice: Mapping[int, str]) -> str:
-    """`a` when every fold chose a, else `a (4 of 6 folds), b (2)`."""
-    ranked = Counter(choice.values()).most_common()
+    """`a.svm` when every fold chose model `a__svm`, else `a.svm (4 of 6 folds), b.svm (2)`."""
+    ranked = Counter(model.replace("__", ".", 1) for model in choice.values()).most_common()
     if len(ranked) == 1:
         return ranked[0][0]
     (first, n), *rest = ranked

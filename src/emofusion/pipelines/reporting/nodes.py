@@ -17,11 +17,11 @@ import yaml
 from plotly.offline import get_plotlyjs
 from plotly.subplots import make_subplots
 
-from emofusion.pipelines.modelling.nodes import CNN_STREAM, variant_streams
+from emofusion.pipelines.modelling.nodes import CNN_STREAM
+from emofusion.pipelines.modelling.selection import resampling_units
 
 SCORES = {"accuracy": "accuracy", "unweighted_average_recall": "unweighted average recall",
           "macro_f1": "macro F1"}
-SIGNIFICANCE = 0.05  # below this McNemar p, a difference is called more than chance
 
 
 def confusion_matrix_figure(classification_metrics: Mapping[str, Any]) -> go.Figure:
@@ -88,43 +88,21 @@ def _p_value(p: float) -> str:
     return "< 0.001" if p < 0.001 else f"{p:.3f}"
 
 
-def cnn_stream_verdicts(model_summary: pd.DataFrame, fusion_variants: Mapping[str, Any]) -> list[str]:
-    """One plain sentence per classifier on whether the CNN stream helps: its best model with the
-    `transfer_features` stream against its best model without it, from the summary's `without_cnn`
-    comparison (`compare_with_references`). A gain is said to help only when McNemar's p is below
-    SIGNIFICANCE, so that a lucky test set is not read as a finding. Variants not (or no longer) in
-    `fusion_variants` are left out."""
-    streams = {variant: variant_streams(value) for variant, value in fusion_variants.items()
-               if value is not None}
-    known = model_summary[model_summary["variant"].isin(streams)]
-    uses_cnn = known["variant"].map(lambda variant: CNN_STREAM in streams[variant])
-    verdicts = []
-    for classifier in dict.fromkeys(known["classifier"]):
-        with_cnn = known[uses_cnn & (known["classifier"] == classifier)]
-        if with_cnn.empty:
-            verdicts.append(f"{classifier}: no model uses the CNN stream.")
-            continue
-        best = with_cnn.loc[with_cnn["unweighted_average_recall"].idxmax()]
-        if pd.isna(best["without_cnn"]):
-            verdicts.append(f"{classifier}: every model uses the CNN stream, so there is no model without "
-                            "it to compare with.")
-            continue
-        gain, p = 100 * best["cnn_gain"], best["cnn_mcnemar_p"]
-        if gain <= 0:
-            conclusion = "The CNN stream does not help."
-        elif p < SIGNIFICANCE:
-            conclusion = "The CNN stream helps."
-        else:
-            conclusion = (f"Better, but not significantly (p ≥ {SIGNIFICANCE}): these test clips do not show "
-                          "that the CNN stream helps.")
-        if gain <= 0 or p >= SIGNIFICANCE:
-            conclusion += _why_the_cnn_may_not_help(best)
-        verdicts.append(
-            f"{classifier}: best model using the CNN stream: {best['variant']} (UAR "
-            f"{best['unweighted_average_recall']:.3f}) vs best without it: {best['without_cnn']} (UAR "
-            f"{best['without_cnn_uar']:.3f}): {gain:+.1f} points, McNemar p {'' if p < 0.001 else '= '}"
-            f"{_p_value(p)}. {conclusion}")
-    return verdicts
+def answers_in_words(model_answers: pd.DataFrame, question: str) -> list[str]:
+    """One plain sentence per scope (all classifiers, then each) answering `question` from the
+    run's answers (`answer_questions`): the models chosen on validation clips with and without the
+    lever, and the gain with its interval. Only an interval that excludes 0 is read as a finding;
+    otherwise the data cannot tell."""
+    sentences = []
+    for row in model_answers[model_answers["question"] == question].itertuples(index=False):
+        scope = "all classifiers" if row.scope == "all" else row.scope
+        p = row.mcnemar_p
+        sentences.append(
+            f"{scope}: chosen with it: {row.model} (UAR {row.unweighted_average_recall:.3f}); without it: "
+            f"{row.other} (UAR {row.other_uar:.3f}): {100 * row.gain:+.1f} points (95% interval "
+            f"{100 * row.gain_low:+.1f} to {100 * row.gain_high:+.1f}), McNemar p "
+            f"{'' if p < 0.001 else '= '}{_p_value(p)}: {row.answer}.")
+    return sentences
 
 
 def _why_the_cnn_may_not_help(model: pd.Series) -> str:
@@ -139,13 +117,15 @@ def _why_the_cnn_may_not_help(model: pd.Series) -> str:
 
 
 def _gains(models: pd.DataFrame, other: str, other_uar: str, gain: str, p: str) -> pd.DataFrame:
-    """Each model's UAR against another model's, from the summary's comparison columns."""
+    """Each model's UAR against the other side's, from the summary's comparison columns."""
     return pd.DataFrame({
         "model": models["variant"] + " · " + models["classifier"],
         "UAR": models["unweighted_average_recall"],
-        "compared with": models[other] + " · " + models["classifier"],
+        "compared with (chosen on validation)": models[other] + " · " + models["classifier"],
         "its UAR": models[other_uar],
         "gain (points)": [f"{100 * value:+.1f}" for value in models[gain]],
+        "95% interval": [f"{100 * low:+.1f} to {100 * high:+.1f}"
+                         for low, high in zip(models[f"{gain}_low"], models[f"{gain}_high"], strict=True)],
         "McNemar p": [_p_value(value) for value in models[p]],
     })
 
@@ -156,18 +136,20 @@ def _stream_gains(model_summary: pd.DataFrame) -> str:
     if fused.empty:
         return "<p>No model fuses streams whose subsets were also trained: nothing to compare.</p>"
     table = _gains(fused, "reference", "reference_uar", "uar_gain", "mcnemar_p")
-    table.insert(5, "clips gained / lost", [f"{won:.0f} / {lost:.0f}" for won, lost
+    table.insert(6, "clips gained / lost", [f"{won:.0f} / {lost:.0f}" for won, lost
                                             in zip(fused["clips_gained"], fused["clips_lost"], strict=True)])
-    return f"""<p>Each model that fuses two or more streams against its reference: the best model of the
-same classifier built from a strict subset of its streams (single streams included, normalised alike),
-on the same test clips. Gain: the difference in unweighted average recall (UAR). Clips gained / lost:
-test clips only this model / only the reference got right; McNemar p: exact two-sided test on those
+    return f"""<p>Each model that fuses two or more streams against its reference: the model of the same
+classifier chosen, fold by fold, on validation clips among those built from a strict subset of its
+streams (single streams included, normalised alike), on the same test clips. Gain: the difference in
+unweighted average recall (UAR), with its 95% paired bootstrap interval. Clips gained / lost: test
+clips only this model / only the reference got right; McNemar p: exact two-sided test on those
 clips.</p>
 {_table(table)}"""
 
 
-def _speaker_normalisation_gains(model_summary: pd.DataFrame) -> str:
-    """Each model standardised per speaker against the same streams as they are, if any."""
+def _speaker_normalisation_gains(model_summary: pd.DataFrame, model_answers: pd.DataFrame) -> str:
+    """The run's answer, then each model standardised per speaker against the same streams as
+    they are, if any."""
     normalised = model_summary[model_summary["without_speaker_normalisation"].notna()]
     if normalised.empty:
         return ""
@@ -179,6 +161,8 @@ speaker's clips, a test speaker's from that speaker's unlabelled clips) against 
 on the same streams as they are, on the same test clips. With a random split the test speakers are
 also training speakers, and a voice is itself a cue that normalisation removes; the speaker-independent
 split shows what it is worth for new speakers.</p>
+<ul>{"".join(f"<li>{html.escape(sentence)}</li>" for sentence in answers_in_words(
+    model_answers, "does per-speaker normalisation help?"))}</ul>
 {_table(table)}"""
 
 
@@ -192,7 +176,8 @@ def _figure(figure: go.Figure) -> str:
 
 
 # The report's sections, for its contents list.
-SECTIONS = (("run", "What was run"), ("streams", "Does each stream help?"),
+SECTIONS = (("run", "What was run"), ("chosen", "The model chosen on validation clips"),
+            ("streams", "Does each stream help?"),
             ("speakers", "Does per-speaker normalisation help?"),
             ("scores", "Scores on the test clips"), ("f1", "F1 per emotion"),
             ("confusion", "Confusion matrices"), ("settings", "Settings"))
@@ -237,7 +222,8 @@ def _long_clips(clip_manifest: pd.DataFrame, parameters: Mapping[str, Any] | Non
             f"(audio.crop: {audio.get('crop', '?')}; clip_manifest has their durations).")
 
 
-def html_report(model_summary: pd.DataFrame, model_comparison: go.Figure, per_class_f1: go.Figure,
+def html_report(model_summary: pd.DataFrame, model_answers: pd.DataFrame, model_comparison: go.Figure,
+                per_class_f1: go.Figure,
                 clip_manifest: pd.DataFrame, rejected_clips: pd.DataFrame, data_split: pd.DataFrame,
                 data_split_settings: Mapping[str, Any], classifiers: Mapping[str, Any],
                 fusion_variants: Mapping[str, Any], parameters: Mapping[str, Any] | None = None,
@@ -265,15 +251,29 @@ def html_report(model_summary: pd.DataFrame, model_comparison: go.Figure, per_cl
     settings = yaml.safe_dump(json.loads(json.dumps(shown, default=str)), default_flow_style=None,
                               sort_keys=False, width=100)
     scores = model_summary[["variant", "classifier", "fusion", "width", "folds", "test_clips", *SCORES,
-                            "validation_uar", "chosen_on_validation"]]
+                            "validation_uar", "chosen_on_validation"]].assign(**{
+        "UAR 95% interval": [f"{low:.3f} to {high:.3f}" for low, high in zip(
+            model_summary["unweighted_average_recall_low"], model_summary["unweighted_average_recall_high"],
+            strict=True)]})
     scores = scores.fillna({"chosen_on_validation": ""}).rename(
         columns={"test_clips": "test clips", "validation_uar": "validation UAR",
                  "chosen_on_validation": "chosen on validation clips", **SCORES})
-    verdicts = "".join(f"<li>{html.escape(verdict)}</li>"
-                       for verdict in cnn_stream_verdicts(model_summary, fusion_variants))
+    verdicts = "".join(f"<li>{html.escape(sentence)}</li>"
+                       for sentence in answers_in_words(model_answers, "does the CNN stream help?"))
+    uses_cnn = model_summary[model_summary["streams"].str.contains(CNN_STREAM, regex=False)]
+    caveats = _why_the_cnn_may_not_help(uses_cnn.iloc[0]) if len(uses_cnn) else ""
+    picked = model_answers[model_answers["question"] == "chosen model"]
+    chosen = pd.DataFrame({
+        "among": picked["scope"].replace({"all": "all models"}),
+        "chosen on validation clips, per fold": picked["model"],
+        **{name: [f"{value:.3f} ({low:.3f} to {high:.3f})" for value, low, high in zip(
+            picked[score], picked[f"{score}_low"], picked[f"{score}_high"], strict=True)]
+           for score, name in SCORES.items()}})
+    units = resampling_units(data_split, data_split_settings)
+    resampled = "speakers" if any(unit.startswith("speaker ") for unit in units.values()) else "clips"
     confusion = "".join(f"<div><h3>{html.escape(name.replace('__', ' · '))}</h3>{_figure(figure)}</div>"
                         for name, figure in confusion_matrices.items())
-    speakers = _speaker_normalisation_gains(model_summary)
+    speakers = _speaker_normalisation_gains(model_summary, model_answers)
     sections = [(anchor, title) for anchor, title in SECTIONS if anchor != "speakers" or speakers]
     contents = "".join(f'<li><a href="#{anchor}">{title}</a></li>' for anchor, title in sections)
     escape = html.escape
@@ -300,7 +300,14 @@ Split: <b>{escape(str(data_split_settings['split.strategy']))}</b>
 <h3>Emotions</h3>{_table(emotions)}
 <h3>Clips per fold and subset</h3>{_table(subsets)}
 <h3>Rejected clips</h3>{rejected}
+<h2 id="chosen">The model chosen on validation clips</h2>
+<p>In each fold, the model of best unweighted average recall on that fold's validation clips (ties to
+fewer streams, then to the name), scored once on that fold's test clips; the folds pooled. No test
+score chose anything. Intervals: 95% bootstrap, resampling {escape(resampled)}.</p>
+{_table(chosen)}
 <h2 id="streams">Does each stream help?</h2>
+<p>Does the CNN stream help? The model chosen on validation clips among those with the CNN stream
+against the one chosen among those without it, on the same test clips.{caveats}</p>
 <ul>{verdicts}</ul>
 {_stream_gains(model_summary)}
 {speakers}
