@@ -60,8 +60,9 @@ def test_the_paper_environment_is_the_reference_design(paper_parameters):
     assert {stream: parameters["block_weights"][stream] for stream in WEIGHTS} == WEIGHTS
     assert parameters["block_scaling"] == "standard"
     assert parameters["reduction"] is None
-    assert parameters["split"] | {"speaker_folds": None} == {
-        "strategy": "random", "test_size": 0.30, "validation_size": 0.15, "speaker_folds": None}
+    pinned = ("strategy", "test_size", "validation_size", "repeats")
+    assert {key: parameters["split"][key] for key in pinned} == {
+        "strategy": "random", "test_size": 0.30, "validation_size": 0.15, "repeats": 1}
     # Every key of a classifier counts: one conf/base adds must be pinned in conf/paper too.
     assert parameters["classifiers"]["svm"] == {"kind": "svm", "kernel": "rbf", "C": 10.0, "gamma": "scale",
                                                 "probability": True, "search": None}

@@ -21,10 +21,13 @@ def test_one_namespaced_pipeline_per_variant_and_classifier(parameters):
             evaluate = nodes[f"{namespace}.evaluate_predictions"]
             assert evaluate.outputs == [f"{namespace}.classification_metrics"]
     summary = next(n for n in modelling.nodes if n.name == "summarise_classification_metrics")
-    assert len(summary.inputs) == 1 + 2 * len(variants) * len(classifiers)
+    # the variants' options, the split and its settings, the seed; each model's metrics and predictions
+    assert len(summary.inputs) == 4 + 2 * len(variants) * len(classifiers)
+    assert summary.outputs == ["model_summary", "model_answers"]
     assert {f"modelling.{v}.{c}.test_predictions" for v in variants for c in classifiers} <= set(
         summary.inputs)
     assert modelling.inputs() == {"clip_manifest", "params:split", "params:random_seed", "params:reduction",
+                                  "params:evaluation",
                                   "params:fusion_variants", "parameters",
                                   *(f"params:classifiers.{c}" for c in classifiers),
                                   *(f"params:fusion_variants.{v}" for v in variants),

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 from emofusion.pipelines.reporting.nodes import (
-    cnn_stream_verdicts,
+    answers_in_words,
     confusion_matrix_figure,
     html_report,
     model_comparison_figure,
@@ -53,7 +53,25 @@ SUMMARY = pd.DataFrame({
     "without_cnn": None, "without_cnn_uar": np.nan, "cnn_gain": np.nan, "cnn_mcnemar_p": np.nan,
     "speaker_normalisation": "none", "without_speaker_normalisation": None,
     "without_speaker_normalisation_uar": np.nan, "speaker_normalisation_gain": np.nan,
-    "speaker_normalisation_mcnemar_p": np.nan})
+    "speaker_normalisation_mcnemar_p": np.nan,
+    "streams": ["mfcc + transfer_features"] * 2 + ["transfer_features"] * 2,
+    "unweighted_average_recall_low": [0.70, 0.6, 0.35, 0.3],
+    "unweighted_average_recall_high": [0.86, 0.78, 0.55, 0.5],
+    "uar_gain_low": [0.2, 0.1, np.nan, np.nan], "uar_gain_high": [0.45, 0.4, np.nan, np.nan],
+    "cnn_gain_low": np.nan, "cnn_gain_high": np.nan,
+    "speaker_normalisation_gain_low": np.nan, "speaker_normalisation_gain_high": np.nan})
+ANSWERS = pd.DataFrame([
+    {"scope": "all", "question": "chosen model", "model": "mfcc_cnn.svm",
+     "accuracy": 0.8, "accuracy_low": 0.7, "accuracy_high": 0.9, "unweighted_average_recall": 0.78,
+     "unweighted_average_recall_low": 0.70, "unweighted_average_recall_high": 0.86,
+     "macro_f1": 0.77, "macro_f1_low": 0.69, "macro_f1_high": 0.85},
+    {"scope": "all", "question": "does the CNN stream help?", "model": "mfcc_cnn.svm",
+     "unweighted_average_recall": 0.78, "other": "mfcc.svm (4 of 6 folds), lpcc.svm (2)",
+     "other_uar": 0.76, "gain": 0.02, "gain_low": -0.013, "gain_high": 0.051, "mcnemar_p": 0.4,
+     "answer": "the data cannot tell"},
+    {"scope": "svm", "question": "does per-speaker normalisation help?", "model": "mfcc_spk.svm",
+     "unweighted_average_recall": 0.7, "other": "mfcc.svm", "other_uar": 0.6,
+     "gain": 0.1, "gain_low": 0.05, "gain_high": 0.15, "mcnemar_p": 0.0004, "answer": "helps"}])
 VARIANTS = {"cnn": ["transfer_features"], "mfcc_cnn": ["mfcc", "transfer_features"]}
 
 
@@ -106,7 +124,8 @@ def report(rejected: pd.DataFrame | None = None, parameters: dict | None = None,
     if parameters is not None:
         clips = clips.assign(speech_duration_s=[4.2] * 3 + [2.0] * 37, kept_duration_s=[3.0] * 3 + [2.0] * 37,
                              source_clip_id=clips["clip_id"])
-    return html_report(summary, model_comparison_figure(summary), per_class_f1_figure(cnn__svm=POOR),
+    split = split.assign(speaker=clips["speaker"], corpus=clips["corpus"])
+    return html_report(summary, ANSWERS, model_comparison_figure(summary), per_class_f1_figure(cnn__svm=POOR),
                        clips, rejected, split, {"split.strategy": "random", "split.test_size": 0.25,
                                                 "split.validation_size": 0.25, "random_seed": 42},
                        {"svm": {"kind": "svm"}}, VARIANTS, parameters,
@@ -135,7 +154,7 @@ def test_the_report_names_the_backbone_asked_for_and_why_the_fallback_ran_and_li
     top = page[:page.index('<h2 id="run"')]
     assert "Asked for inception_resnet_v2; the offline fallback squeezenet_v1_1 was used instead" in top
     assert html.escape(reason) in top
-    for anchor in ("run", "streams", "scores", "f1", "confusion", "settings"):
+    for anchor in ("run", "chosen", "streams", "scores", "f1", "confusion", "settings"):
         assert f'href="#{anchor}"' in top and f'<h2 id="{anchor}">' in page
     settings = page[page.index('<h2 id="settings">'):]
     assert "audio:" in settings and "n_mfcc: 40" in settings and "transfer_features:" in settings
@@ -143,15 +162,20 @@ def test_the_report_names_the_backbone_asked_for_and_why_the_fallback_ran_and_li
     assert "Asked for" not in report()  # no fallback, no such sentence
 
 
-def test_the_report_says_first_whether_each_stream_helps():
+def test_the_report_says_first_which_model_validation_chose_and_whether_each_stream_helps():
     page = report()
-    assert page.index('id="run"') < page.index('id="streams"') < page.index('id="scores"')
+    places = [page.index(f'id="{anchor}"') for anchor in ("run", "chosen", "streams", "scores")]
+    assert places == sorted(places)
+    chosen = page[page.index('<h2 id="chosen"'):page.index('<h2 id="streams"')]
+    assert "mfcc_cnn.svm" in chosen and "0.780 (0.700 to 0.860)" in chosen and "resampling clips" in chosen
     section = page[page.index('<h2 id="streams"'):page.index('<h2 id="scores"')]
     rows = re.findall(r"<tr>\s*<td>(.*?)</td>(.*?)</tr>", section, flags=re.S)
     assert [model for model, _ in rows] == ["mfcc_cnn · svm", "mfcc_cnn · dnn"]  # single streams have none
     cells = re.findall(r"<td>(.*?)</td>", rows[0][1])
-    assert cells == ["0.780", "cnn · svm", "0.450", "+33.0", "15 / 2", "&lt; 0.001"]
-    assert "<li>svm: every model uses the CNN stream" in section
+    assert cells == ["0.780", "cnn · svm", "0.450", "+33.0", "+20.0 to +45.0", "15 / 2", "&lt; 0.001"]
+    assert ("<li>all classifiers: chosen with it: mfcc_cnn.svm (UAR 0.780); without it: mfcc.svm (4 of 6 "
+            "folds), lpcc.svm (2) (UAR 0.760): +2.0 points (95% interval -1.3 to +5.1), McNemar p = 0.400: "
+            "the data cannot tell.</li>") in section
 
 
 def test_the_report_shows_what_per_speaker_normalisation_is_worth_when_the_run_has_it():
@@ -159,56 +183,24 @@ def test_the_report_shows_what_per_speaker_normalisation_is_worth_when_the_run_h
     summary = SUMMARY.copy()
     comparison = ["speaker_normalisation", "without_speaker_normalisation",
                   "without_speaker_normalisation_uar", "speaker_normalisation_gain",
+                  "speaker_normalisation_gain_low", "speaker_normalisation_gain_high",
                   "speaker_normalisation_mcnemar_p"]
-    summary.loc[0, comparison] = ["speaker", "mfcc_cnn_plain", 0.7, 0.08, 0.02]
+    summary.loc[0, comparison] = ["speaker", "mfcc_cnn_plain", 0.7, 0.08, 0.01, 0.15, 0.02]
     page = report(summary=summary)
     assert '<a href="#speakers">' in page
     section = page[page.index('<h2 id="speakers">'):page.index('<h2 id="scores">')]
     rows = re.findall(r"<tr>\s*<td>(.*?)</td>(.*?)</tr>", section, flags=re.S)
     assert [model for model, _ in rows] == ["mfcc_cnn · svm"]
     cells = re.findall(r"<td>(.*?)</td>", rows[0][1])
-    assert cells == ["0.780", "mfcc_cnn_plain · svm", "0.700", "+8.0", "0.020"]
+    assert cells == ["0.780", "mfcc_cnn_plain · svm", "0.700", "+8.0", "+1.0 to +15.0", "0.020"]
+    assert "<li>svm: chosen with it: mfcc_spk.svm (UAR 0.700)" in section and "helps.</li>" in section
 
 
-def summary_of(rows: list[tuple[str, str, float, str | None, float, float]]) -> pd.DataFrame:
-    """(variant, classifier, UAR, without_cnn, its UAR, McNemar p) per model."""
-    summary = pd.DataFrame(rows, columns=["variant", "classifier", "unweighted_average_recall", "without_cnn",
-                                          "without_cnn_uar", "cnn_mcnemar_p"])
-    return summary.assign(cnn_gain=summary["unweighted_average_recall"] - summary["without_cnn_uar"],
-                          test_clips=435, weights="imagenet")
-
-
-def test_the_cnn_verdict_compares_the_best_model_with_and_without_the_cnn_stream():
-    variants = {"mfcc": ["mfcc"], "mfcc_lpcc": ["mfcc", "lpcc"], "cnn": ["transfer_features"],
-                "mfcc_cnn": {"fusion": "late", "streams": ["mfcc", "transfer_features"]}, "off": None}
-    summary = summary_of([
-        ("mfcc_cnn", "svm", 0.80, "mfcc_lpcc", 0.70, 0.012), ("cnn", "svm", 0.60, "mfcc_lpcc", 0.70, 0.2),
-        ("mfcc_lpcc", "svm", 0.70, None, np.nan, np.nan), ("mfcc", "svm", 0.65, None, np.nan, np.nan),
-        ("mfcc_cnn", "dnn", 0.72, "mfcc", 0.70, 0.4), ("mfcc", "dnn", 0.70, None, np.nan, np.nan),
-        ("mfcc_cnn", "knn", 0.50, "mfcc", 0.60, 0.0001), ("mfcc", "knn", 0.60, None, np.nan, np.nan),
-        ("mfcc", "tree", 0.5, None, np.nan, np.nan), ("cnn", "forest", 0.5, None, np.nan, np.nan)])
-    assert cnn_stream_verdicts(summary, variants) == [
-        "svm: best model using the CNN stream: mfcc_cnn (UAR 0.800) vs best without it: mfcc_lpcc "
-        "(UAR 0.700): +10.0 points, McNemar p = 0.012. The CNN stream helps.",
-        "dnn: best model using the CNN stream: mfcc_cnn (UAR 0.720) vs best without it: mfcc (UAR 0.700): "
-        "+2.0 points, McNemar p = 0.400. Better, but not significantly (p ≥ 0.05): these test clips do not "
-        "show that the CNN stream helps.",
-        "knn: best model using the CNN stream: mfcc_cnn (UAR 0.500) vs best without it: mfcc (UAR 0.600): "
-        "-10.0 points, McNemar p < 0.001. The CNN stream does not help.",
-        "tree: no model uses the CNN stream.",
-        "forest: every model uses the CNN stream, so there is no model without it to compare with."]
-
-
-def test_the_cnn_verdict_says_why_the_stream_may_not_help_here():
-    summary = summary_of([("mfcc_cnn", "svm", 0.6, "mfcc", 0.7, 0.3),
-                          ("mfcc", "svm", 0.7, None, np.nan, np.nan)])
-    summary = summary.assign(test_clips=32, weights="random initialisation (not pretrained)")
-    variants = {"mfcc": ["mfcc"], "mfcc_cnn": ["mfcc", "transfer_features"]}
-    (verdict,) = cnn_stream_verdicts(summary, variants)
-    assert verdict.endswith(
-        "The CNN stream does not help. Its CNN has random weights (transfer_features.weights: none), so "
-        "its features are random projections of the spectrograms, not what ImageNet taught the network. "
-        "With 32 test clips, a few clips decide the difference.")
+def test_the_answers_in_words_name_both_choices_and_the_interval():
+    assert answers_in_words(ANSWERS, "does per-speaker normalisation help?") == [
+        "svm: chosen with it: mfcc_spk.svm (UAR 0.700); without it: mfcc.svm (UAR 0.600): +10.0 points (95% "
+        "interval +5.0 to +15.0), McNemar p < 0.001: helps."]
+    assert answers_in_words(ANSWERS, "does the CNN stream help?")[0].endswith("the data cannot tell.")
 
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
