@@ -108,6 +108,20 @@ def test_time_pooling_averages_over_columns_then_appends_the_standard_deviations
     assert np.allclose(TimePooling(with_std=True)(maps), np.concatenate([means, stds], axis=1), atol=1e-6)
 
 
+def test_time_pooling_of_a_map_constant_over_time_has_a_finite_gradient():
+    # A dead ReLU channel is constant over time: sqrt's gradient at 0 would make fine-tuned weights NaN.
+    import tensorflow as tf
+
+    maps = tf.Variable(np.concatenate([np.zeros((1, 2, 4, 1)), np.arange(8.0).reshape(1, 2, 4, 1)], axis=3),
+                       dtype=tf.float32)
+    with tf.GradientTape() as tape:
+        pooled = TimePooling(with_std=True)(maps)
+        total = tf.reduce_sum(pooled)
+    gradient = tape.gradient(total, maps).numpy()
+    assert np.isfinite(gradient).all()
+    assert np.allclose(pooled.numpy()[0, 4:], maps.numpy().std(axis=2).reshape(-1))  # stds of 0 stay 0
+
+
 def test_time_pooling_runs_in_float32_under_a_mixed_policy():
     # Each row is 0 then 1000 over time: float16 squares of the deviations (250,000) would overflow.
     maps = np.zeros((1, 2, 2, 1), np.float16)

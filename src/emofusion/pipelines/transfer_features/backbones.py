@@ -43,7 +43,12 @@ class TimePooling(layers.Layer):
         _, height, _, channels = maps.shape
         statistics = [ops.mean(maps, axis=2)]
         if self.with_std:
-            statistics.append(ops.std(maps, axis=2))
+            # sqrt's gradient at 0 is infinite: a channel constant over time (a dead ReLU, a narrow
+            # map) would make a fine-tuned network's weights NaN after one step. The same values,
+            # with a zero gradient there.
+            variance = ops.var(maps, axis=2)
+            varies = variance > 0
+            statistics.append(ops.where(varies, ops.sqrt(ops.where(varies, variance, 1.0)), 0.0))
         return ops.concatenate([ops.reshape(s, (-1, height * channels)) for s in statistics], axis=-1)
 
     def get_config(self) -> dict[str, Any]:
