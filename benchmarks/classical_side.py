@@ -28,7 +28,8 @@ from emofusion.datasets import ClipArrayDataset
 from emofusion.instances import pipeline_parameters
 from emofusion.pipelines.fusion.nodes import column_statistics, standardise_by_speaker
 from emofusion.pipelines.modelling.classifiers import select_and_fit
-from emofusion.pipelines.modelling.nodes import mcnemar_test, split_clips
+from emofusion.pipelines.modelling.selection import mcnemar_test
+from emofusion.pipelines.modelling.splits import split_clips
 
 # Each set of streams is fused as `<name>` and, standardised per speaker, as `<name>_spk`.
 STREAM_SETS = {

@@ -400,6 +400,8 @@ def summarise_classification_metrics(fusion_variant_options: Mapping[str, Any], 
             **{name: value for score in SCORES for name, value in (
                 (score, scores[score]), (f"{score}_low", scores["intervals"][score]["low"]),
                 (f"{score}_high", scores["intervals"][score]["high"]))},
+            # over folds (repeated random splits: over repeats)
+            "fold_uar_mean": float(np.mean(fold_uar)) if fold_uar else np.nan,
             "fold_uar_sd": float(np.std(fold_uar, ddof=1)) if len(fold_uar) > 1 else np.nan,
             "uar_per_test_corpus": "; ".join(f"{name} {corpus['unweighted_average_recall']:.3f}"
                                              for name, corpus in scores.get("per_test_corpus", {}).items()),

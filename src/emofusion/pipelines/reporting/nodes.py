@@ -52,7 +52,7 @@ def confusion_matrix_figure(classification_metrics: Mapping[str, Any]) -> go.Fig
 
 def model_comparison_figure(model_summary: pd.DataFrame) -> go.Figure:
     """Accuracy, unweighted average recall and macro F1 of every variant, one row per classifier,
-    variants in the summary's order (best unweighted average recall first)."""
+    variants in the summary's order (best validation UAR first)."""
     scores = model_summary.melt(id_vars=["variant", "classifier"], value_vars=list(SCORES),
                                 var_name="score", value_name="value")
     scores["score"] = scores["score"].map(SCORES)
