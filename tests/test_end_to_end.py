@@ -236,10 +236,12 @@ def test_the_log_is_short_quiet_and_ends_with_the_summary(finished_run, project)
     for noise in ("E0000", "I0000", "absl", "cuInit", "Loading data from", "Saving data to", "DNN epoch",
                   "register_new_resolver", "shuffle", "rich_logging.yml", "--pipeline=", "Traceback"):
         assert noise not in log, noise
-    # The summary is last: its header, then one row per model and nothing else.
+    # The summary is last: its header, one row per model, then the run's answers and nothing else.
     summary = pd.read_csv(project / "data/08_reporting/model_summary.csv")
     header = max(i for i, line in enumerate(lines) if "Model summary (random split" in line)
-    assert len(lines) - header == 2 + len(summary), lines[header:]
+    assert lines[header + 2 + len(summary)].startswith("Chosen on validation clips: ")
+    answers = lines[header + 3 + len(summary):]
+    assert [line.split(" ")[0] for line in answers] == ["Does", "Does"], lines[header:]
     assert max(len(line) for line in lines[header:]) <= 100
 
 

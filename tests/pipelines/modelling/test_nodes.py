@@ -325,7 +325,7 @@ def test_the_summary_ranks_models_by_validation_and_compares_them_on_their_predi
     low, high = summary.loc[0, ["unweighted_average_recall_low", "unweighted_average_recall_high"]]
     assert low < summary.loc[0, "unweighted_average_recall"] == 0.8 < high
     assert "+0.200" in text and "vs_reference" in text
-    assert "Chosen on validation clips, fold by fold: mfcc_lpcc.svm" in text
+    assert "Chosen on validation clips: mfcc_lpcc.svm; test UAR 0.800 (" in text
     assert (summary["split"] == "speaker_independent").all() and summary["split_seed"].isna().all()
     assert "Model summary (speaker_independent split" in text
     assert max(map(len, text.splitlines())) <= 100  # readable in a 100-column terminal

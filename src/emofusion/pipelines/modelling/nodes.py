@@ -455,15 +455,17 @@ def summary_text(summary: pd.DataFrame, answers: pd.DataFrame | None = None) -> 
         "p": lambda p: "" if pd.isna(p) else "<0.001" if p < 0.001 else f"{p:.3f}"})
     splits = ", ".join(summary["split"].unique())
     text = (f"Model summary ({splits} split, {summary['test_clips'].max()} test clips), best validation UAR "
-            "first\n(every column in model_summary.csv):\n" + table)
+            "first:\n" + table)
     if answers is None:
         return text
     lines = []
     for row in answers[answers["scope"] == "all"].itertuples(index=False):
         if row.question == "chosen model":
             low, high = row.unweighted_average_recall_low, row.unweighted_average_recall_high
-            lines += [f"Chosen on validation clips, fold by fold: {row.model}",
-                      f"  its test UAR: {row.unweighted_average_recall:.3f} ({_interval(low, high)})"]
+            chosen = f"Chosen on validation clips: {row.model}"
+            scored = f"test UAR {row.unweighted_average_recall:.3f} ({_interval(low, high)})"
+            lines += ([f"{chosen}; {scored}"] if len(chosen) + len(scored) < MODEL_NAME_COLUMNS * 2 - 2
+                      else [chosen, f"  {scored}"])
         else:
             lines.append(f"{row.question.capitalize()} {100 * row.gain:+.1f} points "
                          f"({100 * row.gain_low:+.1f} to {100 * row.gain_high:+.1f}): {row.answer}")
