@@ -24,17 +24,15 @@ from emofusion.provenance import check_made_with
 
 from .classifiers import prediction_table, select_and_fit
 from .selection import (
-    SCORES,
     choose_per_fold,
     chosen_predictions,
-    classification_scores,
     compare_choices,
     describe_choice,
     fold_validation_uar,
     resampling_units,
     units_of,
 )
-from .uncertainty import bootstrap_scores, verdict
+from .uncertainty import SCORES, bootstrap_scores, classification_scores, verdict
 
 logger = logging.getLogger(__name__)
 
@@ -207,14 +205,14 @@ def evaluate_predictions(test_predictions: pd.DataFrame, model_card: Mapping[str
         "split": model_card["split"],
         "test_clips": len(test_predictions),
         "folds": int(test_predictions["fold"].nunique()),
-        **classification_scores(truth, predicted),
+        **classification_scores(test_predictions),
         "intervals": {score: {"low": interval["low"], "high": interval["high"]}
                       for score, interval in intervals.items()},
         "confidence": float(evaluation_options["confidence"]),
         "resampled": "speakers" if any(unit.startswith("speaker ") for unit in units.values()) else "clips",
-        "per_fold": {str(fold): classification_scores(rows["emotion"], rows["predicted"])
+        "per_fold": {str(fold): classification_scores(rows)
                      for fold, rows in test_predictions.groupby("fold")},
-        "per_test_corpus": ({name: classification_scores(rows["emotion"], rows["predicted"])
+        "per_test_corpus": ({name: classification_scores(rows)
                              for name, rows in test_predictions.groupby(test_corpora.to_numpy())}
                             if test_corpora.nunique() > 1 else {}),
         "per_class": {label: {"precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)}

@@ -15,22 +15,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from scipy.stats import binomtest
-from sklearn.metrics import accuracy_score, f1_score, recall_score
 
-from .uncertainty import paired_bootstrap_difference
-
-SCORES = ("accuracy", "unweighted_average_recall", "macro_f1")
-
-
-def classification_scores(truth: pd.Series, predicted: pd.Series) -> dict[str, float]:
-    """Accuracy, unweighted average recall (the mean of per-emotion recalls, blind to class sizes)
-    and macro F1."""
-    truth, predicted = truth.astype(str), predicted.astype(str)
-    labels = sorted(set(truth) | set(predicted))
-    return {"accuracy": float(accuracy_score(truth, predicted)),
-            "unweighted_average_recall": float(recall_score(truth, predicted, labels=labels, average="macro",
-                                                            zero_division=0)),
-            "macro_f1": float(f1_score(truth, predicted, labels=labels, average="macro", zero_division=0))}
+from .uncertainty import classification_scores, paired_bootstrap_difference
 
 
 def fold_validation_uar(model_selection: Sequence[Mapping[str, Any]]) -> dict[int, float]:
@@ -98,8 +84,7 @@ def mcnemar_test(predictions: pd.DataFrame, reference: pd.DataFrame) -> tuple[fl
 
 
 def uar_of(predictions: pd.DataFrame) -> float:
-    scores = classification_scores(predictions["emotion"], predictions["predicted"])
-    return scores["unweighted_average_recall"]
+    return classification_scores(predictions)["unweighted_average_recall"]
 
 
 def compare_choices(candidates: Sequence[str], others: Sequence[str],
