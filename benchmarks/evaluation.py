@@ -135,6 +135,8 @@ def main() -> None:
     parser.add_argument("--workdir", help="folder for the scratch projects (default: a new temp folder)")
     parser.add_argument("--splits", nargs="+", default=list(TITLES), choices=list(TITLES))
     parser.add_argument("--markdown", help="write the results page (docs/results.md) to this file")
+    parser.add_argument("--reuse-features", action="store_true",
+                        help="RAVDESS: train on the features and fused variants already in the workdir")
     args = parser.parse_args()
 
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="emofusion-evaluation-"))
@@ -145,7 +147,7 @@ def main() -> None:
         project = scratch_project({"corpora": ["ravdess"], "corpus_sources": ravdess, **BACKBONE},
                                   str(workdir / "ravdess"))
         for done, split in enumerate(within):
-            run(project, split, results, *(["--pipelines=modelling"] if done else []),
+            run(project, split, results, *(["--pipelines=modelling"] if done or args.reuse_features else []),
                 "--params", f"split.strategy={split}")
     if "cross_corpus" in args.splits:
         manifest = workdir / "urdu_manifest.csv"

@@ -751,8 +751,10 @@ def select_and_fit(features_metadata: Mapping[str, Any], classifier_options: Map
 
     Every candidate of the classifier's `search` grid (and, for late fusion, each combiner weight)
     is fitted on the training clips alone (a network holds some of them out, whole speakers given
-    `train_groups`, to stop early) and scored by unweighted average recall of its answers on the
-    validation clips, which no model has seen: so the scores of all kinds of model are comparable.
+    `train_groups`, to stop early) and scored by unweighted average recall on the validation
+    clips, which no model has seen; the score recorded is that of the chosen candidate's answers
+    (its most probable class, as in testing and `emofusion predict`), so the scores of all kinds of
+    model are comparable.
     The chosen model is then fitted again on training and validation clips together, except
     networks (`refits_on_validation`). Test clips play no part.
 
@@ -763,18 +765,23 @@ def select_and_fit(features_metadata: Mapping[str, Any], classifier_options: Map
     late = len(groups) > 1
     combiner_weights: list[Any] = late_weight_candidates(len(groups)) if late else [None]
 
-    def build(candidate: Mapping[str, Any]) -> Pipeline:
+    def build(candidate: Mapping[str, Any], **overrides: Any) -> Pipeline:
         candidate_blocks, settings, candidate_reduction = _apply_candidate(
             candidate, blocks, classifier_options, reduction_options)
-        return build_model(candidate_blocks, groups, settings, candidate_reduction, balanced, random_seed)
+        return build_model(candidate_blocks, groups, {**settings, **overrides}, candidate_reduction, balanced,
+                           random_seed)
 
     def uar(model: Any, X: np.ndarray) -> float:
         return float(recall_score(validation[1], model.predict(X), average="macro", zero_division=0))
 
+    # An SVM of early fusion compares its candidates by its vote, without five calibration fits
+    # each; the chosen one is then scored as it answers (its most probable class).
+    voting = ({"probability": False} if classifier_options.get("kind") == "svm" and not late
+              and len(candidates) > 1 and classifier_options.get("probability", True) else {})
     best: tuple[float, dict[str, Any], Any, Pipeline] | None = None
     preprocessed: dict[str, Pipeline] = {}
     for candidate in candidates:
-        model = build(candidate)
+        model = build(candidate, **voting)
         if late:
             fit_model(model, *train, train_groups)
             for weights in combiner_weights:  # act at prediction: one fit serves them all
@@ -799,6 +806,8 @@ def select_and_fit(features_metadata: Mapping[str, Any], classifier_options: Map
             best = (score, candidate, None, None if refits_on_validation(estimator)
                     else Pipeline([*copy.deepcopy(shared).steps, ("classify", estimator)]))
     score, candidate, weights, model = best
+    if voting:
+        score = uar(fit_model(build(candidate), *train), validation[0])
     if model is None:  # refitted on training and validation clips; no network is, so no groups
         model = fit_model(build(candidate), np.vstack([train[0], validation[0]]),
                           np.concatenate([train[1], validation[1]]))
