@@ -84,11 +84,16 @@ class Folds:
                      for subset in ("train", "validation", "test")}
             for k, fold in split.groupby("fold")}
 
-    def validation_uar(self, streams: list[np.ndarray], labels: np.ndarray, pca: int | None) -> list[float]:
-        """Per outer fold: trained on its training speakers, scored on its validation speakers."""
+    def validation_uar(self, streams: list[np.ndarray], labels: np.ndarray, pca: int | None,
+                       only: list[int] | None = None) -> list[float]:
+        """Per outer fold (those in `only`, else all; NaN for the others): trained on its training
+        speakers, scored on its validation speakers."""
         features = np.hstack(streams).astype(np.float32)
         scores = []
-        for rows in self.rows.values():
+        for k, rows in self.rows.items():
+            if only is not None and k not in only:
+                scores.append(np.nan)
+                continue
             model = make_model(streams, pca)
             fit_model(model, features[rows["train"]], labels[rows["train"]], groups=None)
             scores.append(uar(labels[rows["validation"]], model.predict(features[rows["validation"]])))
@@ -162,7 +167,8 @@ def main() -> None:
     cached_scores = json.loads(score_file.read_text()) if score_file.exists() else {}
 
     log("clip manifest and log-mel spectrograms")
-    measured_kedro_run(project, "--to-outputs=clip_manifest,log_mel_spectrogram")
+    if not (score_file.exists() and (project / "data/04_feature/log_mel_spectrogram").exists()):
+        measured_kedro_run(project, "--to-outputs=clip_manifest,log_mel_spectrogram")  # else resuming
     manifest = pd.read_csv(project / "data/03_primary/clip_manifest.csv",
                            dtype={"clip_id": str, "speaker": str})
     split = split_clips(manifest, SPLIT, 42)[0]
@@ -209,9 +215,10 @@ def main() -> None:
     log(f"{len(clip_ids)} clips, {n_folds} outer folds; validation clips per fold: "
         f"{[len(r['validation']) for r in folds.rows.values()]}")
 
-    def validation_scores(key: str, streams: list[np.ndarray], pca: int | None) -> list[float]:
+    def validation_scores(key: str, streams: list[np.ndarray], pca: int | None,
+                          only: list[int] | None = None) -> list[float]:
         if key not in cached_scores:
-            cached_scores[key] = folds.validation_uar(streams, labels, pca)
+            cached_scores[key] = folds.validation_uar(streams, labels, pca, only)
             score_file.write_text(json.dumps(cached_scores, indent=1))
         log(f"  {key}: validation UAR per outer fold {np.round(cached_scores[key], 3).tolist()}")
         return cached_scores[key]
@@ -258,11 +265,12 @@ def main() -> None:
             # PCA to as many components as the stream has values or more is not tried (NaN).
             if pca is not None and pca >= features.shape[1]:
                 continue
-            key = f"cnn {tap}" if pca is None else f"cnn {tap} | pca {pca}"
-            fold_scores = validation_scores(key, [features], pca)
-            for k, fold_tap in enumerate(taps_chosen):
-                if fold_tap == tap:
-                    scores[candidate][k] = fold_scores[k]
+            # Only the folds that chose these taps need them.
+            only = [k for k, fold_tap in enumerate(taps_chosen) if fold_tap == tap]
+            key = f"cnn {tap}" if pca is None else f"cnn {tap} | pca {pca} | folds {only}"
+            fold_scores = validation_scores(key, [features], pca, None if pca is None else only)
+            for k in only:
+                scores[candidate][k] = fold_scores[k]
         del features
     pca_widths = {c: int(c) if c != "none" else 10**9 for c in candidates}
     reductions, pca_chosen, pca_default = stage_tables(candidates, pca_widths, scores, "pca", n_folds)
