@@ -124,7 +124,7 @@ def choose(candidates: list[str], widths: dict[str, int], scores: dict[str, list
 def stage_tables(candidates: list[str], widths: dict[str, int], scores: dict[str, list[float]],
                  name: str, n_folds: int) -> tuple[pd.DataFrame, list[str], str]:
     """The stage's table (each candidate's validation UAR per outer fold and how many folds chose
-    it), each fold's choice, and the majority choice (ties as in `choose`)."""
+    it), each fold's choice, and the candidate most folds chose (ties as in `choose`)."""
     chosen = [choose(candidates, widths, scores, k) for k in range(n_folds)]
     counts = {c: chosen.count(c) for c in candidates}
     majority = min(candidates, key=lambda c: (-counts[c], widths[c], candidates.index(c)))
@@ -165,6 +165,7 @@ def main() -> None:
     cache.mkdir(exist_ok=True)
     score_file = cache / "validation_scores.json"
     cached_scores = json.loads(score_file.read_text()) if score_file.exists() else {}
+    resumed = bool(cached_scores)
 
     log("clip manifest and log-mel spectrograms")
     if not (score_file.exists() and (project / "data/04_feature/log_mel_spectrogram").exists()):
@@ -293,21 +294,23 @@ def main() -> None:
     for title, table, chosen, default, test, pooled in stages:
         print(f"\n{title}: validation UAR per outer fold (SVM C 10)\n"
               + table.to_string(index=False, float_format="%.3f"))
-        print(f"choice per outer fold: {chosen}; majority: {default}")
+        print(f"choice per outer fold: {chosen}; most often chosen: {default}")
         print(test.to_string(index=False, float_format="%.3f"))
         print(f"nested test UAR, pooled over the {n_folds} outer folds: {pooled:.3f}")
     print(f"\nthe PCA stage's taps per fold: {fold_taps}\nwall time: {minutes:.1f} min")
     if args.markdown:
-        Path(args.markdown).write_text(page(args, stages, fold_taps, n_folds, len(clip_ids), minutes))
+        Path(args.markdown).write_text(
+            page(args, stages, fold_taps, n_folds, len(clip_ids), minutes, resumed))
 
 
 def page(args: argparse.Namespace, stages: list, fold_taps: str, n_folds: int, n_clips: int,
-         minutes: float) -> str:
+         minutes: float, resumed: bool) -> str:
     intro = (
         "# Settings chosen by nested validation\n\n"
         "Written by `PYTHONPATH=src python benchmarks/validation_choices.py --corpus-path "
         f"{args.corpus_path} --workdir /tmp/nested-choices --markdown {args.markdown}` "
-        f"({n_clips} clips, {minutes:.0f} min on 2 shared CPU cores).\n\n"
+        f"({n_clips} clips; this run {minutes:.0f} min on 2 shared CPU cores"
+        + (", resumed from the features and scores cached in --workdir" if resumed else "") + ").\n\n"
         "**How the choice was made.** The project's speaker-independent split has "
         f"{n_folds} folds: fold k tests on speaker group k, validates on group k+1 and trains on the "
         "others. Each fold below is an *outer* fold. For outer fold k, every candidate is fitted with "
@@ -324,8 +327,8 @@ def page(args: argparse.Namespace, stages: list, fold_taps: str, n_folds: int, n
         "test speakers once; the predictions of all folds, every clip once, are pooled into one UAR. "
         "It estimates what the nested procedure is worth, not the default alone.\n\n"
         "**Caveat on the global defaults.** Fold k's validation speakers are fold k+1's test "
-        "speakers, so the union of the folds' validation speakers is every speaker. The majority "
-        "choice that sets a global default has therefore seen every test speaker's labels, through "
+        "speakers, so the union of the folds' validation speakers is every speaker. The most-chosen "
+        "candidate that sets a global default has therefore seen every test speaker's labels, through "
         "other folds' choices (fold k's test speakers are fold k-1's validation speakers: one of the "
         "six votes). Figures computed later with a default on these folds can carry that optimism; "
         "the pooled nested test UAR here does not.\n"
@@ -333,21 +336,32 @@ def page(args: argparse.Namespace, stages: list, fold_taps: str, n_folds: int, n
     sections = []
     for title, table, chosen, default, test, pooled in stages:
         counts = ", ".join(f"{c}: {chosen.count(c)}/{n_folds}" for c in dict.fromkeys(chosen))
+        ties = []
+        for k, c in enumerate(chosen):
+            column = table.set_index(table.columns[0])[f"fold {k}"].round(12)
+            best = column[column == column.loc[c]].index.tolist()
+            if len(best) > 1:
+                ties.append(f"fold {k}: {' and '.join(best)}")
+        if ties:
+            counts += (". Exact ties on validation, broken to fewer values then the order listed: "
+                       + "; ".join(ties))
         section = (f"## {title}\n\nValidation UAR of each candidate per outer fold (each fold's "
                    f"validation speakers only).\n\n{markdown(table)}\n\n"
                    f"Choices: {counts}. Default: **{default}**.\n\n"
                    f"Nested test (each fold's own choice, on its test speakers; chooses nothing):\n\n"
                    f"{markdown(test)}\n\nPooled nested test UAR: **{pooled:.3f}**.")
         if title.startswith("PCA"):
-            section += f"\n\nTaps and pooling of each outer fold (its stage 2 choice): {fold_taps}."
+            section += (f"\n\nTaps and pooling of each outer fold (its stage 2 choice): {fold_taps}. "
+                        "—: not tried (PCA to at least as many components as the stream has values).")
         sections.append(section)
     return intro + "\n" + "\n\n".join(sections) + "\n"
 
 
 def markdown(table: pd.DataFrame) -> str:
     cells = table.map(lambda value: "—" if isinstance(value, float) and np.isnan(value)
-                      else f"{value:.3f}" if isinstance(value, float) else str(value))
-    return "\n".join(["| " + " | ".join(table.columns) + " |", "|" + " --- |" * len(table.columns),
+                      else f"{value:.3f}" if isinstance(value, float) else str(value).replace("|", "\\|"))
+    columns = [str(column).replace("|", "\\|") for column in table.columns]
+    return "\n".join(["| " + " | ".join(columns) + " |", "|" + " --- |" * len(table.columns),
                       *("| " + " | ".join(row) + " |" for row in cells.itertuples(index=False))])
 
 
