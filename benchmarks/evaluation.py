@@ -135,10 +135,19 @@ def main() -> None:
     parser.add_argument("--workdir", help="folder for the scratch projects (default: a new temp folder)")
     parser.add_argument("--splits", nargs="+", default=list(TITLES), choices=list(TITLES))
     parser.add_argument("--markdown", help="write the results page (docs/results.md) to this file")
+    parser.add_argument("--collect", nargs="+", metavar="WORKDIR",
+                        help="run nothing: write the page from these workdirs' results.json")
     parser.add_argument("--reuse-features", action="store_true",
                         help="RAVDESS: train on the features and fused variants already in the workdir")
     args = parser.parse_args()
 
+    if args.collect:
+        results = {name: {"run": result["run"], **{table: pd.DataFrame(result[table])
+                                                   for table in ("summary", "answers")}}
+                   for workdir in args.collect
+                   for name, result in json.loads(Path(workdir, "results.json").read_text()).items()}
+        write_page(results, args)
+        return
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="emofusion-evaluation-"))
     ravdess = {"ravdess": {"reader": "ravdess", "path": str(Path(args.ravdess).resolve())}}
     results: dict = {}
@@ -162,12 +171,18 @@ def main() -> None:
         {name: {"run": result["run"], **{table: result[table].to_dict(orient="records")
                                          for table in ("summary", "answers")}}
          for name, result in results.items()}, indent=2, default=str))
-    if args.markdown:
-        command = (f"python benchmarks/evaluation.py --ravdess {args.ravdess} --urdu {args.urdu} "
-                   f"--markdown {args.markdown}")
-        page = Path(args.markdown)  # sections other benchmarks wrote into it stay
-        page.write_text(results_page(results, command) + marked_sections(page))
-        print(f"wrote {args.markdown}")
+    write_page(results, args)
+
+
+def write_page(results: dict, args: argparse.Namespace) -> None:
+    if not args.markdown:
+        return
+    command = (f"python benchmarks/evaluation.py --ravdess {args.ravdess} --urdu {args.urdu} "
+               f"--markdown {args.markdown}")
+    page = Path(args.markdown)  # sections other benchmarks wrote into it stay
+    ordered = {name: results[name] for name in TITLES if name in results}
+    page.write_text(results_page(ordered, command) + marked_sections(page))
+    print(f"wrote {args.markdown}")
 
 
 if __name__ == "__main__":
