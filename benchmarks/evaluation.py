@@ -85,7 +85,7 @@ def answers_text(answers: pd.DataFrame) -> str:
             lines.append(f"- **Chosen on validation clips ({scope})**: {row.model}; test UAR "
                          f"{scored(row, 'unweighted_average_recall')}, accuracy {scored(row, 'accuracy')}")
         else:
-            lines.append(f"- {row.question.capitalize()} ({scope}) {row.model} (UAR "
+            lines.append(f"- {row.question[0].upper()}{row.question[1:]} ({scope}) {row.model} (UAR "
                          f"{row.unweighted_average_recall:.3f}) against {row.other} "
                          f"(UAR {row.other_uar:.3f}): "
                          f"{interval(row.gain, row.gain_low, row.gain_high, points=True)}, "
@@ -111,9 +111,9 @@ def results_page(results: dict, command: str) -> str:
              "[validation_choices.md](validation_choices.md).", ""]
     for name, result in results.items():
         summary, run = result["summary"], result["run"]
-        lines += [f"## {TITLES[name]}", "",
-                  f"{int(summary['test_clips'].max())} test clips. `kedro run` took {run['wall_s']:.0f} s "
-                  f"(peak {run['peak_pss_mb'] / 1024:.1f} GB, PSS of the process tree).", "",
+        timing = (run["note"] if "note" in run else f"`kedro run` took {run['wall_s']:.0f} s (peak "
+                  f"{run['peak_pss_mb'] / 1024:.1f} GB, PSS of the process tree).")
+        lines += [f"## {TITLES[name]}", "", f"{int(summary['test_clips'].max())} test clips. {timing}", "",
                   answers_text(result["answers"]), "",
                   "| model (best validation UAR first) | validation UAR | test UAR (95% interval) | "
                   "accuracy | macro F1 | gain over its reference (95% interval) |",

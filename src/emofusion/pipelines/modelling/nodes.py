@@ -465,6 +465,6 @@ def summary_text(summary: pd.DataFrame, answers: pd.DataFrame | None = None) -> 
             lines += ([f"{chosen}; {scored}"] if len(chosen) + len(scored) < MODEL_NAME_COLUMNS * 2 - 2
                       else [chosen, f"  {scored}"])
         else:
-            lines.append(f"{row.question.capitalize()} {100 * row.gain:+.1f} points "
+            lines.append(f"{row.question[0].upper()}{row.question[1:]} {100 * row.gain:+.1f} points "
                          f"({100 * row.gain_low:+.1f} to {100 * row.gain_high:+.1f}): {row.answer}")
     return text + "\n" + "\n".join(lines)
