@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
 
-from ..modelling.classifiers import early_stopping_rows, run_in_training_process
+from ..modelling.classifiers import early_stopping_rows, run_in_training_process, save_rows
 
 logger = logging.getLogger(__name__)
 
@@ -48,8 +48,8 @@ class FineTunedNetwork(ClassifierMixin, BaseEstimator):
         code = np.searchsorted(self.classes_, y)
         with tempfile.TemporaryDirectory(prefix="emofusion-fine-tuning-") as folder:
             train_path, stopping_path = Path(folder, "train.npy"), Path(folder, "stopping.npy")
-            np.save(train_path, np.asarray(X)[fitted_rows])
-            np.save(stopping_path, np.asarray(X)[stopping_rows])
+            save_rows(train_path, X, fitted_rows)
+            save_rows(stopping_path, X, stopping_rows)
             trained = run_in_training_process(
                 _in_networks,
                 "train_network",

@@ -341,8 +341,8 @@ class DenseNetworkClassifier(ClassifierMixin, BaseEstimator):
                                          ignore_cleanup_errors=True) as folder:
             # The matrices travel as files the training process maps, not as pickles through a pipe.
             train_path, stopping_path = Path(folder, "train.npy"), Path(folder, "stopping.npy")
-            save_rows(train_path, X, fitted_rows)
-            save_rows(stopping_path, X, stopping_rows)
+            save_rows(train_path, X, fitted_rows, np.float32)
+            save_rows(stopping_path, X, stopping_rows, np.float32)
             del X
             self.architecture_, self.weights_, history = run_in_training_process(
                 train_dense_network, self.get_params(), len(self.classes_),
@@ -589,9 +589,10 @@ def early_stopping_rows(y: np.ndarray, groups: np.ndarray | None, fraction: floa
     return np.flatnonzero(~stopping), np.flatnonzero(stopping)
 
 
-def save_rows(path: Path, X: np.ndarray, rows: np.ndarray) -> None:
-    """These rows of X as a float32 .npy file, written chunk by chunk: no copy of the whole matrix."""
-    out = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(len(rows), X.shape[1]))
+def save_rows(path: Path, X: np.ndarray, rows: np.ndarray, dtype: Any = None) -> None:
+    """These rows of X as a .npy file (of X's dtype unless `dtype` says), written chunk by chunk: no
+    copy of the whole matrix."""
+    out = np.lib.format.open_memmap(path, mode="w+", dtype=dtype or X.dtype, shape=(len(rows), *X.shape[1:]))
     for start in range(0, len(rows), ROWS_PER_CHUNK):
         out[start:start + ROWS_PER_CHUNK] = X[rows[start:start + ROWS_PER_CHUNK]]
     out.flush()

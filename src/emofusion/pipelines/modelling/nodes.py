@@ -24,12 +24,14 @@ from emofusion.provenance import check_made_with
 
 from .classifiers import prediction_table, select_and_fit
 from .selection import (
+    by_speaker,
     choose_per_fold,
     chosen_predictions,
     compare_choices,
     describe_choice,
     fold_validation_uar,
     resampling_units,
+    stream_counts,
     units_of,
 )
 from .uncertainty import SCORES, bootstrap_scores, classification_scores, verdict
@@ -68,12 +70,9 @@ def speakers_apart(rows: pd.DataFrame, clip_ids: np.ndarray, data_split_settings
     """Each of these clips' speaker, when the split keeps speakers apart and every clip has one: a
     network then holds whole training speakers out to stop early, as the split tests on unheard
     speakers."""
-    if data_split_settings.get("split.strategy", "random") == "random":
+    if not by_speaker(rows, data_split_settings):
         return None
-    speakers = rows.set_index("clip_id")["speaker"].loc[clip_ids]
-    if speakers.isna().any() or speakers.astype(str).isin(["nan", "None", ""]).any():
-        return None
-    return speakers.astype(str).to_numpy()
+    return rows.set_index("clip_id")["speaker"].loc[clip_ids].astype(str).to_numpy()
 
 
 def _read_rows(values: np.ndarray, rows: np.ndarray) -> np.ndarray:
@@ -331,7 +330,7 @@ def answer_questions(summary: pd.DataFrame, validation_uar: Mapping[str, Mapping
     the lever against the chosen model without it, the gain with its paired bootstrap interval and
     McNemar's p. The verdict says "the data cannot tell" where the interval spans 0."""
     instance = summary["variant"] + "__" + summary["classifier"]
-    sizes = dict(zip(instance, summary["streams"].str.count(r" \+ ") + 1, strict=True))
+    sizes = dict(zip(instance, stream_counts(summary), strict=True))
     cnn = dict(zip(instance, summary["streams"].str.split(" + ", regex=False).map(
         lambda names: CNN_STREAM in names), strict=True))
     speaker = dict(zip(instance, summary["speaker_normalisation"] == "speaker", strict=True))
@@ -364,7 +363,7 @@ def model_rank(summary: pd.DataFrame) -> pd.Series:
     """Each model's place by validation UAR, ties to fewer streams, then to the name: the order of
     the summary, and the default model of `emofusion predict` first. Test scores play no part."""
     order = pd.DataFrame({"validation": -summary["validation_uar"].fillna(-np.inf),
-                          "streams": summary["streams"].str.count(r" \+ "),
+                          "streams": stream_counts(summary),
                           "name": summary["variant"] + "." + summary["classifier"]})
     ranked = order.sort_values(["validation", "streams", "name"], kind="stable").index
     return pd.Series(np.arange(len(ranked)), index=ranked).reindex(summary.index)

@@ -49,14 +49,28 @@ def describe_choice(choice: Mapping[int, str]) -> str:
     return f"{first} ({n} of {len(choice)} folds), " + ", ".join(f"{model} ({k})" for model, k in rest)
 
 
+def by_speaker(data_split: pd.DataFrame, data_split_settings: Mapping[str, Any]) -> bool:
+    """Whether the clips of (part of) a split are to be treated by speaker (held out whole to stop
+    early, resampled whole for an interval): the split keeps speakers apart and every clip has one
+    (the split writes a missing speaker as text)."""
+    if data_split_settings.get("split.strategy", "random") == "random":
+        return False
+    speakers = data_split["speaker"]
+    return bool(speakers.notna().all() and not speakers.astype(str).isin(["nan", "None", ""]).any())
+
+
 def resampling_units(data_split: pd.DataFrame, data_split_settings: Mapping[str, Any]) -> dict[str, str]:
-    """What a bootstrap resamples, by clip id: the speaker, where the split keeps speakers apart
-    and every clip has one (clips of one speaker are not independent); else the clip itself."""
-    speakers = data_split.drop_duplicates("clip_id").set_index("clip_id")["speaker"]
-    known = speakers.notna().all() and not speakers.astype(str).isin(["nan", "None", ""]).any()
-    if data_split_settings.get("split.strategy", "random") != "random" and known:
+    """What a bootstrap resamples, by clip id: the speaker, where the clips are treated by speaker
+    (`by_speaker`: clips of one speaker are not independent); else the clip itself."""
+    if by_speaker(data_split, data_split_settings):
+        speakers = data_split.drop_duplicates("clip_id").set_index("clip_id")["speaker"]
         return {str(clip): f"speaker {speaker}" for clip, speaker in speakers.items()}
-    return {str(clip): str(clip) for clip in speakers.index}
+    return {str(clip): str(clip) for clip in data_split["clip_id"].unique()}
+
+
+def stream_counts(summary: pd.DataFrame) -> pd.Series:
+    """How many streams each model of a summary reads (its `streams`, joined by " + ")."""
+    return summary["streams"].str.count(r" \+ ") + 1
 
 
 def units_of(predictions: pd.DataFrame, units: Mapping[str, str]) -> np.ndarray:
