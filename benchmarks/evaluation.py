@@ -10,9 +10,8 @@ ImageNet weights for Inception-ResNet-V2 cannot be downloaded here) in scratch c
 1. RAVDESS, speaker independent (6 folds of 4 actors);
 2. RAVDESS, the random split (modelling again on the same features);
 3. across corpora: trained on RAVDESS (acted English), tested on URDU (natural Urdu talk-show
-   speech) on the emotions both have. URDU is read as a `csv` corpus whose manifest this script
-   writes into the workdir, with each clip's speaker from its file name (`SM1_F10_A010.wav`:
-   speaker M1).
+   speech) on the emotions both have. URDU is read as a `folder` corpus whose `speaker_pattern`
+   reads each clip's speaker from its file name (`SM1_F10_A010.wav`: speaker SM1, male).
 
 For each: the model chosen on validation clips and its test scores, whether the CNN stream and
 per-speaker normalisation help (the chosen models with and without, the interval of the
@@ -23,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -32,22 +30,7 @@ import pandas as pd
 from _harness import marked_sections, measured_kedro_run, scratch_project
 
 BACKBONE = {"transfer_features": {"backbone": "squeezenet_v1_1", "weights": "imagenet"}}
-URDU_NAME = re.compile(r"^S(?P<gender>[MF])(?P<number>\d+)_")
-
-
-def urdu_manifest(corpus: Path, manifest: Path) -> int:
-    """A csv-reader manifest of the URDU corpus (`<Emotion>/S<gender><n>_F.._E...`): path, label,
-    speaker and gender of every audio file. Returns the number of clips."""
-    rows = []
-    for path in sorted(corpus.rglob("*")):
-        match = URDU_NAME.match(path.name)
-        if path.is_file() and match:
-            rows.append({"path": str(path.resolve()), "label": path.parent.name.lower(),
-                         "speaker": f"{match['gender']}{match['number']}",
-                         "gender": {"M": "male", "F": "female"}[match["gender"]]})
-    manifest.parent.mkdir(parents=True, exist_ok=True)
-    pd.DataFrame(rows).to_csv(manifest, index=False)
-    return len(rows)
+URDU_SPEAKER = r"^(?P<speaker>S(?P<gender>[MF])\d+)_"  # Angry/SM1_F10_A010.flac: male speaker 1
 
 
 def run(project: Path, name: str, results: dict, *args: str) -> None:
@@ -159,11 +142,10 @@ def main() -> None:
             run(project, split, results, *(["--pipelines=modelling"] if done or args.reuse_features else []),
                 "--params", f"split.strategy={split}")
     if "cross_corpus" in args.splits:
-        manifest = workdir / "urdu_manifest.csv"
-        print(f"URDU: {urdu_manifest(Path(args.urdu), manifest)} clips")
         project = scratch_project({
             "corpora": ["ravdess", "urdu"], **BACKBONE,
-            "corpus_sources": {**ravdess, "urdu": {"reader": "csv", "path": str(manifest)}},
+            "corpus_sources": {**ravdess, "urdu": {"reader": "folder", "path": str(Path(args.urdu).resolve()),
+                                                   "speaker_pattern": URDU_SPEAKER}},
             "split": {"strategy": "cross_corpus", "train_corpora": ["ravdess"], "test_corpora": ["urdu"]}},
             str(workdir / "cross_corpus"))
         run(project, "cross_corpus", results)

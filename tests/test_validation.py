@@ -61,6 +61,14 @@ def test_a_fine_tuning_entry_s_speaker_normalisation_is_named_with_its_values(pa
             "speaker") in str(refused.value)
 
 
+def test_an_invalid_speaker_pattern_is_refused_before_anything_runs(parameters):
+    parameters["corpus_sources"]["mine"] = {"reader": "folder", "path": "nowhere",
+                                            "speaker_pattern": "spk\\d+"}
+    parameters["corpora"] = ["mine"]
+    with pytest.raises(ParameterError, match=r"corpus_sources.mine.speaker_pattern: 'spk.d\+' has no named"):
+        validate_parameters(parameters, PROJECT)
+
+
 def test_a_demo_corpus_elsewhere_is_accepted_where_one_was_written(parameters, tmp_path):
     (tmp_path / "demo_corpus.json").write_text("{}")
     validate_parameters(changed(parameters, "corpus_sources.demo.path", str(tmp_path)), PROJECT)

@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from emofusion.errors import ParameterError, SplitConfigError
+from emofusion.errors import CorpusError, ParameterError, SplitConfigError
 from emofusion.instances import fine_tuning_entries, model_instances
 
 DEFAULT_DEMO_PATH = "data/01_raw/demo"
@@ -186,8 +186,14 @@ def _corpus_errors(parameters: Mapping[str, Any], project_path: Path) -> list[st
     unknown = sorted(set(parameters["emotions"]) - set(vocabulary))
     if unknown:
         errors.append(f"emotions: {unknown} are not in emotion_vocabulary {vocabulary}")
+    from emofusion.pipelines.data_processing.corpora import compile_speaker_pattern
+
     for corpus in parameters["corpora"]:
         source = sources.get(corpus) or {}
+        try:
+            compile_speaker_pattern(corpus, source)
+        except CorpusError as error:
+            errors.append(str(error))
         if source.get("reader") != "demo":
             continue
         folder = project_path / source["path"]

@@ -1,6 +1,7 @@
 """Corpus readers on tiny generated trees, one per naming scheme, and the manifest node."""
 
 import logging
+import re
 from pathlib import Path, PurePosixPath
 
 import numpy as np
@@ -47,9 +48,10 @@ def make_tree(wav_bytes):
     return make
 
 
-def build(parameters, corpora, sources, *, emotions=None, seed=42):
+def build(parameters, corpora, sources, *, emotions=None, seed=42, split_strategy="random"):
     """build_corpus_manifest with the real label maps and vocabulary."""
     return build_corpus_manifest(
+        split_strategy=split_strategy,
         corpora=corpora,
         corpus_sources=sources,
         label_maps=parameters["label_maps"],
@@ -223,6 +225,62 @@ def test_folder_names(tmp_path, make_tree):
     assert rows["b.wav"]["clip_id"] == "mine/sad/spk1/b"
     assert rejected["clip_id"].tolist() == ["mine/loose"]
     assert rejected["reason"].iloc[0] == "file is not inside a label folder"
+
+
+URDU_PATTERN = r"^(?P<speaker>S(?P<gender>[MF])\d+)_"
+
+
+def test_speaker_pattern_reads_urdu_style_speakers_and_genders(tmp_path, make_tree, caplog):
+    names = ["Angry/SM1_F10_A010.wav", "Happy/SM1_F11_H001.wav", "Sad/SF12_F2_S007.wav",
+             "Neutral/SM27_F1_N100.wav"]
+    root = make_tree(tmp_path / "urdu", names)
+    with caplog.at_level(logging.INFO):
+        clips, rejected = scan_corpus("urdu", {"reader": "folder", "path": str(root),
+                                               "speaker_pattern": URDU_PATTERN})
+    rows = by_name(clips)
+    assert rejected.empty
+    assert {name: (row["speaker"], row["gender"]) for name, row in rows.items()} == {
+        "SM1_F10_A010.wav": ("urdu:SM1", "male"), "SM1_F11_H001.wav": ("urdu:SM1", "male"),
+        "SF12_F2_S007.wav": ("urdu:SF12", "female"), "SM27_F1_N100.wav": ("urdu:SM27", "male")}
+    assert rows["SM1_F10_A010.wav"]["source_label"] == "Angry"
+    assert "speaker_pattern found the speaker of 4 of 4 clips (3 speakers)" in caplog.text
+
+
+def test_speaker_pattern_misses_are_kept_or_rejected_by_what_the_split_needs(tmp_path, make_tree, parameters):
+    root = make_tree(tmp_path / "mine", ["angry/spk012_utt0042.wav", "sad/spk007_utt0001.wav",
+                                         "sad/intro.wav"])
+    source = {"reader": "folder", "path": str(root), "speaker_pattern": r"^spk(?P<speaker>\d+)_"}
+    clips, rejected = scan_corpus("mine", source)
+    assert rejected.empty
+    assert by_name(clips)["spk012_utt0042.wav"]["speaker"] == "mine:012"
+    assert pd.isna(by_name(clips)["intro.wav"]["speaker"])
+    manifest, rejections = build(parameters, ["mine"], {"mine": source},
+                                 split_strategy="speaker_independent")
+    assert sorted(map(lambda p: Path(p).name, manifest["path"])) == ["spk007_utt0001.wav",
+                                                                      "spk012_utt0042.wav"]
+    assert rejections["clip_id"].tolist() == ["mine/sad/intro"]
+    assert "does not match speaker_pattern '^spk(?P<speaker>\\d+)_'" in rejections["reason"].iloc[0]
+
+
+def test_speaker_pattern_reads_csv_file_names(tmp_path, make_tree):
+    root = make_tree(tmp_path / "data", ["clips/spk3_a.wav"])
+    (root / "m.csv").write_text("path,label,speaker\nclips/spk3_a.wav,angry,\n")
+    clips, _ = scan_corpus("m", {"reader": "csv", "path": str(root / "m.csv"),
+                                 "speaker_pattern": r"(?P<speaker>spk\d+)"})
+    assert clips["speaker"].tolist() == ["m:spk3"]
+
+
+@pytest.mark.parametrize(("reader", "pattern", "message"), [
+    ("folder", "(?P<speaker>[", "is not a regular expression"),
+    ("folder", r"^spk\d+", "has no named group 'speaker'"),
+    ("ravdess", r"(?P<speaker>\d+)", "only the folder and csv readers take a speaker pattern"),
+    ("folder", r"^nobody(?P<speaker>\d+)", "matches none of its 1 file names (first: 'spk1_a')"),
+])
+def test_a_speaker_pattern_that_cannot_give_speakers_is_refused(tmp_path, make_tree, reader, pattern,
+                                                                message):
+    root = make_tree(tmp_path / "mine", ["angry/spk1_a.wav"])
+    with pytest.raises(CorpusError, match=re.escape(message)):
+        scan_corpus("mine", {"reader": reader, "path": str(root), "speaker_pattern": pattern})
 
 
 def test_csv_manifest(tmp_path, make_tree):

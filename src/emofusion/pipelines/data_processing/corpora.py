@@ -116,6 +116,61 @@ NAME_PARSERS: dict[str, Callable[[PurePosixPath], dict[str, Any]]] = {
     "folder": _folder,
 }
 READERS = frozenset(NAME_PARSERS) | {"csv", "demo"}
+# The readers whose speakers may come from the file name: the others' schemes already say them.
+SPEAKER_PATTERN_READERS = ("folder", "csv")
+GENDER_SPELLINGS = {"m": "male", "male": "male", "f": "female", "female": "female"}
+
+
+def compile_speaker_pattern(corpus: str, source: Mapping[str, Any]) -> re.Pattern | None:
+    """The corpus's `speaker_pattern`, compiled; a pattern that cannot give speakers is refused
+    before anything runs, rather than leaving every clip without a speaker."""
+    pattern = source.get("speaker_pattern")
+    if pattern is None:
+        return None
+    where = f"corpus_sources.{corpus}.speaker_pattern"
+    if source.get("reader") not in SPEAKER_PATTERN_READERS:
+        raise CorpusError(f"{where}: only the {' and '.join(SPEAKER_PATTERN_READERS)} readers take a "
+                          f"speaker pattern; the '{source.get('reader')}' reader reads speakers from its "
+                          "own naming scheme")
+    try:
+        compiled = re.compile(str(pattern))
+    except re.error as error:
+        raise CorpusError(f"{where}: '{pattern}' is not a regular expression ({error})") from None
+    if "speaker" not in compiled.groupindex:
+        raise CorpusError(f"{where}: '{pattern}' has no named group 'speaker', e.g. "
+                          r"'^(?P<speaker>S(?P<gender>[MF])\d+)_' for SM1_F10_A010.wav")
+    return compiled
+
+
+def _speakers_from_names(corpus: str, clips: list[dict], pattern: re.Pattern, speakers_required: bool
+                         ) -> tuple[list[dict], list[dict]]:
+    """Speaker (and gender, given a `gender` group: M/F or male/female) from each file name without
+    its extension. A name the pattern misses keeps no speaker, or is rejected when the split keeps
+    speakers apart and so cannot place it."""
+    kept, rejected = [], []
+    for clip in clips:
+        match = pattern.search(PurePosixPath(clip["path"]).stem)
+        if match and match.group("speaker"):
+            gender = match.groupdict().get("gender")
+            kept.append(clip | {"speaker": match.group("speaker"),
+                                "gender": GENDER_SPELLINGS.get(gender.lower(), gender.lower())
+                                if gender else clip["gender"]})
+        elif speakers_required:
+            rejected.append({key: clip[key] for key in ("clip_id", "corpus", "path")} | {
+                "stage": "scan", "reason": f"file name does not match speaker_pattern '{pattern.pattern}', "
+                "and the split keeps speakers apart"})
+        else:
+            kept.append(clip | {"speaker": None})
+    matched = sum(clip["speaker"] is not None for clip in kept)
+    if clips and not matched:
+        raise CorpusError(f"Corpus '{corpus}': speaker_pattern '{pattern.pattern}' matches none of its "
+                          f"{len(clips)} file names (first: '{PurePosixPath(clips[0]['path']).stem}')")
+    unmatched = (f"{len(rejected)} rejected" if speakers_required else
+                 f"{len(kept) - matched} kept without a speaker (standardised by the statistics of all "
+                 "clips where a variant normalises per speaker)")
+    logger.info("Corpus '%s': speaker_pattern found the speaker of %d of %d clips (%d speakers); %s",
+                corpus, matched, len(clips), len({clip["speaker"] for clip in kept} - {None}), unmatched)
+    return kept, rejected
 
 
 def _clip_id(corpus: str, relative: PurePosixPath) -> str:
@@ -213,13 +268,18 @@ def _scan_csv(corpus: str, manifest_file: Path) -> tuple[list[dict], list[dict]]
     return clips, rejections
 
 
-def scan_corpus(corpus: str, source: Mapping[str, Any]) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """List one corpus's clips (with source labels) and the files rejected by name."""
+def scan_corpus(corpus: str, source: Mapping[str, Any], speakers_required: bool = False
+                ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """List one corpus's clips (with source labels) and the files rejected by name.
+
+    `speakers_required` (a split that keeps speakers apart) turns a file name that `speaker_pattern`
+    does not match into a rejection."""
     reader = source.get("reader")
     if reader not in READERS:
         raise CorpusError(
             f"Corpus '{corpus}': unknown reader '{reader}'; choose one of {sorted(READERS)}"
         )
+    pattern = compile_speaker_pattern(corpus, source)
     root = Path(source["path"])
     if reader in ("csv", "demo"):
         clips, rejections = _scan_csv(corpus, root / "manifest.csv" if reader == "demo" else root)
@@ -231,6 +291,9 @@ def scan_corpus(corpus: str, source: Mapping[str, Any]) -> tuple[pd.DataFrame, p
             )
     else:
         clips, rejections = _scan_named_files(corpus, reader, root)
+    if pattern is not None:
+        clips, unmatched = _speakers_from_names(corpus, clips, pattern, speakers_required)
+        rejections += unmatched
     clip_table = pd.DataFrame(clips, columns=[c for c in CLIP_COLUMNS if c != "emotion"])
     # a.wav beside a.flac would give two clips one id: keep the first, reject the rest.
     duplicate = clip_table["clip_id"].duplicated()

@@ -13,6 +13,7 @@ import pandas as pd
 from emofusion.clip_array import ClipArray
 from emofusion.errors import ClipRejected, CorpusError
 from emofusion.parallel import imap_chunks
+from emofusion.pipelines.modelling.splits import SPEAKER_SPLITS
 
 from .audio import CLIP_INFO_COLUMNS, preprocess_windows
 from .corpora import CLIP_COLUMNS, REJECTION_COLUMNS, scan_corpus
@@ -71,10 +72,13 @@ def build_corpus_manifest(
     emotions: Sequence[str],
     demo_corpus_options: Mapping[str, Any],
     random_seed: int,
+    split_strategy: str = "random",
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Read every selected corpus, harmonise its labels, keep the chosen emotions and sample.
 
-    Returns the manifest of clips to decode and the clips rejected by name or label.
+    Returns the manifest of clips to decode and the clips rejected by name, speaker or label. A
+    split that keeps speakers apart (`split_strategy`) rejects clips whose speaker a corpus's
+    `speaker_pattern` cannot find, so that the split is made of the others.
     """
     if not corpora:
         raise CorpusError("Parameter 'corpora' is empty: name at least one of corpus_sources")
@@ -91,14 +95,14 @@ def build_corpus_manifest(
         source = corpus_sources[corpus]
         if source.get("reader") == "demo":
             write_demo_corpus(Path(source["path"]), dict(demo_corpus_options))
-        clips, rejected = scan_corpus(corpus, source)
+        clips, rejected = scan_corpus(corpus, source, speakers_required=split_strategy in SPEAKER_SPLITS)
         clips, unlabelled = _harmonise(
             clips, _label_map(corpus, source, label_maps, emotion_vocabulary), emotion_vocabulary)
         selected = clips["emotion"].isin(emotions)
         fraction = float(source.get("sample_fraction", 1.0))
         kept = _stratified_sample(clips[selected], fraction, random_seed)
         logger.info(
-            "Corpus '%s': %d clips found, %d rejected by name or label, %d of unselected emotions "
+            "Corpus '%s': %d clips found, %d rejected by name, speaker or label, %d of unselected emotions "
             "%s, %d selected (%.0f%% stratified sample)",
             corpus, len(clips) + len(rejected) + len(unlabelled), len(rejected) + len(unlabelled),
             (~selected).sum(), clips.loc[~selected, "emotion"].value_counts().to_dict(), len(kept),

@@ -9,7 +9,7 @@ def create_pipeline(**kwargs) -> Pipeline:
             build_corpus_manifest,
             inputs=["params:corpora", "params:corpus_sources", "params:label_maps",
                     "params:emotion_vocabulary", "params:emotions", "params:demo_corpus",
-                    "params:random_seed"],
+                    "params:random_seed", "params:split.strategy"],
             outputs=["corpus_manifest", "manifest_rejections"],
             name="build_corpus_manifest",
         ),
