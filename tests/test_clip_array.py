@@ -4,6 +4,7 @@ from kedro.io import DatasetError
 
 from emofusion.clip_array import ClipArray
 from emofusion.datasets import ClipArrayDataset
+from emofusion.errors import DamagedDatasetError
 
 
 def test_select_aligns_by_clip_id():
@@ -66,3 +67,22 @@ def test_saving_its_own_memory_map_rewrites_only_metadata_but_a_view_is_written(
     # A reversed view of the same file is different data: it must be written.
     dataset.save(ClipArray(loaded.clip_ids, loaded.values[::-1], {"run": 3}))
     np.testing.assert_array_equal(dataset.load().values, [[4, 5], [2, 3], [0, 1]])
+
+
+@pytest.mark.parametrize(("damage", "message"), [
+    (lambda folder: (folder / "values.npy").write_bytes((folder / "values.npy").read_bytes()[:-8]),
+     "values.npy holds 216 bytes where its header's shape (3, 4) of float64 needs 224"),
+    (lambda folder: (folder / "clip_ids.json").write_text('["a", "b"]'),
+     "values.npy has shape (3, 4) for 2 clip ids"),
+    (lambda folder: (folder / "clip_ids.json").write_text('["a", "b'), "its files cannot be read"),
+])
+def test_a_damaged_array_is_named_before_numpy_reads_it(tmp_path, damage, message):
+    dataset = ClipArrayDataset(path=str(tmp_path / "features"), load_args={"mmap_mode": "r"})
+    dataset.save(ClipArray(np.array(["a", "b", "c"]), np.ones((3, 4)), {}))
+    assert dataset.damage() is None
+    damage(tmp_path / "features")
+    assert message in dataset.damage()
+    with pytest.raises(DatasetError) as refused:
+        dataset.load()
+    assert isinstance(refused.value.__cause__, DamagedDatasetError)
+    assert f"The stored clip array '{tmp_path / 'features'}' is damaged: {message}" in str(refused.value)

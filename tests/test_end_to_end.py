@@ -558,6 +558,21 @@ def test_a_run_refuses_stored_inputs_made_with_other_settings_before_training(fi
                                                         "seed": 42}
 
 
+def test_a_truncated_fused_features_file_is_named_with_the_command_that_remakes_it(finished_run, project):
+    values = project / "data/05_model_input/fused_features/mfcc/values.npy"
+    whole = values.read_bytes()
+    try:
+        values.write_bytes(whole[: len(whole) // 2])
+        run = kedro(project, "run", "--namespaces=modelling.mfcc.svm", "--params", TINY_DEMO)
+    finally:
+        values.write_bytes(whole)
+    assert run.returncode == 1
+    assert "Traceback" not in run.stderr
+    assert ("This run's stored input is damaged: fusion.mfcc.fused_features (values.npy holds "
+            in run.stderr)
+    assert "remake it with `kedro run --nodes=fusion.mfcc.fuse_feature_streams`" in run.stderr
+
+
 def test_speaker_independent_split_refuses_clips_without_a_speaker(finished_run, project):
     # The folder corpus 'mine' has <label>/clip.wav names: its speakers are unknown.
     run = kedro(project, "run", "--pipelines", "modelling", "--params",

@@ -86,3 +86,26 @@ def test_kedro_run_stops_on_bad_params_before_any_node_runs(scratch_project):
     for named in ("audio.crop", "classifiers.dnn.batch_size", "block_weights.mfcc"):
         assert named in log
     assert not (project / "data").exists()  # not even the demo corpus was written
+    assert "Traceback" not in log  # a user error reads as its message
+
+
+def test_a_wrong_setting_is_its_message_alone_on_stderr_and_the_traceback_is_asked_for(scratch_project):
+    project = scratch_project()
+    environment = dict(os.environ, KEDRO_DISABLE_TELEMETRY="1")
+    runs = [subprocess.run([sys.executable, "-m", "kedro", "run", "--params", "audio.crop=middle", *verbose],
+                           cwd=project, env=environment, capture_output=True, text=True, timeout=300)
+            for verbose in ([], ["--verbose"])]
+    assert [run.returncode for run in runs] == [1, 1]
+    lines = runs[0].stderr.strip().splitlines()
+    assert len(lines) <= 3, runs[0].stderr
+    assert "audio.crop: Input should be 'start', 'centre' or 'end' (got 'middle')" in runs[0].stderr
+    assert "Traceback" in runs[1].stderr
+
+
+def test_kedro_viz_with_a_wrong_setting_stops_with_its_message(scratch_project):
+    run = subprocess.run([sys.executable, "-m", "kedro", "viz", "run", "--no-browser", "--params",
+                          "audio.crop=middle"], cwd=scratch_project(), capture_output=True, text=True,
+                         env=dict(os.environ, KEDRO_DISABLE_TELEMETRY="1"), timeout=120)
+    assert run.returncode == 1
+    assert run.stderr.strip().splitlines()[-1].endswith("(got 'middle')")
+    assert "Traceback" not in run.stderr

@@ -1,20 +1,108 @@
 """`emofusion predict FILE...` (or `kedro predict`): the emotion of new recordings, with a model trained
-by `kedro run`."""
+by `kedro run`. Also Kedro's `kedro run`, and a check before `kedro viz`, that print what the project
+refused (an `EmoFusionError`: a setting, a corpus folder, a stale input...) as its message alone."""
 
 from __future__ import annotations
 
+import copy
+import functools
 import logging
 import os
 import sys
 import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-import pandas as pd
+
+from emofusion.errors import EmoFusionError
+
+if TYPE_CHECKING:  # pandas only where a command uses it: `kedro run` starts sooner
+    import pandas as pd
 
 
-@click.group()
+def refusal(error: BaseException | None) -> EmoFusionError | None:
+    """The project's refusal behind an exception, if any: Kedro wraps what a dataset raises in its
+    own DatasetError, and a node's error may be raised from another."""
+    while error is not None:
+        if isinstance(error, EmoFusionError):
+            return error
+        error = error.__cause__ or error.__context__
+    return None
+
+
+def _tracebacks_wanted(verbose: bool) -> bool:
+    return verbose or logging.getLogger("emofusion").isEnabledFor(logging.DEBUG)
+
+
+def _refusals_as_messages(command: click.Command) -> click.Command:
+    """`command` with `--verbose`, printing a refusal's message alone (click's `Error: ...`, exit
+    status 1) unless --verbose or DEBUG logging asks for its traceback; bugs keep theirs."""
+    callback: Callable[..., Any] = command.callback  # type: ignore[assignment]
+
+    @functools.wraps(callback)
+    def run(*args: Any, verbose: bool = False, **kwargs: Any) -> Any:
+        try:
+            return callback(*args, **kwargs)
+        except Exception as error:
+            refused = refusal(error)
+            if refused is None or _tracebacks_wanted(verbose):
+                raise
+            raise click.ClickException(str(refused)) from None
+
+    wrapped = copy.copy(command)
+    wrapped.params = [*command.params, click.Option(
+        ["--verbose"], is_flag=True, help="Show the traceback of a refused run (a setting, a corpus, a "
+        "stale input...); without it the message alone is printed.")]
+    wrapped.callback = run
+    return wrapped
+
+
+class ProjectCommands(click.Group):
+    """EmoFusion's commands, and Kedro's `run` wrapped by `_refusals_as_messages`: Kedro uses a
+    project's `run` over its own. Kedro's CLI is imported only when `run` is asked for, since it
+    costs `emofusion predict` a third of a second."""
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name == "run" and name not in self.commands:
+            self.add_command(kedro_run(), "run")
+        return super().get_command(ctx, name)
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), "run"})
+
+
+@functools.cache
+def kedro_run() -> click.Command:
+    """Kedro's `kedro run`, refusals printed as messages, refused at once while another run holds
+    the project's data folder (the run's own hook takes the lock, after Kedro has built the run)."""
+    from kedro.framework.cli.project import run as kedro_run_command
+    from kedro.utils import find_kedro_project
+
+    from emofusion.errors import RunLockedError
+    from emofusion.run_lock import holder_of, lock_path, refusal_message
+
+    def run_unless_locked(*args: Any, **kwargs: Any) -> Any:
+        lock = lock_path(find_kedro_project(Path.cwd()) or Path.cwd())
+        holder = holder_of(lock)
+        if holder is not None:
+            raise RunLockedError(refusal_message(lock, holder))
+        return kedro_run_command.callback(*args, **kwargs)
+
+    command = copy.copy(kedro_run_command)
+    command.callback = functools.update_wrapper(run_unless_locked, kedro_run_command.callback)
+    return _refusals_as_messages(command)
+
+
+def __getattr__(name: str) -> Any:
+    # Kedro's `find_run_command` (`python -m emofusion`) reads a project's `run` from this module.
+    if name == "run":
+        return kedro_run()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+@click.group(cls=ProjectCommands)
 def cli() -> None:
     """EmoFusion's own commands, as `emofusion <command>` and, since Kedro adds a project's
     `cli` group to its own, `kedro <command>`. Run them in the project folder."""
@@ -73,6 +161,8 @@ def _best_model(summary: pd.DataFrame, without_speakers: set[str] | None) -> str
 
 
 def _render(table: pd.DataFrame, form: str) -> str:
+    import pandas as pd
+
     if form == "csv":
         return table.to_csv(index=False, float_format="%.4f").rstrip("\n")
     if form == "json":
@@ -114,6 +204,8 @@ def predict(paths: tuple[Path, ...], model_name: str | None, output: Path | None
     """Predict the emotion of each audio FILE (any format, rate, channels or length; folders are
     searched for audio files), with a model trained by `kedro run`. Every file gets a row: its
     emotion, or the reason it could not be used."""
+    import pandas as pd
+
     _quiet(verbose)
     project = Path.cwd()
     if not (project / "pyproject.toml").is_file() or not (project / "conf").is_dir():
@@ -124,12 +216,11 @@ def predict(paths: tuple[Path, ...], model_name: str | None, output: Path | None
     try:
         table, rejected = _predict(paths, model_name, hop_s, env, params, same_speaker, speakers_table,
                                    per_window, verbose)
-    except click.ClickException:
-        raise
-    except Exception as error:  # a clean message; the traceback with --verbose
-        if verbose:
+    except Exception as error:  # what the project refused, as its message; a bug with its traceback
+        refused = refusal(error)
+        if refused is None or _tracebacks_wanted(verbose):
             raise
-        raise click.ClickException(f"{type(error).__name__}: {error} (--verbose shows where)") from error
+        raise click.ClickException(str(refused)) from None
     rows = pd.concat([table, rejected.rename(columns={"clip_id": "file"})[["file", "reason"]]],
                      ignore_index=True) if len(rejected) else table
     if "windows" in rows:  # a count, also beside the rows of rejected files
@@ -154,6 +245,7 @@ def _predict(paths: tuple[Path, ...], model_name: str | None, hop_s: float | Non
              params: dict, same_speaker: bool, speakers_table: Path | None, per_window: bool, verbose: bool
              ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The predictions (per file, or per window) and the files that could not be used, with why."""
+    import pandas as pd
     from kedro.framework.session import KedroSession
     from kedro.framework.startup import bootstrap_project
     from kedro.io import DatasetError

@@ -64,6 +64,15 @@ class MissingInputError(EmoFusionError, RuntimeError):
     """An input of the requested pipeline has not been made yet."""
 
 
+class RunLockedError(EmoFusionError, RuntimeError):
+    """Another run holds this project's data folder."""
+
+
+class DamagedDatasetError(EmoFusionError, RuntimeError):
+    """A stored dataset whose files do not agree with each other (cut short by a full disk, a copy
+    stopped half-way): named, with how to remake it, instead of NumPy's error deep in a stack."""
+
+
 class ImageNetWeightsUnavailable(EmoFusionError, RuntimeError):
     """Keras could not download a backbone's ImageNet weights (typically: no network)."""
 

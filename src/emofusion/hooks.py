@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import logging
 import time
+from pathlib import Path
 from typing import Any
 
 from kedro.framework.hooks import hook_impl
 from kedro.pipeline import Node, Pipeline
 
-from emofusion.errors import MissingInputError
+from emofusion.errors import DamagedDatasetError, MissingInputError
 from emofusion.instances import every_pipeline
+from emofusion.run_lock import acquire, describe, lock_path, release
 
 logger = logging.getLogger(__name__)
 
@@ -32,6 +34,35 @@ class NodeTimingHooks:
         logger.log(logging.INFO if seconds >= 1 else logging.DEBUG, "Node %s took %.1f s", node.name, seconds)
 
 
+class RunLockHooks:
+    """One run at a time per project data folder (emofusion.run_lock): taken before the first node,
+    given back when the run ends, however it ends; a lock left by a killed run is taken over."""
+
+    def __init__(self) -> None:
+        self._path: Path | None = None
+
+    @hook_impl
+    def before_pipeline_run(self, run_params: dict[str, Any], pipeline: Pipeline, catalog: Any) -> None:
+        self._path = lock_path(Path(run_params["project_path"]))
+        gone = acquire(self._path)
+        if gone:
+            logger.warning("Took over the lock of a run that is gone (%s)", describe(gone))
+
+    @hook_impl
+    def after_pipeline_run(self, run_params: dict[str, Any], pipeline: Pipeline, catalog: Any) -> None:
+        self._release()
+
+    @hook_impl
+    def on_pipeline_error(self, error: Exception, run_params: dict[str, Any], pipeline: Pipeline,
+                          catalog: Any) -> None:
+        self._release()
+
+    def _release(self) -> None:
+        if self._path is not None:
+            release(self._path)
+            self._path = None
+
+
 class SummaryLastHooks:
     """The model summary as the last lines of a run that made it, after the report's nodes."""
 
@@ -44,18 +75,29 @@ class SummaryLastHooks:
             logger.info("%s", summary_text(catalog.load("model_summary"), answers))
 
 
-class MissingInputHooks:
-    """Stop a run before it starts when an input that another pipeline makes is not there yet,
-    and name that pipeline: `kedro run --pipelines=modelling` on a fresh project says to make the
-    features first instead of failing in its first node."""
+class StoredInputHooks:
+    """Stop a run before it starts when an input that another pipeline makes is not there yet, or
+    is damaged, and say how to make it: `kedro run --pipelines=modelling` on a fresh project says to
+    make the features first, and a fused-features file cut short names itself and the node that
+    remakes it, instead of failing in a node with NumPy's error."""
 
     @hook_impl
     def before_pipeline_run(self, run_params: dict[str, Any], pipeline: Pipeline, catalog: Any) -> None:
-        made_by = {output: name for name, made in every_pipeline().items() for output in made.all_outputs()}
-        missing = {}
+        made = every_pipeline()
+        made_by = {output: name for name, steps in made.items() for output in steps.all_outputs()}
+        missing, damaged = {}, []
         for dataset in sorted(pipeline.inputs()):
-            if dataset in made_by and not catalog.exists(dataset):
+            if dataset not in made_by:
+                continue
+            if not catalog.exists(dataset):
                 missing.setdefault(made_by[dataset], []).append(dataset)
+                continue
+            damage = getattr(catalog.get(dataset), "damage", lambda: None)()
+            if damage:
+                maker = made[made_by[dataset]].only_nodes_with_outputs(dataset).nodes[0].name
+                damaged.append(f"{dataset} ({damage}); remake it with `kedro run --nodes={maker}`")
+        if damaged:
+            raise DamagedDatasetError("This run's stored input is damaged: " + "; ".join(damaged))
         if missing:
             needs = "; ".join(f"{', '.join(names)} (made by `kedro run --pipelines={maker}`)"
                               for maker, names in missing.items())

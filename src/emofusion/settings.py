@@ -3,13 +3,14 @@
 import warnings
 
 from emofusion.configuration import ProjectConfigLoader, ProjectContext
-from emofusion.hooks import MissingInputHooks, NodeTimingHooks, SummaryLastHooks
+from emofusion.hooks import NodeTimingHooks, RunLockHooks, StoredInputHooks, SummaryLastHooks
 
 # Kedro 1.7's own configuration loader calls OmegaConf's deprecated register_new_resolver for every
 # resolver, a warning per resolver per session: not ours to fix, and forty lines of every log.
 warnings.filterwarnings("ignore", message=r"register_new_resolver\(\) is deprecated", category=UserWarning)
 
-HOOKS = (NodeTimingHooks(), MissingInputHooks(), SummaryLastHooks())
+# Kedro calls the last first: the run's lock is taken before its inputs are checked.
+HOOKS = (NodeTimingHooks(), StoredInputHooks(), SummaryLastHooks(), RunLockHooks())
 
 # Builds the fusion and modelling pipelines from the session's environment (see configuration.py).
 CONTEXT_CLASS = ProjectContext

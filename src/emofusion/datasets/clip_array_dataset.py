@@ -12,6 +12,7 @@ import numpy as np
 from kedro.io.core import AbstractDataset, DatasetError, get_protocol_and_path
 
 from emofusion.clip_array import ClipArray
+from emofusion.errors import DamagedDatasetError
 
 
 class ClipArrayDataset(AbstractDataset[ClipArray, ClipArray]):
@@ -52,11 +53,41 @@ class ClipArrayDataset(AbstractDataset[ClipArray, ClipArray]):
     def _exists(self) -> bool:
         return (self._path / "values.npy").is_file() and (self._path / "clip_ids.json").is_file()
 
+    def damage(self) -> str | None:
+        """What is wrong with the stored files, if anything: values cut short or padded against the
+        shape in their own header, or a number of rows other than the number of clip ids. Reads the
+        header and the ids, not the values."""
+        if not self._exists():
+            return None
+        values_file = self._path / "values.npy"
+        try:
+            with values_file.open("rb") as stream:
+                version = np.lib.format.read_magic(stream)
+                read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                               else np.lib.format.read_array_header_2_0)
+                shape, _, dtype = read_header(stream)
+                header_bytes = stream.tell()
+            clip_ids = json.loads((self._path / "clip_ids.json").read_text())
+        except (ValueError, OSError) as error:  # JSONDecodeError is a ValueError
+            return f"its files cannot be read ({error})"
+        expected = header_bytes + int(np.prod(shape)) * dtype.itemsize
+        size = values_file.stat().st_size
+        if size != expected:
+            return (f"values.npy holds {size:,} bytes where its header's shape {tuple(shape)} of {dtype} "
+                    f"needs {expected:,}")
+        if not shape or shape[0] != len(clip_ids):
+            return f"values.npy has shape {tuple(shape)} for {len(clip_ids)} clip ids"
+        return None
+
     def load(self) -> ClipArray | None:
         if not self._exists():
             if self._optional:
                 return None
             raise DatasetError(f"No clip array at '{self._path}'")
+        damage = self.damage()
+        if damage:
+            raise DamagedDatasetError(f"The stored clip array '{self._path}' is damaged: {damage}. "
+                                      "Remake it by running the pipeline that makes it again.")
         values = np.load(self._path / "values.npy", mmap_mode=self._load_args.get("mmap_mode"))
         clip_ids = json.loads((self._path / "clip_ids.json").read_text())
         metadata_file = self._path / "metadata.json"

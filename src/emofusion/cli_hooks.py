@@ -1,0 +1,44 @@
+"""Kedro CLI hooks: `kedro viz` loads the project in a server process, where a refused setting
+printed a traceback and left the command waiting for a server that never started. The settings are
+checked here first, in the command's own process, and a refusal ends it with its message alone."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import click
+from kedro.framework.cli.hooks import cli_hook_impl
+
+from emofusion.errors import EmoFusionError
+
+VIEWER_SUBCOMMANDS = ("run", "build", "deploy")
+
+
+class ViewerSettingsCheck:
+    @cli_hook_impl
+    def before_command_run(self, project_metadata: Any, command_args: list[str]) -> None:
+        if (not command_args or command_args[0] != "viz" or project_metadata is None
+                or project_metadata.package_name != "emofusion"):
+            return
+        from kedro.framework.cli.utils import _split_params
+        from kedro.framework.session import KedroSession
+        from kedro_viz.launchers.cli.run import run as viewer_run
+
+        arguments = command_args[2:] if command_args[1:2] and command_args[1] in VIEWER_SUBCOMMANDS \
+            else command_args[1:]
+        try:
+            options = viewer_run.make_context("viz", list(arguments), resilient_parsing=True).params
+        except click.ClickException:
+            return  # kedro-viz says what is wrong with its own options
+        try:
+            with KedroSession.create(project_path=project_metadata.project_path, env=options.get("env"),
+                                     runtime_params=_split_params(None, None, options.get("params") or "")
+                                     ) as session:
+                session.load_context()
+        except EmoFusionError as error:
+            click.echo(f"Error: {error}", err=True)
+            sys.exit(1)
+
+
+cli_hooks = ViewerSettingsCheck()
