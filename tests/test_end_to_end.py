@@ -138,7 +138,8 @@ def test_run_fuses_streams_and_trains_every_variant_and_classifier_above_chance(
     assert normalised.values.shape == (100, 6373 + 88 + 80 + 24)
     assert normalised.metadata["speaker_normalisation"]["clip_counts"] == {
         "speakers": 4, "normalised": 96, "fallback": 4}
-    assert "4 clips without a speaker or with fewer than 5 clips of theirs fell back" in log_of(finished_run)
+    assert ("4 clips without a speaker or with fewer than 5 recordings of theirs fell back"
+            in log_of(finished_run))
 
     summary = pd.read_csv(project / "data/08_reporting/model_summary.csv")
     assert set(zip(summary["variant"], summary["classifier"], strict=True)) == {

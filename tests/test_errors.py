@@ -29,7 +29,8 @@ def test_exceptions_are_defined_in_emofusion_errors_only():
     (errors.FineTuningConfigError, errors.ClassifierConfigError), (errors.ClipRejected, ValueError),
     (errors.MissingClipsError, KeyError), (errors.StaleInputError, RuntimeError),
     (errors.MissingInputError, RuntimeError), (errors.ImageNetWeightsUnavailable, RuntimeError),
-    (errors.ModelMismatchError, ValueError), (errors.SpeakersNeededError, ValueError)])
+    (errors.ModelMismatchError, ValueError), (errors.SpeakersNeededError, ValueError),
+    (errors.SpeakersTableError, ValueError)])
 def test_each_error_is_an_emofusion_error_and_keeps_its_builtin_base(error, builtin):
     assert issubclass(error, errors.EmoFusionError) and issubclass(error, builtin)
 

@@ -9,16 +9,18 @@ import pytest
 from kedro.pipeline import Pipeline, node
 
 from emofusion.clip_array import ClipArray
-from emofusion.errors import SpeakersNeededError
+from emofusion.errors import EmoFusionError, SpeakersNeededError, SpeakersTableError
 from emofusion.inference import (
     _per_file,
     audio_files,
     features_of,
     needs_speakers,
     predict_emotions,
+    speaker_fallback_note,
     speakers_from_csv,
 )
 from emofusion.instances import dotted_dataset_names
+from emofusion.pipelines.data_processing.nodes import window_id
 from emofusion.pipelines.fusion import create_pipeline as fusion_pipeline
 from emofusion.pipelines.fusion.nodes import fuse_feature_streams, standardise_spectrograms_by_speaker
 
@@ -39,6 +41,7 @@ def test_a_speaker_normalised_model_refuses_files_without_speakers_and_says_what
     message = str(refused.value)
     assert "standardised per speaker" in message
     assert "--same-speaker" in message and "--speakers FILE.csv with columns path and speaker" in message
+    assert "by the statistics of all the training run's clips" in message and "training clips" not in message
 
 
 def test_speakers_come_from_a_csv_with_paths_relative_to_it(tmp_path):
@@ -52,6 +55,15 @@ def test_speakers_come_from_a_csv_with_paths_relative_to_it(tmp_path):
     (tmp_path / "bad.csv").write_text("file,who\na.wav,ann\n")
     with pytest.raises(ValueError, match="needs the columns path and speaker"):
         speakers_from_csv(tmp_path / "bad.csv", files)
+
+
+def test_a_speakers_csv_that_names_a_file_twice_is_refused_with_the_paths(tmp_path):
+    table = tmp_path / "speakers.csv"
+    table.write_text("path,speaker\na.wav,ann\nb.wav,bob\n./a.wav,bob\nc.wav,cy\n")
+    with pytest.raises(SpeakersTableError, match=r"names 1 file\(s\) more than once: a\.wav, \./a\.wav"
+                       ) as refused:
+        speakers_from_csv(table, [tmp_path / "a.wav", tmp_path / "b.wav"])
+    assert isinstance(refused.value, EmoFusionError) and isinstance(refused.value, ValueError)
 
 
 def test_models_that_need_speakers(parameters):
@@ -245,3 +257,53 @@ def test_a_network_on_spectrograms_standardised_per_speaker_needs_speakers_then_
     fallback = trained["fusion.mfcc_spk.fused_features"]["speaker_normalisation"]["fallback"]
     expected = (raw_mfcc - fallback["mean"]) / np.array(fallback["std"])
     np.testing.assert_allclose(late.seen["fusion.mfcc_spk.fused_features"], expected, rtol=1e-4, atol=1e-4)
+
+
+def five_windows_each(corpus_manifest: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Each file cut into 5 windows, as a 9-second recording is into 3-second windows every 1.5 s."""
+    manifest = corpus_manifest.loc[corpus_manifest.index.repeat(5)].reset_index(drop=True)
+    starts = np.tile(np.arange(5) * 1.5, len(corpus_manifest))
+    manifest = manifest.assign(source_clip_id=manifest["clip_id"], window_start_s=starts)
+    manifest["clip_id"] = [window_id(clip, start) for clip, start in zip(manifest["source_clip_id"], starts,
+                                                                          strict=True)]
+    return manifest, pd.DataFrame(columns=["clip_id", "reason"])
+
+
+def test_one_long_recording_of_a_speaker_is_one_file_not_as_many_as_its_windows(spk_parameters):
+    # min_clips 5: one recording cut into 5 windows is not standardised by itself, but as in training.
+    trained = trained_inputs(spk_parameters)
+    pipelines = {
+        "data_processing": Pipeline([node(five_windows_each, "corpus_manifest",
+                                          ["clip_manifest", "audio_rejections"])]),
+        "feature_extraction": Pipeline([node(lambda manifest: stand_in_streams(manifest, level=1.0),
+                                             "clip_manifest", ["log_mel_spectrogram", "mfcc"])]),
+        "transfer_features": Pipeline([]),
+        "fusion": fusion_pipeline(parameters=spk_parameters),
+    }
+    spectrograms = trained["log_mel_spectrogram_spk"]
+    card = {"classes": ["angry", "sad"], "inputs": {"log_mel_spectrogram_spk": spectrograms},
+            "features": {"speaker_normalisation": spectrograms["speaker_normalisation"]}}
+    network = StandIn()
+    table, windows, _ = predict_emotions([Path("long.wav")], "log_mel_spectrogram_spk", network, card,
+                                         pipelines, spk_parameters, speakers=["one speaker"])
+    assert list(table["windows"]) == [5]
+    ids = [window_id("long.wav", start) for start in np.arange(5) * 1.5]
+    raw = stand_in_streams(pd.DataFrame({"clip_id": ids}), level=1.0)[0].values.astype(np.float64)
+    fallback = spectrograms["speaker_normalisation"]["fallback"]
+    mean, std = (np.array(fallback[key])[:, None] for key in ("mean", "std"))
+    np.testing.assert_allclose(network.seen, (raw - mean) / std, rtol=1e-4, atol=1e-4)
+    assert speaker_fallback_note(windows, [Path("long.wav")], ["one speaker"], 5) == (
+        "1 of the 1 usable file(s) standardised by the statistics of all the training run's clips, not "
+        "by their speaker's own: their speaker has fewer than 5 usable files here.")
+
+
+def test_predict_notes_how_many_files_fell_back_to_the_training_run_s_statistics():
+    # ann: a.wav (3 windows) and b.wav, 2 files; bob: c, d and e.wav, and silent.wav, which was rejected.
+    windows = pd.DataFrame({"file": ["a.wav", "a.wav", "a.wav", "b.wav", "c.wav", "d.wav", "e.wav"],
+                            "start_s": [0.0, 1.5, 3.0, 0.0, 0.0, 0.0, 0.0]})
+    files = [Path(name) for name in ("a.wav", "b.wav", "c.wav", "d.wav", "e.wav", "silent.wav")]
+    speakers = ["ann", "ann", "bob", "bob", "bob", "bob"]
+    assert speaker_fallback_note(windows, files, speakers, 3) == (
+        "2 of the 5 usable file(s) standardised by the statistics of all the training run's clips, not "
+        "by their speaker's own: their speaker has fewer than 3 usable files here.")
+    assert speaker_fallback_note(windows, files, speakers, 2) is None

@@ -256,6 +256,7 @@ def _predict(paths: tuple[Path, ...], model_name: str | None, hop_s: float | Non
         audio_files,
         needs_speakers,
         predict_emotions,
+        speaker_fallback_note,
         speakers_from_csv,
     )
     from emofusion.instances import every_pipeline, model_dataset, trained_models
@@ -290,9 +291,9 @@ def _predict(paths: tuple[Path, ...], model_name: str | None, hop_s: float | Non
                 f"model '{model_name}' is incomplete or missing (it needs its trained model and its model "
                 f"card, from `kedro run --pipelines=modelling`): {str(error).splitlines()[0]}") from error
         click.echo(f"Model {variant}.{classifier}; {len(files)} file(s).", err=True)
-        card_features = model_card.get("features")
-        if speakers is not None and not (isinstance(card_features, dict)
-                                         and card_features.get("speaker_normalisation")):
+        features = model_card.get("features")
+        normalisation = features.get("speaker_normalisation") if isinstance(features, dict) else None
+        if speakers is not None and not normalisation:
             click.echo("This model does not standardise features per speaker: the speakers change nothing.",
                        err=True)
         try:
@@ -303,6 +304,10 @@ def _predict(paths: tuple[Path, ...], model_name: str | None, hop_s: float | Non
                                         + (pd.DataFrame(columns=["clip_id", "reason"]),))
         except (ModelMismatchError, SpeakersNeededError) as error:
             raise click.ClickException(f"model '{model_name}': {error}") from error
+    if normalisation and speakers is not None:
+        note = speaker_fallback_note(windows, files, speakers, normalisation["min_clips"])
+        if note:
+            click.echo(note, err=True)
     rejected = pd.concat([missing.rename(columns={"file": "clip_id"}), rejected[["clip_id", "reason"]]],
                          ignore_index=True)
     return (windows if per_window else table), rejected

@@ -98,3 +98,7 @@ class ModelMismatchError(EmoFusionError, ValueError):
 
 class SpeakersNeededError(EmoFusionError, ValueError):
     """A model trained on features standardised per speaker, asked to predict without speakers."""
+
+
+class SpeakersTableError(EmoFusionError, ValueError):
+    """A `--speakers` CSV that does not give each file exactly one speaker."""

@@ -22,10 +22,10 @@ from kedro.pipeline import Pipeline, pipeline
 from kedro.runner import SequentialRunner
 
 from emofusion.clip_array import ClipArray
-from emofusion.errors import ModelMismatchError, SpeakersNeededError
+from emofusion.errors import ModelMismatchError, SpeakersNeededError, SpeakersTableError
 from emofusion.instances import dotted_dataset_names, fused_features_name
 from emofusion.pipelines.data_processing.corpora import AUDIO_EXTENSIONS, CLIP_COLUMNS, list_audio
-from emofusion.pipelines.fusion.nodes import variant_layout
+from emofusion.pipelines.fusion.nodes import has_own_statistics, variant_layout
 from emofusion.pipelines.fusion.pipeline import SPEAKER_NORMALISED_SPECTROGRAMS
 from emofusion.pipelines.modelling.classifiers import prediction_table
 
@@ -65,17 +65,41 @@ def audio_files(paths: Sequence[Path]) -> tuple[list[Path], pd.DataFrame]:
 
 def speakers_from_csv(table: Path, files: Sequence[Path]) -> list[str]:
     """The speaker of each file from a CSV with columns `path` and `speaker` (paths relative to the
-    CSV's folder, as the csv corpus reader reads them)."""
+    CSV's folder, as the csv corpus reader reads them). A file named twice (also as another path to
+    it) is refused: one row would silently win over the other."""
     rows = pd.read_csv(table, dtype=str)
     if not {"path", "speaker"} <= set(rows.columns):
-        raise ValueError(f"{table} needs the columns path and speaker; it has {', '.join(rows.columns)}")
-    speaker = {(table.parent / path).resolve(): name for path, name in zip(rows["path"], rows["speaker"],
-                                                                          strict=True)}
+        raise SpeakersTableError(f"{table} needs the columns path and speaker; it has "
+                                 f"{', '.join(rows.columns)}")
+    resolved = pd.Series([(table.parent / path).resolve() for path in rows["path"]], dtype=object)
+    named_twice = resolved.duplicated(keep=False)
+    if named_twice.any():
+        raise SpeakersTableError(
+            f"{table} names {resolved[named_twice].nunique()} file(s) more than once: "
+            f"{', '.join(rows['path'][named_twice.to_numpy()])}; give each file one row, with its speaker")
+    speaker = dict(zip(resolved, rows["speaker"], strict=True))
     missing = [str(file) for file in files if pd.isna(speaker.get(file.resolve()))]
     if missing:
-        raise ValueError(f"{table} gives no speaker for {len(missing)} of the {len(files)} files (first: "
-                         f"{', '.join(missing[:3])})")
+        raise SpeakersTableError(f"{table} gives no speaker for {len(missing)} of the {len(files)} files "
+                                 f"(first: {', '.join(missing[:3])})")
     return [speaker[file.resolve()] for file in files]
+
+
+def speaker_fallback_note(windows: pd.DataFrame, files: Sequence[Path], speakers: Sequence[str],
+                          min_clips: int) -> str | None:
+    """The line `emofusion predict` prints on stderr when some usable files (those with `windows`)
+    were standardised by the training run's statistics of all clips, not by their speaker's, as
+    fusion decided (`has_own_statistics`, each file one recording): how many, and why. Every file has
+    a speaker here (`--speakers` must name each), so the reason is always too few files. None when
+    no file fell back."""
+    speaker_of = dict(zip(map(str, files), speakers, strict=True))
+    used = windows["file"].drop_duplicates()
+    fell_back = int((~has_own_statistics(used.map(speaker_of), min_clips)).sum())
+    if not fell_back:
+        return None
+    return (f"{fell_back} of the {len(used)} usable file(s) standardised by the statistics of all the "
+            "training run's clips, not by their speaker's own: their speaker has fewer than "
+            f"{min_clips} usable files here.")
 
 
 def needs_speakers(parameters: Mapping[str, Any]) -> set[str]:
@@ -130,7 +154,7 @@ def features_of(files: Sequence[Path], datasets: Sequence[str], pipelines: Mappi
     project's pipelines. No features when every file was rejected. `speakers` (one per file) and
     the training run's fallback statistics of each dataset standardised per speaker
     (`speaker_fallbacks`: dataset -> {mean, std}) serve features standardised per speaker: a file's
-    windows are its speaker's, and a speaker with too few of them is standardised as in training."""
+    windows are its speaker's, and a speaker with too few files is standardised as in training."""
     audio = dict(parameters["audio"], long_clips="windows")
     audio["window_hop_s"] = float(hop_s or audio.get("window_hop_s") or audio["duration_s"])
     parameters = {**parameters, "audio": audio}
@@ -229,7 +253,7 @@ def predict_emotions(files: Sequence[Path], variant: str, model: Any, model_card
             "speaker), so it needs to know who speaks in each file: give --same-speaker when all the files "
             "are one speaker's, or --speakers FILE.csv with columns path and speaker. Each speaker's files "
             f"are standardised together; a speaker with fewer than {normalisation['min_clips']} files by the "
-            "statistics of the training clips, which fit their voice less well.")
+            "statistics of all the training run's clips, which fit their voice less well.")
     trained = model_inputs(variant, model_card)
     fallbacks = {name: metadata["speaker_normalisation"]["fallback"] for name, metadata in trained.items()
                  if isinstance(metadata, Mapping) and metadata.get("speaker_normalisation")}

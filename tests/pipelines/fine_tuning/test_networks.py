@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from emofusion.errors import FineTuningConfigError
+from emofusion.errors import FineTuningConfigError, ImageNetWeightsUnavailable
 from emofusion.pipelines.fine_tuning import networks
 from emofusion.pipelines.fine_tuning.config import model_entries
 
@@ -144,6 +144,27 @@ def test_after_a_step_unfrozen_layers_change_and_frozen_ones_do_not(configuratio
     else:
         assert changed & backbone == {path for path in backbone if path.startswith("fire5")}
         assert changed & backbone == {v.path for v in backbone_variables}
+
+
+def test_only_a_failed_download_is_reported_as_one_and_other_errors_come_through(settings, monkeypatch):
+    tuned = settings(weights="imagenet")
+
+    def wrong_shape(*args, **kwargs):
+        raise ValueError("Input size must be at least 32x32")
+
+    monkeypatch.setattr(networks, "build_backbone", wrong_shape)
+    with pytest.raises(ValueError, match="Input size must be at least 32x32"):
+        networks.build_network(tuned, 4, "float32", [16, 16])
+
+    unavailable = ImageNetWeightsUnavailable("squeezenet_v1_1", "https://host/squeezenet.h5", "no network")
+
+    def offline(*args, **kwargs):
+        raise unavailable
+
+    monkeypatch.setattr(networks, "build_backbone", offline)
+    with pytest.raises(RuntimeError, match="cannot be downloaded here") as refused:
+        networks.build_network(tuned, 4, "float32", [48, 48])
+    assert refused.value.__cause__ is unavailable
 
 
 def test_entries_are_checked_before_anything_runs(settings, base_parameters):

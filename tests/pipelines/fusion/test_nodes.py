@@ -89,7 +89,7 @@ def test_clips_of_too_small_or_unknown_speakers_fall_back_to_all_clips_or_given_
     fallback = ((manifest["speaker"] == "c") | manifest["speaker"].isna()).to_numpy()
     with caplog.at_level("INFO"):
         fused = speaker_normalised(manifest, {"min_clips": 3}, mfcc, lpcc)
-    assert "2 clips without a speaker or with fewer than 3 clips of theirs fell back" in caplog.text
+    assert "2 clips without a speaker or with fewer than 3 recordings of theirs fell back" in caplog.text
     normalisation = fused.metadata["speaker_normalisation"]
     assert normalisation["clip_counts"] == {"speakers": 2, "normalised": 7, "fallback": 2}
     np.testing.assert_allclose(normalisation["fallback"]["mean"], raw.mean(axis=0), rtol=1e-6)
@@ -102,6 +102,31 @@ def test_clips_of_too_small_or_unknown_speakers_fall_back_to_all_clips_or_given_
     np.testing.assert_allclose(predicted.values[fallback], (raw[fallback] - 1) / 2, atol=1e-5)
     np.testing.assert_array_equal(predicted.values[~fallback], fused.values[~fallback])
     assert predicted.metadata["speaker_normalisation"]["fallback"] == given
+
+
+def test_a_speaker_s_recordings_are_counted_not_the_windows_cut_from_them(caplog):
+    """Speaker a: one long recording cut into 4 windows; speaker b: 3 recordings, one cut into 2. With
+    min_clips 3, a's windows would standardise one recording by itself: they fall back to all clips,
+    in fused features and spectrograms alike."""
+    sources = ["r1", "r1", "r1", "r1", "r2", "r3", "r3", "r4"]
+    manifest = pd.DataFrame({"clip_id": [f"c{i}" for i in range(8)], "speaker": ["a"] * 4 + ["b"] * 4,
+                             "source_clip_id": sources})
+    rng = np.random.default_rng(3)
+    ids = manifest["clip_id"].to_numpy()
+    mfcc, lpcc = (ClipArray(ids, rng.normal(size=(8, width)).astype(np.float32)) for width in (3, 2))
+    with caplog.at_level("INFO"):
+        fused = speaker_normalised(manifest, {"min_clips": 3}, mfcc, lpcc)
+    assert "4 clips without a speaker or with fewer than 3 recordings of theirs fell back" in caplog.text
+    assert fused.metadata["speaker_normalisation"]["clip_counts"] == {"speakers": 1, "normalised": 4,
+                                                                      "fallback": 4}
+    raw = np.hstack([mfcc.values, lpcc.values]).astype(np.float64)
+    a = (manifest["speaker"] == "a").to_numpy()
+    np.testing.assert_allclose(fused.values[a], ((raw - raw.mean(axis=0)) / raw.std(axis=0))[a], atol=1e-5)
+    spectrograms = ClipArray(ids, rng.normal(size=(8, 4, 6)).astype(np.float32),
+                             {"feature": "log_mel_spectrogram", "made_with": dict(SPECTROGRAM_RUN)})
+    standardised = standardise_spectrograms_by_speaker(manifest, spectrograms, {"min_clips": 3},
+                                                       SPECTROGRAM_RUN)
+    assert standardised.metadata["speaker_normalisation"]["clip_counts"]["fallback"] == 4
 
 
 SPECTROGRAM_RUN = {"log_mel_spectrogram": {"n_mels": 4}}  # the run's parameters they were made with
@@ -137,7 +162,7 @@ def test_spectrograms_are_standardised_per_mel_band_by_their_own_speaker(caplog)
         np.testing.assert_allclose(own.mean(axis=(0, 2)), 0, atol=1e-5)
         np.testing.assert_allclose(own.std(axis=(0, 2)), 1, atol=1e-5)
     assert ("Standardised 7 clips (each mel band over its frames) by the statistics of their own speaker "
-            "(2 speakers); 2 clips without a speaker or with fewer than 3 clips of theirs fell back"
+            "(2 speakers); 2 clips without a speaker or with fewer than 3 recordings of theirs fell back"
             ) in caplog.text
     # Speaker c (1 clip) and the clip without a speaker: every clip's statistics, per band.
     raw = spectrograms.select(list(manifest["clip_id"])).values.astype(np.float64)

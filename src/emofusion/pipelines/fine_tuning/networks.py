@@ -20,6 +20,8 @@ import numpy as np
 import tensorflow as tf
 from tqdm.auto import tqdm
 
+from emofusion.errors import ImageNetWeightsUnavailable
+
 from ..transfer_features.backbones import TimePooling, build_backbone, dtype_policy, import_object
 from ..transfer_features.config import BackboneSpec
 from ..transfer_features.images import spectrogram_to_image
@@ -239,12 +241,14 @@ def build_network(
             )
             try:
                 backbone = build_backbone(spec, settings["weights"], precision)
-            except Exception as error:
+            except ImageNetWeightsUnavailable as error:
+                # A RuntimeError, not the error itself: it crosses back from the training process,
+                # and an exception whose __init__ takes other arguments than its message cannot.
                 raise RuntimeError(
-                    f"backbone '{spec.name}' with weights {settings['weights']!r} cannot be built "
-                    f"here ({error}). Without internet only squeezenet_v1_1 has ImageNet weights; "
-                    "others need weights: none or a weights file"
-                ) from None
+                    f"the ImageNet weights of backbone '{spec.name}' cannot be downloaded here "
+                    f"({error.reason}). Without internet only squeezenet_v1_1 has ImageNet weights; others "
+                    "need weights: none or a weights file"
+                ) from error
             inputs = keras.Input((*size, 3), name="image")
             unfrozen = unfrozen_layers(backbone.model, settings["unfreeze"])
             if unfrozen:

@@ -92,9 +92,22 @@ def _standardise_rows(values: np.ndarray, rows: np.ndarray, mean: np.ndarray, st
         values[chunk] = ((values[chunk] - mean) / std).astype(values.dtype)
 
 
+def has_own_statistics(speakers: Sequence[Any], min_clips: int, sources: Sequence[Any] | None = None
+                       ) -> np.ndarray:
+    """Per row, whether it is standardised by its own speaker's statistics: whether its speaker has
+    at least `min_clips` recordings. Recordings, not rows: the windows cut from one long recording
+    (`sources`, their `source_clip_id`) count once, so that one recording is never standardised by
+    itself; without `sources` each row is a recording of its own. Rows without a speaker never are.
+    The one rule of training and `emofusion predict`, which also says how many files fell back."""
+    table = pd.DataFrame({"speaker": pd.Series(list(speakers), dtype=object),
+                          "source": range(len(speakers)) if sources is None else list(sources)})
+    recordings = table.groupby("speaker")["source"].nunique()
+    return (table["speaker"].map(recordings) >= min_clips).to_numpy()
+
+
 def standardise_by_speaker(values: np.ndarray, speakers: Sequence[Any], min_clips: int,
                            fallback: Mapping[str, Sequence[float]] | None = None,
-                           pooled_axes: tuple[int, ...] = ()
+                           pooled_axes: tuple[int, ...] = (), sources: Sequence[Any] | None = None
                            ) -> tuple[dict[str, list[float]], dict[str, int]]:
     """Standardise `values` in place, feature by feature (a column; with `pooled_axes`, e.g. a
     spectrogram's frames, a mel band over all its frames): each row by the mean and standard
@@ -102,14 +115,15 @@ def standardise_by_speaker(values: np.ndarray, speakers: Sequence[Any], min_clip
     timbre, recording level) and keeps how each clip departs from it. A row depends on its
     speaker's rows only, never on a label or another speaker's clips.
 
-    Rows without a speaker, or whose speaker has fewer than `min_clips` rows (too few for stable
-    statistics), are standardised by `fallback` ({"mean": [...], "std": [...]}, one value per
-    feature), by default the statistics of all rows. Returns the fallback statistics used and the
-    counts."""
+    Rows without a speaker, or whose speaker has fewer than `min_clips` recordings (too few for
+    stable statistics; `sources` says which recording each row was cut from, see
+    `has_own_statistics`), are standardised by `fallback` ({"mean": [...], "std": [...]}, one value
+    per feature), by default the statistics of all rows. Returns the fallback statistics used and
+    the counts of rows."""
     if min_clips < 2:
         raise FusionConfigError(f"speaker_statistics.min_clips must be at least 2, got {min_clips}")
+    own = has_own_statistics(speakers, min_clips, sources)
     speakers = pd.Series(list(speakers), dtype=object)
-    own = (speakers.map(speakers.value_counts()) >= min_clips).to_numpy()
     shape = tuple(1 if axis in pooled_axes else size for axis, size in enumerate(values.shape) if axis)
     if fallback is None:
         mean, std = feature_statistics(values, pooled_axes)
@@ -128,18 +142,21 @@ def standardise_by_speaker(values: np.ndarray, speakers: Sequence[Any], min_clip
                             "fallback": int((~own).sum())}
 
 
-def _normalised_by_speaker(values: np.ndarray, speakers: pd.Series,
+def _normalised_by_speaker(values: np.ndarray, clip_manifest: pd.DataFrame,
                            speaker_statistics_options: Mapping[str, Any], features: str,
                            pooled_axes: tuple[int, ...] = ()) -> dict[str, Any]:
-    """`standardise_by_speaker` with the run's `speaker_statistics` (`min_clips` and, from `emofusion
-    predict`, the training run's `fallback`), logged; the record the metadata keeps."""
+    """`standardise_by_speaker` of the manifest's speakers, counting their recordings by
+    `source_clip_id` where the manifest has it (windows of one long clip), with the run's
+    `speaker_statistics` (`min_clips` and, from `emofusion predict`, the training run's `fallback`),
+    logged; the record the metadata keeps."""
     min_clips = int(speaker_statistics_options["min_clips"])
     given = speaker_statistics_options.get("fallback")
-    fallback, counts = standardise_by_speaker(values, speakers, min_clips, given, pooled_axes)
+    fallback, counts = standardise_by_speaker(values, clip_manifest["speaker"], min_clips, given, pooled_axes,
+                                              clip_manifest.get("source_clip_id"))
     logger.info("Standardised %d clips (%s) by the statistics of their own speaker (%d speakers); %d clips "
-                "without a speaker or with fewer than %d clips of theirs fell back to the statistics of %s",
-                counts["normalised"], features, counts["speakers"], counts["fallback"], min_clips,
-                "the training run's clips" if given is not None else f"all {len(values)} clips")
+                "without a speaker or with fewer than %d recordings of theirs fell back to the statistics "
+                "of %s", counts["normalised"], features, counts["speakers"], counts["fallback"], min_clips,
+                "all the training run's clips" if given is not None else f"all {len(values)} clips")
     return {"by": "speaker", "min_clips": min_clips, "fallback": fallback, "clip_counts": counts}
 
 
@@ -170,7 +187,7 @@ def standardise_spectrograms_by_speaker(clip_manifest: pd.DataFrame, log_mel_spe
     values = np.empty((len(clip_ids), *source.shape[1:]), dtype=source.dtype)
     for first in range(0, len(rows), ROWS_PER_COPY):
         values[first:first + ROWS_PER_COPY] = source[rows[first:first + ROWS_PER_COPY]]
-    normalisation = _normalised_by_speaker(values, clip_manifest["speaker"], speaker_statistics_options,
+    normalisation = _normalised_by_speaker(values, clip_manifest, speaker_statistics_options,
                                            "each mel band over its frames", pooled_axes=(2,))
     metadata = log_mel_spectrogram.metadata
     return ClipArray(clip_ids, values, {
@@ -186,7 +203,7 @@ def fuse_feature_streams(clip_manifest: pd.DataFrame, fusion_variant: Any, block
     """One row per clip of the manifest, the streams' columns side by side, standardised per
     speaker if the variant says `speaker_normalisation: speaker` (see `standardise_by_speaker`;
     `speaker_statistics_options` gives `min_clips` and, from `emofusion predict`, the training run's
-    `fallback` statistics, so that a clip without enough clips of its speaker is treated as in
+    `fallback` statistics, so that a clip without enough recordings of its speaker is treated as in
     training).
 
     Rows are matched by clip id, never by position: a stream that lacks a clip is an error that
@@ -228,7 +245,7 @@ def fuse_feature_streams(clip_manifest: pd.DataFrame, fusion_variant: Any, block
                 ", ".join(f"{b['stream']} {b['stop'] - b['start']}" for b in blocks))
     normalisation = None
     if layout["speaker_normalisation"] == "speaker":
-        normalisation = _normalised_by_speaker(fused, clip_manifest["speaker"], speaker_statistics_options,
+        normalisation = _normalised_by_speaker(fused, clip_manifest, speaker_statistics_options,
                                                "every column")
         made_with["speaker_statistics.min_clips"] = normalisation["min_clips"]
     return ClipArray(clip_ids, fused, {"feature": "fused_features", "streams": list(streams),
