@@ -26,7 +26,7 @@ from sklearn.metrics import recall_score
 
 from emofusion.datasets import ClipArrayDataset
 from emofusion.instances import pipeline_parameters
-from emofusion.pipelines.fusion.nodes import column_statistics, standardise_by_speaker
+from emofusion.pipelines.fusion.nodes import standardise_by_speaker
 from emofusion.pipelines.modelling.classifiers import select_and_fit
 from emofusion.pipelines.modelling.selection import mcnemar_test
 from emofusion.pipelines.modelling.splits import split_clips
@@ -79,7 +79,8 @@ def clips_needed(project: Path, variant: str, parameters: dict) -> list[dict]:
     split, _ = split_clips(manifest.reset_index(), dict(parameters["split"], strategy="speaker_independent"),
                         random_seed)
     rng = np.random.default_rng(random_seed)
-    mean, std = column_statistics(raw)
+    mean, std = raw.mean(axis=0), raw.std(axis=0)
+    std[std == 0] = 1
     settings: list[tuple[str, np.ndarray]] = [("statistics of all clips (the fallback)", (raw - mean) / std)]
     for k in CLIPS_PER_SPEAKER:
         grouped = raw.copy()

@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import joblib
@@ -572,6 +573,30 @@ def test_a_truncated_fused_features_file_is_named_with_the_command_that_remakes_
     assert ("This run's stored input is damaged: fusion.mfcc.fused_features (values.npy holds "
             in run.stderr)
     assert "remake it with `kedro run --nodes=fusion.mfcc.fuse_feature_streams`" in run.stderr
+
+
+def test_a_second_run_during_a_run_is_refused_at_once_and_changes_nothing(finished_run, project):
+    lock = project / "data/.run.lock"
+    untouched = project / "data/08_reporting/metrics/lpcc/svm.json"
+    written = untouched.stat().st_mtime_ns
+    first = subprocess.Popen([sys.executable, "-m", "kedro", "run", "--namespaces=modelling.mfcc.dnn",
+                              "--params", TINY_DEMO], cwd=project, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True,
+                             env=dict(os.environ, KEDRO_DISABLE_TELEMETRY="1"))
+    deadline = time.monotonic() + 300
+    while not lock.exists() and first.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    started = time.monotonic()
+    second = kedro(project, "run", "--namespaces=modelling.lpcc.svm", "--params", TINY_DEMO)
+    refused_after = time.monotonic() - started
+    first.communicate(timeout=600)
+    assert first.returncode == 0
+    assert second.returncode == 1
+    assert f"Another run is using this project's data folder (process {first.pid} on " in second.stderr
+    assert "--namespaces=modelling.mfcc.dnn" in second.stderr
+    assert refused_after < 2, f"refused after {refused_after:.1f} s"
+    assert untouched.stat().st_mtime_ns == written
+    assert not lock.exists()  # given back when the first run ended
 
 
 def test_speaker_independent_split_refuses_clips_without_a_speaker(finished_run, project):
