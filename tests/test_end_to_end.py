@@ -4,6 +4,7 @@ import io
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -597,6 +598,51 @@ def test_a_second_run_during_a_run_is_refused_at_once_and_changes_nothing(finish
     assert refused_after < 2, f"refused after {refused_after:.1f} s"
     assert untouched.stat().st_mtime_ns == written
     assert not lock.exists()  # given back when the first run ended
+
+
+MFCC_DNN_OUTPUTS = ("data/06_models/mfcc/dnn.pkl", "data/06_models/mfcc/dnn.json",
+                    "data/07_model_output/mfcc/dnn_test_predictions.csv",
+                    "data/08_reporting/metrics/mfcc/dnn.json")
+
+
+def test_a_run_killed_in_its_last_fold_resumes_with_that_fold_alone(finished_run, project, tmp_path):
+    backup = tmp_path / "data"
+    shutil.copytree(project / "data", backup)  # this test's 4-fold split is put back afterwards
+    folds = project / "data/06_models/mfcc/dnn_folds"
+    four_folds = f"{TINY_DEMO},split.repeats=4"
+    try:
+        assert kedro(project, "run", "--nodes=split_clips", "--params", four_folds).returncode == 0
+        model_run = ["run", "--namespaces=modelling.mfcc.dnn", "--params", four_folds]
+        uninterrupted = kedro(project, *model_run)
+        assert uninterrupted.returncode == 0
+        expected = {name: (project / name).read_bytes() for name in MFCC_DNN_OUTPUTS}
+        shutil.rmtree(folds)
+        killed = subprocess.Popen([sys.executable, "-m", "kedro", *model_run], cwd=project,
+                                  start_new_session=True, stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.DEVNULL,
+                                  env=dict(os.environ, KEDRO_DISABLE_TELEMETRY="1"))
+        deadline = time.monotonic() + 300
+        while not (folds / "fold_2.joblib").exists() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        os.killpg(killed.pid, signal.SIGKILL)  # the run and the process training its network
+        killed.wait()
+        assert sorted(path.name for path in folds.iterdir()) == ["fold_0.joblib", "fold_1.joblib",
+                                                                "fold_2.joblib"]
+        resumed = kedro(project, *model_run)
+        assert resumed.returncode == 0
+        log = log_of(resumed)
+        assert "Took over the lock of a run that is gone" in log
+        assert "mfcc.dnn: 3 of 4 folds reused from an earlier run" in log
+        assert [line for line in log.splitlines() if "Fold " in line and "/4:" in line] == [
+            next(line for line in log.splitlines() if "Fold 4/4:" in line)]  # one fold trained
+        assert {name: (project / name).read_bytes() for name in MFCC_DNN_OUTPUTS} == expected
+
+        changed = log_of(kedro(project, *model_run[:-1], f"{four_folds},classifiers.dnn.learning_rate=0.002"))
+        assert "mfcc.dnn: 4 stored folds were made with other settings (classifier.learning_rate)" in changed
+        assert "Fold 1/4:" in changed and "Fold 4/4:" in changed
+    finally:
+        shutil.rmtree(project / "data")
+        shutil.copytree(backup, project / "data")
 
 
 def test_speaker_independent_split_refuses_clips_without_a_speaker(finished_run, project):

@@ -36,6 +36,13 @@ def check_made_with(dataset: str, made_with: Mapping[str, Any], parameters: Mapp
                               f"with this run's settings (the same --params or --env) first: {remake}")
 
 
+def changed_settings(made_with: Mapping[str, Any], now: Mapping[str, Any]) -> list[str]:
+    """The paths (`classifier.C`) whose recorded value differs from `now`'s, leaf by leaf."""
+    return [path for key in sorted(set(made_with) | set(now))
+            for path, _, _ in _differences(key, _plain(made_with.get(key, _UNSET)),
+                                           _plain(now.get(key, _UNSET)))]
+
+
 def _lookup(parameters: Mapping[str, Any], path: str) -> Any:
     value: Any = parameters
     for key in path.split("."):

@@ -110,6 +110,7 @@ class Parameters(BaseModel):
     model_config = ConfigDict(extra="allow")
     random_seed: int
     n_jobs: int
+    resume: bool = True
     audio: Audio
     mfcc: Mfcc
     lpcc: Lpcc

@@ -15,7 +15,8 @@ def test_one_namespaced_pipeline_per_variant_and_classifier(parameters):
             fit = nodes[f"{namespace}.fit_and_predict"]
             assert fit.inputs == [f"fusion.{variant}.fused_features", "data_split", "data_split_settings",
                                   f"params:classifiers.{classifier}", "params:reduction",
-                                  "params:random_seed", f"params:fusion_variants.{variant}", "parameters"]
+                                  "params:random_seed", f"params:fusion_variants.{variant}", "parameters",
+                                  f"{namespace}.finished_folds"]
             assert fit.outputs == [f"{namespace}.trained_model", f"{namespace}.model_card",
                                    f"{namespace}.test_predictions"]
             evaluate = nodes[f"{namespace}.evaluate_predictions"]
@@ -31,4 +32,6 @@ def test_one_namespaced_pipeline_per_variant_and_classifier(parameters):
                                   "params:fusion_variants", "parameters",
                                   *(f"params:classifiers.{c}" for c in classifiers),
                                   *(f"params:fusion_variants.{v}" for v in variants),
-                                  *(f"fusion.{v}.fused_features" for v in variants)}
+                                  *(f"fusion.{v}.fused_features" for v in variants),
+                                  *(f"modelling.{v}.{c}.finished_folds"
+                                    for v in variants for c in classifiers)}

@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -17,6 +18,7 @@ from plotly.subplots import make_subplots
 from sklearn.metrics import recall_score
 
 from emofusion.clip_array import ClipArray
+from emofusion.finished_folds import FinishedFolds, fold_fingerprint, resumed
 from emofusion.instances import fused_features_name
 from emofusion.provenance import check_made_with
 
@@ -77,12 +79,14 @@ def fine_tune_and_predict(
     backbone_options: Mapping[str, Any],
     random_seed: int,
     parameters: Mapping[str, Any],
+    finished_folds: FinishedFolds | None = None,
 ) -> tuple[FineTunedNetwork, dict[str, Any], pd.DataFrame, pd.DataFrame]:
     """Per fold: fine-tune the network on its training clips, stopping early on its validation
     clips, then predict its validation clips (for late fusion) and its test clips once. Returns the
     first fold's network, its model card (inputs' settings, the epoch kept per fold, the training
     history per fold, the split), the test predictions, and the validation and test predictions
-    with their `subset` (held-out predictions, which late fusion reads).
+    with their `subset` (held-out predictions, which late fusion reads). Each fold is stored as it
+    finishes (`finished_folds`, in a run), and a rerun reuses those made with the same settings.
 
     `spectrograms` is `log_mel_spectrogram`, or with `speaker_normalisation: speaker`
     `log_mel_spectrogram_spk`; the model card then records the normalisation, with the training
@@ -106,63 +110,21 @@ def fine_tune_and_predict(
             f"input {name} is {'' if normalisation else 'not '}standardised per speaker: it is wired "
             "to the wrong dataset"
         )
-    first, selections, histories, tests, validations = None, [], [], [], []
+    made_with = {"input": spectrograms.metadata.get("made_with", {}), "data_split": data_split_settings,
+                 "settings": settings}
     folds = sorted(data_split["fold"].unique())
+    results = []
     for fold in folds:
-        started = time.perf_counter()
         rows, emotion = fold_rows(data_split, fold)
-        X_train, y_train, train_ids = read_subset(spectrograms, rows, emotion, "train")
-        network = FineTunedNetwork(settings).fit(
-            X_train, y_train, speakers_apart(rows, train_ids, data_split_settings)
-        )
-        X_validation, y_validation, validation_ids = read_subset(spectrograms, rows, emotion, "validation")
-        del X_train
-        # One forward pass per subset: the prediction is the most probable class.
-        validation = prediction_table(
-            network,
-            X_validation,
-            pd.DataFrame({"fold": fold, "clip_id": validation_ids, "emotion": y_validation}),
-            probabilities=network.predict_proba(X_validation),
-        )
-        X_test, y_test, test_ids = read_subset(spectrograms, rows, emotion, "test")
-        test = prediction_table(
-            network,
-            X_test,
-            pd.DataFrame({"fold": fold, "clip_id": test_ids, "emotion": y_test}),
-            probabilities=network.predict_proba(X_test),
-        )
-        score = _uar(validation["emotion"], validation["predicted"])
-        selections.append(
-            {
-                "fold": int(fold),
-                "candidates": 1,
-                "validation_uar": score,
-                "chosen": {
-                    "epoch": network.best_epoch(),
-                    **(
-                        {"image_size": network.history_["image_size"][-1]}
-                        if settings["kind"] == "cnn"
-                        else {}
-                    ),
-                },
-            }
-        )
-        histories.append({"fold": int(fold), **network.history_})
-        logger.info(
-            "Fold %d/%d: kept epoch %d of %d, validation UAR %.3f; tested on %d clips: accuracy %.3f "
-            "(%.1f s)",
-            fold + 1,
-            len(folds),
-            network.best_epoch(),
-            len(network.history_["loss"]),
-            score,
-            len(test),
-            float((test["emotion"] == test["predicted"]).mean()),
-            time.perf_counter() - started,
-        )
-        tests.append(test)
-        validations.append(validation)
-        first = first or network
+        fine_tune = partial(_fine_tune_fold, spectrograms, rows, emotion, fold, len(folds), settings,
+                            data_split_settings, keep_network=fold == folds[0])
+        results.append(resumed(finished_folds, fold, {**made_with, "clips": fold_fingerprint(rows)},
+                               parameters, fine_tune))
+    if finished_folds is not None:
+        finished_folds.report(len(folds))
+    first = results[0]["network"]
+    tests = [result["test"] for result in results]
+    validations = [result["validation"] for result in results]
     model_card = {
         "classes": [str(label) for label in first.classes_],
         "classifier": settings,
@@ -173,8 +135,8 @@ def fine_tune_and_predict(
             "blocks": [_network_block(spectrograms, settings)],
             "speaker_normalisation": normalisation,
         },
-        "model_selection": selections,
-        "history": histories,
+        "model_selection": [result["selection"] for result in results],
+        "history": [result["history"] for result in results],
         "split": split_used(data_split, data_split_settings),
     }
     return (
@@ -189,6 +151,70 @@ def fine_tune_and_predict(
             ]
         ),
     )
+
+
+def _fine_tune_fold(
+    spectrograms: ClipArray,
+    rows: pd.DataFrame,
+    emotion: Mapping[str, str],
+    fold: int,
+    folds: int,
+    settings: Mapping[str, Any],
+    data_split_settings: Mapping[str, Any],
+    keep_network: bool,
+) -> dict[str, Any]:
+    """One fold's network, its choice and history, and its validation and test predictions; the
+    network itself only where the node returns it."""
+    started = time.perf_counter()
+    X_train, y_train, train_ids = read_subset(spectrograms, rows, emotion, "train")
+    network = FineTunedNetwork(settings).fit(
+        X_train, y_train, speakers_apart(rows, train_ids, data_split_settings)
+    )
+    X_validation, y_validation, validation_ids = read_subset(spectrograms, rows, emotion, "validation")
+    del X_train
+    # One forward pass per subset: the prediction is the most probable class.
+    validation = prediction_table(
+        network,
+        X_validation,
+        pd.DataFrame({"fold": fold, "clip_id": validation_ids, "emotion": y_validation}),
+        probabilities=network.predict_proba(X_validation),
+    )
+    X_test, y_test, test_ids = read_subset(spectrograms, rows, emotion, "test")
+    test = prediction_table(
+        network,
+        X_test,
+        pd.DataFrame({"fold": fold, "clip_id": test_ids, "emotion": y_test}),
+        probabilities=network.predict_proba(X_test),
+    )
+    score = _uar(validation["emotion"], validation["predicted"])
+    selection = {
+        "fold": int(fold),
+        "candidates": 1,
+        "validation_uar": score,
+        "chosen": {
+            "epoch": network.best_epoch(),
+            **({"image_size": network.history_["image_size"][-1]} if settings["kind"] == "cnn" else {}),
+        },
+    }
+    logger.info(
+        "Fold %d/%d: kept epoch %d of %d, validation UAR %.3f; tested on %d clips: accuracy %.3f "
+        "(%.1f s)",
+        fold + 1,
+        folds,
+        network.best_epoch(),
+        len(network.history_["loss"]),
+        score,
+        len(test),
+        float((test["emotion"] == test["predicted"]).mean()),
+        time.perf_counter() - started,
+    )
+    return {
+        "network": network if keep_network else None,
+        "selection": selection,
+        "history": {"fold": int(fold), **network.history_},
+        "test": test,
+        "validation": validation,
+    }
 
 
 def late_fuse_and_predict(

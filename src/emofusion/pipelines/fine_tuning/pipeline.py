@@ -30,6 +30,7 @@ def network_template() -> Pipeline:
                     "params:backbones",
                     "params:random_seed",
                     "parameters",
+                    "finished_folds",
                 ],
                 outputs=["trained_model", "model_card", "test_predictions", "held_out_predictions"],
                 name="fine_tune_and_predict",

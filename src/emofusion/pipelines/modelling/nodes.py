@@ -8,6 +8,7 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -20,6 +21,7 @@ from sklearn.pipeline import Pipeline
 
 from emofusion.clip_array import ClipArray
 from emofusion.errors import MissingClipsError
+from emofusion.finished_folds import FinishedFolds, fold_fingerprint, resumed
 from emofusion.provenance import check_made_with
 
 from .classifiers import prediction_table, select_and_fit
@@ -119,49 +121,65 @@ def split_used(data_split: pd.DataFrame, data_split_settings: Mapping[str, Any])
 def fit_and_predict(fused_features: ClipArray, data_split: pd.DataFrame,
                     data_split_settings: Mapping[str, Any], classifier_options: Mapping[str, Any],
                     reduction_options: Mapping[str, Any] | None, random_seed: int,
-                    fusion_variant_options: Any, parameters: Mapping[str, Any]
+                    fusion_variant_options: Any, parameters: Mapping[str, Any],
+                    finished_folds: FinishedFolds | None = None
                     ) -> tuple[Pipeline, dict[str, Any], pd.DataFrame]:
     """Per fold: the model chosen on that fold's validation clips and fitted on its training clips
     only (`select_and_fit`), then its predictions of the fold's test clips, made once. Returns the
     first fold's fitted pipeline, its model card and every test prediction (with
     speaker-independent folds, each clip is predicted once, by a model that never heard its
     speaker). Inputs made with other settings than the run's `parameters` are refused first
-    (`check_model_inputs`).
+    (`check_model_inputs`). Each fold is stored as it finishes (`finished_folds`, in a run), and a
+    rerun reuses the folds made with the same settings unless `parameters["resume"]` is false.
 
     The model card holds what predicting new audio must reproduce, the label order and how every
     feature stream was made, what was chosen on each fold's validation clips and the split used."""
     check_model_inputs(fused_features, data_split_settings, fusion_variant_options, parameters)
     metadata = fused_features.metadata
-    first_model, model_card, predictions, selections = None, {}, [], []
+    made_with = {"fused_features": metadata.get("made_with", {}), "fusion_variant": fusion_variant_options,
+                 "data_split": data_split_settings, "classifier": classifier_options,
+                 "reduction": reduction_options, "random_seed": random_seed}
     folds = sorted(data_split["fold"].unique())
+    results = []
     for fold in folds:
-        started = time.perf_counter()
         rows, emotion = fold_rows(data_split, fold)
-        X_train, y_train, train_ids = read_subset(fused_features, rows, emotion, "train")
-        model, selection = select_and_fit(metadata, classifier_options, reduction_options, random_seed,
-                                          (X_train, y_train),
-                                          read_subset(fused_features, rows, emotion, "validation")[:2],
-                                          speakers_apart(rows, train_ids, data_split_settings))
-        del X_train
-        selections.append({"fold": int(fold), **selection})
-        X_test, y_test, test_ids = read_subset(fused_features, rows, emotion, "test")
-        table = prediction_table(model, X_test, pd.DataFrame({"fold": fold, "clip_id": test_ids,
-                                                              "emotion": y_test}))
-        predictions.append(table)
-        chosen = ", ".join(f"{key} {value}" for key, value in selection["chosen"].items())
-        logger.info("Fold %d/%d: %svalidation UAR %.3f; tested on %d clips: accuracy %.3f (%.1f s)",
-                    fold + 1, len(folds),
-                    f"chose {chosen} of {selection['candidates']} candidates, " if chosen else "",
-                    selection["validation_uar"], len(test_ids),
-                    float((table["emotion"] == table["predicted"]).mean()), time.perf_counter() - started)
-        if first_model is None:
-            first_model = model
-            model_card = {"classes": [str(label) for label in model.classes_],
-                          "classifier": dict(classifier_options), "reduction": dict(reduction_options or {}),
-                          "fold": int(fold), "features": metadata}
-    model_card["model_selection"] = selections
-    model_card["split"] = split_used(data_split, data_split_settings)
-    return first_model, model_card, combined_predictions(predictions)
+        results.append(resumed(finished_folds, fold, {**made_with, "clips": fold_fingerprint(rows)},
+                               parameters, partial(_fit_fold, fused_features, rows, emotion, fold, len(folds),
+                                                   classifier_options, reduction_options, random_seed,
+                                                   data_split_settings, keep_model=fold == folds[0])))
+    if finished_folds is not None:
+        finished_folds.report(len(folds))
+    first_model = results[0]["model"]
+    model_card = {"classes": [str(label) for label in first_model.classes_],
+                  "classifier": dict(classifier_options), "reduction": dict(reduction_options or {}),
+                  "fold": int(folds[0]), "features": metadata,
+                  "model_selection": [result["selection"] for result in results],
+                  "split": split_used(data_split, data_split_settings)}
+    return first_model, model_card, combined_predictions([result["predictions"] for result in results])
+
+
+def _fit_fold(fused_features: ClipArray, rows: pd.DataFrame, emotion: Mapping[str, str], fold: int,
+              folds: int, classifier_options: Mapping[str, Any], reduction_options: Mapping[str, Any] | None,
+              random_seed: int, data_split_settings: Mapping[str, Any], keep_model: bool) -> dict[str, Any]:
+    """One fold's choice, fit and test predictions; its model only where the node returns it."""
+    started = time.perf_counter()
+    X_train, y_train, train_ids = read_subset(fused_features, rows, emotion, "train")
+    model, selection = select_and_fit(fused_features.metadata, classifier_options, reduction_options,
+                                      random_seed, (X_train, y_train),
+                                      read_subset(fused_features, rows, emotion, "validation")[:2],
+                                      speakers_apart(rows, train_ids, data_split_settings))
+    del X_train
+    X_test, y_test, test_ids = read_subset(fused_features, rows, emotion, "test")
+    table = prediction_table(model, X_test, pd.DataFrame({"fold": fold, "clip_id": test_ids,
+                                                          "emotion": y_test}))
+    chosen = ", ".join(f"{key} {value}" for key, value in selection["chosen"].items())
+    logger.info("Fold %d/%d: %svalidation UAR %.3f; tested on %d clips: accuracy %.3f (%.1f s)",
+                fold + 1, folds,
+                f"chose {chosen} of {selection['candidates']} candidates, " if chosen else "",
+                selection["validation_uar"], len(test_ids),
+                float((table["emotion"] == table["predicted"]).mean()), time.perf_counter() - started)
+    return {"model": model if keep_model else None, "selection": {"fold": int(fold), **selection},
+            "predictions": table}
 
 
 def describe_features(features: Mapping[str, Any]) -> list[dict[str, Any]]:

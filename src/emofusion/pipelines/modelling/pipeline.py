@@ -31,7 +31,8 @@ def modelling_template() -> Pipeline:
     return Pipeline([
         node(fit_and_predict,
              inputs=["fused_features", "data_split", "data_split_settings", "params:classifier",
-                     "params:reduction", "params:random_seed", "params:fusion_variant", "parameters"],
+                     "params:reduction", "params:random_seed", "params:fusion_variant", "parameters",
+                     "finished_folds"],
              outputs=["trained_model", "model_card", "test_predictions"], name="fit_and_predict"),
         evaluation_node(),
     ])
