@@ -9,11 +9,12 @@ import pytest
 from kedro.pipeline import Pipeline, node
 
 from emofusion.clip_array import ClipArray
-from emofusion.errors import EmoFusionError, SpeakersNeededError, SpeakersTableError
+from emofusion.errors import EmoFusionError, ModelMismatchError, SpeakersNeededError, SpeakersTableError
 from emofusion.inference import (
     _per_file,
     audio_files,
     features_of,
+    load_trained_model,
     needs_speakers,
     predict_emotions,
     speaker_fallback_note,
@@ -23,6 +24,8 @@ from emofusion.instances import dotted_dataset_names
 from emofusion.pipelines.data_processing.nodes import window_id
 from emofusion.pipelines.fusion import create_pipeline as fusion_pipeline
 from emofusion.pipelines.fusion.nodes import fuse_feature_streams, standardise_spectrograms_by_speaker
+from emofusion.pipelines.modelling.nodes import stamp_fit_id
+from emofusion.run_lock import acquire, lock_path, release
 
 
 class TrainedOnSpeakers:
@@ -307,3 +310,41 @@ def test_predict_notes_how_many_files_fell_back_to_the_training_run_s_statistics
         "2 of the 5 usable file(s) standardised by the statistics of all the training run's clips, not "
         "by their speaker's own: their speaker has fewer than 3 usable files here.")
     assert speaker_fallback_note(windows, files, speakers, 2) is None
+
+
+class Fitted:
+    """A stand-in for a trained model: all `load_trained_model` reads of it is its fit id."""
+
+    def __init__(self, fit_id: str | None) -> None:
+        self.fit_id_ = fit_id
+
+
+def reads(*pairs):
+    """A catalog's `load` that gives these (model, card) pairs one after another."""
+    stored = iter(item for pair in pairs for item in pair)
+    return lambda name: next(stored)
+
+
+def test_a_model_and_card_of_different_runs_are_read_again_while_a_run_rewrites_them(tmp_path):
+    lock = lock_path(tmp_path)
+    said = []
+    acquire(lock)  # a run holds the data folder
+    try:
+        model, card = load_trained_model(reads((Fitted("new"), {"fit_id": "old"}),
+                                               (Fitted("new"), {"fit_id": "new"})),
+                                         "mfcc", "svm", lock, say=said.append)
+    finally:
+        release(lock)
+    assert (model.fit_id_, card["fit_id"]) == ("new", "new")
+    assert len(said) == 1 and said[0].startswith("A run is rewriting the models (process ")
+    with pytest.raises(ModelMismatchError, match="of different runs. Make it with `kedro run "
+                                                 "--namespaces=modelling.mfcc.svm`"):
+        load_trained_model(reads((Fitted("new"), {"fit_id": "old"})), "mfcc", "svm", lock)
+
+
+def test_the_fit_id_follows_the_card_s_content_and_marks_the_model():
+    first, second = Fitted(None), Fitted(None)
+    card = stamp_fit_id(first, {"classes": ["a", "b"], "fold": 0})
+    assert stamp_fit_id(second, {"classes": ["a", "b"], "fold": 0})["fit_id"] == card["fit_id"]
+    assert first.fit_id_ == card["fit_id"]
+    assert stamp_fit_id(Fitted(None), {"classes": ["a", "c"], "fold": 0})["fit_id"] != card["fit_id"]

@@ -248,18 +248,19 @@ def _predict(paths: tuple[Path, ...], model_name: str | None, hop_s: float | Non
     import pandas as pd
     from kedro.framework.session import KedroSession
     from kedro.framework.startup import bootstrap_project
-    from kedro.io import DatasetError
 
     from emofusion.errors import ModelMismatchError, SpeakersNeededError
     from emofusion.inference import (
         FEATURE_PIPELINES,
         audio_files,
+        load_trained_model,
         needs_speakers,
         predict_emotions,
         speaker_fallback_note,
         speakers_from_csv,
     )
-    from emofusion.instances import every_pipeline, model_dataset, trained_models
+    from emofusion.instances import every_pipeline, trained_models
+    from emofusion.run_lock import lock_path
 
     project = Path.cwd()
     files, missing = audio_files(paths)
@@ -283,13 +284,8 @@ def _predict(paths: tuple[Path, ...], model_name: str | None, hop_s: float | Non
             raise click.ClickException(f"there is no trained model '{model_name}'; --model takes one of: "
                                        + ", ".join(trained))
         variant, _, classifier = model_name.partition(".")
-        try:
-            model = catalog.load(model_dataset(variant, classifier, "trained_model"))
-            model_card = catalog.load(model_dataset(variant, classifier, "model_card"))
-        except DatasetError as error:
-            raise click.ClickException(
-                f"model '{model_name}' is incomplete or missing (it needs its trained model and its model "
-                f"card, from `kedro run --pipelines=modelling`): {str(error).splitlines()[0]}") from error
+        model, model_card = load_trained_model(catalog.load, variant, classifier, lock_path(project),
+                                               say=lambda line: click.echo(line, err=True))
         click.echo(f"Model {variant}.{classifier}; {len(files)} file(s).", err=True)
         features = model_card.get("features")
         normalisation = features.get("speaker_normalisation") if isinstance(features, dict) else None

@@ -11,23 +11,61 @@ features standardised per speaker needs the speaker of each file, and is refused
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
-from kedro.io import DataCatalog, MemoryDataset
+from kedro.io import DataCatalog, DatasetError, MemoryDataset
 from kedro.pipeline import Pipeline, pipeline
 from kedro.runner import SequentialRunner
 
 from emofusion.clip_array import ClipArray
 from emofusion.errors import ModelMismatchError, SpeakersNeededError, SpeakersTableError
-from emofusion.instances import dotted_dataset_names, fused_features_name
+from emofusion.instances import dotted_dataset_names, fused_features_name, model_dataset
 from emofusion.pipelines.data_processing.corpora import AUDIO_EXTENSIONS, CLIP_COLUMNS, list_audio
 from emofusion.pipelines.fusion.nodes import has_own_statistics, variant_layout
 from emofusion.pipelines.fusion.pipeline import SPEAKER_NORMALISED_SPECTROGRAMS
 from emofusion.pipelines.modelling.classifiers import prediction_table
+from emofusion.run_lock import describe, holder_of
+
+# How long `emofusion predict` waits for a run to finish writing the model it asked for.
+MODEL_WAIT_S = 120.0
+
+
+def load_trained_model(load: Callable[[str], Any], variant: str, classifier: str, lock: Path,
+                       wait_s: float = MODEL_WAIT_S, say: Callable[[str], None] = print
+                       ) -> tuple[Any, dict[str, Any]]:
+    """A trained model and its card, read as one pair. A run that holds the data folder (`lock`)
+    may be rewriting them: a file caught mid-write, or a model and card of different runs (their
+    `fit_id`s differ), are read again until the run has written both, for at most `wait_s`."""
+    deadline = time.monotonic() + wait_s
+    waiting = False
+    while True:
+        try:
+            model = load(model_dataset(variant, classifier, "trained_model"))
+            model_card = load(model_dataset(variant, classifier, "model_card"))
+            problem = ("has a trained model and a model card of different runs"
+                       if getattr(model, "fit_id_", None) != model_card.get("fit_id") else None)
+        except DatasetError as error:
+            problem = f"is incomplete or missing ({str(error).splitlines()[0]})"
+        if problem is None:
+            return model, model_card
+        holder = holder_of(lock)
+        if holder is None or time.monotonic() > deadline:
+            raise ModelMismatchError(
+                f"model '{variant}.{classifier}' {problem}. Make it with `kedro run "
+                f"--namespaces=modelling.{variant}.{classifier}` (or `kedro run --pipelines=modelling`)"
+                + (f"; the run rewriting it ({describe(holder)}) did not finish it in {wait_s:.0f} s"
+                   if holder else ""))
+        if not waiting:
+            say(f"A run is rewriting the models ({describe(holder)}); waiting for model "
+                f"'{variant}.{classifier}' to be whole.")
+            waiting = True
+        time.sleep(0.5)
+
 
 # Facts about a run, not settings: they differ between runs that make identical features.
 RUN_FACTS = frozenset({"seconds", "clips_per_second", "fingerprint", "device", "batch_size", "versions",

@@ -36,6 +36,7 @@ from ..modelling.nodes import (
     read_subset,
     speakers_apart,
     split_used,
+    stamp_fit_id,
 )
 from .config import merged_entry, network_input, network_settings
 from .estimators import FineTunedNetwork, InputLateFusion, combined_probabilities
@@ -141,7 +142,7 @@ def fine_tune_and_predict(
     }
     return (
         first,
-        model_card,
+        stamp_fit_id(first, model_card),
         combined_predictions(tests),
         combined_predictions(
             [
@@ -324,7 +325,7 @@ def late_fuse_and_predict(
         "model_selection": selections,
         "split": split_used(data_split, data_split_settings),
     }
-    return first, model_card, combined_predictions(tests)
+    return first, stamp_fit_id(first, model_card), combined_predictions(tests)
 
 
 def training_curves_figure(model_card: Mapping[str, Any]) -> go.Figure:

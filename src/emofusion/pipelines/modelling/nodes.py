@@ -3,6 +3,7 @@ classifier, so their scores are on the same test clips."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import time
@@ -118,6 +119,16 @@ def split_used(data_split: pd.DataFrame, data_split_settings: Mapping[str, Any])
             "folds": int(data_split["fold"].nunique()), "seed": data_split_settings.get("random_seed")}
 
 
+def stamp_fit_id(model: Any, model_card: dict[str, Any]) -> dict[str, Any]:
+    """The card with `fit_id`, a hash of its own content, also set on the model as `fit_id_`: what
+    `emofusion predict` compares to know that the model and card it read belong together while a run
+    rewrites them. The same inputs give the same id, so a resumed run's files equal an
+    uninterrupted one's."""
+    fit_id = hashlib.sha256(json.dumps(model_card, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    model.fit_id_ = fit_id
+    return {**model_card, "fit_id": fit_id}
+
+
 def fit_and_predict(fused_features: ClipArray, data_split: pd.DataFrame,
                     data_split_settings: Mapping[str, Any], classifier_options: Mapping[str, Any],
                     reduction_options: Mapping[str, Any] | None, random_seed: int,
@@ -155,7 +166,8 @@ def fit_and_predict(fused_features: ClipArray, data_split: pd.DataFrame,
                   "fold": int(folds[0]), "features": metadata,
                   "model_selection": [result["selection"] for result in results],
                   "split": split_used(data_split, data_split_settings)}
-    return first_model, model_card, combined_predictions([result["predictions"] for result in results])
+    return (first_model, stamp_fit_id(first_model, model_card),
+            combined_predictions([result["predictions"] for result in results]))
 
 
 def _fit_fold(fused_features: ClipArray, rows: pd.DataFrame, emotion: Mapping[str, str], fold: int,
