@@ -13,6 +13,7 @@ from emofusion.errors import EmoFusionError, ModelMismatchError, SpeakersNeededE
 from emofusion.inference import (
     _per_file,
     audio_files,
+    corpus_note,
     features_of,
     load_trained_model,
     needs_speakers,
@@ -310,6 +311,41 @@ def test_predict_notes_how_many_files_fell_back_to_the_training_run_s_statistics
         "2 of the 5 usable file(s) standardised by the statistics of all the training run's clips, not "
         "by their speaker's own: their speaker has fewer than 3 usable files here.")
     assert speaker_fallback_note(windows, files, speakers, 2) is None
+
+
+def test_a_corpus_normalised_model_standardises_the_files_given_as_one_corpus(parameters):
+    # No speakers needed; 6 files (at least min_clips) are their own corpus, 2 are too few.
+    parameters["fusion_variants"] = {"mfcc_corpus": {"streams": ["mfcc"], "speaker_normalisation": "corpus"}}
+    parameters["speaker_statistics"] = {"min_clips": 5}
+    manifest = pd.DataFrame({"clip_id": [f"t{i}" for i in range(12)], "corpus": "acted", "speaker": None})
+    trained = fuse_feature_streams(manifest, parameters["fusion_variants"]["mfcc_corpus"],
+                                   parameters["block_weights"], parameters["block_scaling"],
+                                   parameters["speaker_statistics"], parameters,
+                                   stand_in_streams(manifest, level=20.0)[1])
+    card = {"classes": ["angry", "sad"],
+            "inputs": {"fusion.mfcc_corpus.fused_features": json.loads(json.dumps(trained.metadata))},
+            "features": {"speaker_normalisation": trained.metadata["speaker_normalisation"]}}
+    pipelines = {
+        "data_processing": Pipeline([node(windows_of, "corpus_manifest",
+                                          ["clip_manifest", "audio_rejections"])]),
+        "feature_extraction": Pipeline([node(lambda manifest: stand_in_streams(manifest, level=1.0),
+                                             "clip_manifest", ["log_mel_spectrogram", "mfcc"])]),
+        "transfer_features": Pipeline([]),
+        "fusion": fusion_pipeline(parameters=parameters),
+    }
+    model = StandIn()
+    files = [Path(f"{name}.wav") for name in "abcdef"]
+    _, windows, _ = predict_emotions(files, "mfcc_corpus", model, card, pipelines, parameters)
+    np.testing.assert_allclose(model.seen.mean(axis=0), 0, atol=1e-5)  # the batch's own statistics
+    np.testing.assert_allclose(model.seen.std(axis=0), 1, atol=1e-5)
+    assert corpus_note(windows, 5).startswith("This model standardises features per corpus: the 6 usable "
+                                              "files were standardised together, as one corpus.")
+    _, windows, _ = predict_emotions(files[:2], "mfcc_corpus", model, card, pipelines, parameters)
+    fallback = trained.metadata["speaker_normalisation"]["fallback"]
+    raw = stand_in_streams(pd.DataFrame({"clip_id": ["a.wav", "b.wav"]}), level=1.0)[1].values
+    np.testing.assert_allclose(model.seen, (raw - fallback["mean"]) / np.array(fallback["std"]), rtol=1e-4,
+                               atol=1e-4)
+    assert "2 usable file(s) are too few to stand for a corpus (fewer than 5)" in corpus_note(windows, 5)
 
 
 class Fitted:

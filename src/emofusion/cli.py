@@ -253,6 +253,7 @@ def _predict(paths: tuple[Path, ...], model_name: str | None, hop_s: float | Non
     from emofusion.inference import (
         FEATURE_PIPELINES,
         audio_files,
+        corpus_note,
         load_trained_model,
         needs_speakers,
         predict_emotions,
@@ -289,7 +290,7 @@ def _predict(paths: tuple[Path, ...], model_name: str | None, hop_s: float | Non
         click.echo(f"Model {variant}.{classifier}; {len(files)} file(s).", err=True)
         features = model_card.get("features")
         normalisation = features.get("speaker_normalisation") if isinstance(features, dict) else None
-        if speakers is not None and not normalisation:
+        if speakers is not None and (not normalisation or normalisation.get("by", "speaker") != "speaker"):
             click.echo("This model does not standardise features per speaker: the speakers change nothing.",
                        err=True)
         try:
@@ -300,10 +301,13 @@ def _predict(paths: tuple[Path, ...], model_name: str | None, hop_s: float | Non
                                         + (pd.DataFrame(columns=["clip_id", "reason"]),))
         except (ModelMismatchError, SpeakersNeededError) as error:
             raise click.ClickException(f"model '{model_name}': {error}") from error
-    if normalisation and speakers is not None:
+    by = normalisation.get("by", "speaker") if normalisation else None
+    if by == "speaker" and speakers is not None:
         note = speaker_fallback_note(windows, files, speakers, normalisation["min_clips"])
         if note:
             click.echo(note, err=True)
+    if by == "corpus" and len(windows):
+        click.echo(corpus_note(windows, normalisation["min_clips"]), err=True)
     rejected = pd.concat([missing.rename(columns={"file": "clip_id"}), rejected[["clip_id", "reason"]]],
                          ignore_index=True)
     return (windows if per_window else table), rejected

@@ -140,6 +140,20 @@ def speaker_fallback_note(windows: pd.DataFrame, files: Sequence[Path], speakers
             f"{min_clips} usable files here.")
 
 
+def corpus_note(windows: pd.DataFrame, min_clips: int) -> str:
+    """The line `emofusion predict` prints on stderr for a model trained on features standardised
+    per corpus: the files given are standardised together as one corpus, which is right only for a
+    batch that mixes emotions; or, too few to stand for a corpus, by the training run's statistics."""
+    used = windows["file"].nunique()
+    if used < min_clips:
+        return (f"This model standardises features per corpus; {used} usable file(s) are too few to stand "
+                f"for a corpus (fewer than {min_clips}): standardised by the statistics of all the training "
+                "run's clips.")
+    return (f"This model standardises features per corpus: the {used} usable files were standardised "
+            "together, as one corpus. Give recordings of one kind (one corpus, one recording set) that mix "
+            "emotions: a batch of one emotion loses what marks that emotion.")
+
+
 def needs_speakers(parameters: Mapping[str, Any]) -> set[str]:
     """`variant.classifier` of every model the configuration names that reads features standardised
     per speaker (a fusion variant's, or the spectrograms of a fine-tuned network): they need the
@@ -285,7 +299,7 @@ def predict_emotions(files: Sequence[Path], variant: str, model: Any, model_card
                                  "different runs; run `kedro run --pipelines=modelling` again")
     card_features = model_card.get("features")
     normalisation = card_features.get("speaker_normalisation") if isinstance(card_features, Mapping) else None
-    if normalisation and speakers is None:
+    if normalisation and normalisation.get("by", "speaker") == "speaker" and speakers is None:
         raise SpeakersNeededError(
             f"this {variant} model was trained on features standardised per speaker (speaker_normalisation: "
             "speaker), so it needs to know who speaks in each file: give --same-speaker when all the files "

@@ -83,6 +83,31 @@ def test_speaker_normalisation_uses_no_label_and_no_other_speaker_s_clips():
     np.testing.assert_array_equal(again.select(fused.clip_ids[a]).values, fused.values[a])
 
 
+def test_corpus_normalisation_removes_a_corpus_s_gain_and_reads_no_label(caplog):
+    """Two corpora, one recorded 20 dB louder: its features shifted and scaled. Per corpus, each
+    corpus's columns have mean 0 and standard deviation 1, whatever the labels or speakers say."""
+    rng = np.random.default_rng(0)
+    ids = [f"c{i}" for i in range(40)]
+    corpus = np.repeat(["acted", "natural"], 20)
+    manifest = pd.DataFrame({"clip_id": ids, "corpus": corpus, "speaker": rng.choice(["a", "b"], 40),
+                             "emotion": rng.choice(["angry", "sad"], 40)})
+    values = rng.normal(size=(40, 3)) * np.where(corpus == "natural", 10.0, 1.0)[:, None]
+    values += np.where(corpus == "natural", 50.0, 0.0)[:, None]
+    mfcc = ClipArray(np.array(ids), values.astype(np.float32))
+    variant = {"streams": ["mfcc"], "speaker_normalisation": "corpus"}
+    with caplog.at_level("INFO", logger="emofusion"):
+        fused = fuse_feature_streams(manifest, variant, WEIGHTS, "balanced", SPEAKER_STATISTICS, {}, mfcc)
+    for name in ("acted", "natural"):
+        rows = fused.values[corpus == name]
+        np.testing.assert_allclose(rows.mean(axis=0), 0, atol=1e-5)
+        np.testing.assert_allclose(rows.std(axis=0), 1, atol=1e-5)
+    assert fused.metadata["speaker_normalisation"]["by"] == "corpus"
+    assert "by the statistics of their own corpus (2 corpora)" in caplog.text
+    relabelled = manifest.assign(emotion=rng.permutation(manifest["emotion"].to_numpy()), speaker="z")
+    again = fuse_feature_streams(relabelled, variant, WEIGHTS, "balanced", SPEAKER_STATISTICS, {}, mfcc)
+    np.testing.assert_array_equal(again.values, fused.values)
+
+
 def test_clips_of_too_small_or_unknown_speakers_fall_back_to_all_clips_or_given_statistics(caplog):
     manifest, mfcc, lpcc = speaker_corpus()
     raw = np.hstack([mfcc.values, lpcc.values]).astype(np.float64)
@@ -238,7 +263,8 @@ def test_a_stream_made_with_other_settings_than_the_run_asks_for_is_refused():
     ({"bad": {"fusion": "late", "streams": ["mfcc"]}}, "at least two"),
     ({"bad": {"fusion": "middle", "streams": ["mfcc", "lpcc"]}}, "'middle' is not one of"),
     ({"bad": {"fusion": "late", "streams": ["mfcc", "lpcc"], "weights": [1, 2]}}, r"unknown key\(s\)"),
-    ({"bad": {"streams": ["mfcc"], "speaker_normalisation": "corpus"}}, "'corpus' is not one of"),
+    ({"bad": {"streams": ["mfcc"], "speaker_normalisation": "room"}},
+     "'room' is not one of: none, speaker, corpus"),
 ])
 def test_bad_fusion_variants_are_refused_with_the_reason(variants, message):
     with pytest.raises(FusionConfigError, match=message):

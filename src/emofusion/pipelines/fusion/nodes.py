@@ -26,7 +26,9 @@ ROWS_PER_COPY = 256  # rows copied at a time from a memory-mapped stream
 
 FUSION_KINDS = ("early", "late")
 BLOCK_SCALINGS = ("balanced", "standard")
-SPEAKER_NORMALISATIONS = ("none", "speaker")
+# speaker: each clip standardised by its speaker's clips; corpus: by its corpus's (a domain: the
+# recording conditions and language of one corpus, which a model trained on another never heard).
+SPEAKER_NORMALISATIONS = ("none", "speaker", "corpus")
 
 
 def variant_layout(variant: str, spec: Any) -> dict[str, Any]:
@@ -34,7 +36,7 @@ def variant_layout(variant: str, spec: Any) -> dict[str, Any]:
     normalisation, from either YAML form: a list of streams (early fusion: one model on the streams
     side by side) or a mapping `{fusion: late, streams: [[mfcc, lpcc], transfer_features]}` (late
     fusion: one model per item, an item being a stream or a list of streams, their class
-    probabilities combined), which may also say `speaker_normalisation: speaker`."""
+    probabilities combined), which may also say `speaker_normalisation: speaker` (or `corpus`)."""
     if isinstance(spec, Mapping):
         unknown = sorted(set(spec) - {"fusion", "streams", "speaker_normalisation"})
         if unknown:
@@ -142,22 +144,23 @@ def standardise_by_speaker(values: np.ndarray, speakers: Sequence[Any], min_clip
                             "fallback": int((~own).sum())}
 
 
-def _normalised_by_speaker(values: np.ndarray, clip_manifest: pd.DataFrame,
-                           speaker_statistics_options: Mapping[str, Any], features: str,
-                           pooled_axes: tuple[int, ...] = ()) -> dict[str, Any]:
-    """`standardise_by_speaker` of the manifest's speakers, counting their recordings by
-    `source_clip_id` where the manifest has it (windows of one long clip), with the run's
-    `speaker_statistics` (`min_clips` and, from `emofusion predict`, the training run's `fallback`),
-    logged; the record the metadata keeps."""
+def _normalised_by_group(values: np.ndarray, clip_manifest: pd.DataFrame, by: str,
+                         speaker_statistics_options: Mapping[str, Any], features: str,
+                         pooled_axes: tuple[int, ...] = ()) -> dict[str, Any]:
+    """`standardise_by_speaker` with the manifest's speakers, or with its corpora (`by`: `speaker`
+    or `corpus`), counting recordings by `source_clip_id` where the manifest has it (windows of one
+    long clip), with the run's `speaker_statistics` (`min_clips` and, from `emofusion predict`, the
+    training run's `fallback`), logged; the record the metadata keeps."""
     min_clips = int(speaker_statistics_options["min_clips"])
     given = speaker_statistics_options.get("fallback")
-    fallback, counts = standardise_by_speaker(values, clip_manifest["speaker"], min_clips, given, pooled_axes,
+    fallback, counts = standardise_by_speaker(values, clip_manifest[by], min_clips, given, pooled_axes,
                                               clip_manifest.get("source_clip_id"))
-    logger.info("Standardised %d clips (%s) by the statistics of their own speaker (%d speakers); %d clips "
-                "without a speaker or with fewer than %d recordings of theirs fell back to the statistics "
-                "of %s", counts["normalised"], features, counts["speakers"], counts["fallback"], min_clips,
+    logger.info("Standardised %d clips (%s) by the statistics of their own %s (%d %s); %d clips "
+                "without a %s or with fewer than %d recordings of theirs fell back to the statistics "
+                "of %s", counts["normalised"], features, by, counts["speakers"],
+                "speakers" if by == "speaker" else "corpora", counts["fallback"], by, min_clips,
                 "all the training run's clips" if given is not None else f"all {len(values)} clips")
-    return {"by": "speaker", "min_clips": min_clips, "fallback": fallback, "clip_counts": counts}
+    return {"by": by, "min_clips": min_clips, "fallback": fallback, "clip_counts": counts}
 
 
 def _rows_in_manifest_order(name: str, array: ClipArray, clip_ids: np.ndarray) -> np.ndarray:
@@ -187,8 +190,8 @@ def standardise_spectrograms_by_speaker(clip_manifest: pd.DataFrame, log_mel_spe
     values = np.empty((len(clip_ids), *source.shape[1:]), dtype=source.dtype)
     for first in range(0, len(rows), ROWS_PER_COPY):
         values[first:first + ROWS_PER_COPY] = source[rows[first:first + ROWS_PER_COPY]]
-    normalisation = _normalised_by_speaker(values, clip_manifest, speaker_statistics_options,
-                                           "each mel band over its frames", pooled_axes=(2,))
+    normalisation = _normalised_by_group(values, clip_manifest, "speaker", speaker_statistics_options,
+                                         "each mel band over its frames", pooled_axes=(2,))
     metadata = log_mel_spectrogram.metadata
     return ClipArray(clip_ids, values, {
         **metadata, "unit": "standard deviations of the speaker's mel band",
@@ -201,7 +204,8 @@ def fuse_feature_streams(clip_manifest: pd.DataFrame, fusion_variant: Any, block
                          block_scaling: str, speaker_statistics_options: Mapping[str, Any],
                          parameters: Mapping[str, Any], *arrays: ClipArray) -> ClipArray:
     """One row per clip of the manifest, the streams' columns side by side, standardised per
-    speaker if the variant says `speaker_normalisation: speaker` (see `standardise_by_speaker`;
+    speaker (or per corpus) if the variant says `speaker_normalisation: speaker` (or `corpus`; see
+    `standardise_by_speaker`;
     `speaker_statistics_options` gives `min_clips` and, from `emofusion predict`, the training run's
     `fallback` statistics, so that a clip without enough recordings of its speaker is treated as in
     training).
@@ -244,9 +248,9 @@ def fuse_feature_streams(clip_manifest: pd.DataFrame, fusion_variant: Any, block
     logger.info("Fused %s for %d clips: %s", " + ".join(streams), len(clip_ids),
                 ", ".join(f"{b['stream']} {b['stop'] - b['start']}" for b in blocks))
     normalisation = None
-    if layout["speaker_normalisation"] == "speaker":
-        normalisation = _normalised_by_speaker(fused, clip_manifest, speaker_statistics_options,
-                                               "every column")
+    if layout["speaker_normalisation"] != "none":
+        normalisation = _normalised_by_group(fused, clip_manifest, layout["speaker_normalisation"],
+                                             speaker_statistics_options, "every column")
         made_with["speaker_statistics.min_clips"] = normalisation["min_clips"]
     return ClipArray(clip_ids, fused, {"feature": "fused_features", "streams": list(streams),
                                        "fusion": layout["fusion"], "groups": layout["groups"],

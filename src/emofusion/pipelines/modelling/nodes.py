@@ -263,7 +263,7 @@ def variant_streams(variant: Sequence[Any] | Mapping[str, Any]) -> frozenset[str
 
 
 def variant_normalisation(variant: Sequence[Any] | Mapping[str, Any]) -> str:
-    """`speaker` for a variant standardised per speaker, else `none`."""
+    """`speaker` (or `corpus`) for a variant standardised per speaker (per corpus), else `none`."""
     return variant.get("speaker_normalisation", "none") if isinstance(variant, Mapping) else "none"
 
 
@@ -280,7 +280,7 @@ def compare_with_references(summary: pd.DataFrame, validation_uar: Mapping[str, 
     - `without_cnn`: the variants without the `transfer_features` stream, normalised or not, for a
       model that uses it: what answers "does the CNN stream help?".
     - `without_speaker_normalisation`: the same streams as they are, for a variant standardised
-      per speaker.
+      per speaker or per corpus.
 
     Each gives the other side's choice and UAR, the gain (this model's UAR minus the other's) with
     its paired bootstrap interval (`_low`, `_high`), McNemar's p and, for the reference, the test
@@ -312,7 +312,7 @@ def compare_with_references(summary: pd.DataFrame, validation_uar: Mapping[str, 
         without = against(instance, classifier, classical if CNN_STREAM in own else [])
         as_they_are = against(instance, classifier, [
             other for other in streams if streams[other] == own and normalisation[other] == "none"]
-            if normalisation[variant] == "speaker" else [])
+            if normalisation[variant] != "none" else [])
         row = {"speaker_normalisation": normalisation[variant],
                "clips_gained": reference.get("won"), "clips_lost": reference.get("lost")}
         for prefix, gain, p, compared in (("reference", "uar_gain", "mcnemar_p", reference),
@@ -356,14 +356,16 @@ def answer_questions(summary: pd.DataFrame, validation_uar: Mapping[str, Mapping
                      random_seed: int) -> pd.DataFrame:
     """The run's answers, each from models chosen fold by fold on validation clips, for all
     classifiers together and for each alone: which model is chosen and its test UAR (`chosen
-    model`); and whether the CNN stream, and per-speaker normalisation, help: the chosen model with
-    the lever against the chosen model without it, the gain with its paired bootstrap interval and
-    McNemar's p. The verdict says "the data cannot tell" where the interval spans 0."""
+    model`); and whether the CNN stream, per-speaker and per-corpus normalisation help (where the
+    run has models with and without the lever): the chosen model with the lever against the chosen
+    model without it, the gain with its paired bootstrap interval and McNemar's p. The verdict says
+    "the data cannot tell" where the interval spans 0."""
     instance = summary["variant"] + "__" + summary["classifier"]
     sizes = dict(zip(instance, stream_counts(summary), strict=True))
     cnn = dict(zip(instance, summary["streams"].str.split(" + ", regex=False).map(
         lambda names: CNN_STREAM in names), strict=True))
     speaker = dict(zip(instance, summary["speaker_normalisation"] == "speaker", strict=True))
+    corpus = dict(zip(instance, summary["speaker_normalisation"] == "corpus", strict=True))
     rows = []
     for scope in ["all", *dict.fromkeys(summary["classifier"])]:
         members = [m for m, classifier in zip(instance, summary["classifier"], strict=True)
@@ -376,7 +378,8 @@ def answer_questions(summary: pd.DataFrame, validation_uar: Mapping[str, Mapping
                         for name, value in ((score, interval["estimate"]), (f"{score}_low", interval["low"]),
                                             (f"{score}_high", interval["high"]))}})
         for question, lever in (("does the CNN stream help?", cnn),
-                                ("does per-speaker normalisation help?", speaker)):
+                                ("does per-speaker normalisation help?", speaker),
+                                ("does per-corpus normalisation help?", corpus)):
             compared = compare_choices([m for m in members if lever[m]], [m for m in members if not lever[m]],
                                        validation_uar, sizes, test_predictions, units, random_seed)
             if compared:
