@@ -59,11 +59,15 @@ class FinishedFolds:
         self.reused.append(fold)
         return stored["result"]
 
-    def keep(self, fold: int, made_with: Mapping[str, Any], result: Any) -> None:
+    def keep(self, fold: int, made_with: Mapping[str, Any], result: Any) -> Any:
+        """Store a fold; returns it as read back, so that a run that made it and one that reuses
+        it go on with the same objects (a model pickled again after a round trip can differ in a
+        few bytes from the one first pickled)."""
         self.folder.mkdir(parents=True, exist_ok=True)
         staging = self._file(fold).with_suffix(".saving")
         joblib.dump({"made_with": json.loads(json.dumps(made_with, default=str)), "result": result}, staging)
         os.replace(staging, self._file(fold))
+        return joblib.load(self._file(fold))["result"]
 
     def report(self, folds: int) -> None:
         """One log line: how many folds were reused, and which settings made others train again."""
@@ -85,6 +89,5 @@ def resumed(finished_folds: FinishedFolds | None, fold: int, made_with: Mapping[
         return make()
     result = finished_folds.reuse(fold, made_with) if parameters.get("resume", True) else None
     if result is None:
-        result = make()
-        finished_folds.keep(fold, made_with, result)
+        result = finished_folds.keep(fold, made_with, make())
     return result

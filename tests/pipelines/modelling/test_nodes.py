@@ -1,8 +1,10 @@
 """modelling's nodes: scaling fitted on training clips only, classifiers, metrics."""
 
+import logging
 import pickle
 from typing import Any
 
+import joblib
 import numpy as np
 import pandas as pd
 import pytest
@@ -10,6 +12,7 @@ from scipy.stats import binomtest
 
 from emofusion.clip_array import ClipArray
 from emofusion.errors import ClassifierConfigError, StaleInputError
+from emofusion.finished_folds import FinishedFolds
 from emofusion.pipelines.fusion.nodes import fuse_feature_streams
 from emofusion.pipelines.modelling.classifiers import (
     DenseNetworkClassifier,
@@ -42,7 +45,8 @@ def fused(n_per_emotion: int = 30, width: int = 6, seed: int = 0, speakers: int 
 
 
 def fit(features: ClipArray, made_split: tuple[pd.DataFrame, dict], classifier: dict,
-        reduction: dict | None = None, **parameters: Any) -> tuple[Any, dict, pd.DataFrame]:
+        reduction: dict | None = None, finished_folds: FinishedFolds | None = None, **parameters: Any
+        ) -> tuple[Any, dict, pd.DataFrame]:
     """fit_and_predict with seed 0, in a run whose parameters are those the split was made with
     (`split_clips`' second output), changed by `parameters` (`split`, `random_seed`, `fusion_variant`...)."""
     data_split, made_with = made_split
@@ -55,7 +59,7 @@ def fit(features: ClipArray, made_split: tuple[pd.DataFrame, dict], classifier: 
         run_part[key] = value
     run |= parameters
     return fit_and_predict(features, data_split, made_with, classifier, reduction, 0,
-                           run.pop("fusion_variant", None), run)
+                           run.pop("fusion_variant", None), run, finished_folds)
 
 
 EVALUATION = {"bootstrap_resamples": 200, "confidence": 0.95}
@@ -108,6 +112,30 @@ def test_a_model_refuses_a_split_made_with_other_settings_before_training():
     assert metrics["split"] == card["split"]
     assert metrics["resampled"] == "speakers"  # a speaker's clips are not independent
     assert list(metrics["per_fold"]) == ["0", "1", "2"]
+
+
+def test_a_rerun_reuses_the_stored_folds_and_retrains_those_a_changed_setting_affects(tmp_path, caplog):
+    features, clips = fused()
+    folds = split_clips(clips, {"strategy": "speaker_independent", "speaker_folds": 3}, 0)
+    svm = {"kind": "svm", "C": 1.0}
+    model, card, predictions = fit(features, folds, svm, finished_folds=FinishedFolds(tmp_path, "m.svm"))
+    assert sorted(path.name for path in tmp_path.iterdir()) == [f"fold_{k}.joblib" for k in range(3)]
+    (tmp_path / "fold_2.joblib").unlink()  # as a run killed in its last fold leaves them
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="emofusion"):
+        again = fit(features, folds, svm, finished_folds=FinishedFolds(tmp_path, "m.svm"))
+    assert "m.svm: 2 of 3 folds reused" in caplog.text
+    trained = [record.getMessage()[:8] for record in caplog.records if record.getMessage().startswith("Fold")]
+    assert trained == ["Fold 3/3"]
+    assert joblib.hash(again[0]) == joblib.hash(model) and again[1] == card
+    pd.testing.assert_frame_equal(again[2], predictions, check_exact=True)
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="emofusion"):
+        fit(features, folds, {"kind": "svm", "C": 2.0}, finished_folds=FinishedFolds(tmp_path, "m.svm"))
+        fit(features, folds, {"kind": "svm", "C": 2.0}, finished_folds=FinishedFolds(tmp_path, "m.svm"),
+            evaluation={"bootstrap_resamples": 500})  # a setting the folds do not depend on
+    assert "m.svm: 3 stored folds were made with other settings (classifier.C)" in caplog.text
+    assert "m.svm: 3 of 3 folds reused" in caplog.text
 
 
 def test_the_model_card_and_metrics_record_the_split_as_it_was_made():
