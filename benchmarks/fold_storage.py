@@ -6,9 +6,9 @@ speaker-independent modelling run (default models, 6 folds each).
 
 Runs `kedro run --pipelines=modelling --params split.strategy=speaker_independent,resume=false` in
 the workdir's RAVDESS project (its features already made), which trains every fold and stores each
-one. The cost of storing them is then measured the way the run pays it: every stored fold is read
-and written again (`joblib.dump` to a scratch folder, as `FinishedFolds.keep` writes it), timed, and
-its size summed. Then the same command with resume on (the default), as after a crash in the last
+one. The cost of storing them is then measured the way the run pays it: every stored fold is read,
+then written and read back again (`FinishedFolds.keep` writes a fold and hands it on as read back),
+timed, and its size summed. Then the same command with resume on (the default), as after a crash in the last
 model's last fold: it reuses every fold.
 """
 
@@ -26,7 +26,7 @@ BACKBONE = {"transfer_features": {"backbone": "squeezenet_v1_1", "weights": "ima
 
 
 def storing_cost(models: Path) -> tuple[float, int, int]:
-    """Seconds to write every stored fold again, their bytes, and how many there are."""
+    """Seconds to write every stored fold again and read it back, their bytes, and how many there are."""
     files = sorted(models.glob("**/*_folds/fold_*.joblib"))
     seconds = 0.0
     with tempfile.TemporaryDirectory() as scratch:
@@ -34,6 +34,7 @@ def storing_cost(models: Path) -> tuple[float, int, int]:
             stored = joblib.load(file)
             started = time.perf_counter()
             joblib.dump(stored, Path(scratch) / "fold.joblib")
+            joblib.load(Path(scratch) / "fold.joblib")
             seconds += time.perf_counter() - started
     return seconds, sum(file.stat().st_size for file in files), len(files)
 
@@ -62,14 +63,15 @@ def main() -> None:
         "",
         f"RAVDESS, speaker independent (6 folds), `kedro run --pipelines=modelling` with the default models: "
         f"{every_fold['wall_s']:,.0f} s training every fold (`resume=false`). Writing its {stored} stored "
-        f"folds (each fold's choice and test predictions, and the first fold's model) takes "
+        f"folds (each fold's choice and test predictions, and the first fold's model) and reading "
+        f"them back takes "
         f"{store_s:.1f} s, {100 * store_s / every_fold['wall_s']:.2f}% of the run, and "
         f"{store_bytes / 2**20:,.0f} MB of disk under data/06_models/*/*_folds (the first fold's model "
         "is also the model the run keeps: most of those bytes are that copy). The same command again, "
         f"as after a crash in its last model's last fold, reused the folds of {models} models and took "
         f"{reused['wall_s']:,.0f} s (the summary, intervals and report are made again). Measured on "
-        "the 2-core machine; the storing time is the time to write the same files again, as "
-        "`FinishedFolds.keep` writes them.",
+        "the 2-core machine; the storing time is the time to write the same files again and read them "
+        "back, as `FinishedFolds.keep` does.",
     ])
     print(text)
     if args.markdown:

@@ -196,6 +196,18 @@ def stand_in_streams(clip_manifest: pd.DataFrame, level: float) -> tuple[ClipArr
             ClipArray(ids, mfcc.astype(np.float32), dict(MFCC)))
 
 
+def stand_in_pipelines(parameters: dict, windows=None) -> dict[str, Pipeline]:
+    """The project's fusion wiring on stand-in streams; each file one window unless `windows` cuts it."""
+    return {
+        "data_processing": Pipeline([node(windows or windows_of, "corpus_manifest",
+                                          ["clip_manifest", "audio_rejections"])]),
+        "feature_extraction": Pipeline([node(lambda manifest: stand_in_streams(manifest, level=1.0),
+                                             "clip_manifest", ["log_mel_spectrogram", "mfcc"])]),
+        "transfer_features": Pipeline([]),
+        "fusion": fusion_pipeline(parameters=parameters),
+    }
+
+
 @pytest.fixture
 def spk_parameters(parameters) -> dict:
     """A speaker-normalised fusion variant and network, and their late fusion; min_clips 5."""
@@ -225,14 +237,7 @@ def trained_inputs(parameters: dict) -> dict:
 def test_a_network_on_spectrograms_standardised_per_speaker_needs_speakers_then_uses_training_fallbacks(
         spk_parameters):
     trained = trained_inputs(spk_parameters)
-    pipelines = {
-        "data_processing": Pipeline([node(windows_of, "corpus_manifest",
-                                          ["clip_manifest", "audio_rejections"])]),
-        "feature_extraction": Pipeline([node(lambda manifest: stand_in_streams(manifest, level=1.0),
-                                             "clip_manifest", ["log_mel_spectrogram", "mfcc"])]),
-        "transfer_features": Pipeline([]),
-        "fusion": fusion_pipeline(parameters=spk_parameters),  # the project's wiring, stand-in streams
-    }
+    pipelines = stand_in_pipelines(spk_parameters)
     spectrograms = trained["log_mel_spectrogram_spk"]
     network_card = {"classes": ["angry", "sad"], "inputs": {"log_mel_spectrogram_spk": spectrograms},
                     "features": {"speaker_normalisation": spectrograms["speaker_normalisation"]}}
@@ -276,14 +281,7 @@ def five_windows_each(corpus_manifest: pd.DataFrame) -> tuple[pd.DataFrame, pd.D
 def test_one_long_recording_of_a_speaker_is_one_file_not_as_many_as_its_windows(spk_parameters):
     # min_clips 5: one recording cut into 5 windows is not standardised by itself, but as in training.
     trained = trained_inputs(spk_parameters)
-    pipelines = {
-        "data_processing": Pipeline([node(five_windows_each, "corpus_manifest",
-                                          ["clip_manifest", "audio_rejections"])]),
-        "feature_extraction": Pipeline([node(lambda manifest: stand_in_streams(manifest, level=1.0),
-                                             "clip_manifest", ["log_mel_spectrogram", "mfcc"])]),
-        "transfer_features": Pipeline([]),
-        "fusion": fusion_pipeline(parameters=spk_parameters),
-    }
+    pipelines = stand_in_pipelines(spk_parameters, five_windows_each)
     spectrograms = trained["log_mel_spectrogram_spk"]
     card = {"classes": ["angry", "sad"], "inputs": {"log_mel_spectrogram_spk": spectrograms},
             "features": {"speaker_normalisation": spectrograms["speaker_normalisation"]}}
@@ -325,14 +323,7 @@ def test_a_corpus_normalised_model_standardises_the_files_given_as_one_corpus(pa
     card = {"classes": ["angry", "sad"],
             "inputs": {"fusion.mfcc_corpus.fused_features": json.loads(json.dumps(trained.metadata))},
             "features": {"speaker_normalisation": trained.metadata["speaker_normalisation"]}}
-    pipelines = {
-        "data_processing": Pipeline([node(windows_of, "corpus_manifest",
-                                          ["clip_manifest", "audio_rejections"])]),
-        "feature_extraction": Pipeline([node(lambda manifest: stand_in_streams(manifest, level=1.0),
-                                             "clip_manifest", ["log_mel_spectrogram", "mfcc"])]),
-        "transfer_features": Pipeline([]),
-        "fusion": fusion_pipeline(parameters=parameters),
-    }
+    pipelines = stand_in_pipelines(parameters)
     model = StandIn()
     files = [Path(f"{name}.wav") for name in "abcdef"]
     _, windows, _ = predict_emotions(files, "mfcc_corpus", model, card, pipelines, parameters)
