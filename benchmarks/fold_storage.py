@@ -69,7 +69,7 @@ def main() -> None:
         f"{store_bytes / 2**20:,.0f} MB of disk under data/06_models/*/*_folds (the first fold's model "
         "is also the model the run keeps: most of those bytes are that copy). The same command again, "
         f"as after a crash in its last model's last fold, reused the folds of {models} models and took "
-        f"{reused['wall_s']:,.0f} s (the summary, intervals and report are made again). Measured on "
+        f"{reused['wall_s']:,.0f} s (the summary and its intervals are made again). Measured on "
         "the 2-core machine; the storing time is the time to write the same files again and read them "
         "back, as `FinishedFolds.keep` does.",
     ])
