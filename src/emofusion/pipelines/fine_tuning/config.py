@@ -11,12 +11,14 @@ from typing import Any
 
 from emofusion.errors import FineTuningConfigError
 
-from ..fusion.nodes import SPEAKER_NORMALISATIONS
 from ..fusion.pipeline import SPEAKER_NORMALISED_SPECTROGRAMS
 from ..transfer_features.config import backbone_spec
 
 NETWORK_KINDS = ("cnn", "lstm")
 LATE_FUSION = "late_fusion"
+# The spectrograms a network can read: as they are, or standardised per speaker by the fusion
+# pipeline (log_mel_spectrogram_spk).
+NETWORK_NORMALISATIONS = ("none", "speaker")
 PRECISIONS = ("auto", "float32", "mixed_bfloat16")  # no float16: two optimizers, no loss scaling
 SEQUENCE_FEATURES = ("mfcc", "log_mel")
 AUGMENTATION_KEYS = (
@@ -167,10 +169,10 @@ def network_settings(
     if jit not in ("auto", True, False):
         raise FineTuningConfigError(f"{name}: jit_compile must be auto, true or false, got {jit!r}")
     normalisation = entry.get("speaker_normalisation", "none")
-    if normalisation not in SPEAKER_NORMALISATIONS:
+    if normalisation not in NETWORK_NORMALISATIONS:
         raise FineTuningConfigError(
             f"fine_tuning model '{name}': speaker_normalisation '{normalisation}' is not one of: "
-            f"{', '.join(SPEAKER_NORMALISATIONS)}"
+            f"{', '.join(NETWORK_NORMALISATIONS)}"
         )
     settings: dict[str, Any] = {
         "name": name,
