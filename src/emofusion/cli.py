@@ -32,13 +32,18 @@ def refusal(error: BaseException | None) -> EmoFusionError | None:
     return None
 
 
-def _tracebacks_wanted(verbose: bool) -> bool:
-    return verbose or logging.getLogger("emofusion").isEnabledFor(logging.DEBUG)
+def as_message(error: BaseException, verbose: bool) -> click.ClickException | None:
+    """What to raise instead of `error`: the project's refusal as its message alone (click prints
+    `Error: ...` and exits with status 1); None, to raise `error` itself with its traceback, for a
+    bug, or when --verbose or the `emofusion` logger at DEBUG asks for it."""
+    refused = refusal(error)
+    if refused is None or verbose or logging.getLogger("emofusion").isEnabledFor(logging.DEBUG):
+        return None
+    return click.ClickException(str(refused))
 
 
 def _refusals_as_messages(command: click.Command) -> click.Command:
-    """`command` with `--verbose`, printing a refusal's message alone (click's `Error: ...`, exit
-    status 1) unless --verbose or DEBUG logging asks for its traceback; bugs keep theirs."""
+    """`command` with `--verbose`, printing a refusal as its message (`as_message`)."""
     callback: Callable[..., Any] = command.callback  # type: ignore[assignment]
 
     @functools.wraps(callback)
@@ -46,10 +51,10 @@ def _refusals_as_messages(command: click.Command) -> click.Command:
         try:
             return callback(*args, **kwargs)
         except Exception as error:
-            refused = refusal(error)
-            if refused is None or _tracebacks_wanted(verbose):
+            message = as_message(error, verbose)
+            if message is None:
                 raise
-            raise click.ClickException(str(refused)) from None
+            raise message from None
 
     wrapped = copy.copy(command)
     wrapped.params = [*command.params, click.Option(
@@ -217,10 +222,10 @@ def predict(paths: tuple[Path, ...], model_name: str | None, output: Path | None
         table, rejected = _predict(paths, model_name, hop_s, env, params, same_speaker, speakers_table,
                                    per_window, verbose)
     except Exception as error:  # what the project refused, as its message; a bug with its traceback
-        refused = refusal(error)
-        if refused is None or _tracebacks_wanted(verbose):
+        message = as_message(error, verbose)
+        if message is None:
             raise
-        raise click.ClickException(str(refused)) from None
+        raise message from None
     rows = pd.concat([table, rejected.rename(columns={"clip_id": "file"})[["file", "reason"]]],
                      ignore_index=True) if len(rejected) else table
     if "windows" in rows:  # a count, also beside the rows of rejected files
