@@ -242,6 +242,7 @@ def predictions_right_on(right: range | set[int], clips: int = 100) -> pd.DataFr
 
 VARIANTS = {"mfcc": ["mfcc"], "lpcc": ["lpcc"], "cnn": ["transfer_features"], "mfcc_lpcc": ["mfcc", "lpcc"],
             "all_late": {"fusion": "late", "streams": [["mfcc", "lpcc"], "transfer_features"]},
+            "mfcc_corpus": {"streams": ["mfcc"], "speaker_normalisation": "corpus"},
             "switched_off": None}
 # mfcc is right on c0..c59; mfcc_lpcc fixes 30 of its errors (c60..c89) and makes 10 new ones (c0..c9).
 PREDICTIONS = {"mfcc__svm": predictions_right_on(range(60)), "lpcc__svm": predictions_right_on(range(50)),
@@ -420,6 +421,22 @@ def test_answers_say_the_data_cannot_tell_when_the_interval_spans_zero():
         "mfcc_lpcc__svm": (predictions_right_on(range(40)), ["mfcc", "lpcc"], {0: 0.6}),
         "cnn__svm": (predictions_right_on(range(90)), ["transfer_features"], {0: 0.7})})
     assert answers.set_index("question").loc["does the CNN stream help?", "answer"].iloc[0] == "helps"
+
+
+def test_the_answers_ask_whether_per_corpus_normalisation_helps_when_a_run_has_such_models():
+    # Chosen on validation clips, the model as it is wins; on the test clips the per-corpus one is right
+    # on 30 more: the answer compares the chosen model with the lever against the chosen one without.
+    summary, answers = summarised({
+        "mfcc__svm": (predictions_right_on(range(60)), ["mfcc"], {0: 0.6}),
+        "mfcc_corpus__svm": (predictions_right_on(range(90)), ["mfcc"], {0: 0.5})})
+    (corpus,) = answers[(answers["scope"] == "all")
+                        & (answers["question"] == "does per-corpus normalisation help?")].itertuples()
+    assert (corpus.model, corpus.other, corpus.answer) == ("mfcc_corpus.svm", "mfcc.svm", "helps")
+    assert corpus.gain == pytest.approx(0.3)
+    chosen = answers.set_index("question").loc["chosen model", "model"].iloc[0]
+    assert chosen == "mfcc.svm"  # validation clips cannot see what carries over to another corpus
+    row = summary.set_index("variant").loc["mfcc_corpus"]
+    assert (row["speaker_normalisation"], row["without_speaker_normalisation"]) == ("corpus", "mfcc")
 
 
 def test_a_network_s_stopping_epoch_never_depends_on_a_validation_or_test_clip():
