@@ -6,17 +6,22 @@ import numpy as np
 import pandas as pd
 
 from emofusion.datasets import FinishedFoldsDataset
-from emofusion.finished_folds import FinishedFolds, fold_fingerprint, resumed
+from emofusion.finished_folds import FinishedFolds, fold_fingerprint, resumed_folds
 
 MADE_WITH = {"classifier": {"kind": "svm", "C": 1.0}, "clips": "abc"}
 
 
 def counting(made: list):
-    """A fold maker that records each call."""
-    def make():
-        made.append(len(made))
-        return {"predictions": pd.DataFrame({"p": np.linspace(0, 1, 7) / 3})}
+    """A maker of folds that records each fold it makes."""
+    def make(folds):
+        for fold in folds:
+            made.append(len(made))
+            yield fold, {"predictions": pd.DataFrame({"p": np.linspace(0, 1, 7) / 3})}
     return make
+
+
+def resumed(store, fold, made_with, parameters, make):
+    return resumed_folds(store, {fold: made_with}, parameters, make)[fold]
 
 
 def test_a_stored_fold_is_reused_exactly_and_only_with_the_same_settings(tmp_path, caplog):
@@ -65,3 +70,18 @@ def test_a_fold_s_fingerprint_follows_its_clips_not_their_order():
                          "emotion": ["x", "y", "x"]})
     assert fold_fingerprint(rows) == fold_fingerprint(rows.iloc[::-1])
     assert fold_fingerprint(rows) != fold_fingerprint(rows.assign(subset=["train", "test", "validation"]))
+
+
+def test_folds_made_in_any_order_are_each_stored_and_only_the_missing_ones_are_made(tmp_path):
+    store = FinishedFolds(tmp_path, "m")
+    resumed(store, 1, MADE_WITH, {}, counting([]))
+    asked = []
+
+    def backwards(folds):
+        asked.extend(folds)
+        for fold in reversed(folds):
+            yield fold, {"fold": fold}
+    results = resumed_folds(store, {fold: MADE_WITH for fold in range(3)}, {}, backwards)
+    assert asked == [0, 2]
+    assert sorted(results) == [0, 1, 2] and results[2] == {"fold": 2}
+    assert store.reuse(0, MADE_WITH) == {"fold": 0} and store.reuse(2, MADE_WITH) == {"fold": 2}

@@ -29,6 +29,15 @@ class ClipArray:
         if len(np.unique(ids)) != len(ids):
             raise ValueError("ClipArray clip ids must be unique")
 
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        """A ClipArray that maps a whole file travels to another process as the file's name, not as
+        its values: a model's fold workers read the rows they need, not hundreds of megabytes each."""
+        if is_whole_file_map(self.values):
+            values = self.values
+            return _mapped_clip_array, (self.clip_ids, values.filename, values.dtype.str, values.offset,
+                                        values.shape, values.flags.f_contiguous, self.metadata)
+        return ClipArray, (self.clip_ids, self.values, self.metadata)
+
     def __len__(self) -> int:
         return len(self.clip_ids)
 
@@ -44,3 +53,21 @@ class ClipArray:
         """Rows for ``clip_ids`` in that order."""
         rows = self.positions(clip_ids)
         return ClipArray(np.asarray(clip_ids, dtype=str), self.values[rows], dict(self.metadata))
+
+
+def is_whole_file_map(values: np.ndarray) -> bool:
+    """Whether `values` is a whole memory map of its file, not a view of part of one."""
+    if not isinstance(values, np.memmap) or values.filename is None:
+        return False
+    root = values
+    while isinstance(root.base, np.ndarray):
+        root = root.base
+    return (values.ctypes.data == root.ctypes.data and values.shape == root.shape
+            and values.strides == root.strides)
+
+
+def _mapped_clip_array(clip_ids: np.ndarray, filename: str, dtype: str, offset: int, shape: tuple[int, ...],
+                       fortran_order: bool, metadata: dict[str, Any]) -> ClipArray:
+    values = np.memmap(filename, dtype=np.dtype(dtype), mode="r", offset=offset, shape=shape,
+                       order="F" if fortran_order else "C")
+    return ClipArray(clip_ids, values, metadata)

@@ -11,7 +11,7 @@ import hashlib
 import json
 import logging
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -80,14 +80,20 @@ class FinishedFolds:
                         len(self.changed), ", ".join(settings[:5]) + (" ..." if len(settings) > 5 else ""))
 
 
-def resumed(finished_folds: FinishedFolds | None, fold: int, made_with: Mapping[str, Any],
-            parameters: Mapping[str, Any], make: Callable[[], Any]) -> Any:
-    """A fold's result: stored by an earlier run with the same `made_with` (unless the run's
-    `resume` is false), else made now and stored. Without a store (a node called outside a run),
-    made now."""
-    if finished_folds is None:
-        return make()
-    result = finished_folds.reuse(fold, made_with) if parameters.get("resume", True) else None
-    if result is None:
-        result = finished_folds.keep(fold, made_with, make())
-    return result
+def resumed_folds(finished_folds: FinishedFolds | None, made_with: Mapping[int, Mapping[str, Any]],
+                  parameters: Mapping[str, Any],
+                  make: Callable[[list[int]], Iterable[tuple[int, Any]]]) -> dict[int, Any]:
+    """Each fold's result (the folds of `made_with`, with what each is made with): stored by an
+    earlier run with the same settings (unless the run's `resume` is false), else made now by
+    `make(folds)`, which yields `(fold, result)` as each is done (in any order), and stored as it
+    comes. Without a store (a node called outside a run), every fold is made now."""
+    results: dict[int, Any] = {}
+    if finished_folds is not None and parameters.get("resume", True):
+        for fold, settings in made_with.items():
+            stored = finished_folds.reuse(fold, settings)
+            if stored is not None:
+                results[fold] = stored
+    for fold, result in make([fold for fold in made_with if fold not in results]):
+        stored = finished_folds is not None
+        results[fold] = finished_folds.keep(fold, made_with[fold], result) if stored else result
+    return results

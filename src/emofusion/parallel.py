@@ -1,12 +1,22 @@
-"""Chunked process-parallel map with a progress bar, for the per-clip steps."""
+"""Process-parallel work: a chunked map with a progress bar for the per-clip steps, and pools of
+spawned processes whose log records reach this process's loggers (the networks' training process,
+a model's folds)."""
 
 from __future__ import annotations
 
+import atexit
+import itertools
+import logging
+import logging.handlers
+import multiprocessing
+import multiprocessing.util
 import os
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from functools import partial
 from typing import Any, TypeVar
 
@@ -14,6 +24,7 @@ from joblib.externals.loky import get_reusable_executor
 from tqdm import tqdm
 
 T = TypeVar("T")
+K = TypeVar("K", bound=Hashable)
 
 
 def die_with_parent(parent_pid: int) -> None:
@@ -66,3 +77,147 @@ def imap_chunks(
         for output in outputs:
             yield from output
             progress.update(len(output))
+
+
+class _Relay(logging.Handler):
+    """Hands a record from a worker process to the logger of the same name here; a job's last
+    record (`JOB_LOGGED`) says that all of that job's records have been handed on."""
+
+    def __init__(self, logged: dict[int, threading.Event]) -> None:
+        super().__init__()
+        self.logged = logged
+
+    def emit(self, record: logging.LogRecord) -> None:
+        job = getattr(record, JOB_LOGGED, None)
+        if job is not None:
+            if job in self.logged:  # else a failed job, whose result was not waited for
+                self.logged[job].set()
+            return
+        logger = logging.getLogger(record.name)
+        if logger.isEnabledFor(record.levelno):
+            logger.handle(record)
+
+
+JOB_LOGGED = "emofusion_job_logged"
+_records: Any = None  # in a worker process: the queue its log records travel through
+
+
+def _relay_records() -> None:
+    root = logging.getLogger()
+    root.handlers = [logging.handlers.QueueHandler(_records)]
+    # Everything goes to the relay, which passes on what the pool's process's loggers let through.
+    root.setLevel(logging.DEBUG)
+    logging.getLogger("emofusion").setLevel(logging.NOTSET)
+
+
+def _start_worker(records: Any, parent_pid: int, environment: dict[str, str],
+                  initializer: Callable[[], None] | None) -> None:
+    global _records
+    die_with_parent(parent_pid)
+    os.environ.update(environment)
+    _records = records
+    _relay_records()
+    if initializer is not None:
+        initializer()
+
+
+def _relayed(job: int, function: Callable[..., T], *arguments: Any) -> T:
+    # Importing a job's modules may have configured logging anew (Kedro's does, when imported).
+    _relay_records()
+    try:
+        return function(*arguments)
+    finally:  # after the job's records in the same queue, so the relay sees it after them
+        _records.put(logging.makeLogRecord({JOB_LOGGED: job}))
+
+
+class LoggingProcessPool:
+    """Spawned worker processes (spawned: TensorFlow may run in this one) with a relay of their log
+    records to this process's loggers. `environment` is set in each worker before its work, and
+    passed on to the processes it starts. `result` hands a job's result on once its log records
+    have been handed on, so that a log reads in the order things happened."""
+
+    def __init__(self, workers: int, initializer: Callable[[], None] | None = None,
+                 environment: dict[str, str] | None = None) -> None:
+        context = multiprocessing.get_context("spawn")
+        records = context.Queue()
+        self.workers = workers
+        self.jobs = itertools.count()
+        self.logged: dict[int, threading.Event] = {}
+        self.job_of: dict[Future, int] = {}
+        self.listener = logging.handlers.QueueListener(records, _Relay(self.logged))
+        self.listener.start()
+        self.executor = ProcessPoolExecutor(workers, mp_context=context, initializer=_start_worker,
+                                            initargs=(records, os.getpid(), environment or {}, initializer))
+        # A pool's worker ends without atexit handlers, joining its children first: its own pools
+        # (a fold's training process) must be told to end before, while its queues still carry
+        # the message (multiprocessing closes them at exit priority 10).
+        multiprocessing.util.Finalize(self, self.executor.shutdown, exitpriority=100)
+
+    def submit(self, function: Callable[..., T], *arguments: Any) -> Future[T]:
+        job = next(self.jobs)
+        self.logged[job] = threading.Event()
+        future = self.executor.submit(_relayed, job, function, *arguments)
+        self.job_of[future] = job
+        return future
+
+    def result(self, future: Future[T]) -> T:
+        job = self.job_of.pop(future)
+        try:
+            value = future.result()
+            self.logged[job].wait(timeout=30)  # a worker killed right after its job leaves no mark
+        finally:
+            del self.logged[job]
+        return value
+
+    def stop(self, finish_jobs: bool = True) -> None:
+        """Without `finish_jobs`, jobs not started are dropped and running ones end with their job."""
+        self.executor.shutdown(wait=finish_jobs, cancel_futures=not finish_jobs)
+        self.listener.stop()
+
+
+# Networks train in processes these workers start, which show no progress bar of their own: the
+# folds' bar here says how far the model is, and interleaved bars of two processes would not.
+FOLD_WORKER_ENVIRONMENT = {"TQDM_DISABLE": "1"}
+_fold_pool: LoggingProcessPool | None = None
+
+
+def _stop_fold_pool(finish_jobs: bool = True) -> None:
+    global _fold_pool
+    if _fold_pool is not None:
+        _fold_pool.stop(finish_jobs)
+        _fold_pool = None
+
+
+atexit.register(_stop_fold_pool)
+
+
+def finished_in_processes(function: Callable[..., T], jobs: Mapping[K, tuple[Any, ...]], *, n_jobs: int,
+                          description: str) -> Iterator[tuple[K, T]]:
+    """`(key, function(*arguments))` for every job, each as soon as it is done, with a progress bar.
+    With more than one worker (`n_jobs`, never more than the jobs), the jobs run in worker
+    processes that are kept for the next call (their start-up, and that of the networks' training
+    process each starts, is paid once a run); else here, one after another. Each job must seed its
+    own randomness, so that its result does not depend on where it ran."""
+    global _fold_pool
+    workers = min(effective_n_jobs(n_jobs), len(jobs))
+    if workers < 2:
+        for key, arguments in jobs.items():
+            yield key, function(*arguments)
+        return
+    if _fold_pool is None or _fold_pool.workers != workers:
+        _stop_fold_pool()
+        _fold_pool = LoggingProcessPool(workers, environment=FOLD_WORKER_ENVIRONMENT)
+    pending = {_fold_pool.submit(function, *arguments): key for key, arguments in jobs.items()}
+    try:
+        with tqdm(total=len(jobs), desc=description, unit="job", mininterval=1.0) as progress:
+            while pending:
+                done, _ = wait(pending, return_when=FIRST_COMPLETED)
+                for future in done:
+                    progress.update()
+                    yield pending.pop(future), _fold_pool.result(future)
+    except BrokenProcessPool as error:
+        raise RuntimeError(f"a worker process running {function.__name__} ended abruptly, most likely "
+                           "killed for lack of memory (n_jobs: 1 runs one job at a time)") from error
+    finally:
+        if pending:  # failed or abandoned: the jobs left are not wanted
+            _stop_fold_pool(finish_jobs=False)

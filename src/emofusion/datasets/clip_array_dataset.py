@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 from kedro.io.core import AbstractDataset, DatasetError, get_protocol_and_path
 
-from emofusion.clip_array import ClipArray
+from emofusion.clip_array import ClipArray, is_whole_file_map
 from emofusion.errors import DamagedDatasetError
 
 
@@ -118,11 +118,5 @@ class ClipArrayDataset(AbstractDataset[ClipArray, ClipArray]):
 
 def _maps_whole_file(values: np.ndarray, values_file: Path) -> bool:
     """Whether ``values`` is the whole memory-mapped ``values_file``, not a view of part of it."""
-    if not isinstance(values, np.memmap) or values.filename is None or not values_file.exists():
-        return False
-    root = values
-    while isinstance(root.base, np.ndarray):
-        root = root.base
-    return (Path(values.filename).resolve() == values_file.resolve()
-            and values.ctypes.data == root.ctypes.data
-            and values.shape == root.shape and values.strides == root.strides)
+    return (is_whole_file_map(values) and values_file.exists()
+            and Path(values.filename).resolve() == values_file.resolve())

@@ -1,6 +1,7 @@
 """modelling's nodes: scaling fitted on training clips only, classifiers, metrics."""
 
 import logging
+import os
 import pickle
 from typing import Any
 
@@ -136,6 +137,26 @@ def test_a_rerun_reuses_the_stored_folds_and_retrains_those_a_changed_setting_af
             evaluation={"bootstrap_resamples": 500})  # a setting the folds do not depend on
     assert "m.svm: 3 stored folds were made with other settings (classifier.C)" in caplog.text
     assert "m.svm: 3 of 3 folds reused" in caplog.text
+
+
+@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="one core: folds run one after another")
+@pytest.mark.parametrize("classifier", [
+    {"kind": "svm", "C": 1.0, "search": {"C": [1.0, 10.0]}},
+    {"kind": "dnn", "layers": [{"units": 16}], "epochs": 5, "patience": 5, "batch_size": 64},
+])
+def test_folds_side_by_side_in_worker_processes_give_what_one_at_a_time_gives(classifier, caplog):
+    features, clips = fused(speakers=9)
+    folds = split_clips(clips, {"strategy": "speaker_independent", "speaker_folds": 3}, 0)
+    alone = fit(features, folds, classifier, n_jobs=1)
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="emofusion"):
+        side_by_side = fit(features, folds, classifier, n_jobs=2)
+    fold_lines = [record for record in caplog.records if record.getMessage().startswith("Fold")]
+    assert len(fold_lines) == 3 and {record.process for record in fold_lines}.isdisjoint({os.getpid()})
+    # The same model as it comes back from another process (a round trip changes a few pickled bytes).
+    assert joblib.hash(side_by_side[0]) == joblib.hash(pickle.loads(pickle.dumps(alone[0])))
+    assert side_by_side[1] == alone[1]
+    pd.testing.assert_frame_equal(side_by_side[2], alone[2], check_exact=True)
 
 
 def test_the_model_card_and_metrics_record_the_split_as_it_was_made():

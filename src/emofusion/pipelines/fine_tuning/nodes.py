@@ -8,7 +8,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping
-from functools import partial
 from typing import Any
 
 import numpy as np
@@ -18,7 +17,7 @@ from plotly.subplots import make_subplots
 from sklearn.metrics import recall_score
 
 from emofusion.clip_array import ClipArray
-from emofusion.finished_folds import FinishedFolds, fold_fingerprint, resumed
+from emofusion.finished_folds import FinishedFolds, fold_fingerprint, resumed_folds
 from emofusion.instances import fused_features_name
 from emofusion.provenance import check_made_with
 
@@ -114,13 +113,15 @@ def fine_tune_and_predict(
     made_with = {"input": spectrograms.metadata.get("made_with", {}), "data_split": data_split_settings,
                  "settings": settings}
     folds = sorted(data_split["fold"].unique())
-    results = []
-    for fold in folds:
-        rows, emotion = fold_rows(data_split, fold)
-        fine_tune = partial(_fine_tune_fold, spectrograms, rows, emotion, fold, len(folds), settings,
-                            data_split_settings, keep_network=fold == folds[0])
-        results.append(resumed(finished_folds, fold, {**made_with, "clips": fold_fingerprint(rows)},
-                               parameters, fine_tune))
+    fold_inputs = {fold: fold_rows(data_split, fold) for fold in folds}
+    # One fold at a time: a fine-tuned network uses every core, and the memory of one.
+    by_fold = resumed_folds(
+        finished_folds, {fold: {**made_with, "clips": fold_fingerprint(rows)} for fold, (rows, _) in
+                         fold_inputs.items()}, parameters,
+        lambda todo: ((fold, _fine_tune_fold(spectrograms, *fold_inputs[fold], fold, len(folds), settings,
+                                             data_split_settings, keep_network=fold == folds[0]))
+                      for fold in todo))
+    results = [by_fold[fold] for fold in folds]
     if finished_folds is not None:
         finished_folds.report(len(folds))
     first = results[0]["network"]

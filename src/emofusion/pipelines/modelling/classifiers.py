@@ -11,14 +11,11 @@ import hashlib
 import inspect
 import itertools
 import logging
-import logging.handlers
-import multiprocessing
 import os
 import shutil
 import tempfile
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any
@@ -38,7 +35,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from tqdm import tqdm
 
 from emofusion.errors import ClassifierConfigError
-from emofusion.parallel import die_with_parent
+from emofusion.parallel import LoggingProcessPool
 
 logger = logging.getLogger(__name__)
 
@@ -454,47 +451,15 @@ def _alive(pid: int) -> bool:
     return True
 
 
-class _Relay(logging.Handler):
-    """Hands a record from the training process to the logger of the same name here."""
-
-    def emit(self, record: logging.LogRecord) -> None:
-        logger = logging.getLogger(record.name)
-        if logger.isEnabledFor(record.levelno):
-            logger.handle(record)
-
-
-def _start_training_process(records: Any, parent_pid: int) -> None:
-    die_with_parent(parent_pid)
-    root = logging.getLogger()
-    root.handlers = [logging.handlers.QueueHandler(records)]
-    # Everything goes to the relay, which passes on what the parent process's loggers let through.
-    root.setLevel(logging.DEBUG)
-    logging.getLogger("emofusion").setLevel(logging.NOTSET)
-    # TensorFlow is what this process is for: imported now, quietly, before a function's module
-    # (the fine-tuning networks) imports it at the top with its start-up chatter.
+def _import_tensorflow() -> None:
+    # TensorFlow is what the training process is for: imported at its start, quietly, before a
+    # function's module (the fine-tuning networks) imports it at the top with its start-up chatter.
     from emofusion.quiet_tensorflow import import_tensorflow
 
     import_tensorflow()
 
 
-class _TrainingProcess:
-    """A spawned process (TensorFlow may already run in this one) that trains networks one after
-    another, with a relay of its log records to this process's loggers."""
-
-    def __init__(self) -> None:
-        context = multiprocessing.get_context("spawn")
-        records = context.Queue()
-        self.listener = logging.handlers.QueueListener(records, _Relay())
-        self.listener.start()
-        self.executor = ProcessPoolExecutor(1, mp_context=context, initializer=_start_training_process,
-                                            initargs=(records, os.getpid()))
-
-    def stop(self) -> None:
-        self.executor.shutdown()
-        self.listener.stop()
-
-
-_training_process: _TrainingProcess | None = None
+_training_process: LoggingProcessPool | None = None
 
 
 def _stop_training_process() -> None:
@@ -514,9 +479,9 @@ def run_in_training_process(function: Callable[..., Any], *args: Any, fresh: boo
     process gives back."""
     global _training_process
     if _training_process is None:
-        _training_process = _TrainingProcess()
+        _training_process = LoggingProcessPool(1, initializer=_import_tensorflow)
     try:
-        return _training_process.executor.submit(function, *args).result()
+        return _training_process.result(_training_process.submit(function, *args))
     except BrokenProcessPool as error:
         fresh = True
         raise RuntimeError(f"the process running {function.__name__} ended abruptly, most likely killed "

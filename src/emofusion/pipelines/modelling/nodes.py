@@ -9,7 +9,6 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from functools import partial
 from typing import Any
 
 import numpy as np
@@ -22,7 +21,8 @@ from sklearn.pipeline import Pipeline
 
 from emofusion.clip_array import ClipArray
 from emofusion.errors import MissingClipsError
-from emofusion.finished_folds import FinishedFolds, fold_fingerprint, resumed
+from emofusion.finished_folds import FinishedFolds, fold_fingerprint, resumed_folds
+from emofusion.parallel import finished_in_processes
 from emofusion.provenance import check_made_with
 
 from .classifiers import prediction_table, select_and_fit
@@ -136,7 +136,8 @@ def fit_and_predict(fused_features: ClipArray, data_split: pd.DataFrame,
                     finished_folds: FinishedFolds | None = None
                     ) -> tuple[Pipeline, dict[str, Any], pd.DataFrame]:
     """Per fold: the model chosen on that fold's validation clips and fitted on its training clips
-    only (`select_and_fit`), then its predictions of the fold's test clips, made once. Returns the
+    only (`select_and_fit`), then its predictions of the fold's test clips, made once; folds run
+    side by side in `parameters["n_jobs"]` processes. Returns the
     first fold's fitted pipeline, its model card and every test prediction (with
     speaker-independent folds, each clip is predicted once, by a model that never heard its
     speaker). Inputs made with other settings than the run's `parameters` are refused first
@@ -151,13 +152,17 @@ def fit_and_predict(fused_features: ClipArray, data_split: pd.DataFrame,
                  "data_split": data_split_settings, "classifier": classifier_options,
                  "reduction": reduction_options, "random_seed": random_seed}
     folds = sorted(data_split["fold"].unique())
-    results = []
-    for fold in folds:
-        rows, emotion = fold_rows(data_split, fold)
-        results.append(resumed(finished_folds, fold, {**made_with, "clips": fold_fingerprint(rows)},
-                               parameters, partial(_fit_fold, fused_features, rows, emotion, fold, len(folds),
-                                                   classifier_options, reduction_options, random_seed,
-                                                   data_split_settings, keep_model=fold == folds[0])))
+    fold_inputs = {fold: fold_rows(data_split, fold) for fold in folds}
+    jobs = {fold: (fused_features, rows, emotion, fold, len(folds), classifier_options, reduction_options,
+                   random_seed, data_split_settings, fold == folds[0])
+            for fold, (rows, emotion) in fold_inputs.items()}
+    fold_made_with = {fold: {**made_with, "clips": fold_fingerprint(rows)}
+                      for fold, (rows, _) in fold_inputs.items()}
+    # The folds to train run side by side, one per worker process (`n_jobs`), each stored as it ends.
+    by_fold = resumed_folds(finished_folds, fold_made_with, parameters, lambda todo: finished_in_processes(
+        _fit_fold, {fold: jobs[fold] for fold in todo}, n_jobs=parameters.get("n_jobs", 1),
+        description="Folds"))
+    results = [by_fold[fold] for fold in folds]
     if finished_folds is not None:
         finished_folds.report(len(folds))
     first_model = results[0]["model"]
