@@ -3,6 +3,7 @@
 import io
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -750,3 +751,23 @@ def test_the_paper_environment_trains_exactly_the_reference_models(scratch_proje
     assert list(model.named_steps) == ["scale", "classify"] and not model.named_steps["scale"].balanced
     metrics = json.loads((project / "data/08_reporting/metrics/mfcc_lpcc_ir/svm.json").read_text())
     assert [(fold["candidates"], fold["chosen"]) for fold in metrics["model_selection"]] == [(1, {})]
+
+
+def test_a_small_run_flags_clips_out_of_domain_and_predict_standardises_a_batch_as_one_domain(
+        scratch_project, parameters):
+    # One variant and one classifier (the others switched off): the domain description,
+    # corpus_scores, the report and predict's --same-domain and in_domain, wired as a user runs them.
+    variants = {variant: None for variant in parameters["fusion_variants"] if variant != "mfcc"}
+    project = scratch_project({"fusion_variants": variants,
+                               "classifiers": {"dnn": None, "svm": {"search": None}}})
+    run = kedro(project, "run", "--params", TINY_DEMO)
+    assert run.returncode == 0, run.stderr[-3000:]
+    scores = pd.read_csv(project / "data/08_reporting/corpus_scores.csv")
+    assert list(scores["corpus"]) == ["demo"] and 0 <= scores.loc[0, "out_of_domain"] <= 0.3
+    assert 'id="corpora"' in (project / "data/08_reporting/report.html").read_text()
+    demo = project / "data/01_raw/demo"
+    batch = predict(project, "--model", "mfcc.svm", "--same-domain", "--format", "csv", str(demo))
+    assert batch.returncode == 0, batch.stderr[-3000:]
+    table = pd.read_csv(io.StringIO(batch.stdout))
+    assert len(table) == 96 and table["in_domain"].mean() > 0.7
+    assert re.search(r"\d+ of the 96 usable file\(s\) out of this model's domain", batch.stderr)
