@@ -139,8 +139,9 @@ def test_run_fuses_streams_and_trains_every_variant_and_classifier_above_chance(
     normalised = ClipArrayDataset(
         path=str(project / "data/05_model_input/fused_features/compare_egemaps_mfcc_lpcc_spk")).load()
     assert normalised.values.shape == (100, 6373 + 88 + 80 + 24)
-    assert normalised.metadata["speaker_normalisation"]["clip_counts"] == {
-        "speakers": 4, "normalised": 96, "fallback": 4}
+    counts = normalised.metadata["speaker_normalisation"]["clip_counts"]
+    assert counts | {"spread": None} == {"speakers": 4, "normalised": 96, "fallback": 4, "spread": None}
+    assert len(counts["spread"]) == 4  # each speaker's spread, for `emofusion predict` to compare with
     assert ("4 clips without a speaker or with fewer than 5 recordings of theirs fell back"
             in log_of(finished_run))
 
@@ -195,8 +196,8 @@ def test_fine_tuned_models_are_scored_and_described_as_modelling_s_with_training
     # On spectrograms standardised per speaker, as the fused variants ending in _spk are.
     spk = json.loads((project / "data/06_models/log_mel_spectrogram_spk/squeezenet_c2_spk.json").read_text())
     assert list(spk["inputs"]) == ["log_mel_spectrogram_spk"]
-    assert spk["features"]["speaker_normalisation"]["clip_counts"] == {"speakers": 4, "normalised": 96,
-                                                                       "fallback": 4}
+    assert spk["features"]["speaker_normalisation"]["clip_counts"] | {"spread": None} == {
+        "speakers": 4, "normalised": 96, "fallback": 4, "spread": None}
     assert len(spk["features"]["speaker_normalisation"]["fallback"]["mean"]) == 128  # one per mel band
     assert "Standardised 96 clips (each mel band over its frames)" in log_of(finished_run)
     late = json.loads((project / f"data/06_models/{SPK_LATE[0]}/{SPK_LATE[1]}.json").read_text())
