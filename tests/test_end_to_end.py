@@ -3,6 +3,7 @@
 import io
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -138,8 +139,9 @@ def test_run_fuses_streams_and_trains_every_variant_and_classifier_above_chance(
     normalised = ClipArrayDataset(
         path=str(project / "data/05_model_input/fused_features/compare_egemaps_mfcc_lpcc_spk")).load()
     assert normalised.values.shape == (100, 6373 + 88 + 80 + 24)
-    assert normalised.metadata["speaker_normalisation"]["clip_counts"] == {
-        "speakers": 4, "normalised": 96, "fallback": 4}
+    counts = normalised.metadata["speaker_normalisation"]["clip_counts"]
+    assert counts | {"spread": None} == {"speakers": 4, "normalised": 96, "fallback": 4, "spread": None}
+    assert len(counts["spread"]) == 4  # each speaker's spread, for `emofusion predict` to compare with
     assert ("4 clips without a speaker or with fewer than 5 recordings of theirs fell back"
             in log_of(finished_run))
 
@@ -194,8 +196,8 @@ def test_fine_tuned_models_are_scored_and_described_as_modelling_s_with_training
     # On spectrograms standardised per speaker, as the fused variants ending in _spk are.
     spk = json.loads((project / "data/06_models/log_mel_spectrogram_spk/squeezenet_c2_spk.json").read_text())
     assert list(spk["inputs"]) == ["log_mel_spectrogram_spk"]
-    assert spk["features"]["speaker_normalisation"]["clip_counts"] == {"speakers": 4, "normalised": 96,
-                                                                       "fallback": 4}
+    assert spk["features"]["speaker_normalisation"]["clip_counts"] | {"spread": None} == {
+        "speakers": 4, "normalised": 96, "fallback": 4, "spread": None}
     assert len(spk["features"]["speaker_normalisation"]["fallback"]["mean"]) == 128  # one per mel band
     assert "Standardised 96 clips (each mel band over its frames)" in log_of(finished_run)
     late = json.loads((project / f"data/06_models/{SPK_LATE[0]}/{SPK_LATE[1]}.json").read_text())
@@ -234,7 +236,7 @@ def test_the_log_is_short_quiet_and_ends_with_the_summary(finished_run, project)
     assert finished_run.returncode == 0
     # Lines as a terminal shows them: a progress bar redraws its line with carriage returns.
     lines = [line for line in (finished_run.stdout + finished_run.stderr).split("\n") if line.strip()]
-    assert len(lines) < 300, len(lines)
+    assert len(lines) < 310, len(lines)  # 300 with the domain descriptions (one more line)
     log = "\n".join(lines)
     for noise in ("E0000", "I0000", "absl", "cuInit", "Loading data from", "Saving data to", "DNN epoch",
                   "register_new_resolver", "shuffle", "rich_logging.yml", "--pipeline=", "Traceback"):
@@ -750,3 +752,23 @@ def test_the_paper_environment_trains_exactly_the_reference_models(scratch_proje
     assert list(model.named_steps) == ["scale", "classify"] and not model.named_steps["scale"].balanced
     metrics = json.loads((project / "data/08_reporting/metrics/mfcc_lpcc_ir/svm.json").read_text())
     assert [(fold["candidates"], fold["chosen"]) for fold in metrics["model_selection"]] == [(1, {})]
+
+
+def test_a_small_run_flags_clips_out_of_domain_and_predict_standardises_a_batch_as_one_domain(
+        scratch_project, parameters):
+    # One variant and one classifier (the others switched off): the domain description,
+    # corpus_scores, the report and predict's --same-domain and in_domain, wired as a user runs them.
+    variants = {variant: None for variant in parameters["fusion_variants"] if variant != "mfcc"}
+    project = scratch_project({"fusion_variants": variants,
+                               "classifiers": {"dnn": None, "svm": {"search": None}}})
+    run = kedro(project, "run", "--params", TINY_DEMO)
+    assert run.returncode == 0, run.stderr[-3000:]
+    scores = pd.read_csv(project / "data/08_reporting/corpus_scores.csv")
+    assert list(scores["corpus"]) == ["demo"] and 0 <= scores.loc[0, "out_of_domain"] <= 0.3
+    assert 'id="corpora"' in (project / "data/08_reporting/report.html").read_text()
+    demo = project / "data/01_raw/demo"
+    batch = predict(project, "--model", "mfcc.svm", "--same-domain", "--format", "csv", str(demo))
+    assert batch.returncode == 0, batch.stderr[-3000:]
+    table = pd.read_csv(io.StringIO(batch.stdout))
+    assert len(table) == 96 and table["in_domain"].mean() > 0.7
+    assert re.search(r"\d+ of the 96 usable file\(s\) out of this model's domain", batch.stderr)

@@ -9,7 +9,13 @@ import pytest
 from kedro.pipeline import Pipeline, node
 
 from emofusion.clip_array import ClipArray
-from emofusion.errors import EmoFusionError, ModelMismatchError, SpeakersNeededError, SpeakersTableError
+from emofusion.errors import (
+    DomainBatchError,
+    EmoFusionError,
+    ModelMismatchError,
+    SpeakersNeededError,
+    SpeakersTableError,
+)
 from emofusion.inference import (
     _per_file,
     audio_files,
@@ -25,6 +31,7 @@ from emofusion.instances import dotted_dataset_names
 from emofusion.pipelines.data_processing.nodes import window_id
 from emofusion.pipelines.fusion import create_pipeline as fusion_pipeline
 from emofusion.pipelines.fusion.nodes import fuse_feature_streams, standardise_spectrograms_by_speaker
+from emofusion.pipelines.modelling.domain import describe_domain
 from emofusion.pipelines.modelling.nodes import stamp_fit_id
 from emofusion.run_lock import acquire, lock_path, release
 
@@ -375,3 +382,79 @@ def test_the_fit_id_follows_the_card_s_content_and_marks_the_model():
     assert stamp_fit_id(second, {"classes": ["a", "b"], "fold": 0})["fit_id"] == card["fit_id"]
     assert first.fit_id_ == card["fit_id"]
     assert stamp_fit_id(Fitted(None), {"classes": ["a", "c"], "fold": 0})["fit_id"] != card["fit_id"]
+
+
+def generated_batch_pipelines(parameters: dict, rows: dict[str, np.ndarray]) -> dict[str, Pipeline]:
+    """The project's fusion wiring on one stand-in stream `mfcc` whose row for each file is given."""
+    def stream(manifest: pd.DataFrame) -> tuple[ClipArray, ClipArray]:
+        ids = manifest["clip_id"].astype(str).to_numpy()
+        return (stand_in_streams(manifest, level=1.0)[0],
+                ClipArray(ids, np.stack([rows[i] for i in ids]), dict(MFCC)))
+
+    return {"data_processing": Pipeline([node(windows_of, "corpus_manifest",
+                                              ["clip_manifest", "audio_rejections"])]),
+            "feature_extraction": Pipeline([node(stream, "clip_manifest", ["log_mel_spectrogram", "mfcc"])]),
+            "transfer_features": Pipeline([]), "fusion": fusion_pipeline(parameters=parameters)}
+
+
+@pytest.fixture
+def acted_model(parameters) -> tuple[StandIn, dict, dict]:
+    """A model of a variant as it is (`mfcc`), trained on a generated acted corpus and describing it,
+    its card, and the parameters."""
+    from tests.pipelines.modelling.test_domain import OPTIONS, generated_corpus
+
+    parameters["fusion_variants"] = {"mfcc": ["mfcc"]}
+    manifest, training = generated_corpus("acted")
+    _, validation = generated_corpus("acted", speakers=4, seed=1)
+    trained = fuse_feature_streams(manifest, ["mfcc"], parameters["block_weights"],
+                                   parameters["block_scaling"], parameters["speaker_statistics"], parameters,
+                                   ClipArray(manifest["clip_id"].to_numpy(), training, dict(MFCC)))
+    model = StandIn()
+    model.domain_ = describe_domain(trained.metadata, training, manifest["corpus"], validation, OPTIONS)
+    card = {"classes": ["angry", "sad"], "features": json.loads(json.dumps(trained.metadata))}
+    return model, card, parameters
+
+
+def predicted(model: StandIn, card: dict, parameters: dict, batch: np.ndarray, **options) -> tuple[
+        pd.DataFrame, list[str]]:
+    """predict_emotions on files whose features are the rows of `batch`, and what it said."""
+    files = [Path(f"f{i}.wav") for i in range(len(batch))]
+    said: list[str] = []
+    pipelines = generated_batch_pipelines(parameters, dict(zip(map(str, files), batch, strict=True)))
+    table, _, _ = predict_emotions(files, "mfcc", model, card, pipelines, parameters, say=said.append,
+                                   **options)
+    return table, said
+
+
+def test_same_domain_puts_a_batch_of_other_recordings_on_the_training_scale_and_flags_it_otherwise(
+        acted_model):
+    from tests.pipelines.modelling.test_domain import generated_corpus
+
+    model, card, parameters = acted_model
+    _, louder = generated_corpus("other", speakers=3, gain_db=20.0, seed=5)  # 72 files, mixed emotions
+    table, said = predicted(model, card, parameters, louder)
+    assert not table["in_domain"].any() and said[-1].startswith("72 of the 72 usable file(s) out of this")
+    np.testing.assert_allclose(model.seen, louder, rtol=1e-5)  # as they are, without --same-domain
+
+    table, said = predicted(model, card, parameters, louder, same_domain=True)
+    np.testing.assert_allclose(model.seen.mean(axis=0), model.domain_.mean_, atol=1e-3)
+    np.testing.assert_allclose(model.seen.std(axis=0), model.domain_.std_, rtol=1e-3)
+    assert table["in_domain"].mean() > 0.8
+    assert not any(line.startswith("The files vary far less") for line in said)  # it mixes emotions
+    with pytest.raises(DomainBatchError, match="19 usable file"):  # domain_statistics.min_files: 20
+        predicted(model, card, parameters, louder[:19], same_domain=True)
+
+
+def test_a_batch_of_one_emotion_is_warned_of_by_its_spread_and_by_its_answers(acted_model):
+    from tests.pipelines.modelling.test_domain import generated_corpus
+
+    model, card, parameters = acted_model
+    _, angry = generated_corpus("other", speakers=3, clips=8, gain_db=20.0, emotions=("angry",), seed=5)
+    _, said = predicted(model, card, parameters, angry, same_domain=True)
+    assert any(line.startswith("The files vary far less than the training corpora do") for line in said)
+    # Every file gets one answer (the stand-in's): said too, with or without --same-domain.
+    assert any(line.startswith("24 of the 24 files (100%) got one emotion, sad") for line in said)
+    # A model standardised per speaker refuses --same-domain before anything is made.
+    with pytest.raises(DomainBatchError, match="give --same-speaker"):
+        predict_emotions([Path("a.wav")], "mfcc_spk", TrainedOnSpeakers(), CARD, pipelines={}, parameters={},
+                         speakers=["x"], same_domain=True)

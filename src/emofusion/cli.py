@@ -202,10 +202,15 @@ def _render(table: pd.DataFrame, form: str) -> str:
 @click.option("--speakers", "speakers_table", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="A CSV with columns path and speaker (paths relative to the CSV), for a model trained "
                    "on features standardised per speaker: each speaker's files are standardised together.")
+@click.option("--same-domain", is_flag=True,
+              help="The files are one domain (one corpus or recording set: another language, microphone or "
+                   "setting than the training clips) and mix emotions: their features are standardised by "
+                   "their own statistics, then put on the training clips' scale (at least "
+                   "domain_statistics.min_files files). A model standardised per corpus always does this.")
 @click.option("--verbose", is_flag=True, help="Log every step on stderr, and show tracebacks.")
 def predict(paths: tuple[Path, ...], model_name: str | None, output: Path | None, form: str, per_window: bool,
             hop_s: float | None, env: str | None, params: dict, same_speaker: bool,
-            speakers_table: Path | None, verbose: bool) -> None:
+            speakers_table: Path | None, same_domain: bool, verbose: bool) -> None:
     """Predict the emotion of each audio FILE (any format, rate, channels or length; folders are
     searched for audio files), with a model trained by `kedro run`. Every file gets a row: its
     emotion, or the reason it could not be used."""
@@ -218,9 +223,12 @@ def predict(paths: tuple[Path, ...], model_name: str | None, output: Path | None
                                    "conf/ and pyproject.toml are")
     if same_speaker and speakers_table:
         raise click.ClickException("give --same-speaker or --speakers, not both")
+    if same_domain and (same_speaker or speakers_table):
+        raise click.ClickException("give --same-domain (a model without speakers) or the speakers (a model "
+                                   "standardised per speaker), not both")
     try:
         table, rejected = _predict(paths, model_name, hop_s, env, params, same_speaker, speakers_table,
-                                   per_window, verbose)
+                                   same_domain, per_window, verbose)
     except Exception as error:  # what the project refused, as its message; a bug with its traceback
         message = as_message(error, verbose)
         if message is None:
@@ -247,14 +255,14 @@ def predict(paths: tuple[Path, ...], model_name: str | None, output: Path | None
 
 
 def _predict(paths: tuple[Path, ...], model_name: str | None, hop_s: float | None, env: str | None,
-             params: dict, same_speaker: bool, speakers_table: Path | None, per_window: bool, verbose: bool
-             ) -> tuple[pd.DataFrame, pd.DataFrame]:
+             params: dict, same_speaker: bool, speakers_table: Path | None, same_domain: bool,
+             per_window: bool, verbose: bool) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The predictions (per file, or per window) and the files that could not be used, with why."""
     import pandas as pd
     from kedro.framework.session import KedroSession
     from kedro.framework.startup import bootstrap_project
 
-    from emofusion.errors import ModelMismatchError, SpeakersNeededError
+    from emofusion.errors import DomainBatchError, ModelMismatchError, SpeakersNeededError
     from emofusion.inference import (
         FEATURE_PIPELINES,
         audio_files,
@@ -301,10 +309,11 @@ def _predict(paths: tuple[Path, ...], model_name: str | None, hop_s: float | Non
         try:
             table, windows, rejected = (predict_emotions(files, variant, model, model_card,
                                                          every_pipeline(FEATURE_PIPELINES),
-                                                         context.params, speakers, hop_s)
+                                                         context.params, speakers, hop_s, same_domain,
+                                                         say=lambda line: click.echo(line, err=True))
                                         if files else (pd.DataFrame(columns=["file", "emotion"]),) * 2
                                         + (pd.DataFrame(columns=["clip_id", "reason"]),))
-        except (ModelMismatchError, SpeakersNeededError) as error:
+        except (ModelMismatchError, SpeakersNeededError, DomainBatchError) as error:
             raise click.ClickException(f"model '{model_name}': {error}") from error
     by = normalisation.get("by", "speaker") if normalisation else None
     if by == "speaker" and speakers is not None:

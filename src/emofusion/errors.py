@@ -102,3 +102,7 @@ class SpeakersNeededError(EmoFusionError, ValueError):
 
 class SpeakersTableError(EmoFusionError, ValueError):
     """A `--speakers` CSV that does not give each file exactly one speaker."""
+
+
+class DomainBatchError(EmoFusionError, ValueError):
+    """A batch of files that `--same-domain` cannot standardise by its own statistics."""

@@ -23,10 +23,10 @@ from kedro.pipeline import Pipeline, pipeline
 from kedro.runner import SequentialRunner
 
 from emofusion.clip_array import ClipArray
-from emofusion.errors import ModelMismatchError, SpeakersNeededError, SpeakersTableError
+from emofusion.errors import DomainBatchError, ModelMismatchError, SpeakersNeededError, SpeakersTableError
 from emofusion.instances import dotted_dataset_names, fused_features_name, model_dataset
 from emofusion.pipelines.data_processing.corpora import AUDIO_EXTENSIONS, CLIP_COLUMNS, list_audio
-from emofusion.pipelines.fusion.nodes import has_own_statistics, variant_layout
+from emofusion.pipelines.fusion.nodes import has_own_statistics, standardise_by_speaker, variant_layout
 from emofusion.pipelines.fusion.pipeline import SPEAKER_NORMALISED_SPECTROGRAMS
 from emofusion.pipelines.modelling.classifiers import prediction_table
 from emofusion.run_lock import describe, holder_of
@@ -270,7 +270,8 @@ def model_inputs(variant: str, model_card: Mapping[str, Any]) -> dict[str, Any]:
 
 def _per_file(windows: pd.DataFrame, classes: Sequence[str]) -> pd.DataFrame:
     """One row per file from its windows' predictions: the mean of their probabilities and its most
-    likely emotion, or without probabilities the emotion most windows have."""
+    likely emotion, or without probabilities the emotion most windows have; in the model's domain
+    when at least half its windows are."""
     probabilities = [f"p_{label}" for label in classes]
     grouped = windows.groupby("file", sort=False)
     if set(probabilities) <= set(windows.columns):
@@ -279,27 +280,84 @@ def _per_file(windows: pd.DataFrame, classes: Sequence[str]) -> pd.DataFrame:
     else:
         table = grouped["emotion"].agg(lambda emotions: emotions.mode().iloc[0]).to_frame()
     table.insert(1, "windows", grouped.size())
+    if "in_domain" in windows:
+        table.insert(2, "in_domain", grouped["in_domain"].mean() >= 0.5)
     return table.reset_index()
+
+
+def as_one_domain(values: np.ndarray, files: Sequence[str], domain: Any, min_files: int
+                  ) -> tuple[np.ndarray, float]:
+    """`--same-domain` for a model whose features are not standardised per corpus: the rows (windows
+    of `files`) standardised by the batch's own statistics (`standardise_by_speaker` with the batch as
+    one group, the windows of a file counting once), then put on the scale of the model's training
+    clips (`domain`'s `mean_` and `std_`), where a training corpus's clips were. Returns them and the
+    batch's spread against the training clips'."""
+    standardised = np.array(values, dtype=np.float64)
+    _, counts = standardise_by_speaker(standardised, ["batch"] * len(standardised), min_files,
+                                       {"mean": domain.mean_, "std": domain.std_}, sources=files)
+    return (standardised * domain.std_ + domain.mean_).astype(np.float32), counts["spread"]["batch"]
+
+
+def one_emotion_notes(spread: float | None, reference: Mapping[str, float], table: pd.DataFrame,
+                      options: Mapping[str, Any]) -> list[str]:
+    """Warnings that a batch may be of one emotion: its `spread` (`relative_spread` of the batch
+    standardised by its own statistics) far below that of every training corpus (`reference`), or
+    most files given one emotion (`options`: `domain_statistics`). Standardising a batch of one
+    emotion by its own statistics removes what marks that emotion; without it, a model that does not
+    carry over to the recordings often gives one answer too."""
+    notes = []
+    if spread is not None and reference and spread < options["min_spread"] * min(reference.values()):
+        least = min(reference.values())
+        notes.append(f"The files vary far less than the training corpora do (spread {spread:.2f} of the "
+                     f"training clips', against {least:.2f} for the least varied training corpus): they look "
+                     "like recordings of one emotion, which standardising them by their own statistics "
+                     "removes. Give a batch that mixes emotions.")
+    counts = table["emotion"].value_counts()
+    if len(table) >= options["min_files"] and counts.iloc[0] >= options["max_answer_share"] * len(table):
+        top = counts.iloc[0]
+        notes.append(f"{top} of the {len(table)} files ({100 * top / len(table):.0f}%) got one emotion, "
+                     f"{counts.index[0]}: either they are of one emotion (standardising them "
+                     "by their own statistics then removes it) or the model does not carry over to them "
+                     "(see in_domain).")
+    return notes
+
+
+def domain_note(table: pd.DataFrame, model: Any) -> str:
+    """The line on stderr that says how many files fell outside the model's domain (`in_domain`)."""
+    domain = getattr(model, "domain_", None)
+    if domain is None or "in_domain" not in table:
+        return ("This model keeps no description of its training clips (a fine-tuned network, or a model "
+                "trained before EmoFusion described them: run `kedro run` again): no in_domain column.")
+    flagged = int((~table["in_domain"].astype(bool)).sum())
+    return (f"{flagged} of the {len(table)} usable file(s) out of this model's domain (in_domain false): "
+            f"farther from its training clips than {100 * domain.pass_share:.0f}% of its held-out clips are, "
+            "so its answers for them are less trustworthy.")
 
 
 def predict_emotions(files: Sequence[Path], variant: str, model: Any, model_card: Mapping[str, Any],
                      pipelines: Mapping[str, Pipeline], parameters: Mapping[str, Any],
-                     speakers: Sequence[str] | None = None, hop_s: float | None = None
+                     speakers: Sequence[str] | None = None, hop_s: float | None = None,
+                     same_domain: bool = False, say: Callable[[str], None] = lambda line: None
                      ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """One row per usable file: its predicted emotion, how many windows it was cut into and the
-    probability of each emotion averaged over them; the same per window (with `start_s`); and the
-    rejected files with the reason. A model of one input takes that input's rows; a model of
+    """One row per usable file: its predicted emotion, how many windows it was cut into, whether it
+    lies in the model's domain (`in_domain`, for a model that describes its training clips) and
+    the probability of each emotion averaged over them; the same per window (with `start_s`); and
+    the rejected files with the reason. A model of one input takes that input's rows; a model of
     several (late fusion of a network and a fusion variant) takes them by dataset name.
     `speakers`, one per file, is needed by a model trained on features standardised per speaker
     (its card's `features.speaker_normalisation`): each file is standardised by the statistics of
     the files of its speaker, as in training, and a speaker with too few files by the fallback
-    statistics each input recorded in training."""
+    statistics each input recorded in training. `same_domain`: the files are one domain, standardised
+    by their own statistics (`as_one_domain`; a model standardised per corpus always does so), at
+    least `domain_statistics.min_files` of them. Warnings (a batch that looks like one emotion, how
+    many files are out of the model's domain) go to `say`."""
     if list(map(str, model.classes_)) != list(model_card["classes"]):
         raise ModelMismatchError("the model and its model card name different emotions: they come from "
                                  "different runs; run `kedro run --pipelines=modelling` again")
     card_features = model_card.get("features")
     normalisation = card_features.get("speaker_normalisation") if isinstance(card_features, Mapping) else None
-    if normalisation and normalisation.get("by", "speaker") == "speaker" and speakers is None:
+    by = normalisation.get("by", "speaker") if normalisation else None
+    if by == "speaker" and speakers is None:
         raise SpeakersNeededError(
             f"this {variant} model was trained on features standardised per speaker (speaker_normalisation: "
             "speaker), so it needs to know who speaks in each file: give --same-speaker when all the files "
@@ -307,6 +365,9 @@ def predict_emotions(files: Sequence[Path], variant: str, model: Any, model_card
             f"are standardised together; a speaker with fewer than {normalisation['min_clips']} files by the "
             "statistics of all the training run's clips, which fit their voice less well.")
     trained = model_inputs(variant, model_card)
+    domain = getattr(model, "domain_", None)
+    if same_domain:
+        _check_same_domain(variant, by, list(trained), domain)
     fallbacks = {name: metadata["speaker_normalisation"]["fallback"] for name, metadata in trained.items()
                  if isinstance(metadata, Mapping) and metadata.get("speaker_normalisation")}
     features, windows, rejected = features_of(files, list(trained), pipelines, parameters, speakers,
@@ -326,5 +387,41 @@ def predict_emotions(files: Sequence[Path], variant: str, model: Any, model_card
             "with these (`kedro run`).")
     values = {name: array.select(list(clip_ids)).values for name, array in features.items()}
     X = values if "inputs" in model_card and len(values) > 1 else next(iter(values.values()))
-    windows = prediction_table(model, X, windows.set_index("clip_id").loc[clip_ids], column="emotion")
-    return _per_file(windows, list(map(str, model.classes_))), windows, rejected
+    windows = windows.set_index("clip_id").loc[clip_ids]
+    options = parameters["domain_statistics"]
+    if same_domain and windows["file"].nunique() < options["min_files"]:
+        raise DomainBatchError(
+            f"--same-domain standardises the files by their own statistics: {windows['file'].nunique()} "
+            f"usable file(s) are too few to stand for a domain (domain_statistics.min_files: "
+            f"{options['min_files']}). Give more files of the same recording set, or leave --same-domain "
+            "out.")
+    spread, reference = None, {}
+    if by == "corpus":  # standardised by fusion, the batch as one corpus "new", unless too few
+        spread = (next(iter(features.values())).metadata["speaker_normalisation"]["clip_counts"]
+                  .get("spread", {}).get("new"))
+        reference = normalisation.get("clip_counts", {}).get("spread", {})
+    elif same_domain:
+        X, spread = as_one_domain(X, windows["file"].to_numpy(), domain, options["min_files"])
+        reference = domain.corpus_spread_
+    windows = prediction_table(model, X, windows, column="emotion")
+    if domain is not None and not isinstance(X, dict):
+        windows.insert(windows.columns.get_loc("emotion") + 1, "in_domain", domain.in_domain(X))
+    table = _per_file(windows, list(map(str, model.classes_)))
+    for note in [*one_emotion_notes(spread, reference, table, options), domain_note(table, model)]:
+        say(note)
+    return table, windows, rejected
+
+
+def _check_same_domain(variant: str, by: str | None, inputs: Sequence[str], domain: Any) -> None:
+    """Refuse `--same-domain` for a model it cannot serve, saying what to do instead."""
+    if by == "speaker":
+        raise DomainBatchError(
+            f"this {variant} model standardises features per speaker: give --same-speaker (all the files one "
+            "speaker's, standardised together) or --speakers FILE.csv instead of --same-domain")
+    if len(inputs) > 1:
+        raise DomainBatchError(f"--same-domain standardises the features of one fusion variant; this model "
+                               f"reads {', '.join(inputs)}: leave --same-domain out")
+    if by is None and domain is None:
+        raise DomainBatchError(
+            f"this {variant} model keeps no statistics of its training clips to put the files on their scale "
+            "(a fine-tuned network, or a model trained before EmoFusion kept them: run `kedro run` again)")

@@ -69,7 +69,8 @@ class LogMel(_Frames):
 
 
 class Split(_Strict):
-    strategy: Literal["random", "speaker_independent", "leave_one_speaker_out", "folds_file", "cross_corpus"]
+    strategy: Literal["random", "speaker_independent", "leave_one_speaker_out", "folds_file", "cross_corpus",
+                      "leave_one_corpus_out"]
     test_size: float = Field(gt=0, lt=1)
     validation_size: float = Field(gt=0, lt=1)
     speaker_folds: int = Field(ge=3)
@@ -106,6 +107,17 @@ class Evaluation(_Strict):
     confidence: float = Field(gt=0.5, lt=1)
 
 
+class OutOfDomain(_Strict):
+    pass_share: float = Field(gt=0.5, lt=1)
+    components: int = Field(ge=1)
+
+
+class DomainStatistics(_Strict):
+    min_files: int = Field(ge=2)
+    min_spread: float = Field(gt=0, lt=1)
+    max_answer_share: float = Field(gt=0, le=1)
+
+
 class Parameters(BaseModel):
     model_config = ConfigDict(extra="allow")
     random_seed: int
@@ -120,6 +132,8 @@ class Parameters(BaseModel):
     block_weights: dict[str, Annotated[float, Field(ge=0)]] = Field(min_length=1)
     block_scaling: Literal["balanced", "standard"]
     speaker_statistics: dict[str, int] = Field(default_factory=dict)
+    domain_statistics: DomainStatistics
+    out_of_domain: OutOfDomain
     classifiers: dict[str, ClassifierNumbers | None]
 
 
@@ -165,6 +179,9 @@ def _split_errors(split: Split, corpora: list[str], project_path: Path) -> list[
             fold_files(project_path / split.folds_dir if split.folds_dir else None, split.folds_pattern)
         except SplitConfigError as error:
             errors.append(str(error))
+    if split.strategy == "leave_one_corpus_out" and len(set(corpora)) < 2:
+        errors.append(f"split.strategy leave_one_corpus_out: needs at least two corpora (corpora: "
+                      f"{', '.join(corpora)}); add a corpus or use another split.strategy")
     if split.strategy == "cross_corpus":
         for key, names in (("train_corpora", split.train_corpora), ("test_corpora", split.test_corpora)):
             unknown = [name for name in names if name not in corpora]

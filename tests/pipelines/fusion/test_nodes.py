@@ -116,7 +116,9 @@ def test_clips_of_too_small_or_unknown_speakers_fall_back_to_all_clips_or_given_
         fused = speaker_normalised(manifest, {"min_clips": 3}, mfcc, lpcc)
     assert "2 clips without a speaker or with fewer than 3 recordings of theirs fell back" in caplog.text
     normalisation = fused.metadata["speaker_normalisation"]
-    assert normalisation["clip_counts"] == {"speakers": 2, "normalised": 7, "fallback": 2}
+    assert normalisation["clip_counts"] | {"spread": None} == {"speakers": 2, "normalised": 7, "fallback": 2,
+                                                              "spread": None}
+    assert set(normalisation["clip_counts"]["spread"]) == {"a", "b"}  # the speakers of their own statistics
     np.testing.assert_allclose(normalisation["fallback"]["mean"], raw.mean(axis=0), rtol=1e-6)
     np.testing.assert_allclose(fused.values[fallback], (raw[fallback] - raw.mean(axis=0)) / raw.std(axis=0),
                                atol=1e-5)
@@ -142,8 +144,8 @@ def test_a_speaker_s_recordings_are_counted_not_the_windows_cut_from_them(caplog
     with caplog.at_level("INFO"):
         fused = speaker_normalised(manifest, {"min_clips": 3}, mfcc, lpcc)
     assert "4 clips without a speaker or with fewer than 3 recordings of theirs fell back" in caplog.text
-    assert fused.metadata["speaker_normalisation"]["clip_counts"] == {"speakers": 1, "normalised": 4,
-                                                                      "fallback": 4}
+    assert fused.metadata["speaker_normalisation"]["clip_counts"] | {"spread": None} == {
+        "speakers": 1, "normalised": 4, "fallback": 4, "spread": None}
     raw = np.hstack([mfcc.values, lpcc.values]).astype(np.float64)
     a = (manifest["speaker"] == "a").to_numpy()
     np.testing.assert_allclose(fused.values[a], ((raw - raw.mean(axis=0)) / raw.std(axis=0))[a], atol=1e-5)
@@ -200,7 +202,8 @@ def test_spectrograms_are_standardised_per_mel_band_by_their_own_speaker(caplog)
                                (a - a.mean(axis=(0, 2))[:, None]) / a.std(axis=(0, 2))[:, None], atol=1e-5)
     normalisation = standardised.metadata["speaker_normalisation"]
     assert normalisation["by"] == "speaker" and normalisation["min_clips"] == 3
-    assert normalisation["clip_counts"] == {"speakers": 2, "normalised": 7, "fallback": 2}
+    assert normalisation["clip_counts"] | {"spread": None} == {"speakers": 2, "normalised": 7, "fallback": 2,
+                                                              "spread": None}
     np.testing.assert_allclose(normalisation["fallback"]["mean"], mean, rtol=1e-6)
     np.testing.assert_allclose(normalisation["fallback"]["std"], std, rtol=1e-6)
     assert standardised.metadata["made_with"] == {**SPECTROGRAM_RUN, "speaker_statistics.min_clips": 3}

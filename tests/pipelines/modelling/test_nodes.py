@@ -21,6 +21,7 @@ from emofusion.pipelines.modelling.classifiers import (
 )
 from emofusion.pipelines.modelling.nodes import (
     compare_with_references,
+    corpus_scores,
     evaluate_predictions,
     fit_and_predict,
     model_rank,
@@ -30,6 +31,7 @@ from emofusion.pipelines.modelling.nodes import (
 )
 from emofusion.pipelines.modelling.selection import mcnemar_test
 from emofusion.pipelines.modelling.splits import split_clips
+from tests.conftest import project_parameters
 from tests.pipelines.modelling.test_splits import EMOTIONS, RANDOM_SPLIT, manifest
 
 
@@ -51,7 +53,7 @@ def fit(features: ClipArray, made_split: tuple[pd.DataFrame, dict], classifier: 
     """fit_and_predict with seed 0, in a run whose parameters are those the split was made with
     (`split_clips`' second output), changed by `parameters` (`split`, `random_seed`, `fusion_variant`...)."""
     data_split, made_with = made_split
-    run: dict = {}
+    run: dict = {"out_of_domain": project_parameters("base")["out_of_domain"]}
     for path, value in made_with.items():
         *parents, key = path.split(".")
         run_part = run
@@ -82,12 +84,18 @@ def test_no_statistic_is_fitted_on_test_clips():
     is_test = np.array([c in test_ids for c in features.clip_ids])
     poisoned = features.values.copy()
     poisoned[is_test] += 1000.0  # would move any mean or scale that saw a test clip
-    model, _, predictions = fit(ClipArray(features.clip_ids, poisoned, features.metadata), split,
-                                {"kind": "svm", "C": 1.0})
+    model, card, predictions = fit(ClipArray(features.clip_ids, poisoned, features.metadata), split,
+                                   {"kind": "svm", "C": 1.0})
     train = poisoned[~is_test]
     assert np.allclose(model.named_steps["scale"].mean_, train.mean(axis=0), atol=1e-3)
     assert set(predictions["clip_id"]) == test_ids
     assert list(model.classes_) == EMOTIONS
+    # The description of the training clips never saw a test clip either: every shifted one is flagged.
+    training = (split[0]["subset"] == "train").to_numpy()
+    train_rows = features.positions(split[0].loc[training, "clip_id"])
+    assert np.allclose(model.domain_.mean_, poisoned[np.sort(train_rows)].mean(axis=0), atol=1e-3)
+    assert not predictions["in_domain"].any()
+    assert card["training_domain"]["calibration_clips"] == (split[0]["subset"] == "validation").sum()
 
 
 NO_TRAINING = {"kind": "forest"}  # fails if training starts: a refusal must come before it
@@ -251,6 +259,21 @@ def test_metrics_on_a_case_worked_by_hand():
     assert metrics["macro_f1"] == pytest.approx((0.5 + 0.75 + 0.5) / 3)
     assert metrics["confusion_matrix"] == {"labels": ["a", "b", "c"],
                                            "counts": [[1, 1, 0], [0, 3, 1], [1, 0, 1]]}
+
+
+def test_each_test_corpus_gets_its_scores_intervals_and_share_out_of_domain():
+    predictions = predictions_right_on(range(60)).assign(in_domain=[True] * 50 + [False] * 50)
+    split = predictions[["fold", "clip_id"]].assign(speaker="s", corpus=["acted"] * 50 + ["natural"] * 50)
+    metrics = evaluate(predictions, {"split": {"strategy": "leave_one_corpus_out", "folds": 2, "seed": 0}},
+                       (split, {"split.strategy": "random"}))
+    acted, natural = metrics["per_test_corpus"]["acted"], metrics["per_test_corpus"]["natural"]
+    assert acted["test_clips"] == 50 and acted["accuracy"] == 1.0 and acted["out_of_domain"] == 0.0
+    assert natural["accuracy"] == pytest.approx(0.2) and natural["out_of_domain"] == 1.0
+    assert natural["intervals"]["accuracy"]["low"] < 0.2 < natural["intervals"]["accuracy"]["high"]
+    assert metrics["out_of_domain"] == 0.5
+    table = corpus_scores(mfcc__svm=metrics)
+    assert list(table["corpus"]) == ["acted", "natural"] and list(table["out_of_domain"]) == [0.0, 1.0]
+    assert table.loc[1, "accuracy_low"] == natural["intervals"]["accuracy"]["low"]
 
 
 def predictions_right_on(right: range | set[int], clips: int = 100) -> pd.DataFrame:

@@ -241,6 +241,38 @@ def test_cross_corpus_keeps_the_shared_emotions_and_never_trains_on_a_test_corpu
     assert validation.groupby("emotion").size().to_dict() == {"angry": 5, "happy": 5, "sad": 5}  # 0.2 * 25
 
 
+def test_leave_one_corpus_out_tests_each_corpus_once_on_models_that_never_saw_it(caplog):
+    a = manifest(speakers=4, corpus="a", emotions=["angry", "calm", "happy", "sad"])
+    b = manifest(speakers=3, corpus="b", emotions=["angry", "happy", "neutral", "sad"])
+    c = manifest(speakers=3, corpus="c", emotions=["angry", "sad"])
+    clips = pd.concat([a, b, c], ignore_index=True)
+    clips["clip_id"] = clips["corpus"] + "/" + clips["clip_id"]
+    options = {"strategy": "leave_one_corpus_out", "validation_size": 0.2}
+    with caplog.at_level(logging.WARNING):
+        split, made_with = split_clips(clips, options, 0)
+    assert made_with["split.strategy"] == "leave_one_corpus_out"
+    corpus_of_fold = {}
+    for fold, rows in split.groupby("fold"):
+        by_subset = rows.groupby("subset")["corpus"].agg(set)
+        (left_out,) = by_subset["test"]
+        corpus_of_fold[fold] = left_out
+        assert left_out not in by_subset["train"] | by_subset["validation"]
+        speakers = rows.groupby("subset")["speaker"].agg(set)
+        assert not speakers["validation"] & speakers["train"]
+        # Trained and tested on the emotions the left-out corpus shares with the others.
+        kept = made_with["notes"]["folds"][left_out]["emotions_kept"]
+        assert set(rows["emotion"]) == set(kept)
+    assert sorted(corpus_of_fold.values()) == ["a", "b", "c"]
+    test = split[split["subset"] == "test"]
+    assert test["clip_id"].is_unique  # each clip tested once, by the fold that left its corpus out
+    assert made_with["notes"]["folds"]["b"] == {
+        "emotions_kept": ["angry", "happy", "sad"],
+        "emotions_dropped": {"train_corpora_only": ["calm"], "test_corpora_only": ["neutral"]}}
+    assert "Testing on b: the emotions both sides have are kept (angry, happy, sad)" in caplog.text
+    with pytest.raises(SplitConfigError, match="at least two corpora"):
+        split_clips(a, options, 0)
+
+
 @pytest.mark.parametrize(("options", "message"), [
     ({"strategy": "cross_corpus", "train_corpora": ["a"], "test_corpora": ["x"]}, "disjoint lists"),
     ({"strategy": "leave_one_speaker_out", "validation_size": 0.9}, "2 training speaker(s): too few"),
@@ -267,7 +299,10 @@ def changed_split(parameters: dict, **split) -> dict:
      "split.repeats: only split.strategy random is repeated"),
     ({"repeats": 0}, "split.repeats: Input should be greater than or equal to 1"),
     ({"strategy": "lopo"}, "split.strategy: Input should be 'random', 'speaker_independent', "
-                           "'leave_one_speaker_out', 'folds_file' or 'cross_corpus'"),
+                           "'leave_one_speaker_out', 'folds_file', 'cross_corpus' or "
+                           "'leave_one_corpus_out'"),
+    ({"strategy": "leave_one_corpus_out"},
+     "split.strategy leave_one_corpus_out: needs at least two corpora (corpora: demo)"),
     ({"strategy": "cross_corpus", "train_corpora": ["demo"]},
      "split.test_corpora: must name corpora this run reads (corpora: demo); got []"),
     ({"strategy": "cross_corpus", "train_corpora": ["demo"], "test_corpora": ["ravdess"]},
@@ -290,3 +325,5 @@ def test_good_split_settings_pass_the_up_front_checks(parameters, tmp_path):
     cross = changed_split(parameters, strategy="cross_corpus", train_corpora=["demo"],
                           test_corpora=["ravdess"])
     validate_parameters(cross | {"corpora": ["demo", "ravdess"]}, PROJECT)
+    each_left_out = changed_split(parameters, strategy="leave_one_corpus_out")
+    validate_parameters(each_left_out | {"corpora": ["demo", "ravdess"]}, PROJECT)

@@ -110,8 +110,21 @@ def test_per_class_f1_puts_the_best_model_first_with_each_emotions_f1():
     assert np.allclose(heatmap.z[1], [POOR["per_class"][e]["f1"] for e in heatmap.x])
 
 
+def corpus_row(variant: str, corpus: str, uar: float, flagged: float | None) -> dict:
+    """A row of corpus_scores: the same interval around every score."""
+    scores = {f"{score}{end}": uar + shift for score in ("accuracy", "unweighted_average_recall", "macro_f1")
+              for end, shift in (("", 0.0), ("_low", -0.05), ("_high", 0.05))}
+    return {"variant": variant, "classifier": "svm", "corpus": corpus, "test_clips": 10, **scores,
+            "out_of_domain": flagged}
+
+
+CORPUS_SCORES = pd.DataFrame([corpus_row("cnn", "demo", 0.45, 0.1), corpus_row("mfcc_cnn", "mine", 0.3, 0.9),
+                              corpus_row("mfcc_cnn", "demo", 0.78, 0.05)])
+
+
 def report(rejected: pd.DataFrame | None = None, parameters: dict | None = None,
-           summary: pd.DataFrame = SUMMARY, **summary_columns: str) -> str:
+           summary: pd.DataFrame = SUMMARY, split_settings: dict | None = None,
+           **summary_columns: str) -> str:
     clips = pd.DataFrame({"clip_id": [f"c{i}" for i in range(40)], "corpus": ["demo"] * 30 + ["mine"] * 10,
                           "emotion": ["angry", "calm", "sad", "sad"] * 10,
                           "speaker": [f"s{i % 4}" for i in range(40)]})
@@ -125,9 +138,10 @@ def report(rejected: pd.DataFrame | None = None, parameters: dict | None = None,
         clips = clips.assign(speech_duration_s=[4.2] * 3 + [2.0] * 37, kept_duration_s=[3.0] * 3 + [2.0] * 37,
                              source_clip_id=clips["clip_id"])
     split = split.assign(speaker=clips["speaker"], corpus=clips["corpus"])
-    return html_report(summary, ANSWERS, model_comparison_figure(summary), per_class_f1_figure(cnn__svm=POOR),
-                       clips, rejected, split, {"split.strategy": "random", "split.test_size": 0.25,
-                                                "split.validation_size": 0.25, "random_seed": 42},
+    return html_report(summary, ANSWERS, CORPUS_SCORES, model_comparison_figure(summary),
+                       per_class_f1_figure(cnn__svm=POOR), clips, rejected, split,
+                       split_settings or {"split.strategy": "random", "split.test_size": 0.25,
+                                          "split.validation_size": 0.25, "random_seed": 42},
                        {"svm": {"kind": "svm"}}, VARIANTS, parameters,
                        mfcc_cnn__svm=confusion_matrix_figure(GOOD), cnn__svm=confusion_matrix_figure(POOR))
 
@@ -154,7 +168,7 @@ def test_the_report_names_the_backbone_asked_for_and_why_the_fallback_ran_and_li
     top = page[:page.index('<h2 id="run"')]
     assert "Asked for inception_resnet_v2; the offline fallback squeezenet_v1_1 was used instead" in top
     assert html.escape(reason) in top
-    for anchor in ("run", "chosen", "streams", "scores", "f1", "confusion", "settings"):
+    for anchor in ("run", "chosen", "streams", "scores", "corpora", "f1", "confusion", "settings"):
         assert f'href="#{anchor}"' in top and f'<h2 id="{anchor}">' in page
     settings = page[page.index('<h2 id="settings">'):]
     assert "audio:" in settings and "n_mfcc: 40" in settings and "transfer_features:" in settings
@@ -194,6 +208,19 @@ def test_the_report_shows_what_per_speaker_normalisation_is_worth_when_the_run_h
     cells = re.findall(r"<td>(.*?)</td>", rows[0][1])
     assert cells == ["0.780", "mfcc_cnn_plain · svm", "0.700", "+8.0", "+1.0 to +15.0", "0.020"]
     assert "<li>svm: chosen with it: mfcc_spk.svm (UAR 0.700)" in section and "helps.</li>" in section
+
+
+def test_the_report_gives_each_corpus_s_scores_and_share_flagged_out_of_domain():
+    page = report(split_settings={"split.strategy": "leave_one_corpus_out", "split.validation_size": 0.2,
+                                  "random_seed": 0})
+    section = page[page.index('<h2 id="corpora">'):page.index('<h2 id="f1">')]
+    assert "tested by models trained on the other corpora alone" in section
+    rows = re.findall(r"<tr>\s*<td>(.*?)</td>(.*?)</tr>", section, flags=re.S)
+    assert [model for model, _ in rows] == ["mfcc_cnn · svm"] * 2 + ["cnn · svm"]  # the summary's order
+    cells = re.findall(r"<td>(.*?)</td>", rows[1][1])
+    assert cells == ["mine", "10", "0.300 (0.250 to 0.350)", "0.300 (0.250 to 0.350)",
+                     "0.300 (0.250 to 0.350)", "90.0%"]
+    assert "leave one corpus out" not in report()
 
 
 def test_the_answers_in_words_name_both_choices_and_the_interval():

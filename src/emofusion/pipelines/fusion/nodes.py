@@ -88,6 +88,14 @@ def feature_statistics(values: np.ndarray, pooled_axes: tuple[int, ...] = ()
     return mean, std
 
 
+def relative_spread(std: np.ndarray, reference_std: np.ndarray) -> float:
+    """How widely a group of rows varies against a reference, one number: the median over features of
+    its standard deviation over the reference's. A group that lacks what the reference varies with
+    (a batch of recordings of one emotion, against corpora of many) is far below the reference's
+    corpora; a gain or a microphone moves the features' means, not this."""
+    return float(np.median(np.asarray(std).ravel() / np.asarray(reference_std).ravel()))
+
+
 def _standardise_rows(values: np.ndarray, rows: np.ndarray, mean: np.ndarray, std: np.ndarray) -> None:
     for first in range(0, len(rows), ROWS_PER_COPY):
         chunk = rows[first:first + ROWS_PER_COPY]
@@ -121,7 +129,8 @@ def standardise_by_speaker(values: np.ndarray, speakers: Sequence[Any], min_clip
     stable statistics; `sources` says which recording each row was cut from, see
     `has_own_statistics`), are standardised by `fallback` ({"mean": [...], "std": [...]}, one value
     per feature), by default the statistics of all rows. Returns the fallback statistics used and
-    the counts of rows."""
+    the counts of rows, with each group's `spread` against the fallback's (`relative_spread`): what
+    `emofusion predict` compares a batch of one domain with."""
     if min_clips < 2:
         raise FusionConfigError(f"speaker_statistics.min_clips must be at least 2, got {min_clips}")
     own = has_own_statistics(speakers, min_clips, sources)
@@ -136,12 +145,15 @@ def standardise_by_speaker(values: np.ndarray, speakers: Sequence[Any], min_clip
         raise ValueError(f"the fallback statistics have {mean.size} values for {features} features: "
                          "they come from features made with other settings")
     own_speakers = speakers[own].unique()
+    spread = {}
     for speaker in own_speakers:
         rows = np.flatnonzero((speakers == speaker).to_numpy())
-        _standardise_rows(values, rows, *feature_statistics(values[rows], pooled_axes))
+        own_mean, own_std = feature_statistics(values[rows], pooled_axes)
+        spread[str(speaker)] = relative_spread(own_std, std)
+        _standardise_rows(values, rows, own_mean, own_std)
     _standardise_rows(values, np.flatnonzero(~own), mean.reshape(shape), std.reshape(shape))
     return dict(fallback), {"speakers": len(own_speakers), "normalised": int(own.sum()),
-                            "fallback": int((~own).sum())}
+                            "fallback": int((~own).sum()), "spread": spread}
 
 
 def _normalised_by_group(values: np.ndarray, clip_manifest: pd.DataFrame, by: str,

@@ -26,6 +26,7 @@ from emofusion.parallel import finished_in_processes
 from emofusion.provenance import check_made_with
 
 from .classifiers import prediction_table, select_and_fit
+from .domain import describe_domain
 from .selection import (
     by_speaker,
     choose_per_fold,
@@ -76,6 +77,13 @@ def speakers_apart(rows: pd.DataFrame, clip_ids: np.ndarray, data_split_settings
     if not by_speaker(rows, data_split_settings):
         return None
     return rows.set_index("clip_id")["speaker"].loc[clip_ids].astype(str).to_numpy()
+
+
+def corpora_of(rows: pd.DataFrame, clip_ids: np.ndarray) -> np.ndarray:
+    """Each of these clips' corpus (a split without corpora: one)."""
+    if "corpus" not in rows:
+        return np.full(len(clip_ids), "corpus")
+    return rows.drop_duplicates("clip_id").set_index("clip_id")["corpus"].astype(str).loc[clip_ids].to_numpy()
 
 
 def _read_rows(values: np.ndarray, rows: np.ndarray) -> np.ndarray:
@@ -148,13 +156,14 @@ def fit_and_predict(fused_features: ClipArray, data_split: pd.DataFrame,
     feature stream was made, what was chosen on each fold's validation clips and the split used."""
     check_model_inputs(fused_features, data_split_settings, fusion_variant_options, parameters)
     metadata = fused_features.metadata
+    out_of_domain = parameters["out_of_domain"]
     made_with = {"fused_features": metadata.get("made_with", {}), "fusion_variant": fusion_variant_options,
                  "data_split": data_split_settings, "classifier": classifier_options,
-                 "reduction": reduction_options, "random_seed": random_seed}
+                 "reduction": reduction_options, "random_seed": random_seed, "out_of_domain": out_of_domain}
     folds = sorted(data_split["fold"].unique())
     fold_inputs = {fold: fold_rows(data_split, fold) for fold in folds}
     jobs = {fold: (fused_features, rows, emotion, fold, len(folds), classifier_options, reduction_options,
-                   random_seed, data_split_settings, fold == folds[0])
+                   random_seed, data_split_settings, out_of_domain, fold == folds[0])
             for fold, (rows, emotion) in fold_inputs.items()}
     fold_made_with = {fold: {**made_with, "clips": fold_fingerprint(rows)}
                       for fold, (rows, _) in fold_inputs.items()}
@@ -166,37 +175,45 @@ def fit_and_predict(fused_features: ClipArray, data_split: pd.DataFrame,
     if finished_folds is not None:
         finished_folds.report(len(folds))
     first_model = results[0]["model"]
+    first_model.domain_ = results[0]["domain"]
     model_card = {"classes": [str(label) for label in first_model.classes_],
                   "classifier": dict(classifier_options), "reduction": dict(reduction_options or {}),
                   "fold": int(folds[0]), "features": metadata,
                   "model_selection": [result["selection"] for result in results],
-                  "split": split_used(data_split, data_split_settings)}
+                  "split": split_used(data_split, data_split_settings),
+                  "training_domain": first_model.domain_.record()}
     return (first_model, stamp_fit_id(first_model, model_card),
             combined_predictions([result["predictions"] for result in results]))
 
 
 def _fit_fold(fused_features: ClipArray, rows: pd.DataFrame, emotion: Mapping[str, str], fold: int,
               folds: int, classifier_options: Mapping[str, Any], reduction_options: Mapping[str, Any] | None,
-              random_seed: int, data_split_settings: Mapping[str, Any], keep_model: bool) -> dict[str, Any]:
-    """One fold's choice, fit and test predictions; its model only where the node returns it."""
+              random_seed: int, data_split_settings: Mapping[str, Any],
+              out_of_domain_options: Mapping[str, Any], keep_model: bool) -> dict[str, Any]:
+    """One fold's choice, fit and test predictions, each test clip flagged in or out of the domain
+    of the fold's training clips (`describe_domain`); its model and domain only where the node
+    returns them."""
     started = time.perf_counter()
     X_train, y_train, train_ids = read_subset(fused_features, rows, emotion, "train")
+    validation = read_subset(fused_features, rows, emotion, "validation")[:2]
     model, selection = select_and_fit(fused_features.metadata, classifier_options, reduction_options,
-                                      random_seed, (X_train, y_train),
-                                      read_subset(fused_features, rows, emotion, "validation")[:2],
+                                      random_seed, (X_train, y_train), validation,
                                       speakers_apart(rows, train_ids, data_split_settings))
+    domain = describe_domain(fused_features.metadata, X_train, corpora_of(rows, train_ids), validation[0],
+                             out_of_domain_options)
     del X_train
     X_test, y_test, test_ids = read_subset(fused_features, rows, emotion, "test")
     table = prediction_table(model, X_test, pd.DataFrame({"fold": fold, "clip_id": test_ids,
                                                           "emotion": y_test}))
+    table["in_domain"] = domain.in_domain(X_test)
     chosen = ", ".join(f"{key} {value}" for key, value in selection["chosen"].items())
     logger.info("Fold %d/%d: %svalidation UAR %.3f; tested on %d clips: accuracy %.3f (%.1f s)",
                 fold + 1, folds,
                 f"chose {chosen} of {selection['candidates']} candidates, " if chosen else "",
                 selection["validation_uar"], len(test_ids),
                 float((table["emotion"] == table["predicted"]).mean()), time.perf_counter() - started)
-    return {"model": model if keep_model else None, "selection": {"fold": int(fold), **selection},
-            "predictions": table}
+    return {"model": model if keep_model else None, "domain": domain if keep_model else None,
+            "selection": {"fold": int(fold), **selection}, "predictions": table}
 
 
 def describe_features(features: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -215,22 +232,38 @@ def describe_features(features: Mapping[str, Any]) -> list[dict[str, Any]]:
     return described
 
 
+def out_of_domain_share(predictions: pd.DataFrame) -> float | None:
+    """The share of these test clips flagged out of the training clips' domain; None for a model
+    that flags none (a fine-tuned network)."""
+    if "in_domain" not in predictions:
+        return None
+    return float(1.0 - predictions["in_domain"].astype(bool).mean())
+
+
 def evaluate_predictions(test_predictions: pd.DataFrame, model_card: Mapping[str, Any],
                          data_split: pd.DataFrame, data_split_settings: Mapping[str, Any],
                          evaluation_options: Mapping[str, Any], random_seed: int) -> dict[str, Any]:
     """Accuracy, unweighted average recall, macro F1, each with its bootstrap interval (resampling
     speakers where the split keeps them apart, else clips: `resampling_units`), per-class
-    precision, recall and F1 and the confusion matrix, over all test clips; each fold's and, with
-    several test corpora, each corpus's scores; with the split used, the features used and what
-    was chosen on each fold's validation clips."""
+    precision, recall and F1 and the confusion matrix, over all test clips; each fold's scores and
+    each test corpus's with their intervals (leave_one_corpus_out: each corpus as scored by the
+    models that never saw it); the share of test clips flagged out of the training clips' domain,
+    overall and per corpus; with the split used, the features used and what was chosen on each
+    fold's validation clips."""
     truth, predicted = test_predictions["emotion"].astype(str), test_predictions["predicted"].astype(str)
     labels = sorted(set(truth) | set(predicted))
     precision, recall, f1, support = precision_recall_fscore_support(truth, predicted, labels=labels,
                                                                      zero_division=0)
     units = resampling_units(data_split, data_split_settings)
-    intervals = bootstrap_scores(test_predictions, units_of(test_predictions, units),
-                                 n_resamples=int(evaluation_options["bootstrap_resamples"]), seed=random_seed,
-                                 confidence=float(evaluation_options["confidence"]))
+
+    def with_intervals(rows: pd.DataFrame) -> dict[str, Any]:
+        intervals = bootstrap_scores(rows, units_of(rows, units),
+                                     n_resamples=int(evaluation_options["bootstrap_resamples"]),
+                                     seed=random_seed, confidence=float(evaluation_options["confidence"]))
+        return {**classification_scores(rows),
+                "intervals": {score: {"low": interval["low"], "high": interval["high"]}
+                              for score, interval in intervals.items()}}
+
     corpus = data_split.drop_duplicates("clip_id").set_index("clip_id")["corpus"].astype(str) \
         if "corpus" in data_split else None
     test_corpora = (test_predictions["clip_id"].astype(str).map(corpus) if corpus is not None
@@ -239,16 +272,15 @@ def evaluate_predictions(test_predictions: pd.DataFrame, model_card: Mapping[str
         "split": model_card["split"],
         "test_clips": len(test_predictions),
         "folds": int(test_predictions["fold"].nunique()),
-        **classification_scores(test_predictions),
-        "intervals": {score: {"low": interval["low"], "high": interval["high"]}
-                      for score, interval in intervals.items()},
+        **with_intervals(test_predictions),
         "confidence": float(evaluation_options["confidence"]),
         "resampled": "speakers" if any(unit.startswith("speaker ") for unit in units.values()) else "clips",
+        "out_of_domain": out_of_domain_share(test_predictions),
         "per_fold": {str(fold): classification_scores(rows)
                      for fold, rows in test_predictions.groupby("fold")},
-        "per_test_corpus": ({name: classification_scores(rows)
-                             for name, rows in test_predictions.groupby(test_corpora.to_numpy())}
-                            if test_corpora.nunique() > 1 else {}),
+        "per_test_corpus": {name: {"test_clips": len(rows), **with_intervals(rows),
+                                   "out_of_domain": out_of_domain_share(rows)}
+                            for name, rows in test_predictions.groupby(test_corpora.to_numpy())},
         "per_class": {label: {"precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)}
                       for label, p, r, f, s in zip(labels, precision, recall, f1, support, strict=True)},
         "confusion_matrix": {"labels": labels,
@@ -257,6 +289,24 @@ def evaluate_predictions(test_predictions: pd.DataFrame, model_card: Mapping[str
         "fusion": model_card.get("features", {}).get("fusion", "early"),
         "model_selection": model_card.get("model_selection", []),
     }
+
+
+def corpus_scores(**metrics: Mapping[str, Any]) -> pd.DataFrame:
+    """One row per model and test corpus, from each model's metrics (`<variant>__<classifier>`):
+    its test clips, accuracy, UAR and macro F1 with their intervals, and the share of them flagged
+    out of the training clips' domain. With leave_one_corpus_out, each corpus's row is the score
+    of models trained on the other corpora alone."""
+    rows = [{"variant": instance.split("__", 1)[0], "classifier": instance.split("__", 1)[1],
+             "corpus": name, "test_clips": scores["test_clips"],
+             **{column: value for score in SCORES for column, value in (
+                 (score, scores[score]), (f"{score}_low", scores["intervals"][score]["low"]),
+                 (f"{score}_high", scores["intervals"][score]["high"]))},
+             "out_of_domain": scores["out_of_domain"]}
+            for instance, metric in metrics.items()
+            for name, scores in metric.get("per_test_corpus", {}).items()]
+    columns = [f"{score}{end}" for score in SCORES for end in ("", "_low", "_high")]
+    return pd.DataFrame(rows, columns=["variant", "classifier", "corpus", "test_clips", *columns,
+                                       "out_of_domain"])
 
 
 def variant_streams(variant: Sequence[Any] | Mapping[str, Any]) -> frozenset[str]:
@@ -424,6 +474,7 @@ def summarise_classification_metrics(fusion_variant_options: Mapping[str, Any], 
         variant, classifier = instance.split("__", 1)
         cnn = next((block for block in scores["features"] if "backbone" in block), {})
         fold_uar = [fold["unweighted_average_recall"] for fold in scores.get("per_fold", {}).values()]
+        per_corpus = scores.get("per_test_corpus", {})
         rows.append({
             "variant": variant, "classifier": classifier,
             "streams": " + ".join(block["stream"] for block in scores["features"]),
@@ -438,8 +489,10 @@ def summarise_classification_metrics(fusion_variant_options: Mapping[str, Any], 
             # over folds (repeated random splits: over repeats)
             "fold_uar_mean": float(np.mean(fold_uar)) if fold_uar else np.nan,
             "fold_uar_sd": float(np.std(fold_uar, ddof=1)) if len(fold_uar) > 1 else np.nan,
-            "uar_per_test_corpus": "; ".join(f"{name} {corpus['unweighted_average_recall']:.3f}"
-                                             for name, corpus in scores.get("per_test_corpus", {}).items()),
+            "uar_per_test_corpus": "; ".join(
+                f"{name} {corpus['unweighted_average_recall']:.3f}" for name, corpus in per_corpus.items())
+            if len(per_corpus) > 1 else "",
+            "out_of_domain": scores.get("out_of_domain"),
             "fusion": scores.get("fusion", "early"),
             "chosen_on_validation": describe_choices(scores.get("model_selection", [])),
             "backbone": cnn.get("backbone", ""), "weights": cnn.get("weights", ""),

@@ -11,6 +11,7 @@ from emofusion.instances import (
 
 from .nodes import (
     PREDICTIONS_KEY_SUFFIX,
+    corpus_scores,
     evaluate_predictions,
     fit_and_predict,
     summarise_classification_metrics,
@@ -41,7 +42,8 @@ def modelling_template() -> Pipeline:
 def create_pipeline(**kwargs) -> Pipeline:
     """The shared split, `modelling.<variant>.<classifier>` for every fusion variant and every entry
     of `classifiers` in parameters_modelling.yml, and one summary table over all of them (which
-    reads every model's test predictions, to compare models clip by clip)."""
+    reads every model's test predictions, to compare models clip by clip), and every model's scores
+    per test corpus."""
     parameters = kwargs.get("parameters") or pipeline_parameters()
     summarised = every_model(parameters)
     with dotted_dataset_names():
@@ -64,4 +66,6 @@ def create_pipeline(**kwargs) -> Pipeline:
                      **outputs_by_model(summarised),
                      **outputs_by_model(summarised, "test_predictions", PREDICTIONS_KEY_SUFFIX)},
              outputs=["model_summary", "model_answers"], name="summarise_classification_metrics"),
+        node(corpus_scores, inputs=outputs_by_model(summarised), outputs="corpus_scores",
+             name="corpus_scores"),
     ])

@@ -20,7 +20,8 @@ from emofusion.provenance import NOTES
 
 logger = logging.getLogger(__name__)
 
-SPLIT_STRATEGIES = ("random", "speaker_independent", "leave_one_speaker_out", "folds_file", "cross_corpus")
+SPLIT_STRATEGIES = ("random", "speaker_independent", "leave_one_speaker_out", "folds_file", "cross_corpus",
+                    "leave_one_corpus_out")
 # The strategies that never let a speaker be in two subsets of a fold, whatever the corpus.
 # folds_file is as speaker-independent as its fold files are; cross_corpus validates on a share of
 # each emotion where the training corpora do not know their speakers.
@@ -42,7 +43,8 @@ def split_clips(clip_manifest: pd.DataFrame, split_options: Mapping[str, Any], r
     `speaker_independent`: speakers are dealt into `speaker_folds` groups; fold k tests on group k,
     validates on group k+1 and trains on the others. `leave_one_speaker_out`: a fold per speaker.
     `folds_file`: the folds of fold files such as EmoBox's. `cross_corpus`: trains on
-    `train_corpora`, tests on `test_corpora`, on the emotions both have. Where a fold's validation
+    `train_corpora`, tests on `test_corpora`, on the emotions both have. `leave_one_corpus_out`: a
+    fold per corpus, trained on all the others and tested on it, likewise. Where a fold's validation
     clips are drawn from its training clips, they are whole speakers (a `validation_size` share,
     at least one) where speakers are known, else a share of each emotion. Classifiers without
     early stopping (the SVM) train on train and validation together."""
@@ -57,7 +59,7 @@ def split_clips(clip_manifest: pd.DataFrame, split_options: Mapping[str, Any], r
         clips["path"] = clip_manifest["path"].astype(str).to_numpy()
     make = {"random": _random, "speaker_independent": _speaker_independent,
             "leave_one_speaker_out": _leave_one_speaker_out, "folds_file": _folds_file,
-            "cross_corpus": _cross_corpus}[strategy]
+            "cross_corpus": _cross_corpus, "leave_one_corpus_out": _leave_one_corpus_out}[strategy]
     folds, made_with = make(clips, split_options, random_seed)
     return pd.concat(folds, ignore_index=True)[SPLIT_COLUMNS], {"split.strategy": strategy, **made_with}
 
@@ -118,6 +120,42 @@ def _cross_corpus(clips: pd.DataFrame, options: Mapping[str, Any], random_seed: 
         raise SplitConfigError(
             f"cross_corpus needs split.train_corpora and split.test_corpora: disjoint lists of corpora of "
             f"clip_manifest ({', '.join(present)}); got {train_corpora} and {test_corpora}")
+    unused = clips.loc[~clips["corpus"].isin(train_corpora + test_corpora), "corpus"].value_counts()
+    if len(unused):
+        logger.info("cross_corpus leaves out the clips of corpora in neither list: %s", unused.to_dict())
+    fold, shared, dropped = _across_corpora(clips, 0, train_corpora, test_corpora, options,
+                                            np.random.default_rng(random_seed))
+    return [fold], {
+        "split.train_corpora": train_corpora, "split.test_corpora": test_corpora,
+        "split.validation_size": options["validation_size"], "random_seed": random_seed,
+        NOTES: {"emotions_kept": shared, "emotions_dropped": dropped}}
+
+
+def _leave_one_corpus_out(clips: pd.DataFrame, options: Mapping[str, Any], random_seed: int
+                          ) -> tuple[list[pd.DataFrame], dict[str, Any]]:
+    corpora = sorted(clips["corpus"].unique())
+    if len(corpora) < 2:
+        raise SplitConfigError(f"leave_one_corpus_out needs clips of at least two corpora; these are all of "
+                               f"{', '.join(corpora)}. Add a corpus to `corpora`, or use another "
+                               "split.strategy")
+    rng = np.random.default_rng(random_seed)
+    folds, notes = [], {}
+    for number, left_out in enumerate(corpora):
+        fold, shared, dropped = _across_corpora(clips, number, [c for c in corpora if c != left_out],
+                                                [left_out], options, rng)
+        folds.append(fold)
+        notes[left_out] = {"emotions_kept": shared, "emotions_dropped": dropped}
+    return folds, {"split.validation_size": options["validation_size"], "random_seed": random_seed,
+                   NOTES: {"folds": notes}}
+
+
+def _across_corpora(clips: pd.DataFrame, fold: int, train_corpora: list[str], test_corpora: list[str],
+                    options: Mapping[str, Any], rng: np.random.Generator
+                    ) -> tuple[pd.DataFrame, list[str], dict[str, list[str]]]:
+    """A fold that trains on `train_corpora` (validation drawn from them) and tests on
+    `test_corpora`, on the emotions both sides have: a model cannot be scored on an emotion it never
+    learnt, and an emotion the test side lacks would only take answers away from the others.
+    Returns the fold's clips, the emotions kept and those left out (logged)."""
     train_side, test_side = clips["corpus"].isin(train_corpora), clips["corpus"].isin(test_corpora)
     train_emotions = set(clips.loc[train_side, "emotion"])
     test_emotions = set(clips.loc[test_side, "emotion"])
@@ -129,19 +167,14 @@ def _cross_corpus(clips: pd.DataFrame, options: Mapping[str, Any], random_seed: 
     dropped = {"train_corpora_only": sorted(train_emotions - test_emotions),
                "test_corpora_only": sorted(test_emotions - train_emotions)}
     if dropped["train_corpora_only"] or dropped["test_corpora_only"]:
-        logger.warning("cross_corpus keeps the emotions both sides have (%s); left out: %s only in the "
-                       "training corpora, %s only in the test corpora", ", ".join(shared),
-                       dropped["train_corpora_only"] or "none", dropped["test_corpora_only"] or "none")
-    unused = clips.loc[~train_side & ~test_side, "corpus"].value_counts()
-    if len(unused):
-        logger.info("cross_corpus leaves out the clips of corpora in neither list: %s", unused.to_dict())
+        logger.warning("Testing on %s: the emotions both sides have are kept (%s); left out: %s only in the "
+                       "training corpora, %s only in the test corpora", ", ".join(test_corpora),
+                       ", ".join(shared), dropped["train_corpora_only"] or "none",
+                       dropped["test_corpora_only"] or "none")
     kept = clips["emotion"].isin(shared)
     train, test = (train_side & kept).to_numpy(), (test_side & kept).to_numpy()
-    subset = _subsets(clips, train, test, options, np.random.default_rng(random_seed))
-    return [clips.assign(fold=0, subset=subset)[subset != ""]], {
-        "split.train_corpora": train_corpora, "split.test_corpora": test_corpora,
-        "split.validation_size": options["validation_size"], "random_seed": random_seed,
-        NOTES: {"emotions_kept": shared, "emotions_dropped": dropped}}
+    subset = _subsets(clips, train, test, options, rng)
+    return clips.assign(fold=fold, subset=subset)[subset != ""], shared, dropped
 
 
 def _folds_file(clips: pd.DataFrame, options: Mapping[str, Any], random_seed: int

@@ -166,6 +166,33 @@ split shows what it is worth for new speakers.</p>
 {_table(table)}"""
 
 
+def _corpus_scores(corpus_scores: pd.DataFrame, model_summary: pd.DataFrame, split: str) -> str:
+    """Each model's scores on each test corpus with their intervals, and the share of that corpus's
+    test clips its models flagged out of their training clips' domain, models in the summary's
+    order."""
+    names = model_summary["variant"] + " · " + model_summary["classifier"]
+    order = {name: rank for rank, name in enumerate(names)}
+    model = corpus_scores["variant"] + " · " + corpus_scores["classifier"]
+    table = pd.DataFrame({
+        "model": model, "test corpus": corpus_scores["corpus"], "test clips": corpus_scores["test_clips"],
+        **{name: [f"{value:.3f} ({low:.3f} to {high:.3f})" for value, low, high in zip(
+            corpus_scores[score], corpus_scores[f"{score}_low"], corpus_scores[f"{score}_high"], strict=True)]
+           for score, name in SCORES.items()},
+        "flagged out of domain": ["" if pd.isna(share) else f"{100 * share:.1f}%"
+                                  for share in corpus_scores["out_of_domain"]],
+    }).assign(rank=model.map(order)).sort_values(["rank", "test corpus"], kind="stable").drop(columns="rank")
+    left_out = (" Each corpus was tested by models trained on the other corpora alone (leave one corpus "
+                "out), on the emotions it shares with them." if split == "leave_one_corpus_out" else "")
+    return f"""<h2 id="corpora">Scores per test corpus</h2>
+<p>Each model's scores on the test clips of each corpus, with 95% bootstrap intervals.{left_out}
+Flagged out of domain: the share of those test clips farther from the model's training clips than
+the threshold that 95% of its validation clips pass (<code>out_of_domain.pass_share</code>), as
+<code>emofusion predict</code> flags a file in its <code>in_domain</code> column. Clips like the
+training clips are flagged at about 5%; far more says the corpus is unlike what the model was
+trained on.</p>
+{_table(table)}"""
+
+
 def _table(frame: pd.DataFrame) -> str:
     return frame.to_html(index=False, border=0, classes="table", float_format="{:.3f}".format)
 
@@ -179,7 +206,8 @@ def _figure(figure: go.Figure) -> str:
 SECTIONS = (("run", "What was run"), ("chosen", "The model chosen on validation clips"),
             ("streams", "Does each stream help?"),
             ("speakers", "Does per-speaker normalisation help?"),
-            ("scores", "Scores on the test clips"), ("f1", "F1 per emotion"),
+            ("scores", "Scores on the test clips"), ("corpora", "Scores per test corpus"),
+            ("f1", "F1 per emotion"),
             ("confusion", "Confusion matrices"), ("settings", "Settings"))
 # The parameters that make features and models, in the order they act.
 SETTINGS_SHOWN = ("corpora", "emotions", "audio", "mfcc", "lpcc", "opensmile", "log_mel_spectrogram",
@@ -222,8 +250,8 @@ def _long_clips(clip_manifest: pd.DataFrame, parameters: Mapping[str, Any] | Non
             f"(audio.crop: {audio.get('crop', '?')}; clip_manifest has their durations).")
 
 
-def html_report(model_summary: pd.DataFrame, model_answers: pd.DataFrame, model_comparison: go.Figure,
-                per_class_f1: go.Figure,
+def html_report(model_summary: pd.DataFrame, model_answers: pd.DataFrame, corpus_scores: pd.DataFrame,
+                model_comparison: go.Figure, per_class_f1: go.Figure,
                 clip_manifest: pd.DataFrame, rejected_clips: pd.DataFrame, data_split: pd.DataFrame,
                 data_split_settings: Mapping[str, Any], classifiers: Mapping[str, Any],
                 fusion_variants: Mapping[str, Any], parameters: Mapping[str, Any] | None = None,
@@ -313,6 +341,7 @@ against the one chosen among those without it, on the same test clips.{caveats}<
 {speakers}
 <h2 id="scores">Scores on the test clips</h2>{_table(scores)}
 {_figure(model_comparison)}
+{_corpus_scores(corpus_scores, model_summary, str(data_split_settings['split.strategy']))}
 <h2 id="f1">F1 per emotion</h2>{_figure(per_class_f1)}
 <h2 id="confusion">Confusion matrices</h2><div class="grid">{confusion}</div>
 <h2 id="settings">Settings</h2><pre>{escape(settings)}</pre>

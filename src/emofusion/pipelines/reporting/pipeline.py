@@ -24,6 +24,7 @@ def create_pipeline(**kwargs) -> Pipeline:
         node(per_class_f1_figure, inputs=metrics, outputs="per_class_f1", name="per_class_f1_figure"),
         node(html_report,
              inputs={"model_summary": "model_summary", "model_answers": "model_answers",
+                     "corpus_scores": "corpus_scores",
                      "model_comparison": "model_comparison",
                      "per_class_f1": "per_class_f1", "clip_manifest": "clip_manifest",
                      "rejected_clips": "rejected_clips", "data_split": "data_split",
