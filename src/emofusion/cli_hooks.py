@@ -10,6 +10,7 @@ from typing import Any
 import click
 from kedro.framework.cli.hooks import cli_hook_impl
 
+import emofusion.tracking  # noqa: F401  (before kedro-mlflow's commands import kedro-mlflow: see there)
 from emofusion.errors import EmoFusionError
 
 VIEWER_SUBCOMMANDS = ("run", "build", "deploy")
