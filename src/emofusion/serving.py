@@ -42,7 +42,7 @@ class EmotionModel(mlflow.pyfunc.PythonModel):
     then answers each batch of recordings."""
 
     def load_context(self, context: mlflow.pyfunc.PythonModelContext) -> None:
-        # Kedro logs each step of every request's feature pipelines at INFO: what predict hides too.
+        # Kedro logs each step of every request's feature pipelines at INFO, which predict hides too.
         logging.getLogger("kedro").setLevel(logging.WARNING)
         config = context.model_config
         self._variant = config["variant"]
@@ -69,7 +69,7 @@ class EmotionModel(mlflow.pyfunc.PythonModel):
                     except (binascii.Error, ValueError) as error:
                         unusable.append({"file": name, "reason": f"audio is not base64 ({error})"})
                         continue
-                    path = Path(folder) / f"{i}{Path(name).suffix}"
+                    path = Path(folder) / f"{i}-audio{Path(name).suffix}"  # none a part of another
                     path.write_bytes(data)
                     shown[str(path)] = name
                 elif _given(record, "path"):
@@ -84,10 +84,9 @@ class EmotionModel(mlflow.pyfunc.PythonModel):
                 _speakers(files, paths), (params or {}).get("hop_s"))
         rows = pd.concat([table, missing, rejected.rename(columns={"clip_id": "file"})[["file", "reason"]],
                           pd.DataFrame(unusable, columns=["file", "reason"])], ignore_index=True)
-        for path, name in shown.items():  # the name given, not the file it was written to here
-            rows["file"] = rows["file"].replace(path, name)
-            rows["reason"] = rows["reason"].map(lambda text: text.replace(path, name) if isinstance(text, str)
-                                                else text)
+        # Each audio by the name it was given, not the file it was written to here.
+        rows["file"] = rows["file"].map(lambda file: shown.get(file, file))
+        rows["reason"] = rows["reason"].map(lambda reason: _as_given(reason, shown))
         if "windows" in rows:  # a count, also beside the rows of rejected files
             rows["windows"] = rows["windows"].astype("Int64")
         # JSON's null, not NaN, where a row has no value (a rejected file's emotion, a usable one's reason).
@@ -97,6 +96,13 @@ class EmotionModel(mlflow.pyfunc.PythonModel):
 def _given(record: Mapping[str, Any], key: str) -> str | None:
     value = record.get(key)
     return value if isinstance(value, str) and value else None
+
+
+def _as_given(text: Any, shown: Mapping[str, str]) -> Any:
+    if isinstance(text, str):
+        for path, name in shown.items():
+            text = text.replace(path, name)
+    return text
 
 
 def _speakers(files: list[Path], given: list[tuple[Path, str | None]]) -> list[str] | None:
