@@ -170,7 +170,7 @@ class TrackingHooks(MlflowHook):
             return None
         summary = catalog.load("model_summary")
         client.log_batch(self.run_id, metrics=list(summary_metrics(summary)),
-                         tags=[RunTag(key, value) for key, value in _backbone_tags(summary).items()])
+                         tags=[RunTag(key, value) for key, value in backbone_tags(summary).items()])
         return self._log_model(catalog, summary, project)
 
     def _log_model(self, catalog: Any, summary: pd.DataFrame, project: Path) -> str | None:
@@ -231,7 +231,7 @@ def summary_metrics(summary: pd.DataFrame) -> Iterator[Metric]:
                 yield Metric(f"{row.variant}.{row.classifier}.{column}", float(value), now, 0)
 
 
-def _backbone_tags(summary: pd.DataFrame) -> dict[str, str]:
+def backbone_tags(summary: pd.DataFrame) -> dict[str, str]:
     """The CNN backbones the models asked for and those they used (another when ImageNet weights could
     not be had offline), from the summary; none when no model reads a CNN."""
     tags = {}
