@@ -79,9 +79,13 @@ class EmotionModel(mlflow.pyfunc.PythonModel):
                     continue
                 paths.append((path, _given(record, "speaker")))
             files, missing = audio_files([path for path, _ in paths])
-            table, _, rejected = predict_emotions(
-                files, self._variant, self._model, self._card, self._pipelines, self._parameters,
-                _speakers(files, paths), (params or {}).get("hop_s"))
+            if files:
+                table, _, rejected = predict_emotions(
+                    files, self._variant, self._model, self._card, self._pipelines, self._parameters,
+                    _speakers(files, paths), (params or {}).get("hop_s"))
+            else:  # nothing to run the pipelines on, as predict does
+                table = pd.DataFrame(columns=["file", "emotion"])
+                rejected = pd.DataFrame(columns=["clip_id", "reason"])
         rows = pd.concat([table, missing, rejected.rename(columns={"clip_id": "file"})[["file", "reason"]],
                           pd.DataFrame(unusable, columns=["file", "reason"])], ignore_index=True)
         # Each audio by the name it was given, not the file it was written to here.

@@ -91,6 +91,8 @@ class TrackingHooks(MlflowHook):
         lock or its inputs records nothing)."""
         self._is_mlflow_enabled, self.run_id = False, None
         track = self._settings.enabled and self._reachable()
+        if track:
+            self._open(Path(run_params["project_path"]))
         result = yield
         if track:
             self._start(run_params, pipeline, catalog)
@@ -105,9 +107,10 @@ class TrackingHooks(MlflowHook):
         try:
             model_uri = self._record(pipeline, catalog, Path(run_params["project_path"]))
         except (MlflowException, OSError) as error:
-            mlflow.end_run(RunStatus.to_string(RunStatus.FAILED))
             problem = (f"Could not finish recording this run in MLflow at {mlflow.get_tracking_uri()} "
                        f"({str(error).splitlines()[0]}); its results are in data/")
+            with contextlib.suppress(MlflowException, OSError):  # the store may be what failed
+                mlflow.end_run(RunStatus.to_string(RunStatus.FAILED))
             if self._settings.unreachable == "stop":
                 raise TrackingError(problem) from error
             logger.warning("%s. The MLflow run is marked failed.", problem)
@@ -121,7 +124,7 @@ class TrackingHooks(MlflowHook):
     def _reachable(self) -> bool:
         """Whether the tracking server answers (a store that is no server always does); if not, said
         once, and the run goes on unrecorded or stops, as `tracking.unreachable` says."""
-        uri = self._context.mlflow.server.mlflow_tracking_uri or os.environ.get("MLFLOW_TRACKING_URI", "")
+        uri = self._context.mlflow.server.mlflow_tracking_uri
         if urlparse(uri).scheme not in ("http", "https"):
             return True
         try:
@@ -139,13 +142,17 @@ class TrackingHooks(MlflowHook):
                        "recorded (tracking.unreachable: continue; stop would stop it)", uri, reason)
         return False
 
-    def _start(self, run_params: dict[str, Any], pipeline: Pipeline, catalog: Any) -> None:
-        """Open the store, start the MLflow run (kedro-mlflow tags it with Kedro's run parameters:
-        pipelines, namespaces, nodes...) and log the parameters and the project's tags at once."""
-        project = Path(run_params["project_path"])
+    def _open(self, project: Path) -> None:
+        """kedro-mlflow's set-up: the store (made, for the project's own) and the experiment. Before
+        the other hooks, so that a store that cannot be opened stops the run before it takes the lock."""
         if self._context.mlflow.server.mlflow_tracking_uri == _own_store_uri(project):
             (project / STORE).mkdir(exist_ok=True)
         super().after_context_created(self._context)
+
+    def _start(self, run_params: dict[str, Any], pipeline: Pipeline, catalog: Any) -> None:
+        """Start the MLflow run (kedro-mlflow tags it with Kedro's run parameters: pipelines,
+        namespaces, nodes...) and log the parameters and the project's tags at once."""
+        project = Path(run_params["project_path"])
         super().before_pipeline_run(run_params, pipeline, catalog)
         if not self._is_mlflow_enabled:  # kedro-mlflow's disable_tracking.pipelines
             return
@@ -203,7 +210,9 @@ def _mlflow_configuration(context: KedroContext) -> dict[str, Any]:
     except MissingConfigException:
         configuration = {}
     server = configuration.setdefault("server", {})
-    if server.get("mlflow_tracking_uri") is None and not os.environ.get("MLFLOW_TRACKING_URI"):
+    if server.get("mlflow_tracking_uri") is None and os.environ.get("MLFLOW_TRACKING_URI"):
+        server["mlflow_tracking_uri"] = os.environ["MLFLOW_TRACKING_URI"]
+    elif server.get("mlflow_tracking_uri") is None:
         server["mlflow_tracking_uri"] = _own_store_uri(Path(context.project_path))
         experiment = configuration.setdefault("tracking", {}).setdefault("experiment", {})
         created = experiment.setdefault("create_experiment_kwargs", {})
