@@ -279,6 +279,29 @@ def test_mlflow_is_imported_after_the_project_has_switched_its_telemetry_off(pro
                                                                "telemetry_off": True}
 
 
+SESSION_WITHOUT_A_RUN = """
+import json, sys
+from pathlib import Path
+from kedro.framework.session import KedroSession
+from kedro.framework.startup import bootstrap_project
+
+bootstrap_project(Path.cwd())
+with KedroSession.create(project_path=Path.cwd()) as session:
+    session.load_context().catalog.load("model_summary")
+print(json.dumps(sorted(name for name in sys.modules if name.split(".")[0] in ("mlflow", "kedro_mlflow"))))
+"""
+
+
+def test_a_session_that_runs_nothing_imports_no_mlflow(first_run_id, project):
+    """`emofusion predict` and notebooks make sessions: MLflow, seconds to import, only for a run."""
+    before = store_files(project)
+    session = subprocess.run([sys.executable, "-c", SESSION_WITHOUT_A_RUN], cwd=project, capture_output=True,
+                             text=True, timeout=300, env=dict(os.environ, KEDRO_DISABLE_TELEMETRY="1"))
+    assert session.returncode == 0, session.stderr[-3000:]
+    assert json.loads(session.stdout.strip().splitlines()[-1]) == []
+    assert store_files(project) == before
+
+
 def test_tracking_settings_are_checked_before_anything_runs(parameters, tmp_path):
     parameters["tracking"] = {"enabled": "sometimes", "unreachable": "retry", "model": "mfcc.nope"}
     with pytest.raises(ParameterError) as refused:

@@ -10,8 +10,8 @@ from typing import Any
 import click
 from kedro.framework.cli.hooks import cli_hook_impl
 
-import emofusion.tracking  # noqa: F401  (before kedro-mlflow's commands import kedro-mlflow: see there)
 from emofusion.errors import EmoFusionError
+from emofusion.tracking import kedro_mlflow_hook_class
 
 VIEWER_SUBCOMMANDS = ("run", "build", "deploy")
 
@@ -43,3 +43,5 @@ class ViewerSettingsCheck:
 
 
 cli_hooks = ViewerSettingsCheck()
+# Every `kedro` command imports kedro-mlflow for its commands, after this module: first here, quietly.
+kedro_mlflow_hook_class()

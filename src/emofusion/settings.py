@@ -14,9 +14,9 @@ warnings.filterwarnings("ignore", message=r"register_new_resolver\(\) is depreca
 # itself when it acts: the MLflow run starts after the lock and the checks, and what the run made is
 # recorded before the lock is given back and the summary printed.
 HOOKS = (NodeTimingHooks(), StoredInputHooks(), SummaryLastHooks(), RunLockHooks(), TrackingHooks())
-# TrackingHooks is kedro-mlflow's hook, made for this project: the plugin's own instance would open the
+# TrackingHooks drives kedro-mlflow's hook for this project: the plugin's own instance would open the
 # store with every session (predict, viz) and write each node's parameters one by one.
-DISABLE_HOOKS_FOR_PLUGINS = ("kedro_mlflow",)  # its distribution name
+DISABLE_HOOKS_FOR_PLUGINS = ("kedro_mlflow",)  # its distribution's name
 
 # Builds the fusion and modelling pipelines from the session's environment (see configuration.py).
 CONTEXT_CLASS = ProjectContext
