@@ -115,7 +115,7 @@ def test_the_log_says_where_in_one_line_without_mlflow_s_noise(first_run, first_
     assert len(recorded) == 1 and "mlruns/mlflow.db" in lines[recorded[0]]
     assert recorded[0] < max(i for i, line in enumerate(lines) if "Model summary (" in line)  # summary last
     for noise in ("alembic", "mlflow.store", "Creating initial", "type hints", "CloudPickle", "input example",
-                  "km.random_name", "Mlflow run", "Traceback", "WARNING"):
+                  "km.random_name", "Mlflow run", "Downloading artifacts", "Traceback", "WARNING"):
         assert noise not in first_run.stderr, noise
 
 
