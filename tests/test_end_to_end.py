@@ -591,15 +591,16 @@ def test_a_second_run_during_a_run_is_refused_at_once_and_changes_nothing(finish
     deadline = time.monotonic() + 300
     while not lock.exists() and first.poll() is None and time.monotonic() < deadline:
         time.sleep(0.02)
-    started = time.monotonic()
     second = kedro(project, "run", "--namespaces=modelling.lpcc.svm", "--params", TINY_DEMO)
-    refused_after = time.monotonic() - started
+    # At once: while the first still runs. (Not a number of seconds: a `kedro` command takes seconds
+    # to start, importing MLflow through kedro-mlflow's commands, more on a machine busy training.)
+    first_was_running = first.poll() is None
     first.communicate(timeout=600)
     assert first.returncode == 0
     assert second.returncode == 1
     assert f"Another run is using this project's data folder (process {first.pid} on " in second.stderr
     assert "--namespaces=modelling.mfcc.dnn" in second.stderr
-    assert refused_after < 2, f"refused after {refused_after:.1f} s"
+    assert first_was_running
     assert untouched.stat().st_mtime_ns == written
     assert not lock.exists()  # given back when the first run ended
 

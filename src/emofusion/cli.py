@@ -151,20 +151,6 @@ def _log_to_stderr(verbose: bool) -> None:
         logging.getLogger(name).setLevel(level)
 
 
-def _best_model(summary: pd.DataFrame, without_speakers: set[str] | None) -> str:
-    """The first model by validation UAR, ties to fewer streams, then to the name (`model_rank`:
-    the test clips' scores choose nothing), among those that need no speakers when
-    `without_speakers` names (`variant.classifier`) the models that do."""
-    from emofusion.pipelines.modelling.nodes import model_rank
-
-    if without_speakers is not None:
-        usable = ~(summary["variant"] + "." + summary["classifier"]).isin(without_speakers)
-        if usable.any():
-            summary = summary[usable]
-    best = model_rank(summary).idxmin()
-    return f"{summary['variant'].loc[best]}.{summary['classifier'].loc[best]}"
-
-
 def _render(table: pd.DataFrame, form: str) -> str:
     import pandas as pd
 
@@ -267,6 +253,7 @@ def _predict(paths: tuple[Path, ...], model_name: str | None, hop_s: float | Non
         FEATURE_PIPELINES,
         audio_files,
         corpus_note,
+        default_model,
         load_trained_model,
         needs_speakers,
         predict_emotions,
@@ -292,8 +279,8 @@ def _predict(paths: tuple[Path, ...], model_name: str | None, hop_s: float | Non
         if not trained:
             raise click.ClickException("no trained models yet: run `kedro run` first")
         if model_name is None:
-            model_name = _best_model(catalog.load("model_summary"), None if speakers is not None
-                                     else needs_speakers(context.params))
+            model_name = default_model(catalog.load("model_summary"), None if speakers is not None
+                                       else needs_speakers(context.params))
         elif model_name not in trained:
             raise click.ClickException(f"there is no trained model '{model_name}'; --model takes one of: "
                                        + ", ".join(trained))

@@ -11,6 +11,7 @@ import click
 from kedro.framework.cli.hooks import cli_hook_impl
 
 from emofusion.errors import EmoFusionError
+from emofusion.tracking import kedro_mlflow_hook_class
 
 VIEWER_SUBCOMMANDS = ("run", "build", "deploy")
 
@@ -42,3 +43,5 @@ class ViewerSettingsCheck:
 
 
 cli_hooks = ViewerSettingsCheck()
+# Every `kedro` command imports kedro-mlflow for its commands, after this module: first here, quietly.
+kedro_mlflow_hook_class()

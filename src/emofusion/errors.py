@@ -68,6 +68,11 @@ class RunLockedError(EmoFusionError, RuntimeError):
     """Another run holds this project's data folder."""
 
 
+class TrackingError(EmoFusionError, ConnectionError):
+    """The MLflow tracking server cannot be reached, or stopped answering, and `tracking.unreachable`
+    says to stop."""
+
+
 class DamagedDatasetError(EmoFusionError, RuntimeError):
     """A stored dataset whose files do not agree with each other (cut short by a full disk, a copy
     stopped half-way): named, with how to remake it, instead of NumPy's error deep in a stack."""

@@ -172,6 +172,21 @@ def needs_speakers(parameters: Mapping[str, Any]) -> set[str]:
     return models
 
 
+def default_model(summary: pd.DataFrame, without_speakers: set[str] | None) -> str:
+    """The model `emofusion predict` and the logged MLflow model use unless told otherwise: the first
+    by validation UAR, ties to fewer streams, then to the name (`model_rank`: the test clips' scores
+    choose nothing), among those that need no speakers when `without_speakers` names
+    (`variant.classifier`) the models that do."""
+    from emofusion.pipelines.modelling.nodes import model_rank
+
+    if without_speakers is not None:
+        usable = ~(summary["variant"] + "." + summary["classifier"]).isin(without_speakers)
+        if usable.any():
+            summary = summary[usable]
+    best = model_rank(summary).idxmin()
+    return f"{summary['variant'].loc[best]}.{summary['classifier'].loc[best]}"
+
+
 def setting_differences(trained: Any, now: Any, where: str = "") -> list[str]:
     """Every setting that differs between two feature metadata trees, as 'path: trained -> now'."""
     if isinstance(trained, Mapping) and isinstance(now, Mapping):

@@ -63,6 +63,14 @@ def pipeline_parameters(project_path: Path | None = None) -> dict[str, Any]:
     return loader["parameters"]
 
 
+def use_parameters(parameters: Mapping[str, Any]) -> None:
+    """Build the pipelines from `parameters` from now on: a model logged to MLflow (emofusion.serving)
+    has no project folder, only the parameters of the run that trained it."""
+    loader = AbstractConfigLoader(conf_source="parameters of a logged model")
+    loader["parameters"] = dict(parameters)
+    use_session_configuration(loader)
+
+
 def _source(loader: AbstractConfigLoader) -> tuple[str, str | None, dict[str, Any]]:
     return str(loader.conf_source), loader.env, loader.runtime_params
 

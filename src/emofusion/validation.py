@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from emofusion.errors import CorpusError, ParameterError, SplitConfigError
-from emofusion.instances import fine_tuning_entries, model_instances
+from emofusion.instances import every_model, fine_tuning_entries, model_instances
 
 DEFAULT_DEMO_PATH = "data/01_raw/demo"
 
@@ -118,6 +118,14 @@ class DomainStatistics(_Strict):
     max_answer_share: float = Field(gt=0, le=1)
 
 
+class Tracking(_Strict):
+    """Whether a run is recorded in MLflow, what if the server is down, and which model is logged."""
+
+    enabled: bool = True
+    unreachable: Literal["continue", "stop"] = "continue"
+    model: str | None = "chosen"
+
+
 class Parameters(BaseModel):
     model_config = ConfigDict(extra="allow")
     random_seed: int
@@ -135,6 +143,7 @@ class Parameters(BaseModel):
     domain_statistics: DomainStatistics
     out_of_domain: OutOfDomain
     classifiers: dict[str, ClassifierNumbers | None]
+    tracking: Tracking = Tracking()
 
 
 def _schema_errors(parameters: Mapping[str, Any]) -> list[str]:
@@ -159,7 +168,20 @@ def _rule_errors(parameters: Mapping[str, Any], project_path: Path) -> list[str]
         except (ValueError, KeyError, TypeError) as error:
             errors.append(str(error).strip("'\""))
     errors += _corpus_errors(parameters, project_path)
+    if not errors:  # the model names below come from settings checked above
+        errors += _tracking_errors(Tracking.model_validate(parameters.get("tracking") or {}), parameters)
     return errors
+
+
+def _tracking_errors(tracking: Tracking, parameters: Mapping[str, Any]) -> list[str]:
+    """A model to log that this configuration does not train would fail at the run's end."""
+    if tracking.model in (None, "chosen"):
+        return []
+    names = [f"{variant}.{classifier}" for variant, classifier in every_model(parameters)]
+    if tracking.model in names:
+        return []
+    return [f"tracking.model: '{tracking.model}' is not a model this configuration trains; give chosen "
+            f"(the model chosen on validation clips), null (no model) or one of: {', '.join(names)}"]
 
 
 def _split_errors(split: Split, corpora: list[str], project_path: Path) -> list[str]:

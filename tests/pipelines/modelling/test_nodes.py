@@ -411,7 +411,7 @@ def test_the_summary_ranks_models_by_validation_and_compares_them_on_their_predi
 
 
 def test_no_test_score_chooses_the_order_or_the_default_model():
-    from emofusion.cli import _best_model
+    from emofusion.inference import default_model
 
     # Equal validation UARs: fewer streams first, then the name, whatever the test scores.
     models = {"mfcc_lpcc__svm": (PREDICTIONS["mfcc_lpcc__svm"], ["mfcc", "lpcc"], {0: 0.7}),
@@ -420,13 +420,13 @@ def test_no_test_score_chooses_the_order_or_the_default_model():
               "cnn__svm": (PREDICTIONS["cnn__svm"], ["transfer_features"], {0: 0.75})}
     summary, answers = summarised(models)
     assert list(summary["variant"]) == ["cnn", "lpcc", "mfcc", "mfcc_lpcc"]
-    assert _best_model(summary, None) == "cnn.svm"
+    assert default_model(summary, None) == "cnn.svm"
     # Each model given another's test predictions: the order, default and choices stay.
     keys = list(models)
     shuffled = {key: (models[keys[(i + 1) % 4]][0], *models[key][1:]) for i, key in enumerate(keys)}
     summary_shuffled, answers_shuffled = summarised(shuffled)
     assert list(summary_shuffled["variant"]) == list(summary["variant"])
-    assert _best_model(summary_shuffled, None) == "cnn.svm"
+    assert default_model(summary_shuffled, None) == "cnn.svm"
     assert list(answers_shuffled["model"]) == list(answers["model"])
     assert not summary_shuffled["unweighted_average_recall"].equals(summary["unweighted_average_recall"])
     # model_rank reads no test column: scrambling them changes nothing.
