@@ -239,7 +239,8 @@ def test_the_log_is_short_quiet_and_ends_with_the_summary(finished_run, project)
     assert len(lines) < 310, len(lines)  # 300 with the domain descriptions (one more line)
     log = "\n".join(lines)
     for noise in ("E0000", "I0000", "absl", "cuInit", "Loading data from", "Saving data to", "DNN epoch",
-                  "register_new_resolver", "shuffle", "rich_logging.yml", "--pipeline=", "Traceback"):
+                  "register_new_resolver", "shuffle", "rich_logging.yml", "--pipeline=", "Traceback",
+                  "anonymous usage data"):
         assert noise not in log, noise
     # The summary is last: its header, one row per model, then the run's answers and nothing else.
     summary = pd.read_csv(project / "data/08_reporting/model_summary.csv")

@@ -15,7 +15,8 @@ import yaml
 
 
 def scratch_project(source: Path, root: Path, local_parameters: Mapping[str, Any] | None = None) -> Path:
-    """Copy `source`'s conf/ (without conf/local) and pyproject.toml into `root`, with `local_parameters`
+    """Copy `source`'s conf/ (without conf/local), pyproject.toml and .telemetry (the project's
+    answer to Kedro's telemetry: no data sent) into `root`, with `local_parameters`
     as conf/local/parameters.yml. `root` may hold an earlier copy: its conf/ is replaced, its data/ kept.
 
     Kedro wants a source folder, so `root` gets an empty src/: the package itself is the installed one."""
@@ -26,5 +27,6 @@ def scratch_project(source: Path, root: Path, local_parameters: Mapping[str, Any
     if local_parameters is not None:
         (root / "conf" / "local" / "parameters.yml").write_text(yaml.safe_dump(dict(local_parameters)))
     shutil.copy(source / "pyproject.toml", root)
+    shutil.copy(source / ".telemetry", root)
     (root / "src").mkdir(exist_ok=True)
     return root
