@@ -236,7 +236,10 @@ def test_the_log_is_short_quiet_and_ends_with_the_summary(finished_run, project)
     assert finished_run.returncode == 0
     # Lines as a terminal shows them: a progress bar redraws its line with carriage returns.
     lines = [line for line in (finished_run.stdout + finished_run.stderr).split("\n") if line.strip()]
-    assert len(lines) < 310, len(lines)  # 300 with the domain descriptions (one more line)
+    # A progress bar's redraws grow with the machine's slowness (one a second): the report's own
+    # lines are counted (158 on 3 December 2026, with 150 bar lines on a loaded machine).
+    report = [line for line in lines if not re.search(r"\d+%\|", line)]
+    assert len(report) < 180, len(report)
     log = "\n".join(lines)
     for noise in ("E0000", "I0000", "absl", "cuInit", "Loading data from", "Saving data to", "DNN epoch",
                   "register_new_resolver", "shuffle", "rich_logging.yml", "--pipeline=", "Traceback",
@@ -615,7 +618,9 @@ def test_a_run_killed_in_its_last_fold_resumes_with_that_fold_alone(finished_run
     backup = tmp_path / "data"
     shutil.copytree(project / "data", backup)  # this test's 2-fold split is put back afterwards
     folds = project / "data/06_models/mfcc/dnn_folds"
-    two_folds = f"{TINY_DEMO},split.repeats=2"
+    # One fold at a time (n_jobs=1), so that the kill comes in the last fold: side by side, both
+    # folds would end together.
+    two_folds = f"{TINY_DEMO},split.repeats=2,n_jobs=1"
     try:
         assert kedro(project, "run", "--nodes=split_clips", "--params", two_folds).returncode == 0
         model_run = ["run", "--namespaces=modelling.mfcc.dnn", "--params", two_folds]
