@@ -45,3 +45,13 @@ def scratch_project(tmp_path_factory) -> Callable[..., Path]:
         return copy_of_project(PROJECT, tmp_path_factory.mktemp("project"), local_parameters)
 
     return make
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Side by side (pytest-xdist, `--dist loadgroup`), the tests that share a module-scoped fixture, a
+    trained scratch project, run on one worker, so that each project is trained once."""
+    for item in items:
+        fixtures = getattr(item, "_fixtureinfo", None)
+        if fixtures and any(definitions[-1].scope == "module"
+                            for definitions in fixtures.name2fixturedefs.values()):
+            item.add_marker(pytest.mark.xdist_group(item.module.__name__))

@@ -2,11 +2,14 @@
 looking for devices prints absl lines (oneDNN notices, `cuInit` CUDA errors) from C++ straight to
 file descriptor 2, whatever `TF_CPP_MIN_LOG_LEVEL` says (TensorFlow 2.21). Those moments run with
 that descriptor pointed at /dev/null; the device is then named once in the project's own log.
-Setting `TF_CPP_MIN_LOG_LEVEL` yourself shows the lines again."""
+TensorFlow's Python warnings are kept to errors: a network trained on progressively larger images is
+traced again at each size, as it must be, and TensorFlow warns of "expensive retracing" each time.
+Setting `TF_CPP_MIN_LOG_LEVEL` yourself shows all of them again."""
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 from collections.abc import Iterator
 from typing import Any
@@ -38,4 +41,5 @@ def import_tensorflow() -> Any:
         import tensorflow as tf
 
         tf.config.list_physical_devices()
+    logging.getLogger("tensorflow").setLevel(logging.ERROR)
     return tf
