@@ -47,6 +47,7 @@ def scratch_project(tmp_path_factory) -> Callable[..., Path]:
     return make
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups from the marks
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Side by side (pytest-xdist, `--dist loadgroup`), the tests that share a module-scoped fixture, a
     trained scratch project, run on one worker, so that each project is trained once."""
