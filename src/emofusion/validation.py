@@ -157,7 +157,7 @@ def _schema_errors(parameters: Mapping[str, Any]) -> list[str]:
 
 def _rule_errors(parameters: Mapping[str, Any], project_path: Path) -> list[str]:
     """The checks of the functions the pipelines are built from, and the rules no schema states."""
-    from emofusion.pipelines.transfer_features.config import transfer_settings
+    from emofusion.imagenet.config import transfer_settings
 
     errors = _split_errors(Split.model_validate(parameters["split"]), parameters["corpora"], project_path)
     for check in (lambda: model_instances(parameters), lambda: fine_tuning_entries(parameters),

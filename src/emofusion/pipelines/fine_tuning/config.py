@@ -10,9 +10,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from emofusion.errors import FineTuningConfigError
+from emofusion.imagenet.config import backbone_spec
 
 from ..fusion.pipeline import SPEAKER_NORMALISED_SPECTROGRAMS
-from ..transfer_features.config import backbone_spec
 
 NETWORK_KINDS = ("cnn", "lstm")
 LATE_FUSION = "late_fusion"

@@ -21,10 +21,9 @@ import tensorflow as tf
 from tqdm.auto import tqdm
 
 from emofusion.errors import ImageNetWeightsUnavailable
-
-from ..transfer_features.backbones import TimePooling, build_backbone, dtype_policy, import_object
-from ..transfer_features.config import BackboneSpec
-from ..transfer_features.images import spectrogram_to_image
+from emofusion.imagenet.backbones import TimePooling, build_backbone, dtype_policy, import_object
+from emofusion.imagenet.config import BackboneSpec
+from emofusion.imagenet.images import spectrogram_to_image
 
 logger = logging.getLogger(__name__)
 

@@ -9,9 +9,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from emofusion.clip_array import ClipArray
+from emofusion.imagenet.config import TransferSettings, fingerprint, transfer_settings, weights_now_reachable
 from emofusion.quiet_tensorflow import import_tensorflow
-
-from .config import TransferSettings, fingerprint, transfer_settings, weights_now_reachable
 
 logger = logging.getLogger(__name__)
 
@@ -75,8 +74,8 @@ def extract_transfer_features(log_mel_spectrogram: ClipArray, stored_transfer_fe
     # Their C++ start-up chatter is hidden unless the user sets TF_CPP_MIN_LOG_LEVEL; the device is
     # logged below.
     import_tensorflow()
-    from .backbones import load_backbone
-    from .images import compute_device, extract_features
+    from emofusion.imagenet.backbones import load_backbone  # TensorFlow: only in the process that extracts
+    from emofusion.imagenet.images import compute_device, extract_features  # TensorFlow, likewise
 
     backbone = load_backbone(settings)
     device = compute_device()
