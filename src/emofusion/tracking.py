@@ -33,6 +33,7 @@ from kedro.pipeline import Pipeline
 
 from emofusion import __version__
 from emofusion.errors import TrackingError
+from emofusion.inference import default_model, needs_speakers
 from emofusion.validation import Tracking
 
 if TYPE_CHECKING:  # MLflow takes seconds to import: only where a run is recorded
@@ -200,8 +201,7 @@ class TrackingHooks:
         """The model `tracking.model` names (`chosen`: predict's default) as an MLflow model."""
         import mlflow
 
-        from emofusion.inference import default_model, needs_speakers
-        from emofusion.serving import log_emotion_model
+        from emofusion.serving import log_emotion_model  # MLflow: only where a model is logged
 
         parameters = self._context.params
         name = self._settings.model

@@ -19,25 +19,20 @@ from sklearn.metrics import recall_score
 from emofusion.clip_array import ClipArray
 from emofusion.finished_folds import FinishedFolds, fold_fingerprint, resumed_folds
 from emofusion.instances import fused_features_name
-from emofusion.provenance import check_made_with
-
-from ..modelling.classifiers import (
-    build_model,
-    fit_model,
-    fused_layout,
-    late_weight_candidates,
-    prediction_table,
-)
-from ..modelling.nodes import (
+from emofusion.learning.assembly import build_model, fused_layout, late_weight_candidates
+from emofusion.learning.estimators import fit_model
+from emofusion.learning.folds import (
     check_model_inputs,
-    combined_predictions,
     fold_rows,
     read_subset,
     speakers_apart,
     split_used,
     stamp_fit_id,
 )
-from .config import merged_entry, network_input, network_settings
+from emofusion.learning.network_settings import merged_entry, network_input, network_settings
+from emofusion.learning.predictions import combined_predictions, prediction_table
+from emofusion.provenance import check_made_with
+
 from .estimators import FineTunedNetwork, InputLateFusion, combined_probabilities
 
 logger = logging.getLogger(__name__)

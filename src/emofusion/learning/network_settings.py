@@ -10,9 +10,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from emofusion.errors import FineTuningConfigError
+from emofusion.fusion_layout import SPEAKER_NORMALISED_SPECTROGRAMS
 from emofusion.imagenet.config import backbone_spec
-
-from ..fusion.pipeline import SPEAKER_NORMALISED_SPECTROGRAMS
 
 NETWORK_KINDS = ("cnn", "lstm")
 LATE_FUSION = "late_fusion"
