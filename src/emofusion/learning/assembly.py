@@ -8,6 +8,7 @@ from __future__ import annotations
 import copy
 import itertools
 from collections.abc import Mapping, Sequence
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -23,6 +24,7 @@ from emofusion.learning.estimators import (
     fit_model,
     refits_on_validation,
 )
+from emofusion.learning.late_fusion import SCORE_TOLERANCE, best_late_weights, late_weight_candidates
 from emofusion.learning.validators import SEARCHABLE_STREAM_SETTINGS
 
 
@@ -79,7 +81,6 @@ def build_model(blocks: Sequence[Mapping[str, Any]], groups: Sequence[Sequence[s
     return Pipeline([("classify", LateFusionClassifier(columns, models))])
 
 
-LATE_WEIGHT_STEP = 0.25
 
 
 def search_candidates(search: Mapping[str, Sequence[Any]] | None, groups: Sequence[Sequence[str]]
@@ -98,16 +99,6 @@ def search_candidates(search: Mapping[str, Sequence[Any]] | None, groups: Sequen
         grid[key] = list(values) if isinstance(values, Sequence) and not isinstance(values, str) else [values]
     keys = list(grid)
     return [dict(zip(keys, values, strict=True)) for values in itertools.product(*(grid[k] for k in keys))]
-
-
-def late_weight_candidates(groups: int) -> list[tuple[float, ...]]:
-    """Combiner weights on a simplex grid (step LATE_WEIGHT_STEP), equal weights first."""
-    steps = round(1 / LATE_WEIGHT_STEP)
-    grid = [tuple(k / steps for k in combination)
-            for combination in itertools.product(range(steps + 1), repeat=groups)
-            if sum(combination) == steps]
-    equal = tuple(1 / groups for _ in range(groups))
-    return [equal, *[weights for weights in grid if not np.allclose(weights, equal)]]
 
 
 def _apply_candidate(candidate: Mapping[str, Any], blocks: Sequence[Mapping[str, Any]],
@@ -145,6 +136,35 @@ def fused_layout(metadata: Mapping[str, Any], width: int
     return list(blocks), metadata.get("groups"), metadata.get("block_scaling", "balanced") == "balanced"
 
 
+def _uar(validation: tuple[np.ndarray, np.ndarray], model: Any) -> float:
+    """The validation clips' unweighted average recall of `model`'s answers (its most probable class)."""
+    return float(recall_score(validation[1], model.predict(validation[0]), average="macro", zero_division=0))
+
+
+def _late_uar(model: Pipeline, validation: tuple[np.ndarray, np.ndarray], weights: tuple[float, ...]
+              ) -> float:
+    model[-1].set_params(weights=list(weights))
+    return _uar(validation, model)
+
+
+def _fit_early(model: Pipeline, preprocessed: dict[str, Pipeline], train: tuple[np.ndarray, np.ndarray],
+               validation: tuple[np.ndarray, np.ndarray], train_groups: np.ndarray | None
+               ) -> tuple[float, Any, Pipeline]:
+    """An early-fusion candidate fitted and scored: its scaling and PCA fitted once per signature
+    (`preprocessed`, shared by the candidates that differ only after them), its classifier on the
+    transformed clips. Returns the score, the classifier and the shared preprocessing."""
+    preprocess, estimator = model[:-1], model[-1]
+    signature = _fit_signature(preprocess)
+    if signature not in preprocessed:
+        preprocessed[signature] = preprocess.fit(*train)
+    shared = preprocessed[signature]
+    if "reduce" in model.named_steps:
+        shared.named_steps["reduce"].set_params(weights=model.named_steps["reduce"].weights)
+    fit_model(estimator, shared.transform(train[0]), train[1], train_groups)
+    transformed = (shared.transform(validation[0]), validation[1])
+    return _uar(transformed, estimator), estimator, shared
+
+
 def select_and_fit(features_metadata: Mapping[str, Any], classifier_options: Mapping[str, Any],
                    reduction_options: Mapping[str, Any] | None, random_seed: int,
                    train: tuple[np.ndarray, np.ndarray], validation: tuple[np.ndarray, np.ndarray],
@@ -174,9 +194,6 @@ def select_and_fit(features_metadata: Mapping[str, Any], classifier_options: Map
         return build_model(candidate_blocks, groups, {**settings, **overrides}, candidate_reduction, balanced,
                            random_seed)
 
-    def uar(model: Any, X: np.ndarray) -> float:
-        return float(recall_score(validation[1], model.predict(X), average="macro", zero_division=0))
-
     # An SVM of early fusion compares its candidates by its vote, without five calibration fits
     # each; the chosen one is then scored as it answers (its most probable class).
     voting = ({"probability": False} if classifier_options.get("kind") == "svm" and not late
@@ -185,32 +202,19 @@ def select_and_fit(features_metadata: Mapping[str, Any], classifier_options: Map
     preprocessed: dict[str, Pipeline] = {}
     for candidate in candidates:
         model = build(candidate, **voting)
-        if late:
+        if late:  # the combiner weights act at prediction: one fit serves them all
             fit_model(model, *train, train_groups)
-            for weights in combiner_weights:  # act at prediction: one fit serves them all
-                if weights is not None:
-                    model[-1].set_params(weights=list(weights))
-                score = uar(model, validation[0])
-                if best is None or score > best[0] + 1e-12:
-                    best = (score, candidate, weights, None if refits_on_validation(model) else model)
+            score, weights, _ = best_late_weights(partial(_late_uar, model, validation), len(groups))
+            if best is None or score > best[0] + SCORE_TOLERANCE:
+                best = (score, candidate, weights, None if refits_on_validation(model) else model)
             continue
-        # Early fusion: the scaling and PCA are fitted once per signature, each candidate's
-        # classifier on the transformed clips.
-        preprocess, estimator = model[:-1], model[-1]
-        signature = _fit_signature(preprocess)
-        if signature not in preprocessed:
-            preprocessed[signature] = preprocess.fit(*train)
-        shared = preprocessed[signature]
-        if "reduce" in model.named_steps:
-            shared.named_steps["reduce"].set_params(weights=model.named_steps["reduce"].weights)
-        fit_model(estimator, shared.transform(train[0]), train[1], train_groups)
-        score = uar(estimator, shared.transform(validation[0]))
-        if best is None or score > best[0] + 1e-12:
+        score, estimator, shared = _fit_early(model, preprocessed, train, validation, train_groups)
+        if best is None or score > best[0] + SCORE_TOLERANCE:
             best = (score, candidate, None, None if refits_on_validation(estimator)
                     else Pipeline([*copy.deepcopy(shared).steps, ("classify", estimator)]))
     score, candidate, weights, model = best
     if voting:
-        score = uar(fit_model(build(candidate), *train), validation[0])
+        score = _uar(validation, fit_model(build(candidate), *train))
     if model is None:  # refitted on training and validation clips; no network is, so no groups
         model = fit_model(build(candidate), np.vstack([train[0], validation[0]]),
                           np.concatenate([train[1], validation[1]]))

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import numpy as np
@@ -13,6 +13,7 @@ import pandas as pd
 
 from emofusion.clip_array import ClipArray
 from emofusion.errors import MissingClipsError
+from emofusion.finished_folds import FinishedFolds, fold_fingerprint, resumed_folds
 from emofusion.learning.selection import by_speaker
 from emofusion.provenance import check_made_with
 
@@ -97,3 +98,21 @@ def stamp_fit_id(model: Any, model_card: dict[str, Any]) -> dict[str, Any]:
     fit_id = hashlib.sha256(json.dumps(model_card, sort_keys=True, default=str).encode()).hexdigest()[:16]
     model.fit_id_ = fit_id
     return {**model_card, "fit_id": fit_id}
+
+
+def fold_results(data_split: pd.DataFrame, made_with: Mapping[str, Any], parameters: Mapping[str, Any],
+                 finished_folds: FinishedFolds | None,
+                 make: Callable[[list[int], Mapping[int, tuple[pd.DataFrame, dict[str, str]]]],
+                                Iterable[tuple[int, Any]]]) -> tuple[list[int], list[Any]]:
+    """The fold loop of every model: the folds (in order) and each one's result, stored by an earlier
+    run with the same settings (`made_with` and the fold's clips) or made now by `make(folds to make,
+    every fold's (rows, emotion by clip))`, which yields `(fold, result)` as each is done; each is
+    stored as it comes (`finished_folds`, in a run), and the store reports what it reused."""
+    folds = sorted(data_split["fold"].unique())
+    inputs = {fold: fold_rows(data_split, fold) for fold in folds}
+    by_fold = resumed_folds(finished_folds, {fold: {**made_with, "clips": fold_fingerprint(rows)}
+                                             for fold, (rows, _) in inputs.items()},
+                            parameters, lambda todo: make(todo, inputs))
+    if finished_folds is not None:
+        finished_folds.report(len(folds))
+    return folds, [by_fold[fold] for fold in folds]

@@ -17,18 +17,20 @@ from plotly.subplots import make_subplots
 from sklearn.metrics import recall_score
 
 from emofusion.clip_array import ClipArray
-from emofusion.finished_folds import FinishedFolds, fold_fingerprint, resumed_folds
+from emofusion.finished_folds import FinishedFolds
 from emofusion.instances import fused_features_name
-from emofusion.learning.assembly import build_model, fused_layout, late_weight_candidates
+from emofusion.learning.assembly import build_model, fused_layout
 from emofusion.learning.estimators import fit_model
 from emofusion.learning.folds import (
     check_model_inputs,
+    fold_results,
     fold_rows,
     read_subset,
     speakers_apart,
     split_used,
     stamp_fit_id,
 )
+from emofusion.learning.late_fusion import best_late_weights
 from emofusion.learning.network_settings import merged_entry, network_input, network_settings
 from emofusion.learning.predictions import combined_predictions, prediction_table
 from emofusion.provenance import check_made_with
@@ -107,18 +109,12 @@ def fine_tune_and_predict(
         )
     made_with = {"input": spectrograms.metadata.get("made_with", {}), "data_split": data_split_settings,
                  "settings": settings}
-    folds = sorted(data_split["fold"].unique())
-    fold_inputs = {fold: fold_rows(data_split, fold) for fold in folds}
     # One fold at a time: a fine-tuned network uses every core, and the memory of one.
-    by_fold = resumed_folds(
-        finished_folds, {fold: {**made_with, "clips": fold_fingerprint(rows)} for fold, (rows, _) in
-                         fold_inputs.items()}, parameters,
-        lambda todo: ((fold, _fine_tune_fold(spectrograms, *fold_inputs[fold], fold, len(folds), settings,
-                                             data_split_settings, keep_network=fold == folds[0]))
-                      for fold in todo))
-    results = [by_fold[fold] for fold in folds]
-    if finished_folds is not None:
-        finished_folds.report(len(folds))
+    folds, results = fold_results(
+        data_split, made_with, parameters, finished_folds,
+        lambda todo, inputs: ((fold, _fine_tune_fold(spectrograms, *inputs[fold], fold, len(inputs), settings,
+                                                     data_split_settings, keep_network=fold == min(inputs)))
+                              for fold in todo))
     first = results[0]["network"]
     tests = [result["test"] for result in results]
     validations = [result["validation"] for result in results]
@@ -270,11 +266,9 @@ def late_fuse_and_predict(
             network_probabilities("validation", validation_ids),
             classical.predict_proba(X_validation),
         ]
-        scores = [
-            (_uar(y_validation, classical.classes_[combined_probabilities(candidates, w).argmax(axis=1)]), w)
-            for w in late_weight_candidates(2)
-        ]
-        score, weights = max(scores, key=lambda pair: pair[0])  # the first of equal scores: equal weights
+        score, weights, tried = best_late_weights(
+            lambda w, candidates=candidates, classes=classical.classes_, y=y_validation: _uar(
+                y, classes[combined_probabilities(candidates, w).argmax(axis=1)]), 2)
         X_test, y_test, test_ids = read_subset(fused_features, rows, emotion, "test")
         probabilities = combined_probabilities(
             [network_probabilities("test", test_ids), classical.predict_proba(X_test)], weights
@@ -290,7 +284,7 @@ def late_fuse_and_predict(
         selections.append(
             {
                 "fold": int(fold),
-                "candidates": len(scores),
+                "candidates": tried,
                 "validation_uar": score,
                 "chosen": {"late_weights": [round(w, 4) for w in weights]},
             }

@@ -15,14 +15,14 @@ import pandas as pd
 from sklearn.pipeline import Pipeline
 
 from emofusion.clip_array import ClipArray
-from emofusion.finished_folds import FinishedFolds, fold_fingerprint, resumed_folds
+from emofusion.finished_folds import FinishedFolds
 from emofusion.fusion_layout import CNN_STREAM
 from emofusion.learning.assembly import select_and_fit
 from emofusion.learning.domain import describe_domain
 from emofusion.learning.folds import (
     check_model_inputs,
     corpora_of,
-    fold_rows,
+    fold_results,
     read_subset,
     speakers_apart,
     split_used,
@@ -73,20 +73,16 @@ def fit_and_predict(fused_features: ClipArray, data_split: pd.DataFrame,
     made_with = {"fused_features": metadata.get("made_with", {}), "fusion_variant": fusion_variant_options,
                  "data_split": data_split_settings, "classifier": classifier_options,
                  "reduction": reduction_options, "random_seed": random_seed, "out_of_domain": out_of_domain}
-    folds = sorted(data_split["fold"].unique())
-    fold_inputs = {fold: fold_rows(data_split, fold) for fold in folds}
-    jobs = {fold: (fused_features, rows, emotion, fold, len(folds), classifier_options, reduction_options,
-                   random_seed, data_split_settings, out_of_domain, fold == folds[0])
-            for fold, (rows, emotion) in fold_inputs.items()}
-    fold_made_with = {fold: {**made_with, "clips": fold_fingerprint(rows)}
-                      for fold, (rows, _) in fold_inputs.items()}
-    # The folds to train run side by side, one per worker process (`n_jobs`), each stored as it ends.
-    by_fold = resumed_folds(finished_folds, fold_made_with, parameters, lambda todo: finished_in_processes(
-        _fit_fold, {fold: jobs[fold] for fold in todo}, n_jobs=parameters.get("n_jobs", 1),
-        description="Folds"))
-    results = [by_fold[fold] for fold in folds]
-    if finished_folds is not None:
-        finished_folds.report(len(folds))
+
+    def train(todo: list[int], inputs: Mapping[int, tuple[pd.DataFrame, dict[str, str]]]) -> Any:
+        # The folds to train run side by side, one per worker process (`n_jobs`), each stored as it ends.
+        first = min(inputs)
+        jobs = {fold: (fused_features, *inputs[fold], fold, len(inputs), classifier_options,
+                       reduction_options, random_seed, data_split_settings, out_of_domain, fold == first)
+                for fold in todo}
+        return finished_in_processes(_fit_fold, jobs, n_jobs=parameters.get("n_jobs", 1), description="Folds")
+
+    folds, results = fold_results(data_split, made_with, parameters, finished_folds, train)
     first_model = results[0]["model"]
     first_model.domain_ = results[0]["domain"]
     model_card = {"classes": [str(label) for label in first_model.classes_],
