@@ -297,19 +297,8 @@ def predict_emotions(files: Sequence[Path], variant: str, model: Any, model_card
     by their own statistics (`as_one_domain`; a model standardised per corpus always does so), at
     least `domain_statistics.min_files` of them. Warnings (a batch that looks like one emotion, how
     many files are out of the model's domain) go to `say`."""
-    if list(map(str, model.classes_)) != list(model_card["classes"]):
-        raise ModelMismatchError("the model and its model card name different emotions: they come from "
-                                 "different runs; run `kedro run --pipelines=modelling` again")
-    card_features = model_card.get("features")
-    normalisation = card_features.get("speaker_normalisation") if isinstance(card_features, Mapping) else None
+    normalisation = _normalisation(variant, model, model_card, speakers)
     by = normalisation.get("by", "speaker") if normalisation else None
-    if by == "speaker" and speakers is None:
-        raise SpeakersNeededError(
-            f"this {variant} model was trained on features standardised per speaker (speaker_normalisation: "
-            "speaker), so it needs to know who speaks in each file: give --same-speaker when all the files "
-            "are one speaker's, or --speakers FILE.csv with columns path and speaker. Each speaker's files "
-            f"are standardised together; a speaker with fewer than {normalisation['min_clips']} files by the "
-            "statistics of all the training run's clips, which fit their voice less well.")
     trained = model_inputs(variant, model_card)
     domain = getattr(model, "domain_", None)
     if same_domain:
@@ -322,15 +311,7 @@ def predict_emotions(files: Sequence[Path], variant: str, model: Any, model_card
         empty = pd.DataFrame(columns=["file", "emotion"])
         return empty, empty, rejected
     clip_ids = next(iter(features.values())).clip_ids
-    # Through JSON, as the model card was, so that a tuple and a list of the same values are equal.
-    differences = [difference for name, metadata in trained.items()
-                   for difference in setting_differences(metadata,
-                                                         json.loads(json.dumps(features[name].metadata)))]
-    if differences:
-        raise ModelMismatchError(
-            f"this {variant} model was trained on features made with other settings than the project "
-            "has now:\n  " + "\n  ".join(differences[:20]) + "\nRestore those settings, or train again "
-            "with these (`kedro run`).")
+    _check_same_settings(variant, trained, features)
     values = {name: array.select(list(clip_ids)).values for name, array in features.items()}
     X = values if "inputs" in model_card and len(values) > 1 else next(iter(values.values()))
     windows = windows.set_index("clip_id").loc[clip_ids]
@@ -356,6 +337,39 @@ def predict_emotions(files: Sequence[Path], variant: str, model: Any, model_card
     for note in [*one_emotion_notes(spread, reference, table, options), domain_note(table, model)]:
         say(note)
     return table, windows, rejected
+
+
+def _normalisation(variant: str, model: Any, model_card: Mapping[str, Any], speakers: Sequence[str] | None
+                   ) -> Mapping[str, Any] | None:
+    """The model card's record of how its features were standardised per speaker or corpus (None
+    when they were not), once the card is known to be the model's and the speakers are given if
+    the model needs them."""
+    if list(map(str, model.classes_)) != list(model_card["classes"]):
+        raise ModelMismatchError("the model and its model card name different emotions: they come from "
+                                 "different runs; run `kedro run --pipelines=modelling` again")
+    card_features = model_card.get("features")
+    normalisation = card_features.get("speaker_normalisation") if isinstance(card_features, Mapping) else None
+    if normalisation and normalisation.get("by", "speaker") == "speaker" and speakers is None:
+        raise SpeakersNeededError(
+            f"this {variant} model was trained on features standardised per speaker (speaker_normalisation: "
+            "speaker), so it needs to know who speaks in each file: give --same-speaker when all the files "
+            "are one speaker's, or --speakers FILE.csv with columns path and speaker. Each speaker's files "
+            f"are standardised together; a speaker with fewer than {normalisation['min_clips']} files by the "
+            "statistics of all the training run's clips, which fit their voice less well.")
+    return normalisation
+
+
+def _check_same_settings(variant: str, trained: Mapping[str, Any], features: Mapping[str, ClipArray]) -> None:
+    """Refuse features made with other settings than the model's training features."""
+    # Through JSON, as the model card was, so that a tuple and a list of the same values are equal.
+    differences = [difference for name, metadata in trained.items()
+                   for difference in setting_differences(metadata,
+                                                         json.loads(json.dumps(features[name].metadata)))]
+    if differences:
+        raise ModelMismatchError(
+            f"this {variant} model was trained on features made with other settings than the project "
+            "has now:\n  " + "\n  ".join(differences[:20]) + "\nRestore those settings, or train again "
+            "with these (`kedro run`).")
 
 
 def _check_same_domain(variant: str, by: str | None, inputs: Sequence[str], domain: Any) -> None:

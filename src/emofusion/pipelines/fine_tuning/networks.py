@@ -305,25 +305,12 @@ def train_network(
         )
         if previous is not None:
             network.set_weights(previous.get_weights())
-        model = FineTuner(network, backbone_variables, settings.get("backbone_learning_rate"))
-        model.compile(
-            optimizer=keras.optimizers.Adam(settings["learning_rate"]),
-            loss="categorical_crossentropy",
-            metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
-            jit_compile=how["jit_compile"],
-        )
-        logger.info(
-            "Fine-tuning %s%s: %d backbone variables train at the backbone's rate; %d training clips, %d "
-            "held out to stop early; %s, jit_compile %s, on %s",
-            label,
-            f" at {stage['size'][0]}x{stage['size'][1]}" if stage["size"] else "",
-            len(backbone_variables),
-            len(targets),
-            len(stopping_targets),
-            how["precision"],
-            how["jit_compile"],
-            how["device"],
-        )
+        model = _compiled(network, backbone_variables, settings, how)
+        logger.info("Fine-tuning %s%s: %d backbone variables train at the backbone's rate; %d training "
+                    "clips, %d held out to stop early; %s, jit_compile %s, on %s", label,
+                    f" at {stage['size'][0]}x{stage['size'][1]}" if stage["size"] else "",
+                    len(backbone_variables), len(targets), len(stopping_targets), how["precision"],
+                    how["jit_compile"], how["device"])
         fitted = model.fit(
             training_batches(spectrograms, onehot[targets], settings, stage["size"], seed + done),
             validation_data=evaluation_batches(stopping, settings, stage["size"], onehot[stopping_targets]),
@@ -340,12 +327,21 @@ def train_network(
             history.setdefault(key, []).extend(float(v) for v in values)
         history.setdefault("image_size", []).extend([stage["size"]] * len(fitted.history["loss"]))
         done += stage["epochs"]
-    return {
-        "architecture": network.to_json(),
-        "weights": network.get_weights(),
-        "history": history,
-        "ran_with": how,
-    }
+    return {"architecture": network.to_json(), "weights": network.get_weights(), "history": history,
+            "ran_with": how}
+
+
+def _compiled(network: keras.Model, backbone_variables: list[Any], settings: Mapping[str, Any],
+              how: Mapping[str, Any]) -> FineTuner:
+    """The network wrapped to train its backbone at the backbone's own rate, compiled."""
+    model = FineTuner(network, backbone_variables, settings.get("backbone_learning_rate"))
+    model.compile(
+        optimizer=keras.optimizers.Adam(settings["learning_rate"]),
+        loss="categorical_crossentropy",
+        metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
+        jit_compile=how["jit_compile"],
+    )
+    return model
 
 
 def predict_network(
