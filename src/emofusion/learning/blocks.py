@@ -104,6 +104,7 @@ class BlockReducer(TransformerMixin, BaseEstimator):
 
 
 PRINCIPAL_COMPONENTS_KEPT = 8
+_principal_components: OrderedDict[str, tuple[np.ndarray, np.ndarray]] = OrderedDict()
 
 
 def principal_components(rows: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -143,6 +144,3 @@ def principal_components(rows: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarr
     while len(_principal_components) > PRINCIPAL_COMPONENTS_KEPT:
         _principal_components.popitem(last=False)
     return result
-
-
-_principal_components: OrderedDict[str, tuple[np.ndarray, np.ndarray]] = OrderedDict()

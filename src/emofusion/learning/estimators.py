@@ -36,6 +36,9 @@ from emofusion.quiet_tensorflow import import_tensorflow
 
 logger = logging.getLogger(__name__)
 
+FRESH_PROCESS_WEIGHTS = 10_000_000  # first-layer weights from which a network trains in a process of its own
+PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")  # the dense network's Keras dtype policies
+
 
 
 class KernelSVC(ClassifierMixin, BaseEstimator):
@@ -294,12 +297,7 @@ def train_dense_network(params: Mapping[str, Any], n_classes: int, train_path: P
     return model.to_json(), model.get_weights(), history.history
 
 
-FRESH_PROCESS_WEIGHTS = 10_000_000  # first-layer weights from which a network trains in a process of its own
-
-
-PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
-
-
+# The kinds a `classifiers` entry may name, and their estimators.
 CLASSIFIER_KINDS = {"svm": KernelSVC, "dnn": DenseNetworkClassifier}
 
 
