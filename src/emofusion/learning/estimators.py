@@ -250,7 +250,7 @@ def train_dense_network(params: Mapping[str, Any], n_classes: int, train_path: P
     """Build, train and early-stop the network on the held-out training clips (`stopping_path`);
     returns its architecture, weights and history (`val_*`: the held-out clips' scores)."""
     tf = import_tensorflow()  # no C++ start-up chatter unless asked for
-    import keras
+    import keras  # TensorFlow's: only in the training process
 
     keras.backend.clear_session()  # the process may have trained others: fresh layer names and state
     keras.utils.set_random_seed(params["random_state"] or 0)
