@@ -26,10 +26,10 @@ from sklearn.metrics import recall_score
 
 from emofusion.datasets import ClipArrayDataset
 from emofusion.instances import pipeline_parameters
-from emofusion.pipelines.fusion.nodes import standardise_by_speaker
-from emofusion.pipelines.modelling.classifiers import select_and_fit
-from emofusion.pipelines.modelling.selection import mcnemar_test
-from emofusion.pipelines.modelling.splits import split_clips
+from emofusion.learning.assembly import select_and_fit
+from emofusion.learning.selection import mcnemar_test
+from emofusion.learning.splits import split_clips
+from emofusion.standardisation import standardise_by_speaker
 
 # Each set of streams is fused as `<name>` and, standardised per speaker, as `<name>_spk`.
 STREAM_SETS = {

@@ -81,8 +81,8 @@ def matmul_gflops(size: int = 4096, repeats: int = 10) -> float:
 def bare_predict(backbone: str, registry: dict, batch_size: int, precision: str, images: int
                  ) -> tuple[float, Phase]:
     """Images per second of model.predict on random inputs, after a warm-up call that traces."""
-    from emofusion.pipelines.transfer_features.backbones import build_backbone
-    from emofusion.pipelines.transfer_features.config import backbone_spec
+    from emofusion.imagenet.backbones import build_backbone
+    from emofusion.imagenet.config import backbone_spec
 
     spec = backbone_spec(backbone, registry)
     model = build_backbone(spec, None, precision).model

@@ -41,8 +41,9 @@ from _harness import measured_kedro_run, scratch_project
 from sklearn.metrics import recall_score
 
 from emofusion.datasets import ClipArrayDataset
-from emofusion.pipelines.modelling.classifiers import build_model, fit_model
-from emofusion.pipelines.modelling.splits import split_clips
+from emofusion.learning.assembly import build_model
+from emofusion.learning.estimators import fit_model
+from emofusion.learning.splits import split_clips
 
 SPLIT = {"strategy": "speaker_independent", "speaker_folds": 6}
 STATISTICS = [["mean"], ["mean", "std"]]

@@ -16,23 +16,14 @@ from emofusion.errors import (
     SpeakersNeededError,
     SpeakersTableError,
 )
-from emofusion.inference import (
-    _per_file,
-    audio_files,
-    corpus_note,
-    features_of,
-    load_trained_model,
-    needs_speakers,
-    predict_emotions,
-    speaker_fallback_note,
-    speakers_from_csv,
-)
+from emofusion.inference import _per_file, features_of, load_trained_model, needs_speakers, predict_emotions
 from emofusion.instances import dotted_dataset_names
+from emofusion.learning.domain import describe_domain
+from emofusion.learning.folds import stamp_fit_id
 from emofusion.pipelines.data_processing.nodes import window_id
 from emofusion.pipelines.fusion import create_pipeline as fusion_pipeline
 from emofusion.pipelines.fusion.nodes import fuse_feature_streams, standardise_spectrograms_by_speaker
-from emofusion.pipelines.modelling.domain import describe_domain
-from emofusion.pipelines.modelling.nodes import stamp_fit_id
+from emofusion.prediction_inputs import audio_files, corpus_note, speaker_fallback_note, speakers_from_csv
 from emofusion.run_lock import acquire, lock_path, release
 
 

@@ -12,7 +12,7 @@ import psutil
 PARENT = """
 import threading, time
 from emofusion.parallel import imap_chunks
-from emofusion.pipelines.modelling.classifiers import run_in_training_process
+from emofusion.learning.training_process import run_in_training_process
 
 def nap(chunk):
     time.sleep(60)

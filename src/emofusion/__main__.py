@@ -4,10 +4,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from emofusion.cli import cli
+
 
 def main(*args, **kwargs) -> Any:
-    from emofusion.cli import cli
-
     if sys.argv[1:2] and sys.argv[1] in cli.commands:
         return cli(*args, **kwargs)
     # Kedro's own CLI only for `kedro run`: importing it costs `emofusion predict` a third of a second.

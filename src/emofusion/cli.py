@@ -16,7 +16,24 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from emofusion.errors import EmoFusionError
+from emofusion.errors import (
+    DomainBatchError,
+    EmoFusionError,
+    ModelMismatchError,
+    RunLockedError,
+    SpeakersNeededError,
+)
+from emofusion.inference import (
+    FEATURE_PIPELINES,
+    default_model,
+    load_trained_model,
+    needs_speakers,
+    predict_emotions,
+)
+from emofusion.instances import trained_models
+from emofusion.pipeline_registry import every_pipeline
+from emofusion.prediction_inputs import audio_files, corpus_note, speaker_fallback_note, speakers_from_csv
+from emofusion.run_lock import holder_of, lock_path, refusal_message
 
 if TYPE_CHECKING:  # pandas only where a command uses it: `kedro run` starts sooner
     import pandas as pd
@@ -85,8 +102,6 @@ def kedro_run() -> click.Command:
     from kedro.framework.cli.project import run as kedro_run_command
     from kedro.utils import find_kedro_project
 
-    from emofusion.errors import RunLockedError
-    from emofusion.run_lock import holder_of, lock_path, refusal_message
 
     def run_unless_locked(*args: Any, **kwargs: Any) -> Any:
         lock = lock_path(find_kedro_project(Path.cwd()) or Path.cwd())
@@ -111,7 +126,6 @@ def __getattr__(name: str) -> Any:
 def cli() -> None:
     """EmoFusion's own commands, as `emofusion <command>` and, since Kedro adds a project's
     `cli` group to its own, `kedro <command>`. Run them in the project folder."""
-
 
 def _quiet(verbose: bool) -> None:
     """The answer alone on stdout; warnings (with --verbose, the whole log) on stderr. Set before
@@ -248,20 +262,6 @@ def _predict(paths: tuple[Path, ...], model_name: str | None, hop_s: float | Non
     from kedro.framework.session import KedroSession
     from kedro.framework.startup import bootstrap_project
 
-    from emofusion.errors import DomainBatchError, ModelMismatchError, SpeakersNeededError
-    from emofusion.inference import (
-        FEATURE_PIPELINES,
-        audio_files,
-        corpus_note,
-        default_model,
-        load_trained_model,
-        needs_speakers,
-        predict_emotions,
-        speaker_fallback_note,
-        speakers_from_csv,
-    )
-    from emofusion.instances import every_pipeline, trained_models
-    from emofusion.run_lock import lock_path
 
     project = Path.cwd()
     files, missing = audio_files(paths)

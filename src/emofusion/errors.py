@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from emofusion.keras_cache import keras_cache_dir
+
 
 class EmoFusionError(Exception):
     """Something the project refused or could not do, with a message that says what to do."""
@@ -82,9 +84,6 @@ class ImageNetWeightsUnavailable(EmoFusionError, RuntimeError):
     """Keras could not download a backbone's ImageNet weights (typically: no network)."""
 
     def __init__(self, backbone: str, url: str, reason: str, consequence: str = "") -> None:
-        # Imported here so that this module imports nothing of the project's at load time.
-        from emofusion.pipelines.transfer_features.config import keras_cache_dir
-
         self.backbone, self.url, self.reason = backbone, url, reason
         self.file = keras_cache_dir() / url.rsplit("/", 1)[-1]
         super().__init__(

@@ -11,7 +11,8 @@ from kedro.framework.hooks import hook_impl
 from kedro.pipeline import Node, Pipeline
 
 from emofusion.errors import DamagedDatasetError, MissingInputError
-from emofusion.instances import every_pipeline
+from emofusion.pipeline_registry import every_pipeline
+from emofusion.pipelines.modelling.nodes import summary_text
 from emofusion.run_lock import acquire, describe, lock_path, release
 
 logger = logging.getLogger(__name__)
@@ -69,8 +70,6 @@ class SummaryLastHooks:
     @hook_impl
     def after_pipeline_run(self, run_params: dict[str, Any], pipeline: Pipeline, catalog: Any) -> None:
         if "model_summary" in pipeline.all_outputs():
-            from emofusion.pipelines.modelling.nodes import summary_text
-
             answers = catalog.load("model_answers") if catalog.exists("model_answers") else None
             logger.info("%s", summary_text(catalog.load("model_summary"), answers))
 

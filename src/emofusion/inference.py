@@ -23,13 +23,22 @@ from kedro.pipeline import Pipeline, pipeline
 from kedro.runner import SequentialRunner
 
 from emofusion.clip_array import ClipArray
-from emofusion.errors import DomainBatchError, ModelMismatchError, SpeakersNeededError, SpeakersTableError
-from emofusion.instances import dotted_dataset_names, fused_features_name, model_dataset
-from emofusion.pipelines.data_processing.corpora import AUDIO_EXTENSIONS, CLIP_COLUMNS, list_audio
-from emofusion.pipelines.fusion.nodes import has_own_statistics, standardise_by_speaker, variant_layout
-from emofusion.pipelines.fusion.pipeline import SPEAKER_NORMALISED_SPECTROGRAMS
-from emofusion.pipelines.modelling.classifiers import prediction_table
+from emofusion.errors import DomainBatchError, ModelMismatchError, SpeakersNeededError
+from emofusion.fusion_layout import SPEAKER_NORMALISED_SPECTROGRAMS, variant_layout
+from emofusion.instances import (
+    dotted_dataset_names,
+    fine_tuned_variant,
+    fine_tuning_entries,
+    fused_features_name,
+    model_dataset,
+    model_instances,
+)
+from emofusion.learning.network_settings import LATE_FUSION, network_input
+from emofusion.learning.predictions import prediction_table
+from emofusion.learning.selection import model_rank
+from emofusion.pipelines.data_processing.corpora import CLIP_COLUMNS
 from emofusion.run_lock import describe, holder_of
+from emofusion.standardisation import standardise_by_speaker
 
 # How long `emofusion predict` waits for a run to finish writing the model it asked for.
 MODEL_WAIT_S = 120.0
@@ -79,87 +88,10 @@ WINDOWING = frozenset({"long_clips", "window_hop_s"})
 FEATURE_PIPELINES = ("data_processing", "feature_extraction", "transfer_features", "fusion")
 
 
-def audio_files(paths: Sequence[Path]) -> tuple[list[Path], pd.DataFrame]:
-    """The files given and every audio file under the folders given, each once (a file named twice,
-    or also found in a folder given, is predicted once); and the paths that give no file, with the
-    reason."""
-    files: dict[Path, Path] = {}  # resolved -> as given
-    missing = []
-    for path in paths:
-        if path.is_dir():
-            found = [path / relative for relative in list_audio(str(path), path)]
-            if not found:
-                formats = ", ".join(sorted(AUDIO_EXTENSIONS))
-                missing.append((path, f"no audio files ({formats}) in this folder"))
-            for file in found:
-                files.setdefault(file.resolve(), file)
-        elif path.is_file():
-            files.setdefault(path.resolve(), path)
-        else:
-            missing.append((path, "no such file or folder"))
-    return list(files.values()), pd.DataFrame(
-        [{"file": str(path), "reason": reason} for path, reason in missing], columns=["file", "reason"])
-
-
-def speakers_from_csv(table: Path, files: Sequence[Path]) -> list[str]:
-    """The speaker of each file from a CSV with columns `path` and `speaker` (paths relative to the
-    CSV's folder, as the csv corpus reader reads them). A file named twice (also as another path to
-    it) is refused: one row would silently win over the other."""
-    rows = pd.read_csv(table, dtype=str)
-    if not {"path", "speaker"} <= set(rows.columns):
-        raise SpeakersTableError(f"{table} needs the columns path and speaker; it has "
-                                 f"{', '.join(rows.columns)}")
-    resolved = pd.Series([(table.parent / path).resolve() for path in rows["path"]], dtype=object)
-    named_twice = resolved.duplicated(keep=False)
-    if named_twice.any():
-        raise SpeakersTableError(
-            f"{table} names {resolved[named_twice].nunique()} file(s) more than once: "
-            f"{', '.join(rows['path'][named_twice.to_numpy()])}; give each file one row, with its speaker")
-    speaker = dict(zip(resolved, rows["speaker"], strict=True))
-    missing = [str(file) for file in files if pd.isna(speaker.get(file.resolve()))]
-    if missing:
-        raise SpeakersTableError(f"{table} gives no speaker for {len(missing)} of the {len(files)} files "
-                                 f"(first: {', '.join(missing[:3])})")
-    return [speaker[file.resolve()] for file in files]
-
-
-def speaker_fallback_note(windows: pd.DataFrame, files: Sequence[Path], speakers: Sequence[str],
-                          min_clips: int) -> str | None:
-    """The line `emofusion predict` prints on stderr when some usable files (those with `windows`)
-    were standardised by the training run's statistics of all clips, not by their speaker's, as
-    fusion decided (`has_own_statistics`, each file one recording): how many, and why. Every file has
-    a speaker here (`--speakers` must name each), so the reason is always too few files. None when
-    no file fell back."""
-    speaker_of = dict(zip(map(str, files), speakers, strict=True))
-    used = windows["file"].drop_duplicates()
-    fell_back = int((~has_own_statistics(used.map(speaker_of), min_clips)).sum())
-    if not fell_back:
-        return None
-    return (f"{fell_back} of the {len(used)} usable file(s) standardised by the statistics of all the "
-            "training run's clips, not by their speaker's own: their speaker has fewer than "
-            f"{min_clips} usable files here.")
-
-
-def corpus_note(windows: pd.DataFrame, min_clips: int) -> str:
-    """The line `emofusion predict` prints on stderr for a model trained on features standardised
-    per corpus: the files given are standardised together as one corpus, which is right only for a
-    batch that mixes emotions; or, too few to stand for a corpus, by the training run's statistics."""
-    used = windows["file"].nunique()
-    if used < min_clips:
-        return (f"This model standardises features per corpus; {used} usable file(s) are too few to stand "
-                f"for a corpus (fewer than {min_clips}): standardised by the statistics of all the training "
-                "run's clips.")
-    return (f"This model standardises features per corpus: the {used} usable files were standardised "
-            "together, as one corpus. Give recordings of one kind (one corpus, one recording set) that mix "
-            "emotions: a batch of one emotion loses what marks that emotion.")
-
-
 def needs_speakers(parameters: Mapping[str, Any]) -> set[str]:
     """`variant.classifier` of every model the configuration names that reads features standardised
     per speaker (a fusion variant's, or the spectrograms of a fine-tuned network): they need the
     speakers."""
-    from emofusion.instances import fine_tuned_variant, fine_tuning_entries, model_instances
-    from emofusion.pipelines.fine_tuning.config import LATE_FUSION, network_input
 
     normalised = {variant for variant, spec in parameters["fusion_variants"].items()
                   if spec is not None and variant_layout(variant, spec)["speaker_normalisation"] == "speaker"}
@@ -177,7 +109,6 @@ def default_model(summary: pd.DataFrame, without_speakers: set[str] | None) -> s
     by validation UAR, ties to fewer streams, then to the name (`model_rank`: the test clips' scores
     choose nothing), among those that need no speakers when `without_speakers` names
     (`variant.classifier`) the models that do."""
-    from emofusion.pipelines.modelling.nodes import model_rank
 
     if without_speakers is not None:
         usable = ~(summary["variant"] + "." + summary["classifier"]).isin(without_speakers)
@@ -366,19 +297,8 @@ def predict_emotions(files: Sequence[Path], variant: str, model: Any, model_card
     by their own statistics (`as_one_domain`; a model standardised per corpus always does so), at
     least `domain_statistics.min_files` of them. Warnings (a batch that looks like one emotion, how
     many files are out of the model's domain) go to `say`."""
-    if list(map(str, model.classes_)) != list(model_card["classes"]):
-        raise ModelMismatchError("the model and its model card name different emotions: they come from "
-                                 "different runs; run `kedro run --pipelines=modelling` again")
-    card_features = model_card.get("features")
-    normalisation = card_features.get("speaker_normalisation") if isinstance(card_features, Mapping) else None
+    normalisation = _normalisation(variant, model, model_card, speakers)
     by = normalisation.get("by", "speaker") if normalisation else None
-    if by == "speaker" and speakers is None:
-        raise SpeakersNeededError(
-            f"this {variant} model was trained on features standardised per speaker (speaker_normalisation: "
-            "speaker), so it needs to know who speaks in each file: give --same-speaker when all the files "
-            "are one speaker's, or --speakers FILE.csv with columns path and speaker. Each speaker's files "
-            f"are standardised together; a speaker with fewer than {normalisation['min_clips']} files by the "
-            "statistics of all the training run's clips, which fit their voice less well.")
     trained = model_inputs(variant, model_card)
     domain = getattr(model, "domain_", None)
     if same_domain:
@@ -391,15 +311,7 @@ def predict_emotions(files: Sequence[Path], variant: str, model: Any, model_card
         empty = pd.DataFrame(columns=["file", "emotion"])
         return empty, empty, rejected
     clip_ids = next(iter(features.values())).clip_ids
-    # Through JSON, as the model card was, so that a tuple and a list of the same values are equal.
-    differences = [difference for name, metadata in trained.items()
-                   for difference in setting_differences(metadata,
-                                                         json.loads(json.dumps(features[name].metadata)))]
-    if differences:
-        raise ModelMismatchError(
-            f"this {variant} model was trained on features made with other settings than the project "
-            "has now:\n  " + "\n  ".join(differences[:20]) + "\nRestore those settings, or train again "
-            "with these (`kedro run`).")
+    _check_same_settings(variant, trained, features)
     values = {name: array.select(list(clip_ids)).values for name, array in features.items()}
     X = values if "inputs" in model_card and len(values) > 1 else next(iter(values.values()))
     windows = windows.set_index("clip_id").loc[clip_ids]
@@ -425,6 +337,39 @@ def predict_emotions(files: Sequence[Path], variant: str, model: Any, model_card
     for note in [*one_emotion_notes(spread, reference, table, options), domain_note(table, model)]:
         say(note)
     return table, windows, rejected
+
+
+def _normalisation(variant: str, model: Any, model_card: Mapping[str, Any], speakers: Sequence[str] | None
+                   ) -> Mapping[str, Any] | None:
+    """The model card's record of how its features were standardised per speaker or corpus (None
+    when they were not), once the card is known to be the model's and the speakers are given if
+    the model needs them."""
+    if list(map(str, model.classes_)) != list(model_card["classes"]):
+        raise ModelMismatchError("the model and its model card name different emotions: they come from "
+                                 "different runs; run `kedro run --pipelines=modelling` again")
+    card_features = model_card.get("features")
+    normalisation = card_features.get("speaker_normalisation") if isinstance(card_features, Mapping) else None
+    if normalisation and normalisation.get("by", "speaker") == "speaker" and speakers is None:
+        raise SpeakersNeededError(
+            f"this {variant} model was trained on features standardised per speaker (speaker_normalisation: "
+            "speaker), so it needs to know who speaks in each file: give --same-speaker when all the files "
+            "are one speaker's, or --speakers FILE.csv with columns path and speaker. Each speaker's files "
+            f"are standardised together; a speaker with fewer than {normalisation['min_clips']} files by the "
+            "statistics of all the training run's clips, which fit their voice less well.")
+    return normalisation
+
+
+def _check_same_settings(variant: str, trained: Mapping[str, Any], features: Mapping[str, ClipArray]) -> None:
+    """Refuse features made with other settings than the model's training features."""
+    # Through JSON, as the model card was, so that a tuple and a list of the same values are equal.
+    differences = [difference for name, metadata in trained.items()
+                   for difference in setting_differences(metadata,
+                                                         json.loads(json.dumps(features[name].metadata)))]
+    if differences:
+        raise ModelMismatchError(
+            f"this {variant} model was trained on features made with other settings than the project "
+            "has now:\n  " + "\n  ".join(differences[:20]) + "\nRestore those settings, or train again "
+            "with these (`kedro run`).")
 
 
 def _check_same_domain(variant: str, by: str | None, inputs: Sequence[str], domain: Any) -> None:

@@ -12,27 +12,28 @@ hands its configuration loader, which knows the environment (`--env`, KEDRO_ENV 
 it: the pipelines are built from the same parameters as the nodes get. Without a session (`kedro
 registry list`, tests), the environment is the one in KEDRO_ENV.
 
-Every pipeline's pipeline.py imports this module, and a pipeline package imports its pipeline.py
-when it is imported. So this module imports the pipelines' own checks (fusion's variant layout,
-modelling's classifiers, fine-tuning's entries) when it calls them, never when it is imported:
-no import cycle can form, whichever module is imported first."""
+Every pipeline's pipeline.py imports this module, so it sits below the pipelines and imports none
+of them: the checks it calls (a fusion variant's layout, the classifiers, the fine-tuning entries)
+live below it too (emofusion.fusion_layout, emofusion.learning). Building every pipeline is
+emofusion.pipeline_registry's, above them."""
 
 from __future__ import annotations
 
-import importlib
 import os
-import pkgutil
 import warnings
-from collections.abc import Collection, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from kedro.config import AbstractConfigLoader
 from kedro.framework.project import settings
-from kedro.pipeline import Pipeline
 
 from emofusion.errors import ClassifierConfigError, FineTuningConfigError, FusionConfigError
+from emofusion.fusion_layout import variant_layout
+from emofusion.learning.assembly import build_classifier
+from emofusion.learning.network_settings import LATE_FUSION, model_entries, network_input
+from emofusion.learning.validators import validated_reduction, validated_search
 
 # The configuration loader of the latest context in this process, and where the pipelines were last
 # read from (conf_source, env, runtime parameters).
@@ -85,14 +86,12 @@ def check_name(name: str, what: str, error: type[Exception]) -> None:
 
 def validated_fusion_variants(fusion_variants: Mapping[str, Any],
                               block_weights: Mapping[str, float]) -> dict[str, dict[str, Any]]:
-    """Each variant's layout (fusion's `variant_layout`), its streams checked against the keys of
+    """Each variant's layout (`fusion_layout.variant_layout`), its streams checked against the keys of
     `block_weights`.
 
     A variant set to null is left out: an environment's parameters are merged into base's key by
     key, so `<variant>: null` is how an environment (e.g. conf/paper) switches off a variant of
     conf/base."""
-    from emofusion.pipelines.fusion.nodes import variant_layout
-
     variants = {}
     for variant, spec in (fusion_variants or {}).items():
         if spec is None:
@@ -120,12 +119,6 @@ def model_instances(parameters: Mapping[str, Any]) -> list[tuple[str, str]]:
 
     Entries set to null are left out, as in `validated_fusion_variants`: an environment merged
     into conf/base key by key switches off a classifier with `<classifier>: null`."""
-    from emofusion.pipelines.modelling.classifiers import (
-        build_classifier,
-        validated_reduction,
-        validated_search,
-    )
-
     variants = validated_fusion_variants(parameters["fusion_variants"], parameters["block_weights"])
     classifiers = {name: options for name, options in parameters["classifiers"].items()
                    if options is not None}
@@ -141,8 +134,6 @@ def model_instances(parameters: Mapping[str, Any]) -> list[tuple[str, str]]:
 def fine_tuning_entries(parameters: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
     """name -> entry, for every entry of `fine_tuning.models` switched on (fine-tuning's
     `model_entries`: none unless `fine_tuning.enabled`), its name and settings checked."""
-    from emofusion.pipelines.fine_tuning.config import model_entries
-
     entries = model_entries(parameters)
     for name in entries:
         check_name(name, "fine_tuning model", FineTuningConfigError)
@@ -155,8 +146,6 @@ def fine_tuned_variant(name: str, entry: Mapping[str, Any]) -> str:
     speaker), or for late fusion the fusion variant's streams and the spectrogram
     (`<variant>_spectrogram_late`, `<variant>_spectrogram_spk_late`). Two entries that differ only
     by their speaker normalisation thus differ in their variant too."""
-    from emofusion.pipelines.fine_tuning.config import LATE_FUSION, network_input
-
     if entry["kind"] != LATE_FUSION:
         return network_input(entry)
     return f"{entry['variant']}_{entry['network_input'].removeprefix('log_mel_')}_late"
@@ -165,8 +154,6 @@ def fine_tuned_variant(name: str, entry: Mapping[str, Any]) -> str:
 def fine_tuned_inputs(parameters: Mapping[str, Any]) -> set[str]:
     """The spectrogram datasets the enabled fine-tuned networks read: `log_mel_spectrogram_spk` is
     made only when one of them asks for it."""
-    from emofusion.pipelines.fine_tuning.config import LATE_FUSION, network_input
-
     return {network_input(entry) for entry in fine_tuning_entries(parameters).values()
             if entry["kind"] != LATE_FUSION}
 
@@ -220,12 +207,3 @@ def dotted_dataset_names() -> Iterator[None]:
         yield
 
 
-def every_pipeline(names: Collection[str] | None = None) -> dict[str, Pipeline]:
-    """Each folder of emofusion.pipelines (or those `names`), built: during a run Kedro's own
-    registry holds only the pipelines that were asked for, and `emofusion predict` needs only the
-    feature pipelines, not the cost of building every model's."""
-    import emofusion.pipelines as package
-
-    return {module.name: importlib.import_module(f"{package.__name__}.{module.name}").create_pipeline()
-            for module in pkgutil.iter_modules(package.__path__)
-            if module.ispkg and (names is None or module.name in names)}

@@ -28,8 +28,10 @@ from mlflow.models import ModelSignature
 from mlflow.models.model import ModelInfo
 from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
 
-from emofusion.inference import FEATURE_PIPELINES, audio_files, predict_emotions
-from emofusion.instances import every_pipeline, model_dataset, use_parameters
+from emofusion.inference import FEATURE_PIPELINES, predict_emotions
+from emofusion.instances import model_dataset, use_parameters
+from emofusion.pipeline_registry import every_pipeline
+from emofusion.prediction_inputs import audio_files
 
 # The name of the model in its MLflow run (`runs:/<run id>/emotion_model`).
 MODEL_NAME = "emotion_model"

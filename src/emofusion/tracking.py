@@ -33,6 +33,7 @@ from kedro.pipeline import Pipeline
 
 from emofusion import __version__
 from emofusion.errors import TrackingError
+from emofusion.inference import default_model, needs_speakers
 from emofusion.validation import Tracking
 
 if TYPE_CHECKING:  # MLflow takes seconds to import: only where a run is recorded
@@ -102,7 +103,7 @@ class TrackingHooks:
         if self._hook.run_id is None:  # kedro-mlflow's disable_tracking.pipelines
             self._hook.after_pipeline_run(run_params, pipeline, catalog)
             return
-        import mlflow
+        import mlflow  # MLflow: only where a run is recorded
         from mlflow.entities import RunStatus
         from mlflow.exceptions import MlflowException
 
@@ -163,7 +164,7 @@ class TrackingHooks:
     def _start(self, run_params: dict[str, Any], pipeline: Pipeline, catalog: Any) -> None:
         """Start the MLflow run (kedro-mlflow tags it with Kedro's run parameters: pipelines,
         namespaces, nodes...) and log the parameters and the project's tags at once."""
-        import mlflow
+        import mlflow  # MLflow: only where a run is recorded
         from mlflow.entities import Param, RunTag
 
         self._hook.before_pipeline_run(run_params, pipeline, catalog)
@@ -178,7 +179,7 @@ class TrackingHooks:
 
     def _record(self, pipeline: Pipeline, catalog: Any, project: Path) -> str | None:
         """Metrics, tags, artefacts and model of what the run made; the model's URI if one was logged."""
-        import mlflow
+        import mlflow  # MLflow: only where a run is recorded
         from mlflow.entities import RunTag
 
         client, made, run_id = mlflow.MlflowClient(), pipeline.all_outputs(), self._hook.run_id
@@ -198,10 +199,9 @@ class TrackingHooks:
 
     def _log_model(self, catalog: Any, summary: pd.DataFrame, project: Path) -> str | None:
         """The model `tracking.model` names (`chosen`: predict's default) as an MLflow model."""
-        import mlflow
+        import mlflow  # MLflow: only where a run is recorded
 
-        from emofusion.inference import default_model, needs_speakers
-        from emofusion.serving import log_emotion_model
+        from emofusion.serving import log_emotion_model  # MLflow: only where a model is logged
 
         parameters = self._context.params
         name = self._settings.model
@@ -261,7 +261,7 @@ def flattened(parameters: Mapping[str, Any], prefix: str = "") -> Iterator[tuple
 
 def summary_metrics(summary: pd.DataFrame) -> Iterator[Metric]:
     """Each model's scores in model_summary.csv as metrics `<variant>.<classifier>.<column>`."""
-    from mlflow.entities import Metric
+    from mlflow.entities import Metric  # MLflow: only where a run is recorded
 
     now = int(time.time() * 1000)
     for row in summary.itertuples(index=False):

@@ -14,7 +14,10 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from emofusion.errors import CorpusError, ParameterError, SplitConfigError
+from emofusion.imagenet.config import transfer_settings
 from emofusion.instances import every_model, fine_tuning_entries, model_instances
+from emofusion.learning.splits import fold_files  # the pipelines' imports: only when used
+from emofusion.pipelines.data_processing.corpora import compile_speaker_pattern
 
 DEFAULT_DEMO_PATH = "data/01_raw/demo"
 
@@ -157,7 +160,6 @@ def _schema_errors(parameters: Mapping[str, Any]) -> list[str]:
 
 def _rule_errors(parameters: Mapping[str, Any], project_path: Path) -> list[str]:
     """The checks of the functions the pipelines are built from, and the rules no schema states."""
-    from emofusion.pipelines.transfer_features.config import transfer_settings
 
     errors = _split_errors(Split.model_validate(parameters["split"]), parameters["corpora"], project_path)
     for check in (lambda: model_instances(parameters), lambda: fine_tuning_entries(parameters),
@@ -195,8 +197,6 @@ def _split_errors(split: Split, corpora: list[str], project_path: Path) -> list[
         errors.append(f"split.repeats: only split.strategy random is repeated (got repeats {split.repeats} "
                       f"with strategy {split.strategy}); set split.repeats: 1")
     if split.strategy == "folds_file":
-        from emofusion.pipelines.modelling.splits import fold_files  # the pipelines' imports: only when used
-
         try:
             fold_files(project_path / split.folds_dir if split.folds_dir else None, split.folds_pattern)
         except SplitConfigError as error:
@@ -226,7 +226,6 @@ def _corpus_errors(parameters: Mapping[str, Any], project_path: Path) -> list[st
     unknown = sorted(set(parameters["emotions"]) - set(vocabulary))
     if unknown:
         errors.append(f"emotions: {unknown} are not in emotion_vocabulary {vocabulary}")
-    from emofusion.pipelines.data_processing.corpora import compile_speaker_pattern
 
     for corpus in parameters["corpora"]:
         source = sources.get(corpus) or {}

@@ -9,8 +9,8 @@ import pytest
 import tensorflow as tf
 
 from emofusion.errors import FineTuningConfigError, ImageNetWeightsUnavailable
-from emofusion.pipelines.fine_tuning import networks
-from emofusion.pipelines.fine_tuning.config import model_entries
+from emofusion.learning.network_settings import model_entries
+from emofusion.pipelines.fine_tuning import augmentation, networks
 
 AUGMENTED = {
     "mixup_alpha": 0.4,
@@ -80,7 +80,7 @@ def test_mixup_labels_sum_to_one_and_mix_each_example_with_its_partner():
         np.arange(batch, dtype=np.float32)[:, None, None, None] * np.ones((1, 4, 4, 3), np.float32)
     )
     targets = tf.eye(batch)
-    mixed, labels = networks.mixup(inputs, targets, 0.4, tf.constant([3, 7]))
+    mixed, labels = augmentation.mixup(inputs, targets, 0.4, tf.constant([3, 7]))
     mixed, labels = mixed.numpy(), labels.numpy()
     assert np.allclose(labels.sum(axis=1), 1.0)
     assert ((labels > 1e-6).sum(axis=1) <= 2).all()
@@ -100,7 +100,7 @@ def _runs(mask: np.ndarray) -> list[int]:
 def test_spec_augment_masks_bands_no_wider_than_configured_with_the_clip_floor():
     values = tf.constant(spectrograms(clips=64), tf.float32)
     one_each = {"time_masks": 1, "time_mask_width": 7, "frequency_masks": 1, "frequency_mask_width": 5}
-    masked = networks.spec_augment(values, tf.constant([1, 2]), one_each).numpy()
+    masked = augmentation.spec_augment(values, tf.constant([1, 2]), one_each).numpy()
     floor = values.numpy().min(axis=(1, 2))
     time_widths, frequency_widths = [], []
     for clip, floor_value in zip(masked, floor, strict=True):
@@ -112,12 +112,12 @@ def test_spec_augment_masks_bands_no_wider_than_configured_with_the_clip_floor()
     changed = masked != values.numpy()
     assert np.array_equal(changed, changed & (masked == floor[:, None, None]))  # only masking changed bins
     off = dict.fromkeys(one_each, 0)
-    assert np.array_equal(networks.spec_augment(values, tf.constant([1, 2]), off).numpy(), values.numpy())
+    assert np.array_equal(augmentation.spec_augment(values, tf.constant([1, 2]), off).numpy(), values.numpy())
 
 
 def test_time_shift_rolls_each_clip_by_at_most_the_configured_frames():
     values = tf.constant(np.tile(np.arange(40, dtype=np.float32), (8, 3, 1)))
-    shifted = networks.time_shift(values, tf.constant([4, 2]), 5).numpy()
+    shifted = augmentation.time_shift(values, tf.constant([4, 2]), 5).numpy()
     for clip in shifted:
         shift = int(np.argmax(clip[0] == 0.0))
         assert min(shift, 40 - shift) <= 5 and np.array_equal(clip[0], np.roll(np.arange(40), shift))

@@ -4,7 +4,7 @@ import pytest
 
 from emofusion.errors import FineTuningConfigError
 from emofusion.instances import every_model
-from emofusion.pipelines.fine_tuning.config import model_entries
+from emofusion.learning.network_settings import model_entries
 from emofusion.pipelines.fine_tuning.pipeline import create_pipeline
 
 

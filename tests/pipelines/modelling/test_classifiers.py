@@ -1,4 +1,4 @@
-"""The estimators of classifiers.py on their own: block scaling, the kernel SVM, the dense network."""
+"""The estimators of emofusion.learning on their own: block scaling, the kernel SVM, the dense network."""
 
 import logging
 import os
@@ -9,13 +9,10 @@ import pytest
 from sklearn.svm import SVC
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
-from emofusion.pipelines.modelling.classifiers import (
-    BlockScaler,
-    DenseNetworkClassifier,
-    KernelSVC,
-    early_stopping_rows,
-    prediction_table,
-)
+from emofusion.learning.blocks import BlockScaler
+from emofusion.learning.estimators import DenseNetworkClassifier, KernelSVC
+from emofusion.learning.predictions import prediction_table
+from emofusion.learning.training_process import early_stopping_rows
 
 
 def test_block_scaler_gives_each_block_the_total_variance_of_its_weight():
@@ -97,7 +94,7 @@ def test_svm_answers_are_the_most_probable_class_as_emofusion_predict_gives():
 def test_principal_components_are_those_of_scikit_learn(shape):
     from sklearn.decomposition import PCA
 
-    from emofusion.pipelines.modelling.classifiers import principal_components
+    from emofusion.learning.blocks import principal_components
 
     rng = np.random.default_rng(3)
     rows = (rng.normal(size=shape) * np.linspace(3, 0.1, shape[1])).astype(np.float32)

@@ -6,8 +6,9 @@ import pandas as pd
 import pytest
 
 from emofusion.clip_array import ClipArray
-from emofusion.pipelines.fusion.nodes import feature_statistics, fuse_feature_streams, relative_spread
-from emofusion.pipelines.modelling.domain import TrainingDomain, describe_domain
+from emofusion.learning.domain import TrainingDomain, describe_domain
+from emofusion.pipelines.fusion.nodes import fuse_feature_streams
+from emofusion.standardisation import feature_statistics, relative_spread
 
 EMOTIONS = ("angry", "happy", "neutral", "sad")
 BANDS = 12  # log band energies (dB), then 4 prosodic features a gain or a tilt leaves alone

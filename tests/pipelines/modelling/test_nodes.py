@@ -14,23 +14,20 @@ from scipy.stats import binomtest
 from emofusion.clip_array import ClipArray
 from emofusion.errors import ClassifierConfigError, StaleInputError
 from emofusion.finished_folds import FinishedFolds
+from emofusion.learning.assembly import build_classifier
+from emofusion.learning.estimators import DenseNetworkClassifier
+from emofusion.learning.evaluation import evaluate_predictions
+from emofusion.learning.selection import mcnemar_test, model_rank
+from emofusion.learning.splits import split_clips
 from emofusion.pipelines.fusion.nodes import fuse_feature_streams
-from emofusion.pipelines.modelling.classifiers import (
-    DenseNetworkClassifier,
-    build_classifier,
-)
 from emofusion.pipelines.modelling.nodes import (
     compare_with_references,
     corpus_scores,
-    evaluate_predictions,
     fit_and_predict,
-    model_rank,
     summarise_classification_metrics,
     summary_text,
     variant_streams,
 )
-from emofusion.pipelines.modelling.selection import mcnemar_test
-from emofusion.pipelines.modelling.splits import split_clips
 from tests.conftest import project_parameters
 from tests.pipelines.modelling.test_splits import EMOTIONS, RANDOM_SPLIT, manifest
 
@@ -585,7 +582,7 @@ def test_pca_is_fitted_on_training_clips_only_and_travels_with_the_model():
 
 
 def test_search_and_reduction_settings_are_checked():
-    from emofusion.pipelines.modelling.classifiers import validated_reduction, validated_search
+    from emofusion.learning.validators import validated_reduction, validated_search
 
     with pytest.raises(ClassifierConfigError, match="search key 'depth'"):
         validated_search({"kind": "svm", "search": {"depth": [1, 2]}}, ["a"])

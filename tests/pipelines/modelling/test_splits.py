@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from emofusion.errors import ParameterError, SplitConfigError, StaleInputError
-from emofusion.pipelines.modelling.splits import SPEAKER_SPLITS, SPLIT_COLUMNS, split_clips
+from emofusion.learning.splits import SPEAKER_SPLITS, SPLIT_COLUMNS, split_clips
 from emofusion.provenance import check_made_with
 from emofusion.validation import validate_parameters
 

@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 from sklearn.metrics import accuracy_score, f1_score, recall_score
 
-from emofusion.pipelines.modelling.uncertainty import (
+from emofusion.learning.uncertainty import (
     bootstrap_scores,
     paired_bootstrap_difference,
     verdict,

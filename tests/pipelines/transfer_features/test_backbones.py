@@ -9,14 +9,14 @@ import pytest
 
 from emofusion.clip_array import ClipArray
 from emofusion.errors import TransferConfigError
-from emofusion.pipelines.transfer_features.backbones import (
+from emofusion.imagenet.backbones import (
     TimePooling,
     build_backbone,
     dtype_policy,
     load_backbone,
 )
-from emofusion.pipelines.transfer_features.config import backbone_spec, fingerprint, transfer_settings
-from emofusion.pipelines.transfer_features.images import extract_features, spectrogram_to_image
+from emofusion.imagenet.config import backbone_spec, fingerprint, transfer_settings
+from emofusion.imagenet.images import extract_features, spectrogram_to_image
 from emofusion.pipelines.transfer_features.nodes import extract_transfer_features
 from emofusion.pipelines.transfer_features.squeezenet import SqueezeNetV1_1
 

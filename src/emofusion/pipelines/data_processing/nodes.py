@@ -12,8 +12,8 @@ import pandas as pd
 
 from emofusion.clip_array import ClipArray
 from emofusion.errors import ClipRejected, CorpusError
+from emofusion.learning.splits import SPEAKER_SPLITS
 from emofusion.parallel import imap_chunks
-from emofusion.pipelines.modelling.splits import SPEAKER_SPLITS
 
 from .audio import CLIP_INFO_COLUMNS, preprocess_windows
 from .corpora import CLIP_COLUMNS, REJECTION_COLUMNS, scan_corpus

@@ -240,7 +240,7 @@ def log_mel_spectrogram(signal: np.ndarray, sample_rate: int, *, n_mels: int, wi
 def _smile(feature_set: str) -> Any:
     """One openSMILE extractor per feature set and process: building one parses its configuration
     (about 0.2 s), and opensmile is imported only by runs that use it."""
-    import opensmile
+    import opensmile  # openSMILE: only in runs that use its streams
 
     if feature_set not in opensmile.FeatureSet.__members__:
         raise ValueError(f"unknown openSMILE feature set '{feature_set}'; choose from "

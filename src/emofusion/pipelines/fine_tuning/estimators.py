@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
 
-from ..modelling.classifiers import early_stopping_rows, run_in_training_process, save_rows
+from emofusion.learning.training_process import early_stopping_rows, run_in_training_process, save_rows
 
 logger = logging.getLogger(__name__)
 
@@ -23,7 +23,7 @@ logger = logging.getLogger(__name__)
 def _in_networks(function: str, *args: Any) -> Any:
     """Call `networks.<function>` in the training process: the module (and TensorFlow) is
     imported there, not here."""
-    from . import networks
+    from . import networks  # TensorFlow: only in the training process
 
     return getattr(networks, function)(*args)
 

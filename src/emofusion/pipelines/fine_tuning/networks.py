@@ -1,5 +1,5 @@
 """TensorFlow side of fine-tuning: batches streamed from the spectrograms, augmentation of training
-batches, the networks, their training and their predictions.
+batches (augmentation.py), the networks, their training and their predictions.
 
 This module runs in the training process (`run_in_training_process`), never in the Kedro process.
 Spectrograms stay spectrograms until a batch is drawn: each batch is gathered, augmented (training
@@ -21,79 +21,13 @@ import tensorflow as tf
 from tqdm.auto import tqdm
 
 from emofusion.errors import ImageNetWeightsUnavailable
+from emofusion.imagenet.backbones import TimePooling, build_backbone, dtype_policy, import_object
+from emofusion.imagenet.config import BackboneSpec
+from emofusion.imagenet.images import spectrogram_to_image
 
-from ..transfer_features.backbones import TimePooling, build_backbone, dtype_policy, import_object
-from ..transfer_features.config import BackboneSpec
-from ..transfer_features.images import spectrogram_to_image
+from .augmentation import mixup, spec_augment, split_seed, time_shift
 
 logger = logging.getLogger(__name__)
-
-
-def _split(seed: tf.Tensor, n: int) -> tf.Tensor:
-    return tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), n)
-
-
-def band_mask(seed: tf.Tensor, batch: tf.Tensor, length: int, count: int, width: int) -> tf.Tensor:
-    """(batch, length) booleans: `count` bands per row, each of a width drawn from 0..`width` at a
-    start drawn uniformly where it fits (SpecAugment's masks)."""
-    width = min(width, length)
-    if count == 0 or width == 0:
-        return tf.zeros((batch, length), tf.bool)
-    seeds = _split(seed, 2)
-    widths = tf.random.stateless_uniform((batch, count), seeds[0], 0, width + 1, dtype=tf.int32)
-    starts = tf.cast(
-        tf.floor(
-            tf.random.stateless_uniform((batch, count), seeds[1]) * tf.cast(length - widths + 1, tf.float32)
-        ),
-        tf.int32,
-    )
-    position = tf.range(length)[tf.newaxis, tf.newaxis, :]
-    inside = (position >= starts[..., tf.newaxis]) & (position < (starts + widths)[..., tf.newaxis])
-    return tf.reduce_any(inside, axis=1)
-
-
-def spec_augment(spectrograms: tf.Tensor, seed: tf.Tensor, augmentation: Mapping[str, Any]) -> tf.Tensor:
-    """Time and frequency masks on (batch, mels, frames) spectrograms, masked bins set to each
-    clip's floor (its quietest bin: silence, once drawn as an image)."""
-    batch, mels, frames = tf.shape(spectrograms)[0], spectrograms.shape[1], spectrograms.shape[2]
-    seeds = _split(seed, 2)
-    time = band_mask(seeds[0], batch, frames, augmentation["time_masks"], augmentation["time_mask_width"])
-    frequency = band_mask(
-        seeds[1], batch, mels, augmentation["frequency_masks"], augmentation["frequency_mask_width"]
-    )
-    masked = time[:, tf.newaxis, :] | frequency[:, :, tf.newaxis]
-    floor = tf.reduce_min(spectrograms, axis=[1, 2], keepdims=True)
-    return tf.where(masked, floor, spectrograms)
-
-
-def time_shift(spectrograms: tf.Tensor, seed: tf.Tensor, frames: int) -> tf.Tensor:
-    """Each clip rolled in time by a whole number of frames drawn from -`frames`..`frames`."""
-    if frames == 0:
-        return spectrograms
-    batch, length = tf.shape(spectrograms)[0], spectrograms.shape[2]
-    shifts = tf.random.stateless_uniform(
-        (batch,), tf.cast(seed, tf.int64), -frames, frames + 1, dtype=tf.int32
-    )
-    columns = tf.math.floormod(tf.range(length)[tf.newaxis, :] - shifts[:, tf.newaxis], length)
-    return tf.gather(spectrograms, columns, axis=2, batch_dims=1)
-
-
-def mixup(
-    inputs: tf.Tensor, targets: tf.Tensor, alpha: float, seed: tf.Tensor
-) -> tuple[tf.Tensor, tf.Tensor]:
-    """Each example mixed with another of the batch (a seeded permutation) in proportion
-    lambda ~ Beta(alpha, alpha), its one-hot targets mixed alike, so they still sum to 1."""
-    batch = tf.shape(inputs)[0]
-    seeds = _split(seed, 3)
-    a = tf.random.stateless_gamma((batch,), seeds[0], alpha=alpha)
-    b = tf.random.stateless_gamma((batch,), seeds[1], alpha=alpha)
-    share = a / (a + b)
-    partner = tf.argsort(tf.random.stateless_uniform((batch,), seeds[2]))
-    shape = tf.concat([[batch], tf.ones([tf.rank(inputs) - 1], tf.int32)], axis=0)
-    weight = tf.cast(tf.reshape(share, shape), inputs.dtype)
-    mixed = weight * inputs + (1.0 - weight) * tf.gather(inputs, partner)
-    share = share[:, tf.newaxis]
-    return mixed, share * targets + (1.0 - share) * tf.gather(targets, partner)
 
 
 def _dct_matrix(n_mels: int, n_mfcc: int) -> np.ndarray:
@@ -137,7 +71,7 @@ def training_batches(
     values, onehot = tf.constant(spectrograms), tf.constant(targets, tf.float32)
 
     def augment(rows: tf.Tensor, seeds: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        seeds = _split(seeds, 3)
+        seeds = split_seed(seeds, 3)
         batch = tf.cast(tf.gather(values, rows), tf.float32)
         batch = time_shift(spec_augment(batch, seeds[0], augmentation), seeds[1], augmentation["time_shift"])
         inputs, labels = network_inputs(batch, settings, size), tf.gather(onehot, rows)
@@ -371,25 +305,12 @@ def train_network(
         )
         if previous is not None:
             network.set_weights(previous.get_weights())
-        model = FineTuner(network, backbone_variables, settings.get("backbone_learning_rate"))
-        model.compile(
-            optimizer=keras.optimizers.Adam(settings["learning_rate"]),
-            loss="categorical_crossentropy",
-            metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
-            jit_compile=how["jit_compile"],
-        )
-        logger.info(
-            "Fine-tuning %s%s: %d backbone variables train at the backbone's rate; %d training clips, %d "
-            "held out to stop early; %s, jit_compile %s, on %s",
-            label,
-            f" at {stage['size'][0]}x{stage['size'][1]}" if stage["size"] else "",
-            len(backbone_variables),
-            len(targets),
-            len(stopping_targets),
-            how["precision"],
-            how["jit_compile"],
-            how["device"],
-        )
+        model = _compiled(network, backbone_variables, settings, how)
+        logger.info("Fine-tuning %s%s: %d backbone variables train at the backbone's rate; %d training "
+                    "clips, %d held out to stop early; %s, jit_compile %s, on %s", label,
+                    f" at {stage['size'][0]}x{stage['size'][1]}" if stage["size"] else "",
+                    len(backbone_variables), len(targets), len(stopping_targets), how["precision"],
+                    how["jit_compile"], how["device"])
         fitted = model.fit(
             training_batches(spectrograms, onehot[targets], settings, stage["size"], seed + done),
             validation_data=evaluation_batches(stopping, settings, stage["size"], onehot[stopping_targets]),
@@ -406,12 +327,21 @@ def train_network(
             history.setdefault(key, []).extend(float(v) for v in values)
         history.setdefault("image_size", []).extend([stage["size"]] * len(fitted.history["loss"]))
         done += stage["epochs"]
-    return {
-        "architecture": network.to_json(),
-        "weights": network.get_weights(),
-        "history": history,
-        "ran_with": how,
-    }
+    return {"architecture": network.to_json(), "weights": network.get_weights(), "history": history,
+            "ran_with": how}
+
+
+def _compiled(network: keras.Model, backbone_variables: list[Any], settings: Mapping[str, Any],
+              how: Mapping[str, Any]) -> FineTuner:
+    """The network wrapped to train its backbone at the backbone's own rate, compiled."""
+    model = FineTuner(network, backbone_variables, settings.get("backbone_learning_rate"))
+    model.compile(
+        optimizer=keras.optimizers.Adam(settings["learning_rate"]),
+        loss="categorical_crossentropy",
+        metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
+        jit_compile=how["jit_compile"],
+    )
+    return model
 
 
 def predict_network(

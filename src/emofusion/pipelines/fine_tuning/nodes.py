@@ -17,27 +17,24 @@ from plotly.subplots import make_subplots
 from sklearn.metrics import recall_score
 
 from emofusion.clip_array import ClipArray
-from emofusion.finished_folds import FinishedFolds, fold_fingerprint, resumed_folds
+from emofusion.finished_folds import FinishedFolds
 from emofusion.instances import fused_features_name
-from emofusion.provenance import check_made_with
-
-from ..modelling.classifiers import (
-    build_model,
-    fit_model,
-    fused_layout,
-    late_weight_candidates,
-    prediction_table,
-)
-from ..modelling.nodes import (
+from emofusion.learning.assembly import build_model, fused_layout
+from emofusion.learning.estimators import fit_model
+from emofusion.learning.folds import (
     check_model_inputs,
-    combined_predictions,
+    fold_results,
     fold_rows,
     read_subset,
     speakers_apart,
     split_used,
     stamp_fit_id,
 )
-from .config import merged_entry, network_input, network_settings
+from emofusion.learning.late_fusion import best_late_weights
+from emofusion.learning.network_settings import merged_entry, network_input, network_settings
+from emofusion.learning.predictions import combined_predictions, prediction_table
+from emofusion.provenance import check_made_with
+
 from .estimators import FineTunedNetwork, InputLateFusion, combined_probabilities
 
 logger = logging.getLogger(__name__)
@@ -92,17 +89,44 @@ def fine_tune_and_predict(
     `log_mel_spectrogram_spk`; the model card then records the normalisation, with the training
     run's fallback statistics, under `features.speaker_normalisation`, so that `emofusion predict`
     asks for the speakers of new files and standardises them as in training."""
-    check_made_with("data_split", data_split_settings, parameters, remake=SPLIT_REMAKE)
     settings = network_settings(
         "this entry", merged_entry(default_options, model_options), backbone_options, random_seed
     )
+    name, normalisation = _checked_inputs(spectrograms, data_split_settings, settings, parameters)
+    made_with = {"input": spectrograms.metadata.get("made_with", {}), "data_split": data_split_settings,
+                 "settings": settings}
+    # One fold at a time: a fine-tuned network uses every core, and the memory of one.
+    folds, results = fold_results(
+        data_split, made_with, parameters, finished_folds,
+        lambda todo, inputs: ((fold, _fine_tune_fold(spectrograms, *inputs[fold], fold, len(inputs), settings,
+                                                     data_split_settings, keep_network=fold == min(inputs)))
+                              for fold in todo))
+    first = results[0]["network"]
+    tests = [result["test"] for result in results]
+    validations = [result["validation"] for result in results]
+    model_card = {
+        "classes": [str(label) for label in first.classes_], "classifier": settings, "fold": int(folds[0]),
+        "ran_with": first.ran_with_, "inputs": {name: spectrograms.metadata},
+        "features": {"blocks": [_network_block(spectrograms, settings)],
+                     "speaker_normalisation": normalisation},
+        "model_selection": [result["selection"] for result in results],
+        "history": [result["history"] for result in results],
+        "split": split_used(data_split, data_split_settings),
+    }
+    held_out = [frame.assign(subset=subset)
+                for subset, frames in (("validation", validations), ("test", tests)) for frame in frames]
+    return first, stamp_fit_id(first, model_card), combined_predictions(tests), combined_predictions(held_out)
+
+
+def _checked_inputs(spectrograms: ClipArray, data_split_settings: Mapping[str, Any],
+                    settings: Mapping[str, Any], parameters: Mapping[str, Any]) -> tuple[str, Any]:
+    """The split and the spectrograms refused if made with other settings than the run's, or if the
+    spectrograms' speaker normalisation is not the entry's; returns their dataset name and
+    normalisation record."""
+    check_made_with("data_split", data_split_settings, parameters, remake=SPLIT_REMAKE)
     name = network_input(settings)
-    check_made_with(
-        name,
-        spectrograms.metadata.get("made_with", {}),
-        parameters,
-        remake=f"`kedro run --to-outputs={name}`, then this run again",
-    )
+    check_made_with(name, spectrograms.metadata.get("made_with", {}), parameters,
+                    remake=f"`kedro run --to-outputs={name}`, then this run again")
     normalisation = spectrograms.metadata.get("speaker_normalisation")
     if (settings["speaker_normalisation"] == "speaker") != bool(normalisation):
         raise ValueError(
@@ -110,49 +134,7 @@ def fine_tune_and_predict(
             f"input {name} is {'' if normalisation else 'not '}standardised per speaker: it is wired "
             "to the wrong dataset"
         )
-    made_with = {"input": spectrograms.metadata.get("made_with", {}), "data_split": data_split_settings,
-                 "settings": settings}
-    folds = sorted(data_split["fold"].unique())
-    fold_inputs = {fold: fold_rows(data_split, fold) for fold in folds}
-    # One fold at a time: a fine-tuned network uses every core, and the memory of one.
-    by_fold = resumed_folds(
-        finished_folds, {fold: {**made_with, "clips": fold_fingerprint(rows)} for fold, (rows, _) in
-                         fold_inputs.items()}, parameters,
-        lambda todo: ((fold, _fine_tune_fold(spectrograms, *fold_inputs[fold], fold, len(folds), settings,
-                                             data_split_settings, keep_network=fold == folds[0]))
-                      for fold in todo))
-    results = [by_fold[fold] for fold in folds]
-    if finished_folds is not None:
-        finished_folds.report(len(folds))
-    first = results[0]["network"]
-    tests = [result["test"] for result in results]
-    validations = [result["validation"] for result in results]
-    model_card = {
-        "classes": [str(label) for label in first.classes_],
-        "classifier": settings,
-        "fold": int(folds[0]),
-        "ran_with": first.ran_with_,
-        "inputs": {name: spectrograms.metadata},
-        "features": {
-            "blocks": [_network_block(spectrograms, settings)],
-            "speaker_normalisation": normalisation,
-        },
-        "model_selection": [result["selection"] for result in results],
-        "history": [result["history"] for result in results],
-        "split": split_used(data_split, data_split_settings),
-    }
-    return (
-        first,
-        stamp_fit_id(first, model_card),
-        combined_predictions(tests),
-        combined_predictions(
-            [
-                frame.assign(subset=subset)
-                for subset, frames in (("validation", validations), ("test", tests))
-                for frame in frames
-            ]
-        ),
-    )
+    return name, normalisation
 
 
 def _fine_tune_fold(
@@ -172,22 +154,9 @@ def _fine_tune_fold(
     network = FineTunedNetwork(settings).fit(
         X_train, y_train, speakers_apart(rows, train_ids, data_split_settings)
     )
-    X_validation, y_validation, validation_ids = read_subset(spectrograms, rows, emotion, "validation")
     del X_train
-    # One forward pass per subset: the prediction is the most probable class.
-    validation = prediction_table(
-        network,
-        X_validation,
-        pd.DataFrame({"fold": fold, "clip_id": validation_ids, "emotion": y_validation}),
-        probabilities=network.predict_proba(X_validation),
-    )
-    X_test, y_test, test_ids = read_subset(spectrograms, rows, emotion, "test")
-    test = prediction_table(
-        network,
-        X_test,
-        pd.DataFrame({"fold": fold, "clip_id": test_ids, "emotion": y_test}),
-        probabilities=network.predict_proba(X_test),
-    )
+    validation, test = (_predicted_subset(network, spectrograms, rows, emotion, subset, fold)
+                        for subset in ("validation", "test"))
     score = _uar(validation["emotion"], validation["predicted"])
     selection = {
         "fold": int(fold),
@@ -198,25 +167,20 @@ def _fine_tune_fold(
             **({"image_size": network.history_["image_size"][-1]} if settings["kind"] == "cnn" else {}),
         },
     }
-    logger.info(
-        "Fold %d/%d: kept epoch %d of %d, validation UAR %.3f; tested on %d clips: accuracy %.3f "
-        "(%.1f s)",
-        fold + 1,
-        folds,
-        network.best_epoch(),
-        len(network.history_["loss"]),
-        score,
-        len(test),
-        float((test["emotion"] == test["predicted"]).mean()),
-        time.perf_counter() - started,
-    )
-    return {
-        "network": network if keep_network else None,
-        "selection": selection,
-        "history": {"fold": int(fold), **network.history_},
-        "test": test,
-        "validation": validation,
-    }
+    accuracy = float((test["emotion"] == test["predicted"]).mean())
+    logger.info("Fold %d/%d: kept epoch %d of %d, validation UAR %.3f; tested on %d clips: "
+                "accuracy %.3f (%.1f s)", fold + 1, folds, network.best_epoch(),
+                len(network.history_["loss"]), score, len(test), accuracy, time.perf_counter() - started)
+    return {"network": network if keep_network else None, "selection": selection,
+            "history": {"fold": int(fold), **network.history_}, "test": test, "validation": validation}
+
+
+def _predicted_subset(network: FineTunedNetwork, spectrograms: ClipArray, rows: pd.DataFrame,
+                      emotion: Mapping[str, str], subset: str, fold: int) -> pd.DataFrame:
+    """One forward pass over a fold's subset: the prediction is the most probable class."""
+    X, y, clip_ids = read_subset(spectrograms, rows, emotion, subset)
+    return prediction_table(network, X, pd.DataFrame({"fold": fold, "clip_id": clip_ids, "emotion": y}),
+                            probabilities=network.predict_proba(X))
 
 
 def late_fuse_and_predict(
@@ -257,76 +221,55 @@ def late_fuse_and_predict(
     for fold in sorted(data_split["fold"].unique()):
         rows, emotion = fold_rows(data_split, fold)
         classical = build_model(blocks, groups, settings, parameters.get("reduction"), balanced, random_seed)
-        X_train, y_train, train_ids = read_subset(fused_features, rows, emotion, "train")
-        X_validation, y_validation, validation_ids = read_subset(fused_features, rows, emotion, "validation")
-        fit_model(classical, X_train, y_train, speakers_apart(rows, train_ids, data_split_settings))
-        if list(classical.classes_) != list(network.classes_):
-            raise ValueError(
-                f"fold {fold}: the network and the {settings.get('kind')} model know different emotions"
-            )
-        columns = [f"p_{label}" for label in classical.classes_]
-
-        def network_probabilities(
-            subset: str, clip_ids: np.ndarray, fold: int = fold, columns: list[str] = columns
-        ) -> np.ndarray:
-            return by_clip[subset].loc[[(fold, c) for c in clip_ids], columns].to_numpy(np.float64)
-
-        candidates = [
-            network_probabilities("validation", validation_ids),
-            classical.predict_proba(X_validation),
-        ]
-        scores = [
-            (_uar(y_validation, classical.classes_[combined_probabilities(candidates, w).argmax(axis=1)]), w)
-            for w in late_weight_candidates(2)
-        ]
-        score, weights = max(scores, key=lambda pair: pair[0])  # the first of equal scores: equal weights
-        X_test, y_test, test_ids = read_subset(fused_features, rows, emotion, "test")
-        probabilities = combined_probabilities(
-            [network_probabilities("test", test_ids), classical.predict_proba(X_test)], weights
-        )
-        tests.append(
-            prediction_table(
-                classical,
-                X_test,
-                pd.DataFrame({"fold": fold, "clip_id": test_ids, "emotion": y_test}),
-                probabilities=probabilities,
-            )
-        )
-        selections.append(
-            {
-                "fold": int(fold),
-                "candidates": len(scores),
-                "validation_uar": score,
-                "chosen": {"late_weights": [round(w, 4) for w in weights]},
-            }
-        )
-        logger.info(
-            "Fold %d: late weights %s (network, %s), validation UAR %.3f",
-            fold,
-            weights,
-            settings.get("kind"),
-            score,
-        )
+        weights, test, selection = _late_fuse_fold(fused_features, rows, emotion, fold, classical,
+                                                   network.classes_, by_clip, data_split_settings,
+                                                   settings.get("kind"))
+        tests.append(test)
+        selections.append(selection)
         if first is None:
-            first = InputLateFusion(
-                {network_name: network, fused_features_name(variant): classical}, list(weights)
-            )
+            first = InputLateFusion({network_name: network, fused_features_name(variant): classical},
+                                    list(weights))
+    normalisation = (network_card["features"].get("speaker_normalisation")
+                     or metadata.get("speaker_normalisation"))
     model_card = {
-        "classes": [str(label) for label in first.classes_],
-        "classifier": settings,
+        "classes": [str(label) for label in first.classes_], "classifier": settings,
         "fold": network_card["fold"],
         "inputs": {**network_card["inputs"], fused_features_name(variant): metadata},
-        "features": {
-            "blocks": [*network_card["features"]["blocks"], *blocks],
-            "fusion": "late",
-            "speaker_normalisation": (
-                network_card["features"].get("speaker_normalisation") or metadata.get("speaker_normalisation")
-            ),
-        },
-        "model_selection": selections,
-        "split": split_used(data_split, data_split_settings),
+        "features": {"blocks": [*network_card["features"]["blocks"], *blocks], "fusion": "late",
+                     "speaker_normalisation": normalisation},
+        "model_selection": selections, "split": split_used(data_split, data_split_settings),
     }
     return first, stamp_fit_id(first, model_card), combined_predictions(tests)
+
+
+def _late_fuse_fold(fused_features: ClipArray, rows: pd.DataFrame, emotion: Mapping[str, str], fold: int,
+                    classical: Any, network_classes: np.ndarray, held_out: Mapping[str, pd.DataFrame],
+                    data_split_settings: Mapping[str, Any], kind: str | None
+                    ) -> tuple[tuple[float, ...], pd.DataFrame, dict[str, Any]]:
+    """One fold of late fusion: the classical model fitted on the training clips, the two weights
+    chosen on the validation clips, the test clips predicted once. Returns the weights, the test
+    predictions and the record of the choice."""
+    X_train, y_train, train_ids = read_subset(fused_features, rows, emotion, "train")
+    X_validation, y_validation, validation_ids = read_subset(fused_features, rows, emotion, "validation")
+    fit_model(classical, X_train, y_train, speakers_apart(rows, train_ids, data_split_settings))
+    if list(classical.classes_) != list(network_classes):
+        raise ValueError(f"fold {fold}: the network and the {kind} model know different emotions")
+    columns = [f"p_{label}" for label in classical.classes_]
+
+    def network_probabilities(subset: str, clip_ids: np.ndarray) -> np.ndarray:
+        return held_out[subset].loc[[(fold, c) for c in clip_ids], columns].to_numpy(np.float64)
+
+    candidates = [network_probabilities("validation", validation_ids), classical.predict_proba(X_validation)]
+    score, weights, tried = best_late_weights(lambda w: _uar(
+        y_validation, classical.classes_[combined_probabilities(candidates, w).argmax(axis=1)]), 2)
+    X_test, y_test, test_ids = read_subset(fused_features, rows, emotion, "test")
+    probabilities = combined_probabilities(
+        [network_probabilities("test", test_ids), classical.predict_proba(X_test)], weights)
+    clips = pd.DataFrame({"fold": fold, "clip_id": test_ids, "emotion": y_test})
+    test = prediction_table(classical, X_test, clips, probabilities=probabilities)
+    logger.info("Fold %d: late weights %s (network, %s), validation UAR %.3f", fold, weights, kind, score)
+    return weights, test, {"fold": int(fold), "candidates": tried, "validation_uar": score,
+                           "chosen": {"late_weights": [round(w, 4) for w in weights]}}
 
 
 def training_curves_figure(model_card: Mapping[str, Any]) -> go.Figure:

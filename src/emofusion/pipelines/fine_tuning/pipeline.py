@@ -8,9 +8,9 @@ from emofusion.instances import (
     model_dataset,
     pipeline_parameters,
 )
+from emofusion.learning.evaluation import evaluation_node
+from emofusion.learning.network_settings import LATE_FUSION, network_input
 
-from ..modelling.pipeline import evaluation_node
-from .config import LATE_FUSION, network_input
 from .nodes import fine_tune_and_predict, late_fuse_and_predict, training_curves_figure
 
 MODEL_OUTPUTS = ("trained_model", "model_card", "test_predictions", "classification_metrics")

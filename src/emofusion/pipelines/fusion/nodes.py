@@ -1,7 +1,7 @@
 """Feature streams joined by clip id into one matrix per fusion variant.
 
 Fusion aligns and concatenates. Scaling each block is learned from the training split, so it
-belongs to the fitted model (modelling's `BlockScaler`): the block boundaries and their weights
+belongs to the fitted model (`learning.blocks.BlockScaler`): the block boundaries and their weights
 travel in the fused array's metadata. The one transformation made here is the optional per-speaker
 standardisation, which needs the clips' speakers, which a fitted model (rows of features) never
 sees, and uses no label."""
@@ -9,7 +9,7 @@ sees, and uses no label."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -17,143 +17,11 @@ import pandas as pd
 
 from emofusion.clip_array import ClipArray
 from emofusion.errors import FusionConfigError, MissingClipsError
+from emofusion.fusion_layout import BLOCK_SCALINGS, variant_layout
 from emofusion.provenance import check_made_with
+from emofusion.standardisation import ROWS_PER_COPY, standardise_by_speaker
 
 logger = logging.getLogger(__name__)
-
-ROWS_PER_COPY = 256  # rows copied at a time from a memory-mapped stream
-
-
-FUSION_KINDS = ("early", "late")
-BLOCK_SCALINGS = ("balanced", "standard")
-# speaker: each clip standardised by its speaker's clips; corpus: by its corpus's (a domain: the
-# recording conditions and language of one corpus, which a model trained on another never heard).
-SPEAKER_NORMALISATIONS = ("none", "speaker", "corpus")
-
-
-def variant_layout(variant: str, spec: Any) -> dict[str, Any]:
-    """A variant's fusion kind, its groups of streams, all its streams and its speaker
-    normalisation, from either YAML form: a list of streams (early fusion: one model on the streams
-    side by side) or a mapping `{fusion: late, streams: [[mfcc, lpcc], transfer_features]}` (late
-    fusion: one model per item, an item being a stream or a list of streams, their class
-    probabilities combined), which may also say `speaker_normalisation: speaker` (or `corpus`)."""
-    if isinstance(spec, Mapping):
-        unknown = sorted(set(spec) - {"fusion", "streams", "speaker_normalisation"})
-        if unknown:
-            raise FusionConfigError(f"fusion variant '{variant}' has unknown key(s) {unknown}; it takes "
-                                    "`fusion` (early or late), `streams` and `speaker_normalisation`")
-        kind, items = spec.get("fusion", "early"), spec.get("streams")
-        normalisation = spec.get("speaker_normalisation", "none")
-    else:
-        kind, items, normalisation = "early", spec, "none"
-    if kind not in FUSION_KINDS:
-        raise FusionConfigError(f"fusion variant '{variant}': fusion '{kind}' is not one of: "
-                                f"{', '.join(FUSION_KINDS)}")
-    if normalisation not in SPEAKER_NORMALISATIONS:
-        raise FusionConfigError(f"fusion variant '{variant}': speaker_normalisation '{normalisation}' is "
-                                f"not one of: {', '.join(SPEAKER_NORMALISATIONS)}")
-    if isinstance(items, str) or not isinstance(items, Sequence) or not items:
-        raise FusionConfigError(
-            f"fusion variant '{variant}' must be a non-empty list of streams, e.g. [mfcc, "
-            "transfer_features], or {fusion: late, streams: [[mfcc, lpcc], transfer_features]}")
-    if kind == "early":
-        groups = [list(items)]
-    else:
-        groups = [[item] if isinstance(item, str) else list(item) for item in items]
-        if len(groups) < 2 or not all(groups):
-            raise FusionConfigError(f"late fusion variant '{variant}' needs at least two non-empty items "
-                                    "in `streams`, one model each")
-    return {"fusion": kind, "groups": groups, "streams": [s for group in groups for s in group],
-            "speaker_normalisation": normalisation}
-
-
-def _chunks(values: np.ndarray) -> Iterator[np.ndarray]:
-    for start in range(0, len(values), ROWS_PER_COPY):
-        yield np.asarray(values[start:start + ROWS_PER_COPY], dtype=np.float64)
-
-
-def feature_statistics(values: np.ndarray, pooled_axes: tuple[int, ...] = ()
-                       ) -> tuple[np.ndarray, np.ndarray]:
-    """The mean and standard deviation in float64 over the rows (axis 0) and the `pooled_axes`
-    (a spectrogram's frames, axis 2: one value per mel band), computed over chunks of rows so
-    that a wide or large float32/float16 array is never copied whole. They keep the pooled axes
-    as length 1, so they broadcast against rows. A constant feature gets 1, so it standardises to
-    0, not NaN."""
-    axes = (0, *pooled_axes)
-    count = len(values) * int(np.prod([values.shape[axis] for axis in pooled_axes]))
-    mean = sum(chunk.sum(axis=axes, keepdims=True) for chunk in _chunks(values))[0] / count
-    std = np.sqrt(sum(np.square(chunk - mean).sum(axis=axes, keepdims=True)
-                      for chunk in _chunks(values))[0] / count)
-    std[std <= 1e-6 * np.abs(mean)] = 1.0
-    return mean, std
-
-
-def relative_spread(std: np.ndarray, reference_std: np.ndarray) -> float:
-    """How widely a group of rows varies against a reference, one number: the median over features of
-    its standard deviation over the reference's. A group that lacks what the reference varies with
-    (a batch of recordings of one emotion, against corpora of many) is far below the reference's
-    corpora; a gain or a microphone moves the features' means, not this."""
-    return float(np.median(np.asarray(std).ravel() / np.asarray(reference_std).ravel()))
-
-
-def _standardise_rows(values: np.ndarray, rows: np.ndarray, mean: np.ndarray, std: np.ndarray) -> None:
-    for first in range(0, len(rows), ROWS_PER_COPY):
-        chunk = rows[first:first + ROWS_PER_COPY]
-        values[chunk] = ((values[chunk] - mean) / std).astype(values.dtype)
-
-
-def has_own_statistics(speakers: Sequence[Any], min_clips: int, sources: Sequence[Any] | None = None
-                       ) -> np.ndarray:
-    """Per row, whether it is standardised by its own speaker's statistics: whether its speaker has
-    at least `min_clips` recordings. Recordings, not rows: the windows cut from one long recording
-    (`sources`, their `source_clip_id`) count once, so that one recording is never standardised by
-    itself; without `sources` each row is a recording of its own. Rows without a speaker never are.
-    The one rule of training and `emofusion predict`, which also says how many files fell back."""
-    table = pd.DataFrame({"speaker": pd.Series(list(speakers), dtype=object),
-                          "source": range(len(speakers)) if sources is None else list(sources)})
-    recordings = table.groupby("speaker")["source"].nunique()
-    return (table["speaker"].map(recordings) >= min_clips).to_numpy()
-
-
-def standardise_by_speaker(values: np.ndarray, speakers: Sequence[Any], min_clips: int,
-                           fallback: Mapping[str, Sequence[float]] | None = None,
-                           pooled_axes: tuple[int, ...] = (), sources: Sequence[Any] | None = None
-                           ) -> tuple[dict[str, list[float]], dict[str, int]]:
-    """Standardise `values` in place, feature by feature (a column; with `pooled_axes`, e.g. a
-    spectrogram's frames, a mel band over all its frames): each row by the mean and standard
-    deviation of its own speaker's rows. That removes what is constant in a voice (its pitch range,
-    timbre, recording level) and keeps how each clip departs from it. A row depends on its
-    speaker's rows only, never on a label or another speaker's clips.
-
-    Rows without a speaker, or whose speaker has fewer than `min_clips` recordings (too few for
-    stable statistics; `sources` says which recording each row was cut from, see
-    `has_own_statistics`), are standardised by `fallback` ({"mean": [...], "std": [...]}, one value
-    per feature), by default the statistics of all rows. Returns the fallback statistics used and
-    the counts of rows, with each group's `spread` against the fallback's (`relative_spread`): what
-    `emofusion predict` compares a batch of one domain with."""
-    if min_clips < 2:
-        raise FusionConfigError(f"speaker_statistics.min_clips must be at least 2, got {min_clips}")
-    own = has_own_statistics(speakers, min_clips, sources)
-    speakers = pd.Series(list(speakers), dtype=object)
-    shape = tuple(1 if axis in pooled_axes else size for axis, size in enumerate(values.shape) if axis)
-    if fallback is None:
-        mean, std = feature_statistics(values, pooled_axes)
-        fallback = {"mean": mean.ravel().tolist(), "std": std.ravel().tolist()}
-    mean, std = np.asarray(fallback["mean"]), np.asarray(fallback["std"])
-    features = int(np.prod(shape))
-    if mean.size != features or std.shape != mean.shape:
-        raise ValueError(f"the fallback statistics have {mean.size} values for {features} features: "
-                         "they come from features made with other settings")
-    own_speakers = speakers[own].unique()
-    spread = {}
-    for speaker in own_speakers:
-        rows = np.flatnonzero((speakers == speaker).to_numpy())
-        own_mean, own_std = feature_statistics(values[rows], pooled_axes)
-        spread[str(speaker)] = relative_spread(own_std, std)
-        _standardise_rows(values, rows, own_mean, own_std)
-    _standardise_rows(values, np.flatnonzero(~own), mean.reshape(shape), std.reshape(shape))
-    return dict(fallback), {"speakers": len(own_speakers), "normalised": int(own.sum()),
-                            "fallback": int((~own).sum()), "spread": spread}
 
 
 def _normalised_by_group(values: np.ndarray, clip_manifest: pd.DataFrame, by: str,

@@ -1,11 +1,9 @@
 from kedro.pipeline import Pipeline, node, pipeline
 
+from emofusion.fusion_layout import SPEAKER_NORMALISED_SPECTROGRAMS
 from emofusion.instances import fine_tuned_inputs, pipeline_parameters, validated_fusion_variants
 
 from .nodes import fuse_feature_streams, standardise_spectrograms_by_speaker
-
-# What fine-tuned networks with `speaker_normalisation: speaker` read (fine_tuning.config).
-SPEAKER_NORMALISED_SPECTROGRAMS = "log_mel_spectrogram_spk"
 
 
 def fusion_template(streams: list[str]) -> Pipeline:

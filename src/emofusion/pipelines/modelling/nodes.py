@@ -3,7 +3,6 @@ classifier, so their scores are on the same test clips."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import time
@@ -13,128 +12,42 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import (
-    confusion_matrix,
-    precision_recall_fscore_support,
-)
 from sklearn.pipeline import Pipeline
 
 from emofusion.clip_array import ClipArray
-from emofusion.errors import MissingClipsError
-from emofusion.finished_folds import FinishedFolds, fold_fingerprint, resumed_folds
-from emofusion.parallel import finished_in_processes
-from emofusion.provenance import check_made_with
-
-from .classifiers import prediction_table, select_and_fit
-from .domain import describe_domain
-from .selection import (
-    by_speaker,
+from emofusion.finished_folds import FinishedFolds
+from emofusion.fusion_layout import CNN_STREAM
+from emofusion.learning.assembly import select_and_fit
+from emofusion.learning.domain import describe_domain
+from emofusion.learning.folds import (
+    check_model_inputs,
+    corpora_of,
+    fold_results,
+    read_subset,
+    speakers_apart,
+    split_used,
+    stamp_fit_id,
+)
+from emofusion.learning.predictions import combined_predictions, prediction_table
+from emofusion.learning.selection import (
     choose_per_fold,
     chosen_predictions,
     compare_choices,
     describe_choice,
     fold_validation_uar,
+    model_rank,
     resampling_units,
     stream_counts,
     units_of,
 )
-from .uncertainty import SCORES, bootstrap_scores, classification_scores, verdict
+from emofusion.learning.uncertainty import SCORES, bootstrap_scores, verdict
+from emofusion.parallel import finished_in_processes
 
 logger = logging.getLogger(__name__)
 
-CNN_STREAM = "transfer_features"
 # The summary node's keyword inputs: `<variant>__<classifier>` is a model's metrics, the same with
 # this suffix its test predictions.
 PREDICTIONS_KEY_SUFFIX = "__test_predictions"
-
-
-def fold_rows(data_split: pd.DataFrame, fold: int) -> tuple[pd.DataFrame, dict[str, str]]:
-    """One fold's rows of the split, and its clips' emotions: from the fold's own rows, since a clip
-    tested here is a training clip of another fold."""
-    rows = data_split[data_split["fold"] == fold]
-    return rows, dict(zip(rows["clip_id"], rows["emotion"], strict=True))
-
-
-def read_subset(features: ClipArray, rows: pd.DataFrame, emotion: Mapping[str, str], subset: str
-                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The values, emotions and clip ids of one subset (train, validation, test) of a fold's
-    `rows`, in file order (faster reads from a memory map)."""
-    try:
-        positions = np.sort(features.positions(list(rows.loc[rows["subset"] == subset, "clip_id"])))
-    except MissingClipsError as error:
-        raise KeyError(f"{len(error.missing)} clips of the split have no fused features (first: "
-                       f"{error.missing[:3]}); the split and the features come from different runs: "
-                       "run `kedro run` again") from error
-    clip_ids = features.clip_ids[positions]
-    return _read_rows(features.values, positions), np.array([emotion[c] for c in clip_ids]), clip_ids
-
-
-def speakers_apart(rows: pd.DataFrame, clip_ids: np.ndarray, data_split_settings: Mapping[str, Any]
-                   ) -> np.ndarray | None:
-    """Each of these clips' speaker, when the split keeps speakers apart and every clip has one: a
-    network then holds whole training speakers out to stop early, as the split tests on unheard
-    speakers."""
-    if not by_speaker(rows, data_split_settings):
-        return None
-    return rows.set_index("clip_id")["speaker"].loc[clip_ids].astype(str).to_numpy()
-
-
-def corpora_of(rows: pd.DataFrame, clip_ids: np.ndarray) -> np.ndarray:
-    """Each of these clips' corpus (a split without corpora: one)."""
-    if "corpus" not in rows:
-        return np.full(len(clip_ids), "corpus")
-    return rows.drop_duplicates("clip_id").set_index("clip_id")["corpus"].astype(str).loc[clip_ids].to_numpy()
-
-
-def _read_rows(values: np.ndarray, rows: np.ndarray) -> np.ndarray:
-    """A copy of these rows. From a memory map, through a map of the same file that is closed
-    right after, so the pages read do not stay mapped in (and counted against) this process for
-    the rest of the node."""
-    if isinstance(values, np.memmap) and values.filename:
-        fresh = np.memmap(values.filename, dtype=values.dtype, mode="r", offset=values.offset,
-                          shape=values.shape)
-        return fresh[rows]
-    return values[rows]
-
-
-def combined_predictions(tables: Sequence[pd.DataFrame]) -> pd.DataFrame:
-    """The folds' prediction tables as one. A fold whose training clips lacked an emotion gives it
-    no probability column: it had none."""
-    predictions = pd.concat(tables, ignore_index=True)
-    return predictions.fillna({column: 0.0 for column in predictions if column.startswith("p_")})
-
-
-def check_model_inputs(fused_features: ClipArray, data_split_settings: Mapping[str, Any], fusion_variant: Any,
-                       parameters: Mapping[str, Any]) -> None:
-    """Stop before training when the stored split or fused features were made with other settings
-    than the run's `parameters` (their nodes are not part of a run such as `kedro run
-    --namespaces=modelling.mfcc.svm`, so they are not remade). The fused features record their
-    streams' settings too, and their variant as `fusion_variant`."""
-    check_made_with("data_split", data_split_settings, parameters,
-                    remake="`kedro run --nodes=split_clips`, then this run again; or `kedro run "
-                           "--pipelines=modelling`")
-    check_made_with("fused_features", fused_features.metadata.get("made_with", {}),
-                    {**parameters, "fusion_variant": fusion_variant},
-                    remake="`kedro run --pipelines=fusion` (which names any feature stream to make again "
-                           "first), then this run again; or plain `kedro run`")
-
-
-def split_used(data_split: pd.DataFrame, data_split_settings: Mapping[str, Any]) -> dict[str, Any]:
-    """The split a model is scored on, from the split itself: its folds, and the strategy, sizes and
-    seed it was made with (no seed for speaker-independent folds)."""
-    return {**{key.removeprefix("split."): value for key, value in data_split_settings.items()
-               if key.startswith("split.")},
-            "folds": int(data_split["fold"].nunique()), "seed": data_split_settings.get("random_seed")}
-
-
-def stamp_fit_id(model: Any, model_card: dict[str, Any]) -> dict[str, Any]:
-    """The card with `fit_id`, a hash of its own content, also set on the model as `fit_id_`: what
-    `emofusion predict` compares to know that the model and card it read belong together while a run
-    rewrites them. The same inputs give the same id, so a resumed run's files equal an
-    uninterrupted one's."""
-    fit_id = hashlib.sha256(json.dumps(model_card, sort_keys=True, default=str).encode()).hexdigest()[:16]
-    model.fit_id_ = fit_id
-    return {**model_card, "fit_id": fit_id}
 
 
 def fit_and_predict(fused_features: ClipArray, data_split: pd.DataFrame,
@@ -160,20 +73,16 @@ def fit_and_predict(fused_features: ClipArray, data_split: pd.DataFrame,
     made_with = {"fused_features": metadata.get("made_with", {}), "fusion_variant": fusion_variant_options,
                  "data_split": data_split_settings, "classifier": classifier_options,
                  "reduction": reduction_options, "random_seed": random_seed, "out_of_domain": out_of_domain}
-    folds = sorted(data_split["fold"].unique())
-    fold_inputs = {fold: fold_rows(data_split, fold) for fold in folds}
-    jobs = {fold: (fused_features, rows, emotion, fold, len(folds), classifier_options, reduction_options,
-                   random_seed, data_split_settings, out_of_domain, fold == folds[0])
-            for fold, (rows, emotion) in fold_inputs.items()}
-    fold_made_with = {fold: {**made_with, "clips": fold_fingerprint(rows)}
-                      for fold, (rows, _) in fold_inputs.items()}
-    # The folds to train run side by side, one per worker process (`n_jobs`), each stored as it ends.
-    by_fold = resumed_folds(finished_folds, fold_made_with, parameters, lambda todo: finished_in_processes(
-        _fit_fold, {fold: jobs[fold] for fold in todo}, n_jobs=parameters.get("n_jobs", 1),
-        description="Folds"))
-    results = [by_fold[fold] for fold in folds]
-    if finished_folds is not None:
-        finished_folds.report(len(folds))
+
+    def train(todo: list[int], inputs: Mapping[int, tuple[pd.DataFrame, dict[str, str]]]) -> Any:
+        # The folds to train run side by side, one per worker process (`n_jobs`), each stored as it ends.
+        first = min(inputs)
+        jobs = {fold: (fused_features, *inputs[fold], fold, len(inputs), classifier_options,
+                       reduction_options, random_seed, data_split_settings, out_of_domain, fold == first)
+                for fold in todo}
+        return finished_in_processes(_fit_fold, jobs, n_jobs=parameters.get("n_jobs", 1), description="Folds")
+
+    folds, results = fold_results(data_split, made_with, parameters, finished_folds, train)
     first_model = results[0]["model"]
     first_model.domain_ = results[0]["domain"]
     model_card = {"classes": [str(label) for label in first_model.classes_],
@@ -214,81 +123,6 @@ def _fit_fold(fused_features: ClipArray, rows: pd.DataFrame, emotion: Mapping[st
                 float((table["emotion"] == table["predicted"]).mean()), time.perf_counter() - started)
     return {"model": model if keep_model else None, "domain": domain if keep_model else None,
             "selection": {"fold": int(fold), **selection}, "predictions": table}
-
-
-def describe_features(features: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """Each block's stream and width and, for CNN features, the backbone and weights really used."""
-    described = []
-    for block in features.get("blocks", []):
-        source = block.get("source", {})
-        entry = {"stream": block["stream"], "width": block["stop"] - block["start"],
-                 "weight": block["weight"]}
-        if "backbone" in source:
-            entry |= {"backbone": source["backbone"], "weights": source.get("weights"),
-                      "pretrained": source.get("pretrained"),
-                      "backbone_requested": source.get("backbone_requested", source["backbone"]),
-                      "fallback_reason": source.get("fallback_reason")}
-        described.append(entry)
-    return described
-
-
-def out_of_domain_share(predictions: pd.DataFrame) -> float | None:
-    """The share of these test clips flagged out of the training clips' domain; None for a model
-    that flags none (a fine-tuned network)."""
-    if "in_domain" not in predictions:
-        return None
-    return float(1.0 - predictions["in_domain"].astype(bool).mean())
-
-
-def evaluate_predictions(test_predictions: pd.DataFrame, model_card: Mapping[str, Any],
-                         data_split: pd.DataFrame, data_split_settings: Mapping[str, Any],
-                         evaluation_options: Mapping[str, Any], random_seed: int) -> dict[str, Any]:
-    """Accuracy, unweighted average recall, macro F1, each with its bootstrap interval (resampling
-    speakers where the split keeps them apart, else clips: `resampling_units`), per-class
-    precision, recall and F1 and the confusion matrix, over all test clips; each fold's scores and
-    each test corpus's with their intervals (leave_one_corpus_out: each corpus as scored by the
-    models that never saw it); the share of test clips flagged out of the training clips' domain,
-    overall and per corpus; with the split used, the features used and what was chosen on each
-    fold's validation clips."""
-    truth, predicted = test_predictions["emotion"].astype(str), test_predictions["predicted"].astype(str)
-    labels = sorted(set(truth) | set(predicted))
-    precision, recall, f1, support = precision_recall_fscore_support(truth, predicted, labels=labels,
-                                                                     zero_division=0)
-    units = resampling_units(data_split, data_split_settings)
-
-    def with_intervals(rows: pd.DataFrame) -> dict[str, Any]:
-        intervals = bootstrap_scores(rows, units_of(rows, units),
-                                     n_resamples=int(evaluation_options["bootstrap_resamples"]),
-                                     seed=random_seed, confidence=float(evaluation_options["confidence"]))
-        return {**classification_scores(rows),
-                "intervals": {score: {"low": interval["low"], "high": interval["high"]}
-                              for score, interval in intervals.items()}}
-
-    corpus = data_split.drop_duplicates("clip_id").set_index("clip_id")["corpus"].astype(str) \
-        if "corpus" in data_split else None
-    test_corpora = (test_predictions["clip_id"].astype(str).map(corpus) if corpus is not None
-                    else pd.Series("", index=test_predictions.index))
-    return {
-        "split": model_card["split"],
-        "test_clips": len(test_predictions),
-        "folds": int(test_predictions["fold"].nunique()),
-        **with_intervals(test_predictions),
-        "confidence": float(evaluation_options["confidence"]),
-        "resampled": "speakers" if any(unit.startswith("speaker ") for unit in units.values()) else "clips",
-        "out_of_domain": out_of_domain_share(test_predictions),
-        "per_fold": {str(fold): classification_scores(rows)
-                     for fold, rows in test_predictions.groupby("fold")},
-        "per_test_corpus": {name: {"test_clips": len(rows), **with_intervals(rows),
-                                   "out_of_domain": out_of_domain_share(rows)}
-                            for name, rows in test_predictions.groupby(test_corpora.to_numpy())},
-        "per_class": {label: {"precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)}
-                      for label, p, r, f, s in zip(labels, precision, recall, f1, support, strict=True)},
-        "confusion_matrix": {"labels": labels,
-                             "counts": confusion_matrix(truth, predicted, labels=labels).tolist()},
-        "features": describe_features(model_card.get("features", {})),
-        "fusion": model_card.get("features", {}).get("fusion", "early"),
-        "model_selection": model_card.get("model_selection", []),
-    }
 
 
 def corpus_scores(**metrics: Mapping[str, Any]) -> pd.DataFrame:
@@ -445,16 +279,6 @@ def answer_questions(summary: pd.DataFrame, validation_uar: Mapping[str, Mapping
                              "mcnemar_p": compared["p"],
                              "answer": VERDICTS[verdict(compared["gain_low"], compared["gain_high"])]})
     return pd.DataFrame(rows)
-
-
-def model_rank(summary: pd.DataFrame) -> pd.Series:
-    """Each model's place by validation UAR, ties to fewer streams, then to the name: the order of
-    the summary, and the default model of `emofusion predict` first. Test scores play no part."""
-    order = pd.DataFrame({"validation": -summary["validation_uar"].fillna(-np.inf),
-                          "streams": stream_counts(summary),
-                          "name": summary["variant"] + "." + summary["classifier"]})
-    ranked = order.sort_values(["validation", "streams", "name"], kind="stable").index
-    return pd.Series(np.arange(len(ranked)), index=ranked).reindex(summary.index)
 
 
 def summarise_classification_metrics(fusion_variant_options: Mapping[str, Any], data_split: pd.DataFrame,

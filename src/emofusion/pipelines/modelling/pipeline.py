@@ -1,4 +1,4 @@
-from kedro.pipeline import Node, Pipeline, node, pipeline
+from kedro.pipeline import Pipeline, node, pipeline
 
 from emofusion.instances import (
     dotted_dataset_names,
@@ -8,24 +8,15 @@ from emofusion.instances import (
     outputs_by_model,
     pipeline_parameters,
 )
+from emofusion.learning.evaluation import evaluation_node
+from emofusion.learning.splits import split_clips
 
 from .nodes import (
     PREDICTIONS_KEY_SUFFIX,
     corpus_scores,
-    evaluate_predictions,
     fit_and_predict,
     summarise_classification_metrics,
 )
-from .splits import split_clips
-
-
-def evaluation_node() -> Node:
-    """Every model's scores from its test predictions and model card: modelling's and the
-    fine-tuned ones alike, so that the summary and the report compare them."""
-    return node(evaluate_predictions,
-                inputs=["test_predictions", "model_card", "data_split", "data_split_settings",
-                        "params:evaluation", "params:random_seed"],
-                outputs="classification_metrics", name="evaluate_predictions")
 
 
 def modelling_template() -> Pipeline:

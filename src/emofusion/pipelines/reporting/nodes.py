@@ -17,8 +17,8 @@ import yaml
 from plotly.offline import get_plotlyjs
 from plotly.subplots import make_subplots
 
-from emofusion.pipelines.modelling.nodes import CNN_STREAM
-from emofusion.pipelines.modelling.selection import resampling_units
+from emofusion.fusion_layout import CNN_STREAM
+from emofusion.learning.selection import resampling_units
 
 SCORES = {"accuracy": "accuracy", "unweighted_average_recall": "unweighted average recall",
           "macro_f1": "macro F1"}

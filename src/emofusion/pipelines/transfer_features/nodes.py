@@ -9,9 +9,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from emofusion.clip_array import ClipArray
+from emofusion.imagenet.config import TransferSettings, fingerprint, transfer_settings, weights_now_reachable
 from emofusion.quiet_tensorflow import import_tensorflow
-
-from .config import TransferSettings, fingerprint, transfer_settings, weights_now_reachable
 
 logger = logging.getLogger(__name__)
 
@@ -75,8 +74,8 @@ def extract_transfer_features(log_mel_spectrogram: ClipArray, stored_transfer_fe
     # Their C++ start-up chatter is hidden unless the user sets TF_CPP_MIN_LOG_LEVEL; the device is
     # logged below.
     import_tensorflow()
-    from .backbones import load_backbone
-    from .images import compute_device, extract_features
+    from emofusion.imagenet.backbones import load_backbone  # TensorFlow: only in the process that extracts
+    from emofusion.imagenet.images import compute_device, extract_features  # TensorFlow, likewise
 
     backbone = load_backbone(settings)
     device = compute_device()
@@ -94,7 +93,17 @@ def extract_transfer_features(log_mel_spectrogram: ClipArray, stored_transfer_fe
     values = extract_features(backbone, log_mel_spectrogram.values, settings.batch_size,
                               settings.output_dtype)
     seconds = time.perf_counter() - start
-    metadata = {
+    metadata = _transfer_metadata(backbone, settings, log_mel_spectrogram, width=width, device=device,
+                                  seconds=seconds, clips=len(values), digest=digest, made_with=made_with)
+    return ClipArray(log_mel_spectrogram.clip_ids, values, metadata)
+
+
+def _transfer_metadata(backbone: Any, settings: TransferSettings, log_mel_spectrogram: ClipArray, *,
+                       width: int, device: str, seconds: float, clips: int, digest: str,
+                       made_with: Mapping[str, Any]) -> dict[str, Any]:
+    """What the features are (backbone, taps, pooling, dtype), how they were made and how fast."""
+    spec = backbone.spec
+    return {
         "feature": "transfer",
         "backbone": spec.name,
         "backbone_requested": settings.backbone.name,
@@ -113,7 +122,7 @@ def extract_transfer_features(log_mel_spectrogram: ClipArray, stored_transfer_fe
         "batch_size": settings.batch_size,
         "device": device,
         "seconds": round(seconds, 2),
-        "clips_per_second": round(len(values) / seconds, 2),
+        "clips_per_second": round(clips / seconds, 2),
         "fingerprint": digest,
         "settings": settings.identity(),
         "made_with": made_with,
@@ -122,4 +131,3 @@ def extract_transfer_features(log_mel_spectrogram: ClipArray, stored_transfer_fe
         "versions": {package: importlib.metadata.version(package)
                      for package in ("emofusion", "tensorflow", "keras", "numpy")},
     }
-    return ClipArray(log_mel_spectrogram.clip_ids, values, metadata)

@@ -21,9 +21,9 @@ from typing import Any
 import numpy as np
 from sklearn.base import BaseEstimator
 
-from emofusion.pipelines.fusion.nodes import feature_statistics, relative_spread
-
-from .classifiers import BlockScaler, fused_layout, principal_components
+from emofusion.learning.assembly import fused_layout
+from emofusion.learning.blocks import BlockScaler, principal_components
+from emofusion.standardisation import feature_statistics, relative_spread
 
 TINY = 1e-12
 

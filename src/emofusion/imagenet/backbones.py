@@ -19,8 +19,9 @@ import keras
 from keras import layers, ops
 
 from emofusion.errors import ImageNetWeightsUnavailable, TransferConfigError
+from emofusion.keras_cache import keras_cache_dir
 
-from .config import BackboneSpec, TransferSettings, keras_cache_dir
+from .config import BackboneSpec, TransferSettings
 
 logger = logging.getLogger(__name__)
 

@@ -10,9 +10,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from emofusion.errors import FineTuningConfigError
-
-from ..fusion.pipeline import SPEAKER_NORMALISED_SPECTROGRAMS
-from ..transfer_features.config import backbone_spec
+from emofusion.fusion_layout import SPEAKER_NORMALISED_SPECTROGRAMS
+from emofusion.imagenet.config import backbone_spec
 
 NETWORK_KINDS = ("cnn", "lstm")
 LATE_FUSION = "late_fusion"
@@ -112,57 +111,61 @@ def _configuration(name: str, value: Any) -> int | list[str] | None:
     )
 
 
+# The keys a network entry may have (after merging over `fine_tuning.defaults`).
+ENTRY_KEYS = frozenset({
+    "kind", "backbone", "weights", "configuration", "head", "image_size", "epochs", "batch_size", "patience",
+    "early_stopping_fraction", "optimizer", "augmentation", "precision", "jit_compile", "lstm",
+    "speaker_normalisation",
+})
+
+
 def network_settings(
     name: str, entry: Mapping[str, Any], backbones: Mapping[str, Mapping[str, Any]], random_seed: int
 ) -> dict[str, Any]:
     """A checked network entry (kind cnn or lstm) as the training process gets it."""
     kind = entry.get("kind")
-    known = {
-        "kind",
-        "backbone",
-        "weights",
-        "configuration",
-        "head",
-        "image_size",
-        "epochs",
-        "batch_size",
-        "patience",
-        "early_stopping_fraction",
-        "optimizer",
-        "augmentation",
-        "precision",
-        "jit_compile",
-        "lstm",
-        "speaker_normalisation",
-    }
-    unknown = sorted(set(entry) - known)
+    unknown = sorted(set(entry) - ENTRY_KEYS)
     if unknown:
         raise FineTuningConfigError(
-            f"fine_tuning model '{name}' does not take {unknown}; it takes {sorted(known)}"
+            f"fine_tuning model '{name}' does not take {unknown}; it takes {sorted(ENTRY_KEYS)}"
         )
-    epochs = _positive(f"{name}: epochs", entry.get("epochs"))
-    optimizer = dict(entry.get("optimizer") or {})
+    settings = _common_settings(name, entry, random_seed)
+    if kind == "cnn":
+        return settings | _cnn_settings(name, entry, backbones, settings["epochs"])
+    if kind == "lstm":
+        return settings | _lstm_settings(name, entry, settings["epochs"])
+    raise FineTuningConfigError(
+        f"fine_tuning model '{name}': kind '{kind}' is not one of: "
+        f"{', '.join((*NETWORK_KINDS, LATE_FUSION))}"
+    )
+
+
+def _augmentation(name: str, entry: Mapping[str, Any]) -> dict[str, Any]:
     augmentation = dict(entry.get("augmentation") or {})
     if set(augmentation) - set(AUGMENTATION_KEYS):
         raise FineTuningConfigError(
             f"{name}: augmentation takes {list(AUGMENTATION_KEYS)}, got {sorted(augmentation)}"
         )
-    augmentation = {
-        key: _positive(
-            f"{name}: augmentation.{key}",
-            augmentation.get(key, 0),
-            float if key == "mixup_alpha" else int,
-            zero=True,
-        )
-        for key in AUGMENTATION_KEYS
-    }
+    return {key: _positive(f"{name}: augmentation.{key}", augmentation.get(key, 0),
+                           float if key == "mixup_alpha" else int, zero=True)
+            for key in AUGMENTATION_KEYS}
+
+
+def _head(name: str, entry: Mapping[str, Any]) -> list[dict[str, Any]]:
     head = [dict(layer) for layer in entry.get("head") or []]
     for layer in head:
         _positive(f"{name}: head units", layer.get("units"))
         if not 0 <= float(layer.get("dropout", 0.0)) < 1:
             raise FineTuningConfigError(
-                f"{name}: head dropout must be in [0, 1), got {layer.get('dropout')!r}"
-            )
+                f"{name}: head dropout must be in [0, 1), got {layer.get('dropout')!r}")
+    return head
+
+
+def _common_settings(name: str, entry: Mapping[str, Any], random_seed: int) -> dict[str, Any]:
+    """The settings of every kind of network, checked in the order a user reads them."""
+    epochs = _positive(f"{name}: epochs", entry.get("epochs"))
+    optimizer = dict(entry.get("optimizer") or {})
+    augmentation, head = _augmentation(name, entry), _head(name, entry)
     precision, jit = entry.get("precision", "auto"), entry.get("jit_compile", "auto")
     if precision not in PRECISIONS:
         raise FineTuningConfigError(f"{name}: precision '{precision}' is not one of: {', '.join(PRECISIONS)}")
@@ -174,9 +177,9 @@ def network_settings(
             f"fine_tuning model '{name}': speaker_normalisation '{normalisation}' is not one of: "
             f"{', '.join(NETWORK_NORMALISATIONS)}"
         )
-    settings: dict[str, Any] = {
+    return {
         "name": name,
-        "kind": kind,
+        "kind": entry.get("kind"),
         "head": head,
         "epochs": epochs,
         "batch_size": _positive(f"{name}: batch_size", entry.get("batch_size")),
@@ -191,72 +194,57 @@ def network_settings(
         "random_seed": random_seed,
         "speaker_normalisation": normalisation,
     }
-    if kind == "cnn":
-        spec = backbone_spec(entry.get("backbone"), backbones)
-        weights = entry.get("weights")
-        unfreeze = _configuration(name, entry.get("configuration"))
-        settings |= {
-            # The registry's entry but its input size: its tapped layers and their pooling.
-            "backbone": {
-                "name": spec.name,
-                "application": spec.application,
-                "preprocess_input": spec.preprocess_input,
-                "layers": list(spec.layers),
-                "pooling": spec.pooling,
-            },
-            "weights": None if weights is None or str(weights).lower() == "none" else str(weights),
-            "unfreeze": unfreeze,
-            "backbone_learning_rate": (
-                None
-                if unfreeze is None
-                else _positive(
-                    f"{name}: optimizer.backbone_learning_rate",
-                    optimizer.get("backbone_learning_rate"),
-                    float,
-                )
-            ),
-            "stages": _stages(name, entry.get("image_size"), epochs),
-        }
-        sizes = {tuple(stage["size"]) for stage in settings["stages"]}
-        if (
-            spec.pooling not in ("avg", "max")
-            and len({size[0] if spec.pooling != "none" else size for size in sizes}) > 1
-        ):
-            raise FineTuningConfigError(
-                f"{name}: backbone '{spec.name}' pools its maps with `{spec.pooling}`, which keeps "
-                f"{'each frequency row' if spec.pooling != 'none' else 'every position'}, "
-                "so the head's width "
-                "follows the image "
-                + (
-                    "height: a progressive schedule may change only the width (time)"
-                    if spec.pooling != "none"
-                    else "size: a progressive schedule cannot change it"
-                )
-                + "; avg or max pooling allows any sizes"
-            )
-    elif kind == "lstm":
-        lstm = dict(entry.get("lstm") or {})
-        if lstm.get("features") not in SEQUENCE_FEATURES:
-            raise FineTuningConfigError(
-                f"{name}: lstm.features must be one of {list(SEQUENCE_FEATURES)}, "
-                f"got {lstm.get('features')!r}"
-            )
-        settings |= {
-            "lstm": {
-                "features": lstm["features"],
-                "n_mfcc": _positive(f"{name}: lstm.n_mfcc", lstm.get("n_mfcc", 40)),
-                "units": _positive(f"{name}: lstm.units", lstm.get("units")),
-                "bidirectional": bool(lstm.get("bidirectional", False)),
-                "dropout": float(lstm.get("dropout", 0.0)),
-            },
-            "stages": [{"size": None, "epochs": epochs}],
-        }
-    else:
+
+
+def _cnn_settings(name: str, entry: Mapping[str, Any], backbones: Mapping[str, Mapping[str, Any]],
+                  epochs: int) -> dict[str, Any]:
+    """A CNN's backbone, its unfrozen layers and image sizes, checked against the backbone's pooling."""
+    spec = backbone_spec(entry.get("backbone"), backbones)
+    weights = entry.get("weights")
+    unfreeze = _configuration(name, entry.get("configuration"))
+    backbone_rate = (None if unfreeze is None else _positive(
+        f"{name}: optimizer.backbone_learning_rate",
+        dict(entry.get("optimizer") or {}).get("backbone_learning_rate"), float))
+    settings = {
+        # The registry's entry but its input size: its tapped layers and their pooling.
+        "backbone": {"name": spec.name, "application": spec.application,
+                     "preprocess_input": spec.preprocess_input, "layers": list(spec.layers),
+                     "pooling": spec.pooling},
+        "weights": None if weights is None or str(weights).lower() == "none" else str(weights),
+        "unfreeze": unfreeze,
+        "backbone_learning_rate": backbone_rate,
+        "stages": _stages(name, entry.get("image_size"), epochs),
+    }
+    sizes = {tuple(stage["size"]) for stage in settings["stages"]}
+    if spec.pooling not in ("avg", "max") and len({size[0] if spec.pooling != "none" else size
+                                                   for size in sizes}) > 1:
         raise FineTuningConfigError(
-            f"fine_tuning model '{name}': kind '{kind}' is not one of: "
-            f"{', '.join((*NETWORK_KINDS, LATE_FUSION))}"
+            f"{name}: backbone '{spec.name}' pools its maps with `{spec.pooling}`, which keeps "
+            f"{'each frequency row' if spec.pooling != 'none' else 'every position'}, "
+            "so the head's width follows the image "
+            + ("height: a progressive schedule may change only the width (time)" if spec.pooling != "none"
+               else "size: a progressive schedule cannot change it")
+            + "; avg or max pooling allows any sizes"
         )
     return settings
+
+
+def _lstm_settings(name: str, entry: Mapping[str, Any], epochs: int) -> dict[str, Any]:
+    lstm = dict(entry.get("lstm") or {})
+    if lstm.get("features") not in SEQUENCE_FEATURES:
+        raise FineTuningConfigError(
+            f"{name}: lstm.features must be one of {list(SEQUENCE_FEATURES)}, got {lstm.get('features')!r}"
+        )
+    return {
+        "lstm": {
+            "features": lstm["features"],
+            "n_mfcc": _positive(f"{name}: lstm.n_mfcc", lstm.get("n_mfcc", 40)),
+            "units": _positive(f"{name}: lstm.units", lstm.get("units")),
+            "bidirectional": bool(lstm.get("bidirectional", False)),
+            "dropout": float(lstm.get("dropout", 0.0)),
+        },
+        "stages": [{"size": None, "epochs": epochs}],
+    }
 
 
 def model_entries(parameters: Mapping[str, Any]) -> dict[str, dict[str, Any]]:

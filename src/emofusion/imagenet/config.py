@@ -6,7 +6,6 @@ from __future__ import annotations
 import hashlib
 import importlib.metadata
 import json
-import os
 import urllib.error
 import urllib.request
 from collections.abc import Mapping
@@ -18,6 +17,7 @@ import numpy as np
 
 from emofusion.clip_array import ClipArray
 from emofusion.errors import TransferConfigError
+from emofusion.keras_cache import keras_cache_dir
 
 POOLINGS = ("none", "avg", "max", "time", "time_stats")
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
@@ -158,11 +158,6 @@ def fingerprint(spectrograms: ClipArray, settings: TransferSettings) -> str:
     for start in range(0, len(spectrograms), chunk):
         digest.update(np.ascontiguousarray(spectrograms.values[start:start + chunk]).data)
     return digest.hexdigest()
-
-
-def keras_cache_dir() -> Path:
-    """Where Keras keeps downloaded weights (``$KERAS_HOME/models``, by default ~/.keras/models)."""
-    return Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")).expanduser() / "models"
 
 
 def weights_now_reachable(url: str, timeout_s: float = 10.0) -> bool:

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 from scipy.stats import binomtest
 
-from .uncertainty import classification_scores, paired_bootstrap_difference
+from emofusion.learning.uncertainty import classification_scores, paired_bootstrap_difference
 
 
 def fold_validation_uar(model_selection: Sequence[Mapping[str, Any]]) -> dict[int, float]:
@@ -119,3 +119,13 @@ def compare_choices(candidates: Sequence[str], others: Sequence[str],
             "uar": uar_of(chosen), "other_uar": uar_of(other),
             "gain": difference[uar]["difference"], "gain_low": difference[uar]["low"],
             "gain_high": difference[uar]["high"], "p": p, "won": won, "lost": lost}
+
+
+def model_rank(summary: pd.DataFrame) -> pd.Series:
+    """Each model's place by validation UAR, ties to fewer streams, then to the name: the order of
+    the summary, and the default model of `emofusion predict` first. Test scores play no part."""
+    order = pd.DataFrame({"validation": -summary["validation_uar"].fillna(-np.inf),
+                          "streams": stream_counts(summary),
+                          "name": summary["variant"] + "." + summary["classifier"]})
+    ranked = order.sort_values(["validation", "streams", "name"], kind="stable").index
+    return pd.Series(np.arange(len(ranked)), index=ranked).reindex(summary.index)
