@@ -148,12 +148,15 @@ def test_feature_nodes_keep_clip_ids_and_shapes(audio, parameters):
 @pytest.mark.parametrize(("stream", "width"), [("egemaps", 88), ("compare", 6373)])
 def test_opensmile_functionals_of_tones_have_the_set_s_width_and_finite_values(audio, parameters, stream,
                                                                               width):
-    features = extract_opensmile_functionals(audio, parameters["opensmile"][stream], n_jobs=1)
+    features = extract_opensmile_functionals(audio, parameters["opensmile"][stream], n_jobs=1, stream=stream)
     assert list(features.clip_ids) == ["c/b", "c/a", "c/c"]
     assert features.values.shape == (3, width) and features.values.dtype == np.float32
     assert np.isfinite(features.values).all()
     assert len(features.metadata["columns"]) == width
     assert features.metadata["parameters"] == parameters["opensmile"][stream]
+    # Recorded like every other stream, by parameter path: fusion checks it.
+    assert features.metadata["made_with"] == {"audio": {"sample_rate": SR},
+                                              f"opensmile.{stream}": parameters["opensmile"][stream]}
     if stream == "egemaps":
         # Tones of 220, 440 and 880 Hz: pitch in semitones above 27.5 Hz is 36, 48 and 60.
         f0 = features.values[:, features.metadata["columns"].index("F0semitoneFrom27.5Hz_sma3nz_amean")]
@@ -164,9 +167,9 @@ def test_opensmile_refuses_clips_too_short_for_it_and_unknown_sets(parameters):
     short = ClipArray(np.array(["c/a"]), tone(220, seconds=0.02)[None, :],
                       {"sample_rate": SR, "duration_s": 0.02})
     with pytest.raises(ValueError, match="non-finite values for 1 clips"):
-        extract_opensmile_functionals(short, parameters["opensmile"]["egemaps"], n_jobs=1)
+        extract_opensmile_functionals(short, parameters["opensmile"]["egemaps"], n_jobs=1, stream="egemaps")
     with pytest.raises(ValueError, match="unknown openSMILE feature set 'eGeMAPS3'"):
-        extract_opensmile_functionals(short, {"feature_set": "eGeMAPS3"}, n_jobs=1)
+        extract_opensmile_functionals(short, {"feature_set": "eGeMAPS3"}, n_jobs=1, stream="egemaps")
 
 
 def test_mel_power_matches_librosa_melspectrogram():
@@ -191,7 +194,8 @@ def test_opensmile_runs_beside_tensorflow():
         "from emofusion.pipelines.feature_extraction.nodes import extract_opensmile_functionals\n"
         "tone = np.sin(2 * np.pi * 220 * np.arange(16000) / 16000).astype(np.float32)\n"
         "clips = ClipArray(np.array(['a']), tone[None, :], {'sample_rate': 16000, 'duration_s': 1.0})\n"
-        "print(extract_opensmile_functionals(clips, {'feature_set': 'eGeMAPSv02'}, n_jobs=1).values.shape)\n")
+        "print(extract_opensmile_functionals(clips, {'feature_set': 'eGeMAPSv02'}, n_jobs=1,\n"
+        "                                    stream='egemaps').values.shape)\n")
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
                           env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
     assert done.returncode == 0, done.stderr[-2000:]

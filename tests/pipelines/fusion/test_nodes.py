@@ -256,6 +256,25 @@ def test_a_stream_made_with_other_settings_than_the_run_asks_for_is_refused():
                                            "block_scaling": "balanced", "block_weights.mfcc": 1.0}
 
 
+def test_an_opensmile_stream_made_with_another_feature_set_is_refused_with_the_command_that_remakes_it():
+    """openSMILE's streams record their entry of `opensmile` as every other stream records its group."""
+    manifest = pd.DataFrame({"clip_id": ["c1", "c2"]})
+    made_with = {"audio": {"sample_rate": 16000}, "opensmile.egemaps": {"feature_set": "eGeMAPSv02"}}
+    egemaps = ClipArray(np.array(["c1", "c2"]), np.zeros((2, 3), np.float32), {"made_with": made_with})
+    weights = {"egemaps": 1.0}
+    run = {"audio": {"sample_rate": 16000}, "opensmile": {"egemaps": {"feature_set": "GeMAPSv01b"}},
+           "block_weights": weights}
+    with pytest.raises(StaleInputError) as refused:
+        fuse_feature_streams(manifest, ["egemaps"], weights, "balanced", SPEAKER_STATISTICS, run, egemaps)
+    assert str(refused.value) == (
+        "egemaps was made with opensmile.egemaps.feature_set=eGeMAPSv02; this run asks for "
+        "opensmile.egemaps.feature_set=GeMAPSv01b. Make it again with this run's settings (the same --params "
+        "or --env) first: `kedro run --to-outputs=egemaps`, or plain `kedro run`")
+    run["opensmile"]["egemaps"]["feature_set"] = "eGeMAPSv02"
+    fused = fuse_feature_streams(manifest, ["egemaps"], weights, "balanced", SPEAKER_STATISTICS, run, egemaps)
+    assert fused.metadata["made_with"]["opensmile.egemaps"] == {"feature_set": "eGeMAPSv02"}
+
+
 @pytest.mark.parametrize(("variants", "message"), [
     ({"bad": ["mfcc", "mfccs"]}, r"unknown feature stream\(s\) \['mfccs'\]"),
     ({"bad": []}, "non-empty list"),

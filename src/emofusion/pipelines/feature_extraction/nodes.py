@@ -77,10 +77,12 @@ def _functionals(chunk: np.ndarray, sample_rate: int, feature_set: str) -> list[
 
 
 def extract_opensmile_functionals(preprocessed_audio: ClipArray, opensmile_options: Mapping[str, Any],
-                                  n_jobs: int) -> ClipArray:
+                                  n_jobs: int, *, stream: str) -> ClipArray:
     """(clips, functionals) of an openSMILE feature set (`opensmile_options["feature_set"]`, e.g.
     eGeMAPSv02 or ComParE_2016), one row per clip, computed from the preprocessed audio so that they
-    describe the same clips, at the same rate and level, as every other stream."""
+    describe the same clips, at the same rate and level, as every other stream. `stream` is the
+    entry of `opensmile` the options come from: its settings are recorded under `opensmile.<stream>`,
+    so that fusion refuses a stored stream made with other ones."""
     feature_set = opensmile_options["feature_set"]
     columns = opensmile_feature_names(feature_set)  # also checks the name before workers start
     rows = imap_chunks(_functionals, preprocessed_audio.values, n_jobs=n_jobs,
@@ -96,7 +98,8 @@ def extract_opensmile_functionals(preprocessed_audio: ClipArray, opensmile_optio
     return ClipArray(preprocessed_audio.clip_ids, values, {
         "feature": feature_set, "feature_level": "functionals", "columns": columns,
         "parameters": dict(opensmile_options), "audio": _audio_settings(preprocessed_audio),
-        "versions": {"opensmile": version("opensmile")}})
+        "versions": {"opensmile": version("opensmile")},
+        "made_with": _made_with(preprocessed_audio, f"opensmile.{stream}", opensmile_options)})
 
 
 def _spectrograms(chunk: np.ndarray, sample_rate: int, dtype: str, spectrogram_options: Mapping[str, Any]

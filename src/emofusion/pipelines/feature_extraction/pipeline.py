@@ -1,3 +1,5 @@
+from functools import partial
+
 from kedro.pipeline import Pipeline, node
 
 from emofusion.instances import pipeline_parameters, validated_fusion_variants
@@ -29,7 +31,7 @@ def create_pipeline(**kwargs) -> Pipeline:
              outputs="mfcc", name="extract_mfcc"),
         node(extract_lpcc, inputs=["preprocessed_audio", "params:lpcc", "params:n_jobs"],
              outputs="lpcc", name="extract_lpcc"),
-        *(node(extract_opensmile_functionals,
+        *(node(partial(extract_opensmile_functionals, stream=stream),
                inputs=["preprocessed_audio", f"params:opensmile.{stream}", "params:n_jobs"],
                outputs=stream, name=f"extract_{stream}")
           for stream in opensmile_streams(parameters)),
