@@ -16,7 +16,14 @@ from emofusion.errors import (
     SpeakersNeededError,
     SpeakersTableError,
 )
-from emofusion.inference import _per_file, features_of, load_trained_model, needs_speakers, predict_emotions
+from emofusion.inference import (
+    _per_file,
+    features_of,
+    load_trained_model,
+    needs_speakers,
+    predict_emotions,
+    setting_differences,
+)
 from emofusion.instances import dotted_dataset_names
 from emofusion.learning.domain import describe_domain
 from emofusion.learning.folds import stamp_fit_id
@@ -449,3 +456,50 @@ def test_a_batch_of_one_emotion_is_warned_of_by_its_spread_and_by_its_answers(ac
     with pytest.raises(DomainBatchError, match="give --same-speaker"):
         predict_emotions([Path("a.wav")], "mfcc_spk", TrainedOnSpeakers(), CARD, pipelines={}, parameters={},
                          speakers=["x"], same_domain=True)
+
+
+def made_with_of(parameters: dict) -> dict[str, dict]:
+    """What a training run with these parameters recorded of a late fusion's two inputs (`made_with`),
+    beside facts of that run (a time, a device, a version, a digest)."""
+    audio = {"audio": dict(parameters["audio"])}
+    facts = {"seconds": 12.5, "device": "GPU", "versions": {"numpy": "1.0"}, "fingerprint": "abc"}
+    return {"log_mel_spectrogram": {**facts, "made_with": {
+                **audio, "log_mel_spectrogram": dict(parameters["log_mel_spectrogram"])}},
+            "fusion.mfcc.fused_features": {**facts, "made_with": {
+                **audio, "mfcc": dict(parameters["mfcc"]), "fusion_variant": ["mfcc"],
+                "block_scaling": parameters["block_scaling"],
+                "block_weights.mfcc": parameters["block_weights"]["mfcc"]}}}
+
+
+def test_predict_refuses_a_model_whose_inputs_were_made_with_other_settings_in_one_message(parameters):
+    parameters["fusion_variants"] = {"mfcc": ["mfcc"]}
+    card = {"classes": ["angry", "sad"], "inputs": made_with_of(parameters), "features": {}}
+    now = {**parameters, "audio": {**parameters["audio"], "normalise": "rms"},
+           "mfcc": {**parameters["mfcc"], "n_mfcc": 20}, "fusion_variants": {"mfcc": ["mfcc", "lpcc"]}}
+    # Refused before any file is read (no pipeline is needed to get there), each difference once, in
+    # the order of the record: the audio's, the stream's, the variant's.
+    with pytest.raises(ModelMismatchError) as refused:
+        predict_emotions([Path("a.wav")], "mfcc_late", StandIn(), card, pipelines={}, parameters=now)
+    assert str(refused.value) == (
+        "this mfcc_late model was trained on features made with other settings than the project has now:\n"
+        f"  audio.normalise: {parameters['audio']['normalise']} when trained, rms now\n"
+        "  mfcc.n_mfcc: 40 when trained, 20 now\n"
+        "  fusion_variant: [\"mfcc\"] when trained, [\"mfcc\", \"lpcc\"] now\n"
+        "Restore those settings, or train again with these (`kedro run`).")
+
+
+def test_a_fact_of_a_run_or_predict_s_own_windowing_is_never_a_difference(parameters):
+    parameters["fusion_variants"] = {"mfcc": ["mfcc"]}
+    trained = made_with_of(parameters)
+    for metadata in trained.values():  # trained on cropped clips; predict cuts windows whatever
+        metadata["made_with"]["audio"] |= {"long_clips": "crop", "window_hop_s": 1.5}
+    now = {**parameters, "audio": {**parameters["audio"], "long_clips": "windows", "window_hop_s": 0.5},
+           "transfer_features": {**parameters["transfer_features"], "batch_size": 1}}
+    assert setting_differences(trained, now) == []
+
+
+def test_a_model_whose_card_does_not_say_what_its_inputs_were_made_with_is_refused(parameters):
+    card = {"classes": ["angry", "sad"], "features": {"feature": "fused_features", "blocks": []}}
+    with pytest.raises(ModelMismatchError, match="does not say what its input.s. fusion.mfcc.fused_features "
+                                                 "were made with .* train it again"):
+        predict_emotions([Path("a.wav")], "mfcc", StandIn(), card, pipelines={}, parameters=parameters)

@@ -3,14 +3,14 @@
 The new files go through the project's own pipelines, the same nodes and wiring that made the
 training features (data_processing from the manifest on, feature_extraction, transfer_features and
 the model's fusion variant, or the spectrograms a fine-tuned network reads), on an in-memory
-catalog. The features' recorded settings, from the
-audio preprocessing to the CNN, are then compared with those in the model card: a model trained on
-features made differently is refused rather than fed features it has never seen. A model trained on
+catalog. First, what the model's inputs were made with (their `made_with` in the model card, from
+the audio preprocessing to the CNN) is compared with the project's parameters, by the rule of every
+stored input (`emofusion.provenance`): a model trained on features made differently is refused
+rather than fed features it has never seen. A model trained on
 features standardised per speaker needs the speaker of each file, and is refused without it."""
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -37,6 +37,7 @@ from emofusion.learning.network_settings import LATE_FUSION, network_input
 from emofusion.learning.predictions import prediction_table
 from emofusion.learning.selection import model_rank
 from emofusion.pipelines.data_processing.corpora import CLIP_COLUMNS
+from emofusion.provenance import made_with_differences, shown
 from emofusion.run_lock import describe, holder_of
 from emofusion.standardisation import standardise_by_speaker
 
@@ -76,15 +77,9 @@ def load_trained_model(load: Callable[[str], Any], variant: str, classifier: str
         time.sleep(0.5)
 
 
-# Facts about a run, not settings: they differ between runs that make identical features.
-RUN_FACTS = frozenset({"seconds", "clips_per_second", "fingerprint", "device", "batch_size", "versions",
-                       "offline_fallback", "clip_counts"})
-# The same settings again, by parameter path, for the checks between pipelines (emofusion.provenance):
-# compared here under their own keys, and absent from model cards written before it.
-RESTATED = frozenset({"made_with"})
-# How long recordings are cut: windows in prediction whatever the training run did; each window is
-# made as a training clip is.
-WINDOWING = frozenset({"long_clips", "window_hop_s"})
+# How long recordings are cut: predict cuts them into windows whatever the training run did, each
+# window made as a training clip is, so these recorded settings are predict's own, not the model's.
+WINDOWING = frozenset({"audio.long_clips", "audio.window_hop_s"})
 FEATURE_PIPELINES = ("data_processing", "feature_extraction", "transfer_features", "fusion")
 
 
@@ -118,17 +113,21 @@ def default_model(summary: pd.DataFrame, without_speakers: set[str] | None) -> s
     return f"{summary['variant'].loc[best]}.{summary['classifier'].loc[best]}"
 
 
-def setting_differences(trained: Any, now: Any, where: str = "") -> list[str]:
-    """Every setting that differs between two feature metadata trees, as 'path: trained -> now'."""
-    if isinstance(trained, Mapping) and isinstance(now, Mapping):
-        return [difference for key in sorted(set(trained) | set(now), key=str)
-                if key not in RUN_FACTS | RESTATED | WINDOWING
-                for difference in setting_differences(trained.get(key), now.get(key),
-                                                      f"{where}.{key}" if where else str(key))]
-    if isinstance(trained, list) and isinstance(now, list) and len(trained) == len(now):
-        return [difference for i, (a, b) in enumerate(zip(trained, now, strict=True))
-                for difference in setting_differences(a, b, f"{where}[{i}]")]
-    return [] if trained == now else [f"{where}: {trained!r} when trained, {now!r} now"]
+def setting_differences(trained: Mapping[str, Any], parameters: Mapping[str, Any]) -> list[str]:
+    """Each setting that a model's inputs (`trained`: dataset -> its metadata in the model card) were
+    made with and that the project's `parameters` now hold otherwise, once, as 'path: value when
+    trained, value now'. The rule of every stored input (`made_with_differences`): only the recorded
+    settings count, so a fact of a run (a time, a device, a version) never does. A fused input's
+    `fusion_variant` is its entry of `fusion_variants`."""
+    variants = {fused_features_name(variant): spec
+                for variant, spec in (parameters.get("fusion_variants") or {}).items()}
+    differences = [f"{path}: {shown(made)} when trained, {shown(now)} now"
+                   for name, metadata in trained.items()
+                   for path, made, now in made_with_differences(
+                       metadata["made_with"],
+                       {**parameters, "fusion_variant": variants[name]} if name in variants else parameters)
+                   if path not in WINDOWING]
+    return list(dict.fromkeys(differences))  # a late fusion's inputs share the audio's settings
 
 
 def _parameter(parameters: Mapping[str, Any], name: str) -> Any:
@@ -303,6 +302,7 @@ def predict_emotions(files: Sequence[Path], variant: str, model: Any, model_card
     domain = getattr(model, "domain_", None)
     if same_domain:
         _check_same_domain(variant, by, list(trained), domain)
+    _check_same_settings(variant, trained, parameters)
     fallbacks = {name: metadata["speaker_normalisation"]["fallback"] for name, metadata in trained.items()
                  if isinstance(metadata, Mapping) and metadata.get("speaker_normalisation")}
     features, windows, rejected = features_of(files, list(trained), pipelines, parameters, speakers,
@@ -311,7 +311,6 @@ def predict_emotions(files: Sequence[Path], variant: str, model: Any, model_card
         empty = pd.DataFrame(columns=["file", "emotion"])
         return empty, empty, rejected
     clip_ids = next(iter(features.values())).clip_ids
-    _check_same_settings(variant, trained, features)
     values = {name: array.select(list(clip_ids)).values for name, array in features.items()}
     X = values if "inputs" in model_card and len(values) > 1 else next(iter(values.values()))
     windows = windows.set_index("clip_id").loc[clip_ids]
@@ -359,12 +358,17 @@ def _normalisation(variant: str, model: Any, model_card: Mapping[str, Any], spea
     return normalisation
 
 
-def _check_same_settings(variant: str, trained: Mapping[str, Any], features: Mapping[str, ClipArray]) -> None:
-    """Refuse features made with other settings than the model's training features."""
-    # Through JSON, as the model card was, so that a tuple and a list of the same values are equal.
-    differences = [difference for name, metadata in trained.items()
-                   for difference in setting_differences(metadata,
-                                                         json.loads(json.dumps(features[name].metadata)))]
+def _check_same_settings(variant: str, trained: Mapping[str, Any], parameters: Mapping[str, Any]) -> None:
+    """Refuse a model whose inputs were made with other settings than the project's `parameters`
+    (`setting_differences`), or whose card does not say what they were made with."""
+    unrecorded = [name for name, metadata in trained.items()
+                  if not isinstance(metadata, Mapping) or "made_with" not in metadata]
+    if unrecorded:
+        raise ModelMismatchError(
+            f"this {variant} model's card does not say what its input(s) {', '.join(unrecorded)} were made "
+            "with (it was trained before EmoFusion recorded it), so they cannot be made again alike: train "
+            "it again (`kedro run`).")
+    differences = setting_differences(trained, parameters)
     if differences:
         raise ModelMismatchError(
             f"this {variant} model was trained on features made with other settings than the project "

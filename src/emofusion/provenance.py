@@ -26,14 +26,20 @@ def check_made_with(dataset: str, made_with: Mapping[str, Any], parameters: Mapp
 
     Only the recorded paths are compared, leaf by leaf, so the message names each setting that
     differs; `remake` says how to make the dataset again with this run's settings."""
-    differences = [difference for path, value in made_with.items()
-                   if path != NOTES
-                   for difference in _differences(path, _plain(value), _plain(_lookup(parameters, path)))]
+    differences = made_with_differences(made_with, parameters)
     if differences:
-        made = ", ".join(f"{path}={_shown(value)}" for path, value, _ in differences)
-        asked = ", ".join(f"{path}={_shown(value)}" for path, _, value in differences)
+        made = ", ".join(f"{path}={shown(value)}" for path, value, _ in differences)
+        asked = ", ".join(f"{path}={shown(value)}" for path, _, value in differences)
         raise StaleInputError(f"{dataset} was made with {made}; this run asks for {asked}. Make it again "
                               f"with this run's settings (the same --params or --env) first: {remake}")
+
+
+def made_with_differences(made_with: Mapping[str, Any], parameters: Mapping[str, Any]
+                          ) -> list[tuple[str, Any, Any]]:
+    """Each recorded setting that `parameters` hold otherwise, leaf by leaf, as (parameter path, the
+    value it was made with, the value now); only the recorded paths count, never the `NOTES`."""
+    return [difference for path, value in made_with.items() if path != NOTES
+            for difference in _differences(path, _plain(value), _plain(_lookup(parameters, path)))]
 
 
 def changed_settings(made_with: Mapping[str, Any], now: Mapping[str, Any]) -> list[str]:
@@ -65,7 +71,8 @@ def _differences(path: str, made: Any, now: Any) -> list[tuple[str, Any, Any]]:
     return [] if made == now else [(path, made, now)]
 
 
-def _shown(value: Any) -> str:
+def shown(value: Any) -> str:
+    """A recorded or current value as messages show it: a string as it is, `(not set)` for none."""
     if value is _UNSET:
         return "(not set)"
     return value if isinstance(value, str) else json.dumps(value)
