@@ -503,3 +503,31 @@ def test_a_model_whose_card_does_not_say_what_its_inputs_were_made_with_is_refus
     with pytest.raises(ModelMismatchError, match="does not say what its input.s. fusion.mfcc.fused_features "
                                                  "were made with .* train it again"):
         predict_emotions([Path("a.wav")], "mfcc", StandIn(), card, pipelines={}, parameters=parameters)
+
+
+def test_features_made_by_the_offline_fallback_cnn_are_refused_though_the_settings_are_the_same(parameters):
+    # Which CNN made a transfer stream is what the machine allowed, not a setting: checked on the features.
+    parameters["fusion_variants"] = {"cnn": ["transfer_features"]}
+
+    def made_by(backbone: str):
+        return lambda manifest: ClipArray(manifest["clip_id"].astype(str).to_numpy(),
+                                          np.zeros((len(manifest), 2), np.float32), {"backbone": backbone})
+
+    manifest = pd.DataFrame({"clip_id": ["t1", "t2"]})
+    trained = fuse_feature_streams(manifest, ["transfer_features"], parameters["block_weights"],
+                                   parameters["block_scaling"], parameters["speaker_statistics"], parameters,
+                                   made_by("inception_resnet_v2")(manifest))
+    card = {"classes": ["angry", "sad"], "features": json.loads(json.dumps(trained.metadata))}
+    pipelines = {"data_processing": Pipeline([node(windows_of, "corpus_manifest",
+                                                   ["clip_manifest", "audio_rejections"])]),
+                 "feature_extraction": Pipeline([]),
+                 "transfer_features": Pipeline([node(made_by("squeezenet_v1_1"), "clip_manifest",
+                                                     "transfer_features")]),
+                 "fusion": fusion_pipeline(parameters=parameters)}
+    refusal = "transfer_features were made by CNN 'inception_resnet_v2' in training and by 'squeezenet_v1_1'"
+    with pytest.raises(ModelMismatchError, match=refusal):
+        predict_emotions([Path("a.wav")], "cnn", StandIn(), card, pipelines, parameters)
+    pipelines["transfer_features"] = Pipeline([node(made_by("inception_resnet_v2"), "clip_manifest",
+                                                    "transfer_features")])
+    table, _, _ = predict_emotions([Path("a.wav")], "cnn", StandIn(), card, pipelines, parameters)
+    assert list(table["file"]) == ["a.wav"]

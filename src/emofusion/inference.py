@@ -311,6 +311,7 @@ def predict_emotions(files: Sequence[Path], variant: str, model: Any, model_card
         empty = pd.DataFrame(columns=["file", "emotion"])
         return empty, empty, rejected
     clip_ids = next(iter(features.values())).clip_ids
+    _check_same_backbones(variant, trained, features)
     values = {name: array.select(list(clip_ids)).values for name, array in features.items()}
     X = values if "inputs" in model_card and len(values) > 1 else next(iter(values.values()))
     windows = windows.set_index("clip_id").loc[clip_ids]
@@ -374,6 +375,28 @@ def _check_same_settings(variant: str, trained: Mapping[str, Any], parameters: M
             f"this {variant} model was trained on features made with other settings than the project "
             "has now:\n  " + "\n  ".join(differences[:20]) + "\nRestore those settings, or train again "
             "with these (`kedro run`).")
+
+
+def _backbones(metadata: Mapping[str, Any]) -> dict[str, str]:
+    """The CNN each transfer stream of a fused input was made by: the configured one, or the offline
+    fallback that the transfer step takes when the ImageNet weights cannot be had. That is what the
+    machine allowed, not a setting, so `made_with` does not say it."""
+    return {block["stream"]: block["source"]["backbone"] for block in metadata.get("blocks") or []
+            if isinstance(block.get("source"), Mapping) and "backbone" in block["source"]}
+
+
+def _check_same_backbones(variant: str, trained: Mapping[str, Any], features: Mapping[str, ClipArray]
+                          ) -> None:
+    """Refuse features made by another CNN than the model's, the same settings notwithstanding."""
+    for name, metadata in trained.items():
+        now = _backbones(features[name].metadata)
+        for stream, backbone in _backbones(metadata).items():
+            if now.get(stream, backbone) != backbone:
+                raise ModelMismatchError(
+                    f"this {variant} model's {stream} were made by CNN '{backbone}' in training and by "
+                    f"'{now[stream]}' now: the ImageNet weights of one of them could not be had, so the "
+                    "transfer step took its offline fallback (transfer_features.offline_fallback). Make "
+                    "the weights reachable, or train again.")
 
 
 def _check_same_domain(variant: str, by: str | None, inputs: Sequence[str], domain: Any) -> None:
