@@ -149,7 +149,13 @@ def transfer_settings(params: Mapping[str, Any], backbones: Mapping[str, Mapping
 
 
 def fingerprint(spectrograms: ClipArray, settings: TransferSettings) -> str:
-    """A digest of the spectrograms (ids, values, shape) and the settings that shape the features."""
+    """A digest of the spectrograms (ids, values, shape) and the settings that shape the features.
+
+    It answers another question than `made_with` (emofusion.provenance), which says with which
+    settings a dataset was made and is what every check of a stale input compares: whether the
+    stored features are exactly what the CNN would make now, so that it need not run. That takes
+    the content of the inputs, which no setting says (which clips, their values, the bytes of a
+    weights file, the Keras and TensorFlow versions); it is never compared with a run's settings."""
     digest = hashlib.blake2b(digest_size=16)
     digest.update(json.dumps(settings.identity(), sort_keys=True).encode())
     digest.update(json.dumps(spectrograms.clip_ids.tolist()).encode())
