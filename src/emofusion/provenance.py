@@ -4,7 +4,10 @@ A node outside the run (`kedro run --namespaces=...`, `--pipelines=modelling`) d
 outputs, so a later run may read a dataset made with other settings than it asks for. Every dataset
 that depends on parameters therefore records them, as `made_with`: parameter path (`split.strategy`,
 `mfcc`, `backbones.squeezenet_v1_1`) -> the value it was made with, its inputs' settings included.
-The nodes that read it refuse it when the run's parameters say otherwise, before anything is trained.
+The nodes that read it refuse it when the run's parameters say otherwise, before anything is trained;
+`emofusion predict` compares what a trained model's inputs were made with (kept in its model card)
+with the project's parameters the same way (`made_with_differences`). Only settings are recorded, so
+a fact of a run (a time, a path, a device, a version) never counts as a difference.
 Under `NOTES` a maker may add what it found while making the dataset (the clips a split left out):
 shown with the settings, never compared with the run's."""
 
