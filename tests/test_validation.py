@@ -51,6 +51,16 @@ def test_each_bad_setting_is_named_with_what_it_may_be(parameters, path, value, 
     assert message in str(refused.value)
 
 
+def test_a_missing_setting_is_named_in_one_short_line(parameters):
+    # As in a project whose conf/base was copied from an older version.
+    del parameters["out_of_domain"]
+    with pytest.raises(ParameterError) as refused:
+        validate_parameters(parameters, PROJECT)
+    line = next(line for line in str(refused.value).splitlines() if "out_of_domain" in line)
+    assert line.strip().startswith("out_of_domain: not set") and "conf/base" in line
+    assert len(line) < 200  # not the whole section it is missing from
+
+
 def test_a_fine_tuning_entry_s_speaker_normalisation_is_named_with_its_values(parameters):
     parameters["fine_tuning"]["enabled"] = True
     validate_parameters(parameters, PROJECT)  # squeezenet_c2_spk says speaker

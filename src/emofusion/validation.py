@@ -153,9 +153,18 @@ def _schema_errors(parameters: Mapping[str, Any]) -> list[str]:
     try:
         Parameters.model_validate(dict(parameters))
     except ValidationError as error:
-        return [f"{'.'.join(map(str, problem['loc']))}: {problem['msg']} (got {problem['input']!r})"
-                for problem in error.errors(include_url=False)]
+        return [_schema_error(problem) for problem in error.errors(include_url=False)]
     return []
+
+
+def _schema_error(problem: Mapping[str, Any]) -> str:
+    """One line a user can act on. A missing setting's pydantic "input" is the whole section around
+    it, thousands of characters; it is missing mostly from a conf/base copied from an older version."""
+    where = ".".join(map(str, problem["loc"]))
+    if problem["type"] == "missing":
+        return (f"{where}: not set (this version of EmoFusion needs it: a conf/base copied from an older "
+                "version lacks it; take it from the project's conf/base)")
+    return f"{where}: {problem['msg']} (got {problem['input']!r})"
 
 
 def _rule_errors(parameters: Mapping[str, Any], project_path: Path) -> list[str]:
