@@ -20,6 +20,7 @@ import yaml
 from omegaconf import OmegaConf
 
 from emofusion.datasets import ClipArrayDataset
+from tests.conftest import project_parameters
 
 PROJECT = Path(__file__).resolve().parents[1]
 # 4 speakers x 8 emotions x 3 clips: enough for a split with every emotion in each subset.
@@ -51,6 +52,19 @@ def kedro(project: Path, *args: str, env: dict[str, str] | None = None) -> subpr
                **(env or {}))
     return subprocess.run([sys.executable, "-m", "kedro", *args], cwd=project, env=env,
                           capture_output=True, text=True, timeout=600)
+
+
+
+def variants_switched_off_but(*kept: str) -> dict[str, None]:
+    """conf/local's fusion_variants for a small project: every variant of conf/base but `kept` null."""
+    return {variant: None for variant in project_parameters("base")["fusion_variants"] if variant not in kept}
+
+
+def trained(project: Path, pipelines: str) -> subprocess.CompletedProcess:
+    """A small project's first `kedro run` on the tiny demo corpus, which its module's tests then read."""
+    run = kedro(project, "run", "--pipelines", pipelines, "--params", TINY_DEMO)
+    assert run.returncode == 0, run.stderr[-3000:]
+    return run
 
 
 @pytest.fixture(scope="module")

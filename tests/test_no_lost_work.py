@@ -15,12 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import project_parameters
-from tests.test_end_to_end import TINY_DEMO, kedro, log_of
+from tests.test_end_to_end import TINY_DEMO, kedro, log_of, trained, variants_switched_off_but
 
 KEPT = ("mfcc", "lpcc")
-LOCAL = {"fusion_variants": {variant: None for variant in project_parameters("base")["fusion_variants"]
-                             if variant not in KEPT},
+LOCAL = {"fusion_variants": variants_switched_off_but(*KEPT),
          "classifiers": {"dnn": {"epochs": 40, "patience": 5}},
          "tracking": {"enabled": False}}
 PIPELINES = "data_processing,feature_extraction,fusion,modelling"
@@ -33,9 +31,7 @@ def project(scratch_project) -> Path:
 
 @pytest.fixture(scope="module")
 def finished_run(project: Path) -> subprocess.CompletedProcess:
-    run = kedro(project, "run", "--pipelines", PIPELINES, "--params", TINY_DEMO)
-    assert run.returncode == 0, run.stderr[-3000:]
-    return run
+    return trained(project, PIPELINES)
 
 
 def test_a_run_refuses_stored_inputs_made_with_other_settings_before_training(finished_run, project):

@@ -10,14 +10,19 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import project_parameters
 from tests.test_end_to_end import LOCAL as DEMO_RUN_LOCAL
-from tests.test_end_to_end import TINY_DEMO, kedro, log_of, transfer_features
+from tests.test_end_to_end import (
+    TINY_DEMO,
+    kedro,
+    log_of,
+    trained,
+    transfer_features,
+    variants_switched_off_but,
+)
 
 KEPT = ("mfcc", "lpcc", "mfcc_cnn")
 LOCAL = {"transfer_features": DEMO_RUN_LOCAL["transfer_features"], "backbones": DEMO_RUN_LOCAL["backbones"],
-         "fusion_variants": {variant: None for variant in project_parameters("base")["fusion_variants"]
-                             if variant not in KEPT},
+         "fusion_variants": variants_switched_off_but(*KEPT),
          "classifiers": {"dnn": None},
          "tracking": {"enabled": False}}
 PIPELINES = "data_processing,feature_extraction,transfer_features,fusion,modelling"
@@ -30,9 +35,7 @@ def project(scratch_project) -> Path:
 
 @pytest.fixture(scope="module")
 def finished_run(project: Path) -> subprocess.CompletedProcess:
-    run = kedro(project, "run", "--pipelines", PIPELINES, "--params", TINY_DEMO)
-    assert run.returncode == 0, run.stderr[-3000:]
-    return run
+    return trained(project, PIPELINES)
 
 
 def offline(project: Path) -> dict[str, str]:
