@@ -65,21 +65,18 @@ def main() -> None:
         },
     }
     project = scratch_project(local, args.workdir)
-    from emofusion.instances import (
-        fine_tuned_inputs,
-        fine_tuned_variant,
-        fine_tuning_entries,
-        fused_features_name,
-    )
+    from emofusion.instances import fine_tuned_variant, fused_features_name
+    from emofusion.run_spec import run_spec
 
     parameters = OmegaConfigLoader(str(project / "conf"), **CONFIG_LOADER_ARGS)["parameters"]
-    entries = fine_tuning_entries(parameters)  # checked, each merged over the defaults
+    spec = run_spec(parameters)
+    entries = spec.fine_tuning  # checked, each merged over the defaults
     variants = {model.split(".")[0] for model in args.classical} | {
         entries[name]["variant"] for name in args.models if entries[name]["kind"] == "late_fusion"
     }
     # Everything the chosen models read, made once: spectrograms (standardised per speaker too, when
     # a network reads them so) and the fused features of the classical variants.
-    inputs = sorted(fine_tuned_inputs(parameters)) + sorted(fused_features_name(v) for v in variants)
+    inputs = sorted(spec.fine_tuned_inputs) + sorted(fused_features_name(v) for v in variants)
     results: dict = {"features": measured_kedro_run(project, "--to-outputs=" + ",".join(inputs))}
     for strategy in args.strategies:
         split = SPLITS[strategy]

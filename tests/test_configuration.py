@@ -7,8 +7,9 @@ import yaml
 
 from emofusion import settings as project_settings
 from emofusion.errors import FusionConfigError
-from emofusion.instances import model_instances, validated_fusion_variants
+from emofusion.instances import validated_fusion_variants
 from emofusion.pipelines.fusion import create_pipeline as fusion_pipeline
+from emofusion.run_spec import run_spec
 
 WEIGHTS = {"mfcc": 1.0, "lpcc": 1.0, "transfer_features": 1.0}
 PAPER_VARIANTS = {"ir": ["transfer_features"], "mfcc_ir": ["mfcc", "transfer_features"],
@@ -40,8 +41,8 @@ def test_null_in_an_environment_switches_off_a_variant_or_classifier_of_base(tmp
     # nor keeps base's value.
     assert parameters["fusion_variants"] == {"mfcc": ["mfcc"], "mfcc_lpcc": None, "lpcc": ["lpcc"]}
     assert parameters["classifiers"] == {"svm": {"kind": "svm"}, "dnn": None}
-    assert model_instances(parameters) == [("mfcc", "svm"), ("lpcc", "svm")]
-    assert {node.namespace for node in fusion_pipeline(parameters=parameters).nodes} == {
+    assert run_spec(parameters).models == [("mfcc", "svm"), ("lpcc", "svm")]
+    assert {node.namespace for node in fusion_pipeline(run_spec(parameters)).nodes} == {
         "fusion.mfcc", "fusion.lpcc"}
 
     with pytest.raises(FusionConfigError, match="all null"):

@@ -20,7 +20,6 @@ from emofusion.inference import (
     _per_file,
     features_of,
     load_trained_model,
-    needs_speakers,
     predict_emotions,
     setting_differences,
 )
@@ -32,6 +31,7 @@ from emofusion.pipelines.fusion import create_pipeline as fusion_pipeline
 from emofusion.pipelines.fusion.nodes import fuse_feature_streams, standardise_spectrograms_by_speaker
 from emofusion.prediction_inputs import audio_files, corpus_note, speaker_fallback_note, speakers_from_csv
 from emofusion.run_lock import acquire, lock_path, release
+from emofusion.run_spec import run_spec
 
 
 class TrainedOnSpeakers:
@@ -81,7 +81,8 @@ def test_models_that_need_speakers(parameters):
         "mfcc": ["mfcc"], "off": None, "mfcc_spk": {"streams": ["mfcc"], **by_speaker},
         "late_spk": {"fusion": "late", "streams": ["mfcc", "lpcc"], **by_speaker}}
     parameters["classifiers"] = {"svm": parameters["classifiers"]["svm"]}
-    assert needs_speakers(parameters) == {"mfcc_spk.svm", "late_spk.svm"}  # fine-tuning is off
+    # fine-tuning is off
+    assert run_spec(parameters).speaker_normalised_models == {"mfcc_spk.svm", "late_spk.svm"}
     parameters["fine_tuning"]["enabled"] = True
     late = {"kind": "late_fusion", "classifier": "svm"}
     parameters["fine_tuning"]["models"] = {
@@ -90,9 +91,9 @@ def test_models_that_need_speakers(parameters):
         "c2_mfcc": {**late, "network": "c2", "variant": "mfcc"},
         "c2_mfcc_spk": {**late, "network": "c2", "variant": "mfcc_spk"},
         "c2_spk_mfcc": {**late, "network": "c2_spk", "variant": "mfcc"}}
-    assert needs_speakers(parameters) == {"mfcc_spk.svm", "late_spk.svm", "log_mel_spectrogram_spk.c2_spk",
-                                          "mfcc_spk_spectrogram_late.c2_mfcc_spk",
-                                          "mfcc_spectrogram_spk_late.c2_spk_mfcc"}
+    assert run_spec(parameters).speaker_normalised_models == {
+        "mfcc_spk.svm", "late_spk.svm", "log_mel_spectrogram_spk.c2_spk",
+        "mfcc_spk_spectrogram_late.c2_mfcc_spk", "mfcc_spectrogram_spk_late.c2_spk_mfcc"}
 
 
 def test_every_path_gives_each_file_once_or_a_reason(tmp_path):
@@ -209,7 +210,7 @@ def stand_in_pipelines(parameters: dict, windows=None) -> dict[str, Pipeline]:
         "feature_extraction": Pipeline([node(lambda manifest: stand_in_streams(manifest, level=1.0),
                                              "clip_manifest", ["log_mel_spectrogram", "mfcc"])]),
         "transfer_features": Pipeline([]),
-        "fusion": fusion_pipeline(parameters=parameters),
+        "fusion": fusion_pipeline(run_spec(parameters)),
     }
 
 
@@ -392,7 +393,7 @@ def generated_batch_pipelines(parameters: dict, rows: dict[str, np.ndarray]) -> 
     return {"data_processing": Pipeline([node(windows_of, "corpus_manifest",
                                               ["clip_manifest", "audio_rejections"])]),
             "feature_extraction": Pipeline([node(stream, "clip_manifest", ["log_mel_spectrogram", "mfcc"])]),
-            "transfer_features": Pipeline([]), "fusion": fusion_pipeline(parameters=parameters)}
+            "transfer_features": Pipeline([]), "fusion": fusion_pipeline(run_spec(parameters))}
 
 
 @pytest.fixture
@@ -523,7 +524,7 @@ def test_features_made_by_the_offline_fallback_cnn_are_refused_though_the_settin
                  "feature_extraction": Pipeline([]),
                  "transfer_features": Pipeline([node(made_by("squeezenet_v1_1"), "clip_manifest",
                                                      "transfer_features")]),
-                 "fusion": fusion_pipeline(parameters=parameters)}
+                 "fusion": fusion_pipeline(run_spec(parameters))}
     refusal = "transfer_features were made by CNN 'inception_resnet_v2' in training and by 'squeezenet_v1_1'"
     with pytest.raises(ModelMismatchError, match=refusal):
         predict_emotions([Path("a.wav")], "cnn", StandIn(), card, pipelines, parameters)

@@ -36,8 +36,9 @@ def test_the_project_settings_pass(parameters, paper_parameters):
     ("classifiers.dnn.epochs", "many", "classifiers.dnn.epochs: Input should be a valid integer"),
     ("classifiers.svm.C", -1, "classifiers.svm.C: Input should be greater than 0"),
     ("block_weights.mfcc", -1, "block_weights.mfcc: Input should be greater than or equal to 0 (got -1)"),
-    ("fusion_variants.mfcc", ["chroma"], "fusion variant 'mfcc' names unknown feature stream(s) ['chroma']; "
-                                         "known streams (the keys of `block_weights`)"),
+    ("fusion_variants.mfcc", ["chroma"],
+     "fusion variant 'mfcc' names unknown feature stream(s) ['chroma']; known streams (built in, `opensmile` "
+     "entries and `feature_streams`)"),
     ("split.strategy", "speakers", "split.strategy: Input should be 'random', 'speaker_independent', "),
     ("split.test_size", 0.9, "split.test_size + split.validation_size: must leave clips to train on"),
     ("mfcc.statistics", ["mean", "mode"], "mfcc.statistics.1: Input should be 'mean', 'std'"),

@@ -24,16 +24,15 @@ from emofusion.errors import (
     SpeakersNeededError,
 )
 from emofusion.inference import (
-    FEATURE_PIPELINES,
     default_model,
     load_trained_model,
-    needs_speakers,
     predict_emotions,
 )
 from emofusion.instances import trained_models
 from emofusion.pipeline_registry import every_pipeline
 from emofusion.prediction_inputs import audio_files, corpus_note, speaker_fallback_note, speakers_from_csv
 from emofusion.run_lock import holder_of, lock_path, refusal_message
+from emofusion.run_spec import run_spec
 
 if TYPE_CHECKING:  # pandas only where a command uses it: `kedro run` starts sooner
     import pandas as pd
@@ -275,12 +274,13 @@ def _predict(paths: tuple[Path, ...], model_name: str | None, hop_s: float | Non
         _log_to_stderr(verbose)
         context = session.load_context()
         catalog = context.catalog
-        trained = trained_models(catalog, context.params)
+        spec = run_spec(context.params)
+        trained = trained_models(catalog, spec.every_model)
         if not trained:
             raise click.ClickException("no trained models yet: run `kedro run` first")
         if model_name is None:
             model_name = default_model(catalog.load("model_summary"), None if speakers is not None
-                                       else needs_speakers(context.params))
+                                       else spec.speaker_normalised_models)
         elif model_name not in trained:
             raise click.ClickException(f"there is no trained model '{model_name}'; --model takes one of: "
                                        + ", ".join(trained))
@@ -295,7 +295,7 @@ def _predict(paths: tuple[Path, ...], model_name: str | None, hop_s: float | Non
                        err=True)
         try:
             table, windows, rejected = (predict_emotions(files, variant, model, model_card,
-                                                         every_pipeline(FEATURE_PIPELINES),
+                                                         every_pipeline(spec.feature_pipelines, spec),
                                                          context.params, speakers, hop_s, same_domain,
                                                          say=lambda line: click.echo(line, err=True))
                                         if files else (pd.DataFrame(columns=["file", "emotion"]),) * 2

@@ -12,6 +12,7 @@ from kedro.framework.context import KedroContext
 from kedro.framework.project import pipelines
 
 from emofusion.instances import use_session_configuration
+from emofusion.registry import with_stream_weights
 from emofusion.validation import validate_parameters
 
 
@@ -45,11 +46,12 @@ class ProjectConfigLoader(OmegaConfigLoader):
     """Kedro's OmegaConfigLoader, reading and merging the parameter files once per session instead
     of at every look-up: the context, its catalog, the validation and each pipeline's
     `create_pipeline` all ask for them, which cost a one-file `emofusion predict` about half a
-    second. Each caller gets its own copy, since Kedro merges `--params` into the one it gets."""
+    second. Each caller gets its own copy, since Kedro merges `--params` into the one it gets.
+    `block_weights` gets the weight of each known stream it does not name (`with_stream_weights`)."""
 
     def __getitem__(self, key: str) -> Any:
         if key != "parameters" or key in self:  # other files, or parameters set on the loader
             return super().__getitem__(key)
         if "_parameters" not in self.__dict__:
-            self._parameters = super().__getitem__(key)
+            self._parameters = with_stream_weights(super().__getitem__(key))
         return copy.deepcopy(self._parameters)

@@ -24,16 +24,7 @@ from kedro.runner import SequentialRunner
 
 from emofusion.clip_array import ClipArray
 from emofusion.errors import DomainBatchError, ModelMismatchError, SpeakersNeededError
-from emofusion.fusion_layout import SPEAKER_NORMALISED_SPECTROGRAMS, variant_layout
-from emofusion.instances import (
-    dotted_dataset_names,
-    fine_tuned_variant,
-    fine_tuning_entries,
-    fused_features_name,
-    model_dataset,
-    model_instances,
-)
-from emofusion.learning.network_settings import LATE_FUSION, network_input
+from emofusion.instances import dotted_dataset_names, fused_features_name, model_dataset
 from emofusion.learning.predictions import prediction_table
 from emofusion.learning.selection import model_rank
 from emofusion.pipelines.data_processing.corpora import CLIP_COLUMNS
@@ -80,23 +71,6 @@ def load_trained_model(load: Callable[[str], Any], variant: str, classifier: str
 # How long recordings are cut: predict cuts them into windows whatever the training run did, each
 # window made as a training clip is, so these recorded settings are predict's own, not the model's.
 WINDOWING = frozenset({"audio.long_clips", "audio.window_hop_s"})
-FEATURE_PIPELINES = ("data_processing", "feature_extraction", "transfer_features", "fusion")
-
-
-def needs_speakers(parameters: Mapping[str, Any]) -> set[str]:
-    """`variant.classifier` of every model the configuration names that reads features standardised
-    per speaker (a fusion variant's, or the spectrograms of a fine-tuned network): they need the
-    speakers."""
-
-    normalised = {variant for variant, spec in parameters["fusion_variants"].items()
-                  if spec is not None and variant_layout(variant, spec)["speaker_normalisation"] == "speaker"}
-    models = {f"{variant}.{classifier}" for variant, classifier in model_instances(parameters)
-              if variant in normalised}
-    for name, entry in fine_tuning_entries(parameters).items():
-        spectrograms = entry["network_input"] if entry["kind"] == LATE_FUSION else network_input(entry)
-        if spectrograms == SPEAKER_NORMALISED_SPECTROGRAMS or entry.get("variant") in normalised:
-            models.add(f"{fine_tuned_variant(name, entry)}.{name}")
-    return models
 
 
 def default_model(summary: pd.DataFrame, without_speakers: set[str] | None) -> str:
@@ -148,14 +122,15 @@ def features_of(files: Sequence[Path], datasets: Sequence[str], pipelines: Mappi
     `log_mel_spectrogram`...), one row per window of `audio.duration_s` every `hop_s` seconds
     (default `audio.window_hop_s`); which file and start each row is (`clip_id`, `file`,
     `start_s`); and the files rejected (silent, unreadable, too short) with the reason, through the
-    project's pipelines. No features when every file was rejected. `speakers` (one per file) and
-    the training run's fallback statistics of each dataset standardised per speaker
-    (`speaker_fallbacks`: dataset -> {mean, std}) serve features standardised per speaker: a file's
-    windows are its speaker's, and a speaker with too few files is standardised as in training."""
+    project's feature `pipelines` (`RunSpec.feature_pipelines`). No features when every file was
+    rejected. `speakers` (one per file) and the training run's fallback statistics of each dataset
+    standardised per speaker (`speaker_fallbacks`: dataset -> {mean, std}) serve features
+    standardised per speaker: a file's windows are its speaker's, and a speaker with too few files is
+    standardised as in training."""
     audio = dict(parameters["audio"], long_clips="windows")
     audio["window_hop_s"] = float(hop_s or audio.get("window_hop_s") or audio["duration_s"])
     parameters = {**parameters, "audio": audio}
-    steps = sum((pipelines[name] for name in FEATURE_PIPELINES), Pipeline([]))
+    steps = sum(pipelines.values(), Pipeline([]))
     steps = steps.from_inputs("corpus_manifest").to_outputs(*datasets, "audio_rejections")
     steps, fallbacks = _with_own_fallbacks(steps, parameters, speaker_fallbacks or {})
     preprocessing = steps.to_outputs("clip_manifest", "audio_rejections")

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -34,6 +34,7 @@ from emofusion.fusion_layout import variant_layout
 from emofusion.learning.assembly import build_classifier
 from emofusion.learning.network_settings import LATE_FUSION, model_entries, network_input
 from emofusion.learning.validators import validated_reduction, validated_search
+from emofusion.registry import classifier_kinds, with_estimator
 
 # The configuration loader of the latest context in this process, and where the pipelines were last
 # read from (conf_source, env, runtime parameters).
@@ -84,10 +85,10 @@ def check_name(name: str, what: str, error: type[Exception]) -> None:
                     "underscores): it becomes part of dataset and pipeline names")
 
 
-def validated_fusion_variants(fusion_variants: Mapping[str, Any],
-                              block_weights: Mapping[str, float]) -> dict[str, dict[str, Any]]:
-    """Each variant's layout (`fusion_layout.variant_layout`), its streams checked against the keys of
-    `block_weights`.
+def validated_fusion_variants(fusion_variants: Mapping[str, Any], streams: Collection[str]
+                              ) -> dict[str, dict[str, Any]]:
+    """Each variant's layout (`fusion_layout.variant_layout`), its streams checked against the known
+    `streams` (`registry.feature_streams`).
 
     A variant set to null is left out: an environment's parameters are merged into base's key by
     key, so `<variant>: null` is how an environment (e.g. conf/paper) switches off a variant of
@@ -98,14 +99,14 @@ def validated_fusion_variants(fusion_variants: Mapping[str, Any],
             continue
         check_name(variant, "fusion variant", FusionConfigError)
         layout = variant_layout(variant, spec)
-        streams = layout["streams"]
-        unknown = [stream for stream in streams if stream not in block_weights]
+        named = layout["streams"]
+        unknown = [stream for stream in named if stream not in streams]
         if unknown:
             raise FusionConfigError(
                 f"fusion variant '{variant}' names unknown feature stream(s) {unknown}; known streams "
-                f"(the keys of `block_weights`): {sorted(block_weights)}")
-        if len(set(streams)) != len(streams):
-            raise FusionConfigError(f"fusion variant '{variant}' names a stream twice: {streams}")
+                f"(built in, `opensmile` entries and `feature_streams`): {sorted(streams)}")
+        if len(set(named)) != len(named):
+            raise FusionConfigError(f"fusion variant '{variant}' names a stream twice: {named}")
         variants[variant] = layout
     if not variants:
         raise FusionConfigError("`fusion_variants` is empty (or all null): name at least one list of "
@@ -113,22 +114,20 @@ def validated_fusion_variants(fusion_variants: Mapping[str, Any],
     return variants
 
 
-def model_instances(parameters: Mapping[str, Any]) -> list[tuple[str, str]]:
-    """(variant, classifier) for every fusion variant and every entry of `classifiers`, checked so
-    that an unknown kind or option fails here, before anything runs.
+def validated_classifiers(parameters: Mapping[str, Any], streams: Collection[str]) -> list[str]:
+    """The names of the `classifiers` entries, each checked so that an unknown kind or option fails
+    here, before anything runs, with the `reduction` and search grids over the known `streams`.
 
     Entries set to null are left out, as in `validated_fusion_variants`: an environment merged
     into conf/base key by key switches off a classifier with `<classifier>: null`."""
-    variants = validated_fusion_variants(parameters["fusion_variants"], parameters["block_weights"])
     classifiers = {name: options for name, options in parameters["classifiers"].items()
                    if options is not None}
-    streams = sorted(parameters["block_weights"])
-    validated_reduction(parameters.get("reduction"), streams)
+    validated_reduction(parameters.get("reduction"), sorted(streams))
     for name, options in classifiers.items():
         check_name(name, "classifier", ClassifierConfigError)
-        build_classifier(options, 0)
-        validated_search(options, streams)
-    return [(variant, classifier) for variant in variants for classifier in classifiers]
+        build_classifier(with_estimator(options, parameters), 0)
+        validated_search(options, sorted(streams), classifier_kinds(parameters))
+    return list(classifiers)
 
 
 def fine_tuning_entries(parameters: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
@@ -151,27 +150,6 @@ def fine_tuned_variant(name: str, entry: Mapping[str, Any]) -> str:
     return f"{entry['variant']}_{entry['network_input'].removeprefix('log_mel_')}_late"
 
 
-def fine_tuned_inputs(parameters: Mapping[str, Any]) -> set[str]:
-    """The spectrogram datasets the enabled fine-tuned networks read: `log_mel_spectrogram_spk` is
-    made only when one of them asks for it."""
-    return {network_input(entry) for entry in fine_tuning_entries(parameters).values()
-            if entry["kind"] != LATE_FUSION}
-
-
-def fine_tuned_models(parameters: Mapping[str, Any]) -> list[tuple[str, str]]:
-    """(variant, name) of every fine-tuned model, as modelling's (variant, classifier): their outputs
-    are `modelling.<variant>.<name>.*`, so the summary, the report and `emofusion predict` read them
-    as any other model's. Entries are checked here, before anything runs."""
-    return [(fine_tuned_variant(name, entry), name)
-            for name, entry in fine_tuning_entries(parameters).items()]
-
-
-def every_model(parameters: Mapping[str, Any]) -> list[tuple[str, str]]:
-    """Modelling's (variant, classifier) instances and the fine-tuned models, which write their
-    outputs under the same names: the summary and the report cover them all alike."""
-    return model_instances(parameters) + fine_tuned_models(parameters)
-
-
 def fused_features_name(variant: str) -> str:
     """The catalog name of a fusion variant's features (the fusion pipeline's output)."""
     return f"fusion.{variant}.fused_features"
@@ -191,10 +169,10 @@ def outputs_by_model(instances: list[tuple[str, str]], output: str = "classifica
             for variant, classifier in instances}
 
 
-def trained_models(catalog: Any, parameters: Mapping[str, Any]) -> list[str]:
-    """`variant.classifier` of every model the configuration names (fine-tuned ones included) that
-    has a model file."""
-    return [f"{variant}.{classifier}" for variant, classifier in every_model(parameters)
+def trained_models(catalog: Any, models: list[tuple[str, str]]) -> list[str]:
+    """`variant.classifier` of each of `models` (the run specification's `every_model`) that has a
+    model file."""
+    return [f"{variant}.{classifier}" for variant, classifier in models
             if catalog.exists(model_dataset(variant, classifier, "trained_model"))]
 
 

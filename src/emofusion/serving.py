@@ -28,10 +28,11 @@ from mlflow.models import ModelSignature
 from mlflow.models.model import ModelInfo
 from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
 
-from emofusion.inference import FEATURE_PIPELINES, predict_emotions
+from emofusion.inference import predict_emotions
 from emofusion.instances import model_dataset, use_parameters
 from emofusion.pipeline_registry import every_pipeline
 from emofusion.prediction_inputs import audio_files
+from emofusion.run_spec import run_spec
 
 # The name of the model in its MLflow run (`runs:/<run id>/emotion_model`).
 MODEL_NAME = "emotion_model"
@@ -55,7 +56,8 @@ class EmotionModel(mlflow.pyfunc.PythonModel):
         self._card = catalog.load("model_card")
         self._parameters = json.loads(Path(context.artifacts["parameters"]).read_text())
         use_parameters(self._parameters)
-        self._pipelines = every_pipeline(FEATURE_PIPELINES)
+        spec = run_spec(self._parameters)
+        self._pipelines = every_pipeline(spec.feature_pipelines, spec)
 
     def predict(self, context: mlflow.pyfunc.PythonModelContext, model_input: pd.DataFrame,
                 params: dict[str, Any] | None = None) -> pd.DataFrame:

@@ -33,7 +33,8 @@ from kedro.pipeline import Pipeline
 
 from emofusion import __version__
 from emofusion.errors import TrackingError
-from emofusion.inference import default_model, needs_speakers
+from emofusion.inference import default_model
+from emofusion.run_spec import run_spec
 from emofusion.validation import Tracking
 
 if TYPE_CHECKING:  # MLflow takes seconds to import: only where a run is recorded
@@ -208,7 +209,7 @@ class TrackingHooks:
         if name is None:
             return None
         if name == "chosen":
-            name = default_model(summary, needs_speakers(parameters))
+            name = default_model(summary, run_spec(parameters).speaker_normalised_models)
         variant, _, classifier = name.partition(".")
         model = log_emotion_model(catalog, project, variant, classifier, parameters)
         mlflow.set_tags({"emofusion.model": name, "emofusion.model_uri": model.model_uri})

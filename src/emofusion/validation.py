@@ -15,9 +15,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from emofusion.errors import CorpusError, ParameterError, SplitConfigError
 from emofusion.imagenet.config import transfer_settings
-from emofusion.instances import every_model, fine_tuning_entries, model_instances
 from emofusion.learning.splits import fold_files  # the pipelines' imports: only when used
 from emofusion.pipelines.data_processing.corpora import compile_speaker_pattern
+from emofusion.registry import feature_streams
+from emofusion.run_spec import run_spec
 
 DEFAULT_DEMO_PATH = "data/01_raw/demo"
 
@@ -93,7 +94,7 @@ class ClassifierNumbers(BaseModel):
     """The numbers of a classifier entry; which options a kind takes is `build_classifier`'s check."""
 
     model_config = ConfigDict(extra="allow")
-    kind: Literal["svm", "dnn"]
+    kind: str  # a kind of registry.classifier_kinds
     C: float | None = Field(default=None, gt=0)
     kernel: Literal["rbf", "linear"] | None = None
     gamma: Literal["scale"] | float | None = None
@@ -171,7 +172,7 @@ def _rule_errors(parameters: Mapping[str, Any], project_path: Path) -> list[str]
     """The checks of the functions the pipelines are built from, and the rules no schema states."""
 
     errors = _split_errors(Split.model_validate(parameters["split"]), parameters["corpora"], project_path)
-    for check in (lambda: model_instances(parameters), lambda: fine_tuning_entries(parameters),
+    for check in (lambda: run_spec(parameters), lambda: _block_weight_errors(parameters),
                   lambda: transfer_settings(parameters["transfer_features"], parameters["backbones"],
                                             parameters["random_seed"])):
         try:
@@ -184,11 +185,18 @@ def _rule_errors(parameters: Mapping[str, Any], project_path: Path) -> list[str]
     return errors
 
 
+def _block_weight_errors(parameters: Mapping[str, Any]) -> None:
+    unknown = sorted(set(parameters["block_weights"]) - set(feature_streams(parameters)))
+    if unknown:
+        raise ParameterError(f"block_weights: {unknown} are no known stream (built in, `opensmile` entries "
+                             f"and `feature_streams`: {sorted(feature_streams(parameters))})")
+
+
 def _tracking_errors(tracking: Tracking, parameters: Mapping[str, Any]) -> list[str]:
     """A model to log that this configuration does not train would fail at the run's end."""
     if tracking.model in (None, "chosen"):
         return []
-    names = [f"{variant}.{classifier}" for variant, classifier in every_model(parameters)]
+    names = [f"{variant}.{classifier}" for variant, classifier in run_spec(parameters).every_model]
     if tracking.model in names:
         return []
     return [f"tracking.model: '{tracking.model}' is not a model this configuration trains; give chosen "

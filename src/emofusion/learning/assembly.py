@@ -19,27 +19,28 @@ from sklearn.pipeline import Pipeline
 from emofusion.errors import ClassifierConfigError
 from emofusion.learning.blocks import BlockReducer, BlockScaler
 from emofusion.learning.estimators import (
-    CLASSIFIER_KINDS,
     LateFusionClassifier,
     fit_model,
     refits_on_validation,
 )
 from emofusion.learning.late_fusion import SCORE_TOLERANCE, best_late_weights, late_weight_candidates
 from emofusion.learning.validators import SEARCHABLE_STREAM_SETTINGS
+from emofusion.registry import BUILT_IN_CLASSIFIER_KINDS, estimator_class
 
 
 def build_classifier(settings: Mapping[str, Any], random_seed: int) -> BaseEstimator:
-    """`kind` picks the estimator; the other keys are its parameters."""
+    """`kind` picks the estimator (a built-in kind, or the import path under `estimator` that
+    `registry.with_estimator` adds for a project's own); the other keys are its parameters. The
+    seed goes to every estimator that takes one."""
     settings = {key: value for key, value in settings.items() if key != "search"}
-    kind = settings.pop("kind", None)
-    if kind not in CLASSIFIER_KINDS:
-        raise ClassifierConfigError(f"classifier kind '{kind}' is not one of: {sorted(CLASSIFIER_KINDS)}")
-    estimator = CLASSIFIER_KINDS[kind]
-    known = set(estimator().get_params()) - {"random_state"}
-    unknown = sorted(set(settings) - known)
+    kind, path = settings.pop("kind", None), settings.pop("estimator", None)
+    estimator = estimator_class(kind, {kind: path} if path else BUILT_IN_CLASSIFIER_KINDS)
+    known = set(estimator().get_params())
+    settable = known - {"random_state"}
+    unknown = sorted(set(settings) - settable)
     if unknown:
-        raise ClassifierConfigError(f"{kind} does not take {unknown}; it takes {sorted(known)}")
-    return estimator(**settings, random_state=random_seed)
+        raise ClassifierConfigError(f"{kind} does not take {unknown}; it takes {sorted(settable)}")
+    return estimator(**settings, **({"random_state": random_seed} if "random_state" in known else {}))
 
 
 def _early_model(blocks: Sequence[Mapping[str, Any]], classifier: Mapping[str, Any], balanced: bool,
@@ -194,10 +195,12 @@ def select_and_fit(features_metadata: Mapping[str, Any], classifier_options: Map
         return build_model(candidate_blocks, groups, {**settings, **overrides}, candidate_reduction, balanced,
                            random_seed)
 
-    # An SVM of early fusion compares its candidates by its vote, without five calibration fits
-    # each; the chosen one is then scored as it answers (its most probable class).
-    voting = ({"probability": False} if classifier_options.get("kind") == "svm" and not late
-              and len(candidates) > 1 and classifier_options.get("probability", True) else {})
+    # A classifier that calibrates probabilities by extra fits (the SVM) compares the candidates of
+    # early fusion by its vote, without them; the chosen one is then scored as it answers (its most
+    # probable class).
+    voting = ({"probability": False} if not late and len(candidates) > 1
+              and classifier_options.get("probability", True)
+              and "probability" in build_classifier(classifier_options, random_seed).get_params() else {})
     best: tuple[float, dict[str, Any], Any, Pipeline] | None = None
     preprocessed: dict[str, Pipeline] = {}
     for candidate in candidates:

@@ -297,10 +297,6 @@ def train_dense_network(params: Mapping[str, Any], n_classes: int, train_path: P
     return model.to_json(), model.get_weights(), history.history
 
 
-# The kinds a `classifiers` entry may name, and their estimators.
-CLASSIFIER_KINDS = {"svm": KernelSVC, "dnn": DenseNetworkClassifier}
-
-
 def refits_on_validation(model: Any) -> bool:
     """Whether the chosen model is fitted again on training and validation clips together. Networks
     are not (their time would double): they stay as fitted, and scored, on the training clips."""

@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from emofusion.errors import ClassifierConfigError
-from emofusion.learning.estimators import CLASSIFIER_KINDS, KernelSVC
+from emofusion.registry import BUILT_IN_CLASSIFIER_KINDS, estimator_class
 
 
 def validated_reduction(reduction: Mapping[str, Any] | None, streams: Sequence[str]) -> None:
@@ -29,12 +29,14 @@ def validated_reduction(reduction: Mapping[str, Any] | None, streams: Sequence[s
             raise ClassifierConfigError(f"reduction.{stream}.pca must be a positive integer, got {n!r}")
 
 
-def validated_search(classifier: Mapping[str, Any], streams: Sequence[str]) -> None:
-    """A `search` grid names settings this classifier or the streams have, each with candidates."""
+def validated_search(classifier: Mapping[str, Any], streams: Sequence[str],
+                     kinds: Mapping[str, str] = BUILT_IN_CLASSIFIER_KINDS) -> None:
+    """A `search` grid names settings this classifier (of one of `kinds`) or the streams have, each
+    with candidates."""
     search = classifier.get("search") or {}
     if not isinstance(search, Mapping):
         raise ClassifierConfigError(f"search must map settings to lists of candidates, got {search!r}")
-    known = set(CLASSIFIER_KINDS.get(classifier.get("kind"), KernelSVC)().get_params()) - {"random_state"}
+    known = set(estimator_class(classifier.get("kind"), kinds)().get_params()) - {"random_state"}
     for key, values in search.items():
         setting, _, stream = key.partition(".")
         if setting in SEARCHABLE_STREAM_SETTINGS:

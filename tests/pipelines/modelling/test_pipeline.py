@@ -1,10 +1,11 @@
 """modelling's pipeline: one namespace per variant and classifier, and one summary of them all."""
 
 from emofusion.pipelines.modelling import create_pipeline
+from emofusion.run_spec import run_spec
 
 
 def test_one_namespaced_pipeline_per_variant_and_classifier(parameters):
-    modelling = create_pipeline(parameters=parameters)
+    modelling = create_pipeline(run_spec(parameters))
     variants, classifiers = parameters["fusion_variants"], parameters["classifiers"]
     assert {"cnn", "mfcc_cnn", "lpcc_cnn", "mfcc_lpcc_cnn"} <= set(variants)
     assert {"svm", "dnn"} <= set(classifiers)

@@ -1,9 +1,11 @@
 from kedro.pipeline import Pipeline, node
 
+from emofusion.run_spec import RunSpec
+
 from .nodes import build_corpus_manifest, preprocess_audio, report_clip_usage
 
 
-def create_pipeline(**kwargs) -> Pipeline:
+def create_pipeline(spec: RunSpec) -> Pipeline:
     return Pipeline([
         node(
             build_corpus_manifest,

@@ -34,6 +34,7 @@ from emofusion.learning.late_fusion import best_late_weights
 from emofusion.learning.network_settings import merged_entry, network_input, network_settings
 from emofusion.learning.predictions import combined_predictions, prediction_table
 from emofusion.provenance import check_made_with
+from emofusion.registry import with_estimator
 
 from .estimators import FineTunedNetwork, InputLateFusion, combined_probabilities
 
@@ -212,7 +213,8 @@ def late_fuse_and_predict(
     classifier = parameters["classifiers"][model_options["classifier"]]
     metadata = fused_features.metadata
     blocks, groups, balanced = fused_layout(metadata, fused_features.values.shape[1])
-    settings = {key: value for key, value in classifier.items() if key != "search"}
+    settings = with_estimator({key: value for key, value in classifier.items() if key != "search"},
+                              parameters)
     first, selections, tests = None, [], []
     (network_name,) = network_card["inputs"]
     by_clip = {

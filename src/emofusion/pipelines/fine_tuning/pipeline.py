@@ -1,15 +1,9 @@
 from kedro.pipeline import Pipeline, node, pipeline
 
-from emofusion.instances import (
-    dotted_dataset_names,
-    fine_tuned_variant,
-    fine_tuning_entries,
-    fused_features_name,
-    model_dataset,
-    pipeline_parameters,
-)
+from emofusion.instances import dotted_dataset_names, fine_tuned_variant, fused_features_name, model_dataset
 from emofusion.learning.evaluation import evaluation_node
 from emofusion.learning.network_settings import LATE_FUSION, network_input
+from emofusion.run_spec import RunSpec
 
 from .nodes import fine_tune_and_predict, late_fuse_and_predict, training_curves_figure
 
@@ -69,14 +63,13 @@ def late_fusion_template() -> Pipeline:
     )
 
 
-def create_pipeline(**kwargs) -> Pipeline:
+def create_pipeline(spec: RunSpec) -> Pipeline:
     """`fine_tuning.<name>` for every entry of `fine_tuning.models` in parameters_fine_tuning.yml:
     a network (cnn or lstm) fine-tuned per fold of the shared split, or the late fusion of such a
     network with a classical model of a fusion variant."""
-    parameters = kwargs.get("parameters") or pipeline_parameters()
     instances = []
     with dotted_dataset_names():
-        for name, entry in fine_tuning_entries(parameters).items():
+        for name, entry in spec.fine_tuning.items():
             variant = fine_tuned_variant(name, entry)
             own = {output: model_dataset(variant, name, output) for output in MODEL_OUTPUTS}
             if entry["kind"] != LATE_FUSION:

@@ -1,7 +1,7 @@
 from kedro.pipeline import Pipeline, node, pipeline
 
 from emofusion.fusion_layout import SPEAKER_NORMALISED_SPECTROGRAMS
-from emofusion.instances import fine_tuned_inputs, pipeline_parameters, validated_fusion_variants
+from emofusion.run_spec import RunSpec
 
 from .nodes import fuse_feature_streams, standardise_spectrograms_by_speaker
 
@@ -14,10 +14,10 @@ def fusion_template(streams: list[str]) -> Pipeline:
         outputs="fused_features", name="fuse_feature_streams")])
 
 
-def spectrograms_by_speaker(parameters: dict) -> Pipeline:
+def spectrograms_by_speaker(spec: RunSpec) -> Pipeline:
     """The spectrograms standardised per speaker, when an enabled fine-tuning entry reads them
     (`speaker_normalisation: speaker`): as openSMILE's streams, nothing is made that no model uses."""
-    if SPEAKER_NORMALISED_SPECTROGRAMS not in fine_tuned_inputs(parameters):
+    if SPEAKER_NORMALISED_SPECTROGRAMS not in spec.fine_tuned_inputs:
         return Pipeline([])
     return Pipeline([node(
         standardise_spectrograms_by_speaker,
@@ -25,16 +25,13 @@ def spectrograms_by_speaker(parameters: dict) -> Pipeline:
         outputs=SPEAKER_NORMALISED_SPECTROGRAMS, name="standardise_spectrograms_by_speaker")])
 
 
-def create_pipeline(**kwargs) -> Pipeline:
-    """`fusion.<variant>` for every entry of `fusion_variants` in parameters_fusion.yml (or in the
-    `parameters` given, as tests do), and the spectrograms standardised per speaker when a
-    fine-tuned network reads them."""
-    parameters = kwargs.get("parameters") or pipeline_parameters()
-    variants = validated_fusion_variants(parameters["fusion_variants"], parameters["block_weights"])
+def create_pipeline(spec: RunSpec) -> Pipeline:
+    """`fusion.<variant>` for every entry of `fusion_variants` in parameters_fusion.yml, and the
+    spectrograms standardised per speaker when a fine-tuned network reads them."""
     return sum((pipeline(fusion_template(layout["streams"]), namespace=f"fusion.{variant}",
                          inputs={"clip_manifest", *layout["streams"]},
                          parameters={"params:fusion_variant": f"params:fusion_variants.{variant}",
                                      "params:block_weights": "params:block_weights",
                                      "params:block_scaling": "params:block_scaling",
                                      "params:speaker_statistics": "params:speaker_statistics"})
-                for variant, layout in variants.items()), spectrograms_by_speaker(parameters))
+                for variant, layout in spec.variants.items()), spectrograms_by_speaker(spec))

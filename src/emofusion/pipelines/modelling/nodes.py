@@ -42,6 +42,7 @@ from emofusion.learning.selection import (
 )
 from emofusion.learning.uncertainty import SCORES, bootstrap_scores, verdict
 from emofusion.parallel import finished_in_processes
+from emofusion.registry import with_estimator
 
 logger = logging.getLogger(__name__)
 
@@ -77,7 +78,9 @@ def fit_and_predict(fused_features: ClipArray, data_split: pd.DataFrame,
     def train(todo: list[int], inputs: Mapping[int, tuple[pd.DataFrame, dict[str, str]]]) -> Any:
         # The folds to train run side by side, one per worker process (`n_jobs`), each stored as it ends.
         first = min(inputs)
-        jobs = {fold: (fused_features, *inputs[fold], fold, len(inputs), classifier_options,
+        # The kind's estimator by import path: the worker processes get no parameters to find it in.
+        classifier = with_estimator(classifier_options, parameters)
+        jobs = {fold: (fused_features, *inputs[fold], fold, len(inputs), classifier,
                        reduction_options, random_seed, data_split_settings, out_of_domain, fold == first)
                 for fold in todo}
         return finished_in_processes(_fit_fold, jobs, n_jobs=parameters.get("n_jobs", 1), description="Folds")

@@ -1,15 +1,9 @@
 from kedro.pipeline import Pipeline, node, pipeline
 
-from emofusion.instances import (
-    dotted_dataset_names,
-    every_model,
-    fused_features_name,
-    model_instances,
-    outputs_by_model,
-    pipeline_parameters,
-)
+from emofusion.instances import dotted_dataset_names, fused_features_name, outputs_by_model
 from emofusion.learning.evaluation import evaluation_node
 from emofusion.learning.splits import split_clips
+from emofusion.run_spec import RunSpec
 
 from .nodes import (
     PREDICTIONS_KEY_SUFFIX,
@@ -30,13 +24,12 @@ def modelling_template() -> Pipeline:
     ])
 
 
-def create_pipeline(**kwargs) -> Pipeline:
+def create_pipeline(spec: RunSpec) -> Pipeline:
     """The shared split, `modelling.<variant>.<classifier>` for every fusion variant and every entry
     of `classifiers` in parameters_modelling.yml, and one summary table over all of them (which
     reads every model's test predictions, to compare models clip by clip), and every model's scores
     per test corpus."""
-    parameters = kwargs.get("parameters") or pipeline_parameters()
-    summarised = every_model(parameters)
+    summarised = spec.every_model
     with dotted_dataset_names():
         models = [pipeline(modelling_template(), namespace=f"modelling.{variant}.{classifier}",
                            inputs={"fused_features": fused_features_name(variant),
@@ -46,7 +39,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                                        "params:random_seed": "params:random_seed",
                                        "params:evaluation": "params:evaluation",
                                        "params:fusion_variant": f"params:fusion_variants.{variant}"})
-                  for variant, classifier in model_instances(parameters)]
+                  for variant, classifier in spec.models]
     return Pipeline([
         node(split_clips, inputs=["clip_manifest", "params:split", "params:random_seed"],
              outputs=["data_split", "data_split_settings"], name="split_clips"),

@@ -1,14 +1,15 @@
 from kedro.pipeline import Pipeline, node, pipeline
 
-from emofusion.instances import dotted_dataset_names, every_model, outputs_by_model, pipeline_parameters
+from emofusion.instances import dotted_dataset_names, outputs_by_model
+from emofusion.run_spec import RunSpec
 
 from .nodes import confusion_matrix_figure, html_report, model_comparison_figure, per_class_f1_figure
 
 
-def create_pipeline(**kwargs) -> Pipeline:
+def create_pipeline(spec: RunSpec) -> Pipeline:
     """`reporting.<variant>.<classifier>` (its confusion matrix) for every model the modelling
     and fine_tuning pipelines train, the comparisons across them and the HTML report."""
-    instances = every_model(kwargs.get("parameters") or pipeline_parameters())
+    instances = spec.every_model
     metrics = outputs_by_model(instances)
     with dotted_dataset_names():
         confusion_matrices = [
