@@ -122,3 +122,5 @@ def test_a_registration_fills_block_weights_and_an_unknown_stream_or_kind_is_nam
         estimator_class("forest", {"svm": "emofusion.learning.estimators.KernelSVC"})
     with pytest.raises(FusionConfigError, match="feature_streams.zcr: give at least the pipeline"):
         feature_streams({"feature_streams": {"zcr": {"extractor": "a.b"}}})
+    with pytest.raises(FusionConfigError, match="feature_streams.zcr: block_weight: Input should be greater"):
+        feature_streams({"feature_streams": {"zcr": {"pipeline": "feature_extraction", "block_weight": -1}}})

@@ -13,28 +13,28 @@ applies where `block_weights` does not name it, and `predict_needs` lists the pi
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
 from kedro.utils import load_obj
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from emofusion.errors import ClassifierConfigError, FusionConfigError
 
 OPENSMILE_EXTRACTOR = "emofusion.pipelines.feature_extraction.nodes.extract_opensmile_functionals"
 
 
-@dataclass(frozen=True)
-class FeatureStream:
+class FeatureStream(BaseModel):
     """A feature stream: one row per clip, stored as the catalog dataset `name`."""
 
+    model_config = ConfigDict(extra="forbid", frozen=True)
     name: str
     pipeline: str
     extractor: str | None = None  # import path of a per-clip node; None: its pipeline wires it
     settings: str | None = None  # the parameter its extractor takes, e.g. `mfcc`, `opensmile.egemaps`
-    block_weight: float = 1.0
+    block_weight: float = Field(default=1.0, ge=0)
     predict_needs: tuple[str, ...] = ("feature_extraction",)
-    extractor_keywords: Mapping[str, Any] = field(default_factory=dict)
+    extractor_keywords: dict[str, Any] = Field(default_factory=dict)
 
     def extract(self) -> Callable[..., Any]:
         """The extractor, as a node function of (preprocessed_audio, settings, n_jobs)."""
@@ -43,12 +43,12 @@ class FeatureStream:
 
 
 BUILT_IN_STREAMS = {stream.name: stream for stream in (
-    FeatureStream("mfcc", "feature_extraction", "emofusion.pipelines.feature_extraction.nodes.extract_mfcc",
-                  "mfcc"),
-    FeatureStream("lpcc", "feature_extraction", "emofusion.pipelines.feature_extraction.nodes.extract_lpcc",
-                  "lpcc"),
+    FeatureStream(name="mfcc", pipeline="feature_extraction", settings="mfcc",
+                  extractor="emofusion.pipelines.feature_extraction.nodes.extract_mfcc"),
+    FeatureStream(name="lpcc", pipeline="feature_extraction", settings="lpcc",
+                  extractor="emofusion.pipelines.feature_extraction.nodes.extract_lpcc"),
     # From the log-mel spectrograms, by the frozen CNN: the transfer_features pipeline wires it.
-    FeatureStream("transfer_features", "transfer_features", settings="transfer_features",
+    FeatureStream(name="transfer_features", pipeline="transfer_features", settings="transfer_features",
                   predict_needs=("feature_extraction", "transfer_features")),
 )}
 
@@ -63,8 +63,9 @@ def feature_streams(parameters: Mapping[str, Any]) -> dict[str, FeatureStream]:
     streams = dict(BUILT_IN_STREAMS)
     for name, options in (parameters.get("opensmile") or {}).items():
         if options is not None:
-            streams[name] = FeatureStream(name, "feature_extraction", OPENSMILE_EXTRACTOR,
-                                          f"opensmile.{name}", extractor_keywords={"stream": name})
+            streams[name] = FeatureStream(name=name, pipeline="feature_extraction",
+                                          extractor=OPENSMILE_EXTRACTOR, settings=f"opensmile.{name}",
+                                          extractor_keywords={"stream": name})
     for name, entry in (parameters.get("feature_streams") or {}).items():
         if entry is None:
             continue
@@ -72,11 +73,12 @@ def feature_streams(parameters: Mapping[str, Any]) -> dict[str, FeatureStream]:
             raise FusionConfigError(f"feature_streams.{name}: give at least the pipeline that makes it "
                                     f"(and for a per-clip stream its extractor); got {entry!r}")
         try:
-            streams[name] = FeatureStream(name, **{key: tuple(value) if key == "predict_needs" else value
-                                                   for key, value in entry.items()})
-        except TypeError as error:
-            raise FusionConfigError(f"feature_streams.{name}: {error}; it takes pipeline, extractor, "
-                                    "settings, block_weight and predict_needs") from None
+            streams[name] = FeatureStream(name=name, **entry)
+        except ValidationError as error:
+            problems = "; ".join(f"{'.'.join(map(str, problem['loc']))}: {problem['msg']}"
+                                 for problem in error.errors(include_url=False))
+            raise FusionConfigError(f"feature_streams.{name}: {problems} (it takes pipeline, extractor, "
+                                    "settings, block_weight and predict_needs)") from None
     return streams
 
 

@@ -20,7 +20,7 @@ from emofusion.errors import TransferConfigError
 from emofusion.keras_cache import keras_cache_dir
 
 POOLINGS = ("none", "avg", "max", "time", "time_stats")
-PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
+BACKBONE_PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 OUTPUT_DTYPES = ("float32", "float16")
 REGISTRY_FILE = "conf/base/parameters_transfer_features.yml"
 
@@ -141,7 +141,7 @@ def transfer_settings(params: Mapping[str, Any], backbones: Mapping[str, Mapping
         weights=weights,
         weights_digest=digest,
         offline_fallback=None if fallback is None else backbone_spec(fallback, backbones),
-        precision=_choice("precision", params.get("precision", "float32"), PRECISIONS),
+        precision=_choice("precision", params.get("precision", "float32"), BACKBONE_PRECISIONS),
         output_dtype=_choice("output_dtype", params.get("output_dtype", "float32"), OUTPUT_DTYPES),
         batch_size=batch_size,
         random_seed=random_seed,

@@ -37,7 +37,8 @@ from emofusion.quiet_tensorflow import import_tensorflow
 logger = logging.getLogger(__name__)
 
 FRESH_PROCESS_WEIGHTS = 10_000_000  # first-layer weights from which a network trains in a process of its own
-PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")  # the dense network's Keras dtype policies
+# The dense network's Keras dtype policies.
+DENSE_NETWORK_PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
 
 
 
@@ -194,9 +195,9 @@ class DenseNetworkClassifier(ClassifierMixin, BaseEstimator):
         self.random_state = random_state
 
     def fit(self, X: np.ndarray, y: np.ndarray, groups: np.ndarray | None = None) -> DenseNetworkClassifier:
-        if self.precision not in PRECISIONS:
+        if self.precision not in DENSE_NETWORK_PRECISIONS:
             raise ClassifierConfigError(
-                f"dnn precision '{self.precision}' is not one of: {', '.join(PRECISIONS)}")
+                f"dnn precision '{self.precision}' is not one of: {', '.join(DENSE_NETWORK_PRECISIONS)}")
         X, y = validate_data(self, X, y, ensure_min_samples=2)
         check_classification_targets(y)
         self.classes_ = np.unique(y)

@@ -18,7 +18,7 @@ LATE_FUSION = "late_fusion"
 # The spectrograms a network can read: as they are, or standardised per speaker by the fusion
 # pipeline (log_mel_spectrogram_spk).
 NETWORK_NORMALISATIONS = ("none", "speaker")
-PRECISIONS = ("auto", "float32", "mixed_bfloat16")  # no float16: two optimizers, no loss scaling
+FINE_TUNING_PRECISIONS = ("auto", "float32", "mixed_bfloat16")  # no float16: two optimizers, no loss scaling
 SEQUENCE_FEATURES = ("mfcc", "log_mel")
 AUGMENTATION_KEYS = (
     "mixup_alpha",
@@ -167,8 +167,9 @@ def _common_settings(name: str, entry: Mapping[str, Any], random_seed: int) -> d
     optimizer = dict(entry.get("optimizer") or {})
     augmentation, head = _augmentation(name, entry), _head(name, entry)
     precision, jit = entry.get("precision", "auto"), entry.get("jit_compile", "auto")
-    if precision not in PRECISIONS:
-        raise FineTuningConfigError(f"{name}: precision '{precision}' is not one of: {', '.join(PRECISIONS)}")
+    if precision not in FINE_TUNING_PRECISIONS:
+        raise FineTuningConfigError(
+            f"{name}: precision '{precision}' is not one of: {', '.join(FINE_TUNING_PRECISIONS)}")
     if jit not in ("auto", True, False):
         raise FineTuningConfigError(f"{name}: jit_compile must be auto, true or false, got {jit!r}")
     normalisation = entry.get("speaker_normalisation", "none")
