@@ -68,8 +68,8 @@ def test_a_fine_tuning_entry_s_speaker_normalisation_is_named_with_its_values(pa
     with pytest.raises(ParameterError) as refused:
         validate_parameters(changed(parameters, "fine_tuning.models.squeezenet_c2_spk.speaker_normalisation",
                                     "corpus"), PROJECT)
-    assert ("fine_tuning model 'squeezenet_c2_spk': speaker_normalisation 'corpus' is not one of: none, "
-            "speaker") in str(refused.value)
+    assert ("fine_tuning model 'squeezenet_c2_spk': speaker_normalisation: Input should be 'none' or "
+            "'speaker' (got 'corpus')") in str(refused.value)
 
 
 def test_an_invalid_speaker_pattern_is_refused_before_anything_runs(parameters):

@@ -1,13 +1,16 @@
 """Checked fine-tuning entries, without importing TensorFlow, so that a bad entry fails when the
-pipelines are built, before anything runs.
+run specification is parsed, before anything runs.
 
 An entry of `fine_tuning.models` is merged over `fine_tuning.defaults` (key by key, one level of
-nesting), then checked; the result is plain JSON-able data that travels to the training process."""
+nesting), then checked by its schema (`CnnEntry`, `LstmEntry`, `LateFusionEntry`, chosen by `kind`);
+the result is plain JSON-able data that travels to the training process."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from emofusion.errors import FineTuningConfigError
 from emofusion.fusion_layout import SPEAKER_NORMALISED_SPECTROGRAMS
@@ -15,20 +18,12 @@ from emofusion.imagenet.config import backbone_spec
 
 NETWORK_KINDS = ("cnn", "lstm")
 LATE_FUSION = "late_fusion"
-# The spectrograms a network can read: as they are, or standardised per speaker by the fusion
-# pipeline (log_mel_spectrogram_spk).
-NETWORK_NORMALISATIONS = ("none", "speaker")
-FINE_TUNING_PRECISIONS = ("auto", "float32", "mixed_bfloat16")  # no float16: two optimizers, no loss scaling
-SEQUENCE_FEATURES = ("mfcc", "log_mel")
-AUGMENTATION_KEYS = (
-    "mixup_alpha",
-    "time_masks",
-    "time_mask_width",
-    "frequency_masks",
-    "frequency_mask_width",
-    "time_shift",
-)
 NETWORK_INPUT = "log_mel_spectrogram"  # the dataset a network reads (see `network_input`)
+
+Count = Annotated[int, Field(gt=0, strict=True)]
+Rate = Annotated[float, Field(gt=0, strict=True)]
+Share = Annotated[float, Field(ge=0, lt=1, strict=True)]
+Extent = Annotated[int, Field(ge=0, strict=True)]
 
 
 def network_input(settings: Mapping[str, Any]) -> str:
@@ -52,240 +47,221 @@ def merged_entry(defaults: Mapping[str, Any] | None, entry: Mapping[str, Any]) -
     return merged
 
 
-def _positive(name: str, value: Any, kind: type = int, zero: bool = False) -> Any:
-    ok = (
-        isinstance(value, int | float) and not isinstance(value, bool) and (value >= 0 if zero else value > 0)
-    )
-    if not ok or (kind is int and not isinstance(value, int)):
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class HeadLayer(_Strict):
+    units: Count
+    dropout: Share = 0.0
+
+
+class Optimizer(_Strict):
+    """Adam; unfrozen backbone layers train at their own, lower rate."""
+
+    learning_rate: Rate
+    backbone_learning_rate: Rate | None = None
+
+
+class Augmentation(_Strict):
+    """Mixup's alpha (0: off) and SpecAugment's masks and shift, on training batches only."""
+
+    mixup_alpha: Annotated[float, Field(ge=0, strict=True)] = 0.0
+    time_masks: Extent = 0
+    time_mask_width: Extent = 0
+    frequency_masks: Extent = 0
+    frequency_mask_width: Extent = 0
+    time_shift: Extent = 0
+
+
+class Lstm(_Strict):
+    features: Literal["mfcc", "log_mel"]
+    n_mfcc: Count = 40
+    units: Count
+    bidirectional: bool = False
+    dropout: Share = 0.0
+
+
+class _Network(_Strict):
+    """What every network entry sets, merged over `fine_tuning.defaults` (which set some keys that
+    only one kind reads, e.g. `image_size` for an LSTM)."""
+
+    head: list[HeadLayer] = Field(default_factory=list)
+    image_size: Any = None
+    epochs: Count
+    batch_size: Count
+    patience: Count
+    early_stopping_fraction: Annotated[float, Field(gt=0, lt=1, strict=True)]
+    optimizer: Optimizer
+    augmentation: Augmentation = Augmentation()
+    precision: Literal["auto", "float32", "mixed_bfloat16"] = "auto"  # no float16: two optimizers
+    jit_compile: Literal["auto"] | bool = "auto"
+    speaker_normalisation: Literal["none", "speaker"] = "none"
+    backbone: str | None = None
+    weights: str | None = None
+    configuration: Any = None
+    lstm: Lstm | None = None
+
+    def common(self, name: str, random_seed: int) -> dict[str, Any]:
+        return {
+            "name": name, "kind": self.kind,  # type: ignore[attr-defined]
+            "head": [layer.model_dump(exclude_unset=True) for layer in self.head],
+            "epochs": self.epochs, "batch_size": self.batch_size, "patience": self.patience,
+            "early_stopping_fraction": self.early_stopping_fraction,
+            "learning_rate": self.optimizer.learning_rate, "augmentation": self.augmentation.model_dump(),
+            "precision": self.precision, "jit_compile": self.jit_compile, "random_seed": random_seed,
+            "speaker_normalisation": self.speaker_normalisation,
+        }
+
+
+class CnnEntry(_Network):
+    """A CNN: an ImageNet backbone frozen (`configuration: frozen`, C1) or with its last layers or
+    named blocks unfrozen (`{unfreeze: N | [names]}`, C2), on images of `image_size` or a progressive
+    schedule of them."""
+
+    kind: Literal["cnn"]
+    backbone: str
+
+    @field_validator("configuration")
+    @classmethod
+    def _unfrozen(cls, value: Any) -> Any:
+        if value == "frozen":
+            return value
+        only_unfreeze = isinstance(value, Mapping) and set(value) == {"unfreeze"}
+        unfreeze = value["unfreeze"] if only_unfreeze else None
+        last_layers = isinstance(unfreeze, int) and not isinstance(unfreeze, bool) and unfreeze > 0
+        blocks = (isinstance(unfreeze, list | tuple) and len(unfreeze) > 0
+                  and all(isinstance(n, str) and n for n in unfreeze))
+        if last_layers or blocks:
+            return value
+        raise ValueError("configuration must be `frozen` or {unfreeze: N} (the last N layers) or "
+                         "{unfreeze: [block names]} (layers whose name starts with one)")
+
+    @field_validator("image_size")
+    @classmethod
+    def _stages(cls, value: Any) -> Any:
+        """[h, w], or a progressive schedule: a list of {size: [h, w], epochs: n}, smallest first."""
+        progressive = isinstance(value, list | tuple) and value and isinstance(value[0], Mapping)
+        stages = value if progressive else None
+        for size in [stage.get("size") for stage in stages] if stages else [value]:
+            if not (isinstance(size, list | tuple) and len(size) == 2
+                    and all(isinstance(v, int) and not isinstance(v, bool) and v >= 32 for v in size)):
+                raise ValueError(f"an image size is [height, width] of at least 32 pixels, got {size!r}")
+        for stage in stages or []:
+            epochs = stage.get("epochs")
+            if set(stage) != {"size", "epochs"} or not (isinstance(epochs, int) and epochs > 0):
+                raise ValueError(f"a stage is {{size: [height, width], epochs: N}} with N > 0, got {stage!r}")
+        return value
+
+    def settings(self, name: str, backbones: Mapping[str, Mapping[str, Any]], random_seed: int
+                 ) -> dict[str, Any]:
+        spec = backbone_spec(self.backbone, backbones)
+        unfreeze = None if self.configuration == "frozen" else self.configuration["unfreeze"]
+        if unfreeze is not None and self.optimizer.backbone_learning_rate is None:
+            raise FineTuningConfigError(f"fine_tuning model '{name}': optimizer.backbone_learning_rate: not "
+                                        "set (the unfrozen backbone layers train at this rate)")
+        stages = ([{"size": list(stage["size"]), "epochs": stage["epochs"]} for stage in self.image_size]
+                  if isinstance(self.image_size[0], Mapping) else [{"size": list(self.image_size),
+                                                                     "epochs": self.epochs}])
+        settings = self.common(name, random_seed) | {
+            # The registry's entry but its input size: its tapped layers and their pooling.
+            "backbone": {"name": spec.name, "application": spec.application,
+                         "preprocess_input": spec.preprocess_input, "layers": list(spec.layers),
+                         "pooling": spec.pooling},
+            "weights": None if str(self.weights).lower() == "none" else str(self.weights),
+            "unfreeze": list(unfreeze) if isinstance(unfreeze, list | tuple) else unfreeze,
+            "backbone_learning_rate": None if unfreeze is None else self.optimizer.backbone_learning_rate,
+            "stages": stages,
+        }
+        _check_pooling(name, spec.name, spec.pooling, {tuple(stage["size"]) for stage in stages})
+        return settings
+
+
+def _check_pooling(name: str, backbone: str, pooling: str, sizes: set[tuple[int, ...]]) -> None:
+    """A backbone pooled over time keeps each frequency row (or, unpooled, every position), so the
+    head's width follows the image's height (or size): a schedule may not change it."""
+    if pooling not in ("avg", "max") and len({size[0] if pooling != "none" else size for size in sizes}) > 1:
         raise FineTuningConfigError(
-            f"{name} must be a {'non-negative' if zero else 'positive'} "
-            f"{'integer' if kind is int else 'number'}, got {value!r}"
-        )
-    return kind(value)
+            f"{name}: backbone '{backbone}' pools its maps with `{pooling}`, which keeps "
+            f"{'each frequency row' if pooling != 'none' else 'every position'}, "
+            "so the head's width follows the image "
+            + ("height: a progressive schedule may change only the width (time)" if pooling != "none"
+               else "size: a progressive schedule cannot change it")
+            + "; avg or max pooling allows any sizes")
 
 
-def _fraction(name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < 1:
-        raise FineTuningConfigError(f"{name} must be a number between 0 and 1, got {value!r}")
-    return float(value)
+class LstmEntry(_Network):
+    """An LSTM on frame sequences (MFCC or log-mel)."""
+
+    kind: Literal["lstm"]
+    lstm: Lstm
+
+    def settings(self, name: str, backbones: Mapping[str, Mapping[str, Any]], random_seed: int
+                 ) -> dict[str, Any]:
+        return self.common(name, random_seed) | {"lstm": self.lstm.model_dump(),
+                                                 "stages": [{"size": None, "epochs": self.epochs}]}
 
 
-def _stages(name: str, image_size: Any, epochs: int) -> list[dict[str, Any]]:
-    """`image_size` [h, w] (one stage of `epochs`), or a progressive schedule: a list of
-    {size: [h, w], epochs: n}, smallest images first."""
+class LateFusionEntry(_Strict):
+    """A fine-tuned network's probabilities fused late with a classical model of a fusion variant."""
 
-    def size(value: Any) -> list[int]:
-        if (
-            not isinstance(value, list | tuple)
-            or len(value) != 2
-            or not all(isinstance(v, int) and v >= 32 for v in value)
-        ):
-            raise FineTuningConfigError(
-                f"{name}: an image size is [height, width] of at least 32 pixels, got {value!r}"
-            )
-        return [int(v) for v in value]
-
-    if isinstance(image_size, list | tuple) and image_size and isinstance(image_size[0], Mapping):
-        return [
-            {
-                "size": size(stage.get("size")),
-                "epochs": _positive(f"{name}: stage epochs", stage.get("epochs")),
-            }
-            for stage in image_size
-        ]
-    return [{"size": size(image_size), "epochs": epochs}]
+    kind: Literal["late_fusion"]
+    network: str
+    variant: str
+    classifier: str
 
 
-def _configuration(name: str, value: Any) -> int | list[str] | None:
-    """`frozen` (C1: None) or {unfreeze: N last layers | [layer-name prefixes]} (C2)."""
-    if value == "frozen":
-        return None
-    unfreeze = value.get("unfreeze") if isinstance(value, Mapping) and set(value) == {"unfreeze"} else None
-    if isinstance(unfreeze, int) and not isinstance(unfreeze, bool) and unfreeze > 0:
-        return unfreeze
-    if isinstance(unfreeze, list | tuple) and unfreeze and all(isinstance(n, str) and n for n in unfreeze):
-        return list(unfreeze)
-    raise FineTuningConfigError(
-        f"{name}: configuration must be `frozen` or {{unfreeze: N}} (the last N layers) "
-        f"or {{unfreeze: [block names]}} (layers whose name starts with one), got {value!r}"
-    )
+def _parsed(name: str, entry: Mapping[str, Any], schema: type[BaseModel]) -> Any:
+    try:
+        return schema.model_validate(dict(entry))
+    except ValidationError as error:
+        problems = [f"{'.'.join(map(str, problem['loc'])) or 'entry'}: "
+                    f"{problem['msg'].removeprefix('Value error, ')}"
+                    + (f" (got {problem['input']!r})" if problem["type"] != "missing" else "")
+                    for problem in error.errors(include_url=False)]
+        raise FineTuningConfigError(f"fine_tuning model '{name}': " + "; ".join(problems)) from None
 
 
-# The keys a network entry may have (after merging over `fine_tuning.defaults`).
-ENTRY_KEYS = frozenset({
-    "kind", "backbone", "weights", "configuration", "head", "image_size", "epochs", "batch_size", "patience",
-    "early_stopping_fraction", "optimizer", "augmentation", "precision", "jit_compile", "lstm",
-    "speaker_normalisation",
-})
+NETWORK_ENTRIES: dict[str, type[CnnEntry] | type[LstmEntry]] = {"cnn": CnnEntry, "lstm": LstmEntry}
 
 
-def network_settings(
-    name: str, entry: Mapping[str, Any], backbones: Mapping[str, Mapping[str, Any]], random_seed: int
-) -> dict[str, Any]:
+def network_settings(name: str, entry: Mapping[str, Any], backbones: Mapping[str, Mapping[str, Any]],
+                     random_seed: int) -> dict[str, Any]:
     """A checked network entry (kind cnn or lstm) as the training process gets it."""
     kind = entry.get("kind")
-    unknown = sorted(set(entry) - ENTRY_KEYS)
-    if unknown:
-        raise FineTuningConfigError(
-            f"fine_tuning model '{name}' does not take {unknown}; it takes {sorted(ENTRY_KEYS)}"
-        )
-    settings = _common_settings(name, entry, random_seed)
-    if kind == "cnn":
-        return settings | _cnn_settings(name, entry, backbones, settings["epochs"])
-    if kind == "lstm":
-        return settings | _lstm_settings(name, entry, settings["epochs"])
-    raise FineTuningConfigError(
-        f"fine_tuning model '{name}': kind '{kind}' is not one of: "
-        f"{', '.join((*NETWORK_KINDS, LATE_FUSION))}"
-    )
-
-
-def _augmentation(name: str, entry: Mapping[str, Any]) -> dict[str, Any]:
-    augmentation = dict(entry.get("augmentation") or {})
-    if set(augmentation) - set(AUGMENTATION_KEYS):
-        raise FineTuningConfigError(
-            f"{name}: augmentation takes {list(AUGMENTATION_KEYS)}, got {sorted(augmentation)}"
-        )
-    return {key: _positive(f"{name}: augmentation.{key}", augmentation.get(key, 0),
-                           float if key == "mixup_alpha" else int, zero=True)
-            for key in AUGMENTATION_KEYS}
-
-
-def _head(name: str, entry: Mapping[str, Any]) -> list[dict[str, Any]]:
-    head = [dict(layer) for layer in entry.get("head") or []]
-    for layer in head:
-        _positive(f"{name}: head units", layer.get("units"))
-        if not 0 <= float(layer.get("dropout", 0.0)) < 1:
-            raise FineTuningConfigError(
-                f"{name}: head dropout must be in [0, 1), got {layer.get('dropout')!r}")
-    return head
-
-
-def _common_settings(name: str, entry: Mapping[str, Any], random_seed: int) -> dict[str, Any]:
-    """The settings of every kind of network, checked in the order a user reads them."""
-    epochs = _positive(f"{name}: epochs", entry.get("epochs"))
-    optimizer = dict(entry.get("optimizer") or {})
-    augmentation, head = _augmentation(name, entry), _head(name, entry)
-    precision, jit = entry.get("precision", "auto"), entry.get("jit_compile", "auto")
-    if precision not in FINE_TUNING_PRECISIONS:
-        raise FineTuningConfigError(
-            f"{name}: precision '{precision}' is not one of: {', '.join(FINE_TUNING_PRECISIONS)}")
-    if jit not in ("auto", True, False):
-        raise FineTuningConfigError(f"{name}: jit_compile must be auto, true or false, got {jit!r}")
-    normalisation = entry.get("speaker_normalisation", "none")
-    if normalisation not in NETWORK_NORMALISATIONS:
-        raise FineTuningConfigError(
-            f"fine_tuning model '{name}': speaker_normalisation '{normalisation}' is not one of: "
-            f"{', '.join(NETWORK_NORMALISATIONS)}"
-        )
-    return {
-        "name": name,
-        "kind": entry.get("kind"),
-        "head": head,
-        "epochs": epochs,
-        "batch_size": _positive(f"{name}: batch_size", entry.get("batch_size")),
-        "patience": _positive(f"{name}: patience", entry.get("patience")),
-        "early_stopping_fraction": _fraction(
-            f"{name}: early_stopping_fraction", entry.get("early_stopping_fraction")
-        ),
-        "learning_rate": _positive(f"{name}: optimizer.learning_rate", optimizer.get("learning_rate"), float),
-        "augmentation": augmentation,
-        "precision": precision,
-        "jit_compile": jit,
-        "random_seed": random_seed,
-        "speaker_normalisation": normalisation,
-    }
-
-
-def _cnn_settings(name: str, entry: Mapping[str, Any], backbones: Mapping[str, Mapping[str, Any]],
-                  epochs: int) -> dict[str, Any]:
-    """A CNN's backbone, its unfrozen layers and image sizes, checked against the backbone's pooling."""
-    spec = backbone_spec(entry.get("backbone"), backbones)
-    weights = entry.get("weights")
-    unfreeze = _configuration(name, entry.get("configuration"))
-    backbone_rate = (None if unfreeze is None else _positive(
-        f"{name}: optimizer.backbone_learning_rate",
-        dict(entry.get("optimizer") or {}).get("backbone_learning_rate"), float))
-    settings = {
-        # The registry's entry but its input size: its tapped layers and their pooling.
-        "backbone": {"name": spec.name, "application": spec.application,
-                     "preprocess_input": spec.preprocess_input, "layers": list(spec.layers),
-                     "pooling": spec.pooling},
-        "weights": None if weights is None or str(weights).lower() == "none" else str(weights),
-        "unfreeze": unfreeze,
-        "backbone_learning_rate": backbone_rate,
-        "stages": _stages(name, entry.get("image_size"), epochs),
-    }
-    sizes = {tuple(stage["size"]) for stage in settings["stages"]}
-    if spec.pooling not in ("avg", "max") and len({size[0] if spec.pooling != "none" else size
-                                                   for size in sizes}) > 1:
-        raise FineTuningConfigError(
-            f"{name}: backbone '{spec.name}' pools its maps with `{spec.pooling}`, which keeps "
-            f"{'each frequency row' if spec.pooling != 'none' else 'every position'}, "
-            "so the head's width follows the image "
-            + ("height: a progressive schedule may change only the width (time)" if spec.pooling != "none"
-               else "size: a progressive schedule cannot change it")
-            + "; avg or max pooling allows any sizes"
-        )
-    return settings
-
-
-def _lstm_settings(name: str, entry: Mapping[str, Any], epochs: int) -> dict[str, Any]:
-    lstm = dict(entry.get("lstm") or {})
-    if lstm.get("features") not in SEQUENCE_FEATURES:
-        raise FineTuningConfigError(
-            f"{name}: lstm.features must be one of {list(SEQUENCE_FEATURES)}, got {lstm.get('features')!r}"
-        )
-    return {
-        "lstm": {
-            "features": lstm["features"],
-            "n_mfcc": _positive(f"{name}: lstm.n_mfcc", lstm.get("n_mfcc", 40)),
-            "units": _positive(f"{name}: lstm.units", lstm.get("units")),
-            "bidirectional": bool(lstm.get("bidirectional", False)),
-            "dropout": float(lstm.get("dropout", 0.0)),
-        },
-        "stages": [{"size": None, "epochs": epochs}],
-    }
+    if kind not in NETWORK_ENTRIES:
+        raise FineTuningConfigError(f"fine_tuning model '{name}': kind '{kind}' is not one of: "
+                                    f"{', '.join((*NETWORK_KINDS, LATE_FUSION))}")
+    return _parsed(name, entry, NETWORK_ENTRIES[kind]).settings(name, backbones, random_seed)
 
 
 def model_entries(parameters: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
-    """Every entry of `fine_tuning.models` that is not null, merged over the defaults and checked:
-    name -> the entry (late fusion entries as they are, networks as `network_settings`); their names
-    are emofusion.instances' to check. None unless `fine_tuning.enabled`: networks train for minutes
-    per fold, too long for the demo run."""
+    """Every entry of `fine_tuning.models` that is not null, checked: name -> the entry (late fusion
+    entries as they are, networks merged over the defaults, as `network_settings`); their names are
+    emofusion.instances' to check. None unless `fine_tuning.enabled`: networks train for minutes per
+    fold, too long for the demo run."""
     fine_tuning = parameters.get("fine_tuning") or {}
     if not fine_tuning.get("enabled"):
         return {}
-    entries = {
-        name: merged_entry(fine_tuning.get("defaults"), entry)
-        for name, entry in (fine_tuning.get("models") or {}).items()
-        if entry is not None
-    }
+    entries = {name: entry for name, entry in (fine_tuning.get("models") or {}).items() if entry is not None}
     backbones, random_seed = parameters.get("backbones") or {}, parameters.get("random_seed", 0)
-    checked = {
-        name: network_settings(name, entry, backbones, random_seed)
-        for name, entry in entries.items()
-        if entry.get("kind") != LATE_FUSION
-    }
+    checked = {name: network_settings(name, merged_entry(fine_tuning.get("defaults"), entry), backbones,
+                                      random_seed)
+               for name, entry in entries.items() if entry.get("kind") != LATE_FUSION}
     for name, entry in entries.items():
         if entry.get("kind") != LATE_FUSION:
             continue
-        network, variant, classifier = entry.get("network"), entry.get("variant"), entry.get("classifier")
-        if entries.get(network, {}).get("kind") not in NETWORK_KINDS:
-            raise FineTuningConfigError(
-                f"late fusion '{name}': network '{network}' is not a cnn or lstm entry of fine_tuning.models"
-            )
-        if (parameters.get("fusion_variants") or {}).get(variant) is None:
-            raise FineTuningConfigError(f"late fusion '{name}': variant '{variant}' is not a fusion variant")
-        if (parameters.get("classifiers") or {}).get(classifier) is None:
-            raise FineTuningConfigError(
-                f"late fusion '{name}': classifier '{classifier}' is not in classifiers"
-            )
-        checked[name] = {
-            "kind": LATE_FUSION,
-            "network": network,
-            "network_input": network_input(checked[network]),
-            "variant": variant,
-            "classifier": classifier,
-        }
-    return {name: checked[name] for name in entries}
+        late = _parsed(name, entry, LateFusionEntry)
+        if late.network not in checked:
+            raise FineTuningConfigError(f"late fusion '{name}': network '{late.network}' is not a cnn or "
+                                        "lstm entry of fine_tuning.models")
+        if (parameters.get("fusion_variants") or {}).get(late.variant) is None:
+            raise FineTuningConfigError(f"late fusion '{name}': variant '{late.variant}' is not a fusion "
+                                        "variant")
+        if (parameters.get("classifiers") or {}).get(late.classifier) is None:
+            raise FineTuningConfigError(f"late fusion '{name}': classifier '{late.classifier}' is not in "
+                                        "classifiers")
+        checked[name] = {"kind": LATE_FUSION, "network": late.network,
+                         "network_input": network_input(checked[late.network]), "variant": late.variant,
+                         "classifier": late.classifier}
+    return checked

@@ -1,43 +1,63 @@
-"""Configuration checks of classifiers' search grids and the reduction, made once when the
-instances are listed, before anything runs."""
+"""Configuration checks of classifiers' search grids and the reduction, made once when the run
+specification is parsed, before anything runs: their shape by a schema (`Reduction`,
+`SearchGrid`), the names they refer to (streams, a classifier's settings) by the rules here."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, RootModel, ValidationError
 
 from emofusion.errors import ClassifierConfigError
 from emofusion.registry import BUILT_IN_CLASSIFIER_KINDS, estimator_class
 
+SEARCHABLE_STREAM_SETTINGS = ("block_weights", "pca")
+
+
+class StreamReduction(BaseModel):
+    """Randomized PCA of one stream to `pca` components (null: none)."""
+
+    model_config = ConfigDict(extra="forbid")
+    pca: Annotated[int, Field(gt=0, strict=True)] | None = None
+
+
+def _candidates(values: Any) -> Any:
+    if isinstance(values, list) and not values:
+        raise ValueError("has no candidates")
+    return values
+
+
+Reduction = RootModel[dict[str, StreamReduction | None] | None]
+# A setting -> its candidates (one value stands for a list of one).
+SearchGrid = RootModel[dict[str, Annotated[Any, AfterValidator(_candidates)]] | None]
+
+
+def _checked(schema: type[RootModel], value: Any, setting: str) -> Any:
+    try:
+        return schema.model_validate(value).root
+    except ValidationError as error:
+        problems = "; ".join(f"{'.'.join(map(str, (setting, *problem['loc'])))}: "
+                             f"{problem['msg'].removeprefix('Value error, ')} (got {problem['input']!r})"
+                             for problem in error.errors(include_url=False))
+        raise ClassifierConfigError(problems) from None
+
 
 def validated_reduction(reduction: Mapping[str, Any] | None, streams: Sequence[str]) -> None:
     """`reduction` maps known streams to {pca: N}, N a positive number of components or null."""
-    if reduction is None:
-        return
-    if not isinstance(reduction, Mapping):
-        raise ClassifierConfigError(f"reduction must map streams to {{pca: N}}, got {reduction!r}")
-    for stream, options in reduction.items():
+    for stream in _checked(Reduction, reduction, "reduction") or {}:
         if stream not in streams:
-            raise ClassifierConfigError(
-                f"reduction names unknown stream '{stream}'; known: {sorted(streams)}")
-        if options is None:
-            continue
-        if not isinstance(options, Mapping) or set(options) - {"pca"}:
-            raise ClassifierConfigError(f"reduction.{stream} must be {{pca: N}}, got {options!r}")
-        n = options.get("pca")
-        if n is not None and (not isinstance(n, int) or isinstance(n, bool) or n < 1):
-            raise ClassifierConfigError(f"reduction.{stream}.pca must be a positive integer, got {n!r}")
+            raise ClassifierConfigError(f"reduction names unknown stream '{stream}'; known: "
+                                        f"{sorted(streams)}")
 
 
 def validated_search(classifier: Mapping[str, Any], streams: Sequence[str],
                      kinds: Mapping[str, str] = BUILT_IN_CLASSIFIER_KINDS) -> None:
     """A `search` grid names settings this classifier (of one of `kinds`) or the streams have, each
     with candidates."""
-    search = classifier.get("search") or {}
-    if not isinstance(search, Mapping):
-        raise ClassifierConfigError(f"search must map settings to lists of candidates, got {search!r}")
+    search = _checked(SearchGrid, classifier.get("search"), "search") or {}
     known = set(estimator_class(classifier.get("kind"), kinds)().get_params()) - {"random_state"}
-    for key, values in search.items():
+    for key in search:
         setting, _, stream = key.partition(".")
         if setting in SEARCHABLE_STREAM_SETTINGS:
             if stream not in streams:
@@ -46,8 +66,3 @@ def validated_search(classifier: Mapping[str, Any], streams: Sequence[str],
             raise ClassifierConfigError(
                 f"search key '{key}' is neither a setting of {classifier.get('kind')} ({sorted(known)}) "
                 f"nor block_weights.<stream> or pca.<stream>")
-        if isinstance(values, Sequence) and not isinstance(values, str) and len(values) == 0:
-            raise ClassifierConfigError(f"search key '{key}' has no candidates")
-
-
-SEARCHABLE_STREAM_SETTINGS = ("block_weights", "pca")

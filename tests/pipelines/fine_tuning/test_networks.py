@@ -176,6 +176,11 @@ def test_entries_are_checked_before_anything_runs(settings, base_parameters):
         settings(image_size=[16, 16])
     with pytest.raises(FineTuningConfigError, match="precision"):
         settings(precision="mixed_float16")
+    # Nested settings are checked too: a misspelt key is named, not ignored.
+    with pytest.raises(FineTuningConfigError, match="optimizer.learning_rat: Extra inputs are not permitted"):
+        settings(optimizer={"learning_rat": 0.01})
+    with pytest.raises(FineTuningConfigError, match=r"head.0.units: Input should be a valid integer"):
+        settings(head=[{"units": 1.5}])
     progressive = settings(image_size=[{"size": [64, 64], "epochs": 2}, {"size": [64, 96], "epochs": 1}])
     assert progressive["stages"] == [{"size": [64, 64], "epochs": 2}, {"size": [64, 96], "epochs": 1}]
     with pytest.raises(FineTuningConfigError, match="may change only the width"):  # time_stats pooling

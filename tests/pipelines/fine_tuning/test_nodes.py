@@ -8,6 +8,7 @@ import pytest
 from emofusion.clip_array import ClipArray
 from emofusion.pipelines.fine_tuning import nodes
 from emofusion.pipelines.fusion.nodes import fuse_feature_streams, standardise_spectrograms_by_speaker
+from emofusion.run_spec import run_spec
 
 EMOTIONS = ["angry", "sad"]
 
@@ -55,11 +56,11 @@ def test_a_network_on_speaker_standardised_spectrograms_records_it_for_predict(m
     spectrograms = ClipArray(manifest["clip_id"], rng.normal(size=(12, 4, 5)).astype(np.float16),
                              {"feature": "log_mel_spectrogram", "made_with": made_with})
     standardised = standardise_spectrograms_by_speaker(manifest, spectrograms, {"min_clips": 3}, parameters)
-    entry = parameters["fine_tuning"]["models"]["squeezenet_c2_spk"]
-    defaults, backbones = parameters["fine_tuning"]["defaults"], parameters["backbones"]
+    parameters["fine_tuning"]["enabled"] = True
+    entry = run_spec(parameters).fine_tuning["squeezenet_c2_spk"]
 
-    network, card, tests, held_out = nodes.fine_tune_and_predict(
-        standardised, split, settings, entry, defaults, backbones, 0, parameters)
+    network, card, tests, held_out = nodes.fine_tune_and_predict(standardised, split, settings, parameters,
+                                                                 settings=entry)
     assert list(card["inputs"]) == ["log_mel_spectrogram_spk"]
     assert card["features"]["speaker_normalisation"] == standardised.metadata["speaker_normalisation"]
     assert card["features"]["blocks"][0]["stream"] == "log_mel_spectrogram_spk"
@@ -67,7 +68,7 @@ def test_a_network_on_speaker_standardised_spectrograms_records_it_for_predict(m
     assert sorted(tests["clip_id"]) == ["c10", "c11", "c9"]
     # An entry wired to the other spectrograms says so instead of training on them.
     with pytest.raises(ValueError, match="is not standardised per speaker: it is wired to the wrong dataset"):
-        nodes.fine_tune_and_predict(spectrograms, split, settings, entry, defaults, backbones, 0, parameters)
+        nodes.fine_tune_and_predict(spectrograms, split, settings, parameters, settings=entry)
 
     # Its late fusion with a variant as it is: the card still says the speakers are needed.
     variant = ["mfcc"]

@@ -51,6 +51,6 @@ def test_an_entry_standardised_per_speaker_reads_its_own_spectrograms_under_name
 def test_a_bad_speaker_normalisation_is_refused_with_the_parameter_and_its_values(parameters):
     parameters["fine_tuning"]["enabled"] = True
     parameters["fine_tuning"]["models"]["lstm"]["speaker_normalisation"] = "corpus"
-    with pytest.raises(FineTuningConfigError, match="fine_tuning model 'lstm': speaker_normalisation "
-                                                    "'corpus' is not one of: none, speaker"):
+    with pytest.raises(FineTuningConfigError, match="fine_tuning model 'lstm': speaker_normalisation: "
+                                                    "Input should be 'none' or 'speaker' \\(got 'corpus'\\)"):
         model_entries(parameters)

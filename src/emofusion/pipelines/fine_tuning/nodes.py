@@ -31,7 +31,7 @@ from emofusion.learning.folds import (
     stamp_fit_id,
 )
 from emofusion.learning.late_fusion import best_late_weights
-from emofusion.learning.network_settings import merged_entry, network_input, network_settings
+from emofusion.learning.network_settings import network_input
 from emofusion.learning.predictions import combined_predictions, prediction_table
 from emofusion.provenance import check_made_with
 from emofusion.registry import with_estimator
@@ -72,12 +72,10 @@ def fine_tune_and_predict(
     spectrograms: ClipArray,
     data_split: pd.DataFrame,
     data_split_settings: Mapping[str, Any],
-    model_options: Mapping[str, Any],
-    default_options: Mapping[str, Any] | None,
-    backbone_options: Mapping[str, Any],
-    random_seed: int,
     parameters: Mapping[str, Any],
     finished_folds: FinishedFolds | None = None,
+    *,
+    settings: Mapping[str, Any],
 ) -> tuple[FineTunedNetwork, dict[str, Any], pd.DataFrame, pd.DataFrame]:
     """Per fold: fine-tune the network on its training clips, stopping early on its validation
     clips, then predict its validation clips (for late fusion) and its test clips once. Returns the
@@ -89,10 +87,8 @@ def fine_tune_and_predict(
     `spectrograms` is `log_mel_spectrogram`, or with `speaker_normalisation: speaker`
     `log_mel_spectrogram_spk`; the model card then records the normalisation, with the training
     run's fallback statistics, under `features.speaker_normalisation`, so that `emofusion predict`
-    asks for the speakers of new files and standardises them as in training."""
-    settings = network_settings(
-        "this entry", merged_entry(default_options, model_options), backbone_options, random_seed
-    )
+    asks for the speakers of new files and standardises them as in training. `settings`: the entry
+    as the run specification checked it (`network_settings`), bound when the pipeline is built."""
     name, normalisation = _checked_inputs(spectrograms, data_split_settings, settings, parameters)
     made_with = {"input": spectrograms.metadata.get("made_with", {}), "data_split": data_split_settings,
                  "settings": settings}
@@ -213,8 +209,7 @@ def late_fuse_and_predict(
     classifier = parameters["classifiers"][model_options["classifier"]]
     metadata = fused_features.metadata
     blocks, groups, balanced = fused_layout(metadata, fused_features.values.shape[1])
-    settings = with_estimator({key: value for key, value in classifier.items() if key != "search"},
-                              parameters)
+    settings = {key: value for key, value in classifier.items() if key != "search"}
     first, selections, tests = None, [], []
     (network_name,) = network_card["inputs"]
     by_clip = {
@@ -222,7 +217,8 @@ def late_fuse_and_predict(
     }
     for fold in sorted(data_split["fold"].unique()):
         rows, emotion = fold_rows(data_split, fold)
-        classical = build_model(blocks, groups, settings, parameters.get("reduction"), balanced, random_seed)
+        classical = build_model(blocks, groups, with_estimator(settings, parameters),
+                                parameters.get("reduction"), balanced, random_seed)
         weights, test, selection = _late_fuse_fold(fused_features, rows, emotion, fold, classical,
                                                    network.classes_, by_clip, data_split_settings,
                                                    settings.get("kind"))

@@ -1,3 +1,7 @@
+from collections.abc import Mapping
+from functools import partial
+from typing import Any
+
 from kedro.pipeline import Pipeline, node, pipeline
 
 from emofusion.instances import dotted_dataset_names, fine_tuned_variant, fused_features_name, model_dataset
@@ -10,22 +14,14 @@ from .nodes import fine_tune_and_predict, late_fuse_and_predict, training_curves
 MODEL_OUTPUTS = ("trained_model", "model_card", "test_predictions", "classification_metrics")
 
 
-def network_template() -> Pipeline:
+def network_template(settings: Mapping[str, Any]) -> Pipeline:
+    """A network's node, with its entry as the run specification checked it (merged over the
+    defaults, its backbone resolved): the node does not check it again."""
     return Pipeline(
         [
             node(
-                fine_tune_and_predict,
-                inputs=[
-                    "spectrograms",
-                    "data_split",
-                    "data_split_settings",
-                    "params:entry",
-                    "params:defaults",
-                    "params:backbones",
-                    "params:random_seed",
-                    "parameters",
-                    "finished_folds",
-                ],
+                partial(fine_tune_and_predict, settings=settings),
+                inputs=["spectrograms", "data_split", "data_split_settings", "parameters", "finished_folds"],
                 outputs=["trained_model", "model_card", "test_predictions", "held_out_predictions"],
                 name="fine_tune_and_predict",
             ),
@@ -75,7 +71,7 @@ def create_pipeline(spec: RunSpec) -> Pipeline:
             if entry["kind"] != LATE_FUSION:
                 instances.append(
                     pipeline(
-                        network_template(),
+                        network_template(entry),
                         namespace=f"fine_tuning.{name}",
                         inputs={
                             "spectrograms": network_input(entry),
@@ -83,13 +79,8 @@ def create_pipeline(spec: RunSpec) -> Pipeline:
                             "data_split_settings": "data_split_settings",
                         },
                         outputs=own,
-                        parameters={
-                            "params:entry": f"params:fine_tuning.models.{name}",
-                            "params:defaults": "params:fine_tuning.defaults",
-                            "params:backbones": "params:backbones",
-                            "params:random_seed": "params:random_seed",
-                            "params:evaluation": "params:evaluation",
-                        },
+                        parameters={"params:random_seed": "params:random_seed",
+                                    "params:evaluation": "params:evaluation"},
                     )
                 )
                 continue
