@@ -18,7 +18,6 @@ from emofusion.errors import EngineUnreachableError
 logger = logging.getLogger(__name__)
 
 DEFAULT_CHUNK_CLIPS = 32
-CONNECT_TIMEOUT_S = 10
 # Chunks handed to the cluster per worker before the oldest is waited for: enough to keep every
 # worker busy while one result travels back, few enough that results waiting here stay a few chunks.
 CHUNKS_PER_WORKER = 2
@@ -48,6 +47,10 @@ class DaskEngine:
         # Imported here: a run on the local engine, and every worker process, does without Dask.
         import distributed
 
+        # Dask's scheduler and nannies say each connection they make at INFO, which would bury the
+        # run's own lines; their warnings (a worker lost, one short of memory) still show.
+        logging.getLogger("distributed").setLevel(logging.WARNING)
+
         if self.scheduler_address is None:
             workers = self.workers or os.cpu_count() or 1
             self._cluster = distributed.LocalCluster(
@@ -57,13 +60,13 @@ class DaskEngine:
             logger.info("Started a Dask cluster of %d workers on this machine; its dashboard: %s",
                         workers, self._client.dashboard_link)
             return self._client
-        try:
-            self._client = distributed.Client(self.scheduler_address, timeout=f"{CONNECT_TIMEOUT_S}s")
+        try:  # waits for Dask's distributed.comm.timeouts.connect
+            self._client = distributed.Client(self.scheduler_address)
         except OSError as error:  # TimeoutError included
             raise EngineUnreachableError(
-                f"execution.scheduler_address: no Dask scheduler answered at {self.scheduler_address} within "
-                f"{CONNECT_TIMEOUT_S} s ({error}); start the cluster, correct the address, or set "
-                "execution.scheduler_address: null to start one on this machine") from None
+                f"execution.scheduler_address: no Dask scheduler answered at {self.scheduler_address} "
+                f"({error}); start the cluster, correct the address, or set execution.scheduler_address: "
+                "null to start one on this machine") from None
         logger.info("Joined the Dask cluster at %s (%d workers); its dashboard: %s", self.scheduler_address,
                     len(self._client.nthreads()), self._client.dashboard_link)
         return self._client
