@@ -17,6 +17,7 @@ import soundfile as sf
 
 from emofusion.engine import close_engine, current_engine, open_engine
 from emofusion.errors import EngineUnreachableError
+from emofusion.hooks import ExecutionHooks
 from emofusion.parallel import imap_chunks
 from emofusion.pipelines.data_processing.corpora import CLIP_COLUMNS
 from emofusion.pipelines.data_processing.nodes import preprocess_audio
@@ -82,6 +83,36 @@ def test_the_dask_engine_gives_the_local_engine_s_values_in_its_order(in_process
     pd.testing.assert_frame_equal(on_dask[2], local[2])
     assert on_dask[2]["clip_id"].tolist() == ["tiny/garbage", "tiny/silent"]
     assert len(on_dask[0]) == 7
+
+
+def chunk_lengths(chunk: list[int]) -> list[int]:
+    return [len(chunk)] * len(chunk)
+
+
+def test_chunk_clips_sizes_the_chunks_on_the_local_engine_too():
+    open_engine(engine="local", chunk_clips=4)
+    assert current_engine().dask is None
+    sizes = list(imap_chunks(chunk_lengths, list(range(10)), n_jobs=1, description="sizes"))
+    assert sizes == [4] * 8 + [2] * 2
+
+
+class Context:
+    def __init__(self, execution):
+        self.params = {"execution": execution}
+
+
+def test_the_run_hook_opens_the_engine_of_the_settings_and_closes_it_however_the_run_ends(in_process_cluster):
+    hooks = ExecutionHooks()
+    hooks.after_context_created(Context({"engine": "dask", "chunk_clips": 3,
+                                         "scheduler_address": in_process_cluster.scheduler_address}))
+    for end in (lambda: hooks.after_pipeline_run({}, None, None),
+                lambda: hooks.on_pipeline_error(RuntimeError(), {}, None, None)):
+        hooks.before_pipeline_run({}, None, None)
+        assert current_engine().chunk_clips == 3
+        client = current_engine().dask.client()
+        assert client.status == "running"
+        end()
+        assert current_engine().dask is None and client.status == "closed"
 
 
 def echo_but_die_once(chunk: list[int], marker: str) -> list[int]:
