@@ -137,6 +137,15 @@ def test_a_chunk_whose_worker_dies_runs_again_and_every_item_comes_back_once(tmp
     assert "Started a Dask cluster of 2 workers on this machine; its dashboard: http" in caplog.text
 
 
+def test_a_chunk_that_kills_worker_after_worker_stops_the_map_saying_what_to_change(tmp_path):
+    with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
+        open_engine(engine="dask", workers=1)
+        with pytest.raises(RuntimeError, match="Dask workers running echo_but_die_once died again and "
+                                               "again.*raise execution.worker_memory or lower"):
+            list(imap_chunks(echo_but_die_once, [1, 2], n_jobs=1, description="dying",
+                             marker=str(tmp_path / "died")))
+
+
 def failing(chunk: list[int]) -> list[int]:
     raise ValueError(f"a bug in the chunk function at {chunk[0]}")
 

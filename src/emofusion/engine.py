@@ -77,6 +77,8 @@ class DaskEngine:
         worker in flight, so that neither this process nor the cluster holds every clip's values. A
         chunk whose worker dies is run again by the scheduler on another (Dask's
         `distributed.scheduler.allowed-failures`); an error `func` raises is raised here."""
+        from distributed import KilledWorker  # loaded by `client` already; see there
+
         client = self.client()
         task = partial(func, **kwargs)
         in_flight = CHUNKS_PER_WORKER * max(sum(client.nthreads().values()), 1)
@@ -88,6 +90,11 @@ class DaskEngine:
                     yield pending.popleft().result()
             while pending:
                 yield pending.popleft().result()
+        except KilledWorker as error:
+            raise RuntimeError(
+                f"Dask workers running {getattr(func, '__name__', func)} died again and again ({error}); "
+                "most likely killed for lack of memory: raise execution.worker_memory or lower "
+                "execution.chunk_clips") from error
         finally:  # a failed or abandoned map: the chunks left are not wanted
             for future in pending:
                 future.cancel()
