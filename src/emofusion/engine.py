@@ -74,12 +74,12 @@ class DaskEngine:
     def map(self, func: Callable[..., list[Any]], chunks: Iterable[Any], kwargs: dict[str, Any]
             ) -> Iterator[list[Any]]:
         """`func(chunk, **kwargs)` of each chunk on the cluster, in input order, with a few chunks per
-        worker in flight, so that neither this process nor the cluster holds every clip's values. A
+        worker in flight, so that the map holds a few chunks' inputs and results, never all. A
         chunk whose worker dies is run again by the scheduler on another (Dask's
         `distributed.scheduler.allowed-failures`); an error `func` raises is raised here."""
-        from distributed import KilledWorker  # loaded by `client` already; see there
-
         client = self.client()
+        from distributed import KilledWorker  # loaded by `client` already; see there for why here
+
         task = partial(func, **kwargs)
         in_flight = CHUNKS_PER_WORKER * max(sum(client.nthreads().values()), 1)
         pending: deque[Any] = deque()
