@@ -43,6 +43,11 @@ def test_the_project_settings_pass(parameters, paper_parameters):
     ("split.test_size", 0.9, "split.test_size + split.validation_size: must leave clips to train on"),
     ("mfcc.statistics", ["mean", "mode"], "mfcc.statistics.1: Input should be 'mean', 'std'"),
     ("transfer_features.backbone", "alexnet", "alexnet"),
+    ("execution.engine", "spark", "execution.engine: Input should be 'local' or 'dask' (got 'spark')"),
+    ("execution.chunk_clips", 0, "execution.chunk_clips: Input should be greater than 0 (got 0)"),
+    ("execution.worker_memory", "lots", "execution.worker_memory: String should match pattern"),
+    ("execution", {"engine": "dask", "scheduler_address": "tcp://cluster:8786", "workers": 4},
+     "execution: Value error, workers and worker_memory size a cluster started on this machine"),
     ("corpus_sources.demo.path", "data/01_raw/dmeo", "corpus_sources.demo.path: 'data/01_raw/dmeo' holds no "
                                                      "demo corpus"),
 ])

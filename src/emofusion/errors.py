@@ -75,6 +75,10 @@ class TrackingError(EmoFusionError, ConnectionError):
     says to stop."""
 
 
+class EngineUnreachableError(EmoFusionError, ConnectionError):
+    """The Dask cluster of `execution.scheduler_address` does not answer: said before any work."""
+
+
 class DamagedDatasetError(EmoFusionError, RuntimeError):
     """A stored dataset whose files do not agree with each other (cut short by a full disk, a copy
     stopped half-way): named, with how to remake it, instead of NumPy's error deep in a stack."""

@@ -7,13 +7,16 @@ import time
 from pathlib import Path
 from typing import Any
 
+from kedro.framework.context import KedroContext
 from kedro.framework.hooks import hook_impl
 from kedro.pipeline import Node, Pipeline
 
+from emofusion.engine import close_engine, open_engine
 from emofusion.errors import DamagedDatasetError, MissingInputError
 from emofusion.pipeline_registry import every_pipeline
 from emofusion.pipelines.modelling.nodes import summary_text
 from emofusion.run_lock import acquire, describe, lock_path, release
+from emofusion.validation import Execution
 
 logger = logging.getLogger(__name__)
 
@@ -62,6 +65,33 @@ class RunLockHooks:
         if self._path is not None:
             release(self._path)
             self._path = None
+
+
+class ExecutionHooks:
+    """The run's engine for its per-clip stages (`execution`, emofusion.engine): opened after the
+    run's lock is taken and its inputs checked, before its first node, so that a Dask scheduler that
+    does not answer stops the run before any work; closed when the run ends, however it ends, which
+    ends a cluster started for it."""
+
+    def __init__(self) -> None:
+        self._settings = Execution()
+
+    @hook_impl
+    def after_context_created(self, context: KedroContext) -> None:
+        self._settings = Execution.model_validate(context.params.get("execution") or {})
+
+    @hook_impl
+    def before_pipeline_run(self, run_params: dict[str, Any], pipeline: Pipeline, catalog: Any) -> None:
+        open_engine(**self._settings.model_dump())
+
+    @hook_impl
+    def after_pipeline_run(self, run_params: dict[str, Any], pipeline: Pipeline, catalog: Any) -> None:
+        close_engine()
+
+    @hook_impl
+    def on_pipeline_error(self, error: Exception, run_params: dict[str, Any], pipeline: Pipeline,
+                          catalog: Any) -> None:
+        close_engine()
 
 
 class SummaryLastHooks:

@@ -23,6 +23,8 @@ from typing import Any, TypeVar
 from joblib.externals.loky import get_reusable_executor
 from tqdm import tqdm
 
+from emofusion.engine import current_engine
+
 T = TypeVar("T")
 K = TypeVar("K", bound=Hashable)
 
@@ -55,20 +57,26 @@ def imap_chunks(
     *,
     n_jobs: int,
     description: str,
-    chunk_size: int = 32,
+    chunk_size: int | None = None,
     isolated: bool = False,
     **kwargs: Any,
 ) -> Iterator[T]:
     """Yield ``func(chunk, **kwargs)``'s results over consecutive chunks of ``items``, in input
     order, as they arrive, so callers can fill a preallocated array instead of holding a list.
-    Chunks amortise inter-process overhead; one job runs in-process unless ``isolated`` and
-    TensorFlow is loaded here: for native code that cannot share a process with it (openSMILE
-    crashes a process where TensorFlow is loaded; loaded after openSMILE ran, it does no harm), so
-    that a one-file `emofusion predict` does not pay for starting a worker."""
+    Chunks (``chunk_size``, else the run's ``execution.chunk_clips``) amortise inter-process
+    overhead. On the run's Dask engine (emofusion.engine) the chunks go to its cluster; else to
+    ``n_jobs`` local workers. One job runs in-process unless ``isolated`` and TensorFlow is loaded
+    here: for native code that cannot share a process with it (openSMILE crashes a process where
+    TensorFlow is loaded; loaded after openSMILE ran, it does no harm), so that a one-file
+    `emofusion predict` does not pay for starting a worker."""
+    engine = current_engine()
+    chunk_size = chunk_size or engine.chunk_clips
     chunks = [items[i : i + chunk_size] for i in range(0, len(items), chunk_size)]
     workers = effective_n_jobs(n_jobs)
     with tqdm(total=len(items), desc=description, unit="clip", mininterval=1.0) as progress:
-        if (isolated and "tensorflow" in sys.modules) or (workers > 1 and len(chunks) > 1):
+        if engine.dask is not None:
+            outputs = engine.dask.map(func, chunks, kwargs)
+        elif (isolated and "tensorflow" in sys.modules) or (workers > 1 and len(chunks) > 1):
             executor = get_reusable_executor(max_workers=workers, initializer=die_with_parent,
                                              initargs=(os.getpid(),))
             outputs = executor.map(partial(func, **kwargs), chunks)

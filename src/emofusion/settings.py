@@ -3,17 +3,19 @@
 import warnings
 
 from emofusion.configuration import ProjectConfigLoader, ProjectContext
-from emofusion.hooks import NodeTimingHooks, RunLockHooks, StoredInputHooks, SummaryLastHooks
+from emofusion.hooks import ExecutionHooks, NodeTimingHooks, RunLockHooks, StoredInputHooks, SummaryLastHooks
 from emofusion.tracking import TrackingHooks
 
 # Kedro 1.7's own configuration loader calls OmegaConf's deprecated register_new_resolver for every
 # resolver, a warning per resolver per session: not ours to fix, and forty lines of every log.
 warnings.filterwarnings("ignore", message=r"register_new_resolver\(\) is deprecated", category=UserWarning)
 
-# Kedro calls the last first: the run's lock is taken before its inputs are checked. TrackingHooks says
+# Kedro calls the last first: the run's lock is taken before its inputs are checked, and the run's engine
+# (a Dask cluster) opened after both, before the first node. TrackingHooks says
 # itself when it acts: the MLflow run starts after the lock and the checks, and what the run made is
 # recorded before the lock is given back and the summary printed.
-HOOKS = (NodeTimingHooks(), StoredInputHooks(), SummaryLastHooks(), RunLockHooks(), TrackingHooks())
+HOOKS = (ExecutionHooks(), NodeTimingHooks(), StoredInputHooks(), SummaryLastHooks(), RunLockHooks(),
+         TrackingHooks())
 # TrackingHooks drives kedro-mlflow's hook for this project: the plugin's own instance would open the
 # store with every session (predict, viz) and write each node's parameters one by one.
 DISABLE_HOOKS_FOR_PLUGINS = ("kedro_mlflow",)  # its distribution's name

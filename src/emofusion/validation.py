@@ -11,8 +11,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from emofusion.engine import DEFAULT_CHUNK_CLIPS
 from emofusion.errors import CorpusError, ParameterError, SplitConfigError
 from emofusion.imagenet.config import transfer_settings
 from emofusion.learning.splits import fold_files  # the pipelines' imports: only when used
@@ -130,6 +131,28 @@ class Tracking(_Strict):
     model: str | None = "chosen"
 
 
+MEMORY_SIZE = r"(?i)^\s*\d+(\.\d+)?(e\d+)?\s*([kMGT]i?B|B)?\s*$"
+
+
+class Execution(_Strict):
+    """Where the per-clip stages run (emofusion.engine)."""
+
+    engine: Literal["local", "dask"] = "local"
+    scheduler_address: str | None = Field(default=None, min_length=1)
+    chunk_clips: int = Field(default=DEFAULT_CHUNK_CLIPS, gt=0)
+    workers: int | None = Field(default=None, gt=0)
+    # Dask's own notation, as LocalCluster's memory_limit takes it: 4GiB, 512MB, 2e9.
+    worker_memory: str | None = Field(default=None, pattern=MEMORY_SIZE)
+
+    @model_validator(mode="after")
+    def _workers_only_for_a_cluster_started_here(self) -> Execution:
+        sized = self.workers is not None or self.worker_memory is not None
+        if self.scheduler_address is not None and sized:
+            raise ValueError("workers and worker_memory size a cluster started on this machine; a cluster "
+                             "joined at scheduler_address has its own, so leave them null")
+        return self
+
+
 class Parameters(BaseModel):
     model_config = ConfigDict(extra="allow")
     random_seed: int
@@ -148,6 +171,7 @@ class Parameters(BaseModel):
     out_of_domain: OutOfDomain
     classifiers: dict[str, ClassifierNumbers | None]
     tracking: Tracking = Tracking()
+    execution: Execution = Execution()
 
 
 def _schema_errors(parameters: Mapping[str, Any]) -> list[str]:

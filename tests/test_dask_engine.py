@@ -1,0 +1,179 @@
+"""The Dask engine (`execution.engine: dask`): the per-clip stages give the same values, in the same
+order, as on the local engine; a chunk whose worker dies is run again; a bad clip is a rejection as
+on the local engine; a scheduler that does not answer stops the run before any work."""
+
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import dask
+import distributed
+import numpy as np
+import pandas as pd
+import pytest
+import soundfile as sf
+
+from emofusion.engine import close_engine, current_engine, open_engine
+from emofusion.errors import EngineUnreachableError
+from emofusion.hooks import ExecutionHooks
+from emofusion.parallel import imap_chunks
+from emofusion.pipelines.data_processing.corpora import CLIP_COLUMNS
+from emofusion.pipelines.data_processing.nodes import preprocess_audio
+from emofusion.pipelines.feature_extraction.nodes import extract_lpcc, extract_mfcc
+
+RATE = 16000
+
+
+@pytest.fixture(autouse=True)
+def local_engine_after():
+    yield
+    close_engine()
+
+
+@pytest.fixture(scope="module")
+def in_process_cluster():
+    """Two workers in this process: the fastest cluster to start; the engine joins it by address."""
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
+                                  dashboard_address=":0") as cluster:
+        yield cluster
+
+
+@pytest.fixture
+def corpus(tmp_path) -> pd.DataFrame:
+    """A tiny corpus of tones and noise at different rates, with two clips that cannot be used."""
+    generator = np.random.default_rng(0)
+    paths = {}
+    for i in range(7):
+        t = np.arange(int(1.3 * RATE)) / RATE
+        signal = 0.3 * np.sin(2 * np.pi * (150 + 90 * i) * t) + 0.02 * generator.standard_normal(len(t))
+        paths[f"tiny/clip{i}"] = tmp_path / f"clip{i}.wav"
+        sf.write(paths[f"tiny/clip{i}"], signal.astype(np.float32), RATE if i % 2 else 22050)
+    paths["tiny/silent"] = tmp_path / "silent.wav"
+    sf.write(paths["tiny/silent"], np.zeros(RATE, dtype=np.float32), RATE)
+    paths["tiny/garbage"] = tmp_path / "garbage.wav"
+    paths["tiny/garbage"].write_bytes(b"not audio at all")
+    rows = [{"clip_id": clip_id, "corpus": "tiny", "path": str(path), "speaker": "s1", "emotion": "neutral",
+             "source_label": "neutral"} for clip_id, path in sorted(paths.items())]
+    return pd.DataFrame(rows).reindex(columns=CLIP_COLUMNS, fill_value="")
+
+
+def per_clip_stages(corpus, parameters):
+    audio_options = dict(parameters["audio"], duration_s=1.0)
+    audio, manifest, rejected = preprocess_audio(corpus, audio_options, n_jobs=1)
+    return (audio, manifest, rejected, extract_mfcc(audio, parameters["mfcc"], n_jobs=1),
+            extract_lpcc(audio, parameters["lpcc"], n_jobs=1))
+
+
+def test_the_dask_engine_gives_the_local_engine_s_values_in_its_order(in_process_cluster, corpus, parameters):
+    local = per_clip_stages(corpus, parameters)
+    open_engine(engine="dask", scheduler_address=in_process_cluster.scheduler_address, chunk_clips=2)
+    with distributed.get_task_stream(current_engine().dask.client()) as tasks:
+        on_dask = per_clip_stages(corpus, parameters)
+    # Every stage's chunks ran on the cluster: 9 clips, then 7 usable ones, 2 clips a chunk.
+    ran = pd.Series([task["key"].split("-", 1)[0] for task in tasks.data]).value_counts().to_dict()
+    assert ran == {"_preprocess_chunk": 5, "_clip_vectors": 8}
+    for here, there in zip(local[::3] + local[3:], on_dask[::3] + on_dask[3:], strict=True):
+        assert there.clip_ids.tolist() == here.clip_ids.tolist()
+        np.testing.assert_array_equal(there.values, here.values)
+        assert there.metadata == here.metadata
+    pd.testing.assert_frame_equal(on_dask[1], local[1])
+    # A bad clip on a worker is a recorded rejection, as on the local engine.
+    pd.testing.assert_frame_equal(on_dask[2], local[2])
+    assert on_dask[2]["clip_id"].tolist() == ["tiny/garbage", "tiny/silent"]
+    assert len(on_dask[0]) == 7
+
+
+def chunk_lengths(chunk: list[int]) -> list[int]:
+    return [len(chunk)] * len(chunk)
+
+
+def test_chunk_clips_sizes_the_chunks_on_the_local_engine_too():
+    open_engine(engine="local", chunk_clips=4)
+    assert current_engine().dask is None
+    sizes = list(imap_chunks(chunk_lengths, list(range(10)), n_jobs=1, description="sizes"))
+    assert sizes == [4] * 8 + [2] * 2
+
+
+class Context:
+    def __init__(self, execution):
+        self.params = {"execution": execution}
+
+
+def test_the_run_hook_opens_the_engine_of_the_settings_and_closes_it_however_the_run_ends(in_process_cluster):
+    hooks = ExecutionHooks()
+    hooks.after_context_created(Context({"engine": "dask", "chunk_clips": 3,
+                                         "scheduler_address": in_process_cluster.scheduler_address}))
+    for end in (lambda: hooks.after_pipeline_run({}, None, None),
+                lambda: hooks.on_pipeline_error(RuntimeError(), {}, None, None)):
+        hooks.before_pipeline_run({}, None, None)
+        assert current_engine().chunk_clips == 3
+        client = current_engine().dask.client()
+        assert client.status == "running"
+        end()
+        assert current_engine().dask is None and client.status == "closed"
+
+
+def echo_but_die_once(chunk: list[int], marker: str) -> list[int]:
+    """The chunk's items, but the first chunk to run ends its worker's process half-way through."""
+    done = []
+    for item in chunk:
+        if done and not os.path.exists(marker):
+            Path(marker).touch()
+            os._exit(1)
+        done.append(item)
+    return done
+
+
+def test_a_chunk_whose_worker_dies_runs_again_and_every_item_comes_back_once(tmp_path, caplog):
+    marker = tmp_path / "died"
+    with caplog.at_level(logging.INFO, logger="emofusion.engine"):
+        open_engine(engine="dask", workers=2, chunk_clips=3)
+        items = list(range(20))
+        assert list(imap_chunks(echo_but_die_once, items, n_jobs=1, description="dying",
+                                marker=str(marker))) == items
+    assert marker.exists()  # a worker did die
+    assert "Started a Dask cluster of 2 workers on this machine; its dashboard: http" in caplog.text
+
+
+def test_a_chunk_that_kills_worker_after_worker_stops_the_map_saying_what_to_change(tmp_path):
+    with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
+        open_engine(engine="dask", workers=1)
+        with pytest.raises(RuntimeError, match="Dask workers running echo_but_die_once died again and "
+                                               "again.*raise execution.worker_memory or lower"):
+            list(imap_chunks(echo_but_die_once, [1, 2], n_jobs=1, description="dying",
+                             marker=str(tmp_path / "died")))
+
+
+def failing(chunk: list[int]) -> list[int]:
+    raise ValueError(f"a bug in the chunk function at {chunk[0]}")
+
+
+def test_an_error_in_a_chunk_function_is_raised_here(in_process_cluster):
+    open_engine(engine="dask", scheduler_address=in_process_cluster.scheduler_address)
+    with pytest.raises(ValueError, match="a bug in the chunk function at 0"):
+        list(imap_chunks(failing, [0, 1, 2], n_jobs=1, description="failing"))
+
+
+def test_a_scheduler_that_does_not_answer_stops_the_engine_opening_naming_its_address():
+    address = "tcp://127.0.0.1:9"  # the discard port: nothing listens there
+    with dask.config.set({"distributed.comm.timeouts.connect": "1s"}), \
+            pytest.raises(EngineUnreachableError, match=f"no Dask scheduler answered at {address}"):
+        open_engine(engine="dask", scheduler_address=address)
+    assert current_engine().dask is None  # the run would go on nowhere
+
+
+def test_a_run_whose_scheduler_does_not_answer_stops_before_any_node_naming_the_address(scratch_project):
+    project = scratch_project()
+    address = "tcp://127.0.0.1:9"
+    env = dict(os.environ, KEDRO_DISABLE_TELEMETRY="1", PYTHONWARNINGS="ignore", COLUMNS="400",
+               DASK_DISTRIBUTED__COMM__TIMEOUTS__CONNECT="1s")
+    run = subprocess.run([sys.executable, "-m", "kedro", "run", "--pipelines=data_processing", "--params",
+                          f"execution.engine=dask,execution.scheduler_address={address}"],
+                         cwd=project, env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode != 0
+    assert f"no Dask scheduler answered at {address}" in run.stderr
+    # Not even the corpus manifest, the first node, which writes the demo corpus.
+    made = [path for path in (project / "data").rglob("*") if path.is_file()]
+    assert made == [], made
