@@ -31,6 +31,11 @@ def test_the_project_settings_pass(parameters, paper_parameters):
 
 @pytest.mark.parametrize(("path", "value", "message"), [
     ("audio.crop", "middle", "audio.crop: Input should be 'start', 'centre' or 'end' (got 'middle')"),
+    ("corpus_sources.ravdess.reader", "ravdes", "corpus_sources.ravdess.reader: Value error, unknown reader "
+                                                "'ravdes'"),
+    ("corpus_sources.crema_d.sample_fraction", 25, "corpus_sources.crema_d.sample_fraction: Input should be "
+                                                   "less than or equal to 1 (got 25)"),
+    ("corpus_sources.savee.folder", "x", "corpus_sources.savee.folder: Extra inputs are not permitted"),
     ("audio.long_clips", "loop", "audio.long_clips: Input should be 'crop' or 'windows'"),
     ("classifiers.dnn.batch_size", 0, "classifiers.dnn.batch_size: Input should be greater than 0 (got 0)"),
     ("classifiers.dnn.epochs", "many", "classifiers.dnn.epochs: Input should be a valid integer"),

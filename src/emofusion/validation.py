@@ -11,13 +11,13 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from emofusion.engine import DEFAULT_CHUNK_CLIPS
 from emofusion.errors import CorpusError, ParameterError, SplitConfigError
 from emofusion.imagenet.config import transfer_settings
 from emofusion.learning.splits import fold_files  # the pipelines' imports: only when used
-from emofusion.pipelines.data_processing.corpora import compile_speaker_pattern
+from emofusion.pipelines.data_processing.corpora import READERS, compile_speaker_pattern
 from emofusion.registry import feature_streams
 from emofusion.run_spec import run_spec
 
@@ -26,6 +26,23 @@ DEFAULT_DEMO_PATH = "data/01_raw/demo"
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+class CorpusSource(_Strict):
+    """One entry of `corpus_sources`: its reader (naming scheme), folder or CSV, and options."""
+
+    reader: str
+    path: str
+    sample_fraction: float = Field(default=1.0, gt=0, le=1)
+    label_map: dict[str, str] | None = None
+    speaker_pattern: str | None = None  # folder and csv readers; checked with the corpora
+
+    @field_validator("reader")
+    @classmethod
+    def _known_reader(cls, reader: str) -> str:
+        if reader not in READERS:
+            raise ValueError(f"unknown reader '{reader}'; choose one of {sorted(READERS)}")
+        return reader
 
 
 class Audio(_Strict):
@@ -157,6 +174,7 @@ class Parameters(BaseModel):
     model_config = ConfigDict(extra="allow")
     random_seed: int
     n_jobs: int
+    corpus_sources: dict[str, CorpusSource | None]
     resume: bool = True
     audio: Audio
     mfcc: Mfcc
