@@ -17,7 +17,7 @@ from sklearn.pipeline import Pipeline
 from emofusion.clip_array import ClipArray
 from emofusion.finished_folds import FinishedFolds
 from emofusion.fusion_layout import CNN_STREAM
-from emofusion.learning.assembly import select_and_fit
+from emofusion.learning.assembly import cost_paths, select_and_fit
 from emofusion.learning.domain import describe_domain
 from emofusion.learning.folds import (
     check_model_inputs,
@@ -124,8 +124,13 @@ def _fit_fold(fused_features: ClipArray, rows: pd.DataFrame, emotion: Mapping[st
                 f"chose {chosen} of {selection['candidates']} candidates, " if chosen else "",
                 selection["validation_uar"], len(test_ids),
                 float((table["emotion"] == table["predicted"]).mean()), time.perf_counter() - started)
+    costs = cost_paths(model)
+    approximate = {step: path for step, path in costs.items() if path != "exact"}
+    if approximate:
+        logger.info("Fold %d/%d: more training clips than the exact methods take: %s", fold + 1, folds,
+                    ", ".join(f"{step} {path}" for step, path in approximate.items()))
     return {"model": model if keep_model else None, "domain": domain if keep_model else None,
-            "selection": {"fold": int(fold), **selection}, "predictions": table}
+            "selection": {"fold": int(fold), **selection, "costs": costs}, "predictions": table}
 
 
 def corpus_scores(**metrics: Mapping[str, Any]) -> pd.DataFrame:
