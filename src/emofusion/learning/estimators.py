@@ -126,8 +126,7 @@ class KernelSVC(ClassifierMixin, BaseEstimator):
             return svc.decision_function(features[held_out])
         return scores_of
 
-    def _cross_validated_scores(self, y: np.ndarray,
-                                scores_of: HeldOutScores) -> np.ndarray:
+    def _cross_validated_scores(self, y: np.ndarray, scores_of: HeldOutScores) -> np.ndarray:
         """Scores of each training clip from an SVM that did not see it, for the probability
         calibration."""
         folds = min(5, int(np.unique(y, return_counts=True)[1].min()))

@@ -31,7 +31,8 @@ def mapped(kernel_map: Nystroem | None, X: np.ndarray) -> np.ndarray:
 
 
 def linear_one_vs_one(C: float, random_state: int | None) -> OneVsOneClassifier:
-    """One linear SVM per pair of classes, voting as libsvm's do. The squared hinge is solved in the
-    primal (the map has far fewer columns than rows), whose iterations do not grow with C as the
-    dual's do."""
-    return OneVsOneClassifier(LinearSVC(C=C, dual=False, max_iter=1000, random_state=random_state))
+    """One linear SVM per pair of classes, voting as libsvm's do, with libsvm's loss (the hinge, by
+    liblinear's dual coordinate descent: each pass linear in the rows). On the map of all of a
+    RAVDESS fold's training clips, its answers to the validation clips agree with the exact SVM's
+    on 98.8% of them, the squared hinge's on 96.2% (docs/speed.md)."""
+    return OneVsOneClassifier(LinearSVC(C=C, loss="hinge", dual=True, random_state=random_state))
