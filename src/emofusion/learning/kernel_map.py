@@ -31,8 +31,7 @@ def mapped(kernel_map: Nystroem | None, X: np.ndarray) -> np.ndarray:
 
 
 def linear_one_vs_one(C: float, random_state: int | None) -> OneVsOneClassifier:
-    """One linear SVM per pair of classes, voting as libsvm's do, with libsvm's loss (the hinge, by
-    liblinear's dual coordinate descent: each pass linear in the rows). On the map of all of a
-    RAVDESS fold's training clips, its answers to the validation clips agree with the exact SVM's
-    on 98.8% of them, the squared hinge's on 96.2% (docs/speed.md)."""
-    return OneVsOneClassifier(LinearSVC(C=C, loss="hinge", dual=True, random_state=random_state))
+    """One linear SVM per pair of classes, voting as libsvm's do. The squared hinge, solved in the
+    primal (Newton steps, each linear in the rows): libsvm's own hinge, by liblinear's dual, did
+    not converge in 1,000 passes on RAVDESS's folds and scored lower there (docs/speed.md)."""
+    return OneVsOneClassifier(LinearSVC(C=C, dual=False, random_state=random_state))
