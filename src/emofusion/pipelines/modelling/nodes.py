@@ -67,7 +67,8 @@ def fit_and_predict(fused_features: ClipArray, data_split: pd.DataFrame,
     rerun reuses the folds made with the same settings unless `parameters["resume"]` is false.
 
     The model card holds what predicting new audio must reproduce, the label order and how every
-    feature stream was made, what was chosen on each fold's validation clips and the split used."""
+    feature stream was made, what was chosen on each fold's validation clips, the methods its size
+    chose (`costs`: the exact kernel and PCA, or their linear-cost approximations) and the split used."""
     check_model_inputs(fused_features, data_split_settings, fusion_variant_options, parameters)
     metadata = fused_features.metadata
     out_of_domain = parameters["out_of_domain"]
