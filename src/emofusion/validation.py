@@ -116,6 +116,8 @@ class ClassifierNumbers(BaseModel):
     C: float | None = Field(default=None, gt=0)
     kernel: Literal["rbf", "linear"] | None = None
     gamma: Literal["scale"] | float | None = None
+    exact_kernel_max_clips: int | None = Field(default=None, ge=0)
+    approximate_components: int | None = Field(default=None, ge=1)
     layers: list[Layer] | None = None
     learning_rate: float | None = Field(default=None, gt=0)
     epochs: int | None = Field(default=None, gt=0)

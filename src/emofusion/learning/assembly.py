@@ -82,6 +82,20 @@ def build_model(blocks: Sequence[Mapping[str, Any]], groups: Sequence[Sequence[s
     return Pipeline([("classify", LateFusionClassifier(columns, models))])
 
 
+def cost_paths(model: Pipeline) -> dict[str, str]:
+    """Which method each fitted step used, chosen by its number of training clips: the SVM's kernel
+    (`kernel`: exact, nystroem or linear) and the PCA's (`pca`: exact or incremental); for late
+    fusion, per group of streams (`kernel.0`, ...)."""
+    last = model[-1]
+    pipelines = last.models_ if isinstance(last, LateFusionClassifier) else [model]
+    paths = {}
+    for group, pipeline in enumerate(pipelines):
+        suffix = f".{group}" if len(pipelines) > 1 else ""
+        for name, step, attribute in (("pca", "reduce", "path_"), ("kernel", "classify", "kernel_path_")):
+            path = getattr(pipeline.named_steps.get(step), attribute, None)
+            if path is not None:
+                paths[name + suffix] = path
+    return paths
 
 
 def search_candidates(search: Mapping[str, Sequence[Any]] | None, groups: Sequence[Sequence[str]]

@@ -10,11 +10,17 @@ from typing import Any
 
 import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.decomposition import IncrementalPCA
+from sklearn.utils import gen_batches
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from emofusion.errors import ClassifierConfigError
 
 ROWS_PER_CHUNK = 256  # rows scaled at a time, so no float64 copy of a 98,304-wide matrix is made
+# Exact principal axes up to this many training clips (their n x n Gram matrix: 1.6 GB in float64
+# at 20,000), axes found batch by batch of PCA_BATCH_CLIPS above; chosen in docs/speed.md.
+PCA_EXACT_MAX_CLIPS = 20_000
+PCA_BATCH_CLIPS = 2_048
 
 
 class BlockScaler(TransformerMixin, BaseEstimator):
@@ -74,15 +80,21 @@ class BlockReducer(TransformerMixin, BaseEstimator):
     is), never more than the block has columns or the training rows can give. The weights act
     after the projection (a rotation and a cut, which commutes with scaling), so candidates that
     differ only in block weights share one fitted PCA. `projections_[i]` is (mean, components) of
-    block i, or None."""
+    block i, or None. Above `exact_max_clips` training rows the axes are found batch by batch
+    (`incremental_axes`), so memory does not grow with the square of the rows; `path_` says which
+    was used."""
 
     def __init__(self, blocks: Sequence[tuple[int, int]] = (), components: Sequence[int | None] = (),
-                 weights: Sequence[float] = ()) -> None:
+                 weights: Sequence[float] = (), exact_max_clips: int = PCA_EXACT_MAX_CLIPS,
+                 batch_clips: int = PCA_BATCH_CLIPS) -> None:
         self.blocks = blocks
         self.components = components
         self.weights = weights
+        self.exact_max_clips = exact_max_clips
+        self.batch_clips = batch_clips
 
     def fit(self, X: np.ndarray, y: Any = None) -> BlockReducer:
+        self.path_ = "exact" if len(X) <= self.exact_max_clips else "incremental"
         self.projections_ = []
         for (start, stop), wanted in zip(self.blocks, self.components, strict=True):
             kept = None if wanted is None else min(int(wanted), stop - start, len(X) - 1)
@@ -90,7 +102,9 @@ class BlockReducer(TransformerMixin, BaseEstimator):
                 raise ClassifierConfigError(f"pca must keep at least one component, got {wanted} "
                                             f"(with {len(X)} training clips)")
             self.projections_.append(None if kept is None or kept == stop - start
-                                     else principal_components(X[:, start:stop], kept))
+                                     else principal_components(X[:, start:stop], kept)
+                                     if self.path_ == "exact"
+                                     else incremental_axes(X[:, start:stop], kept, self.batch_clips))
         self.n_features_in_ = X.shape[1]
         return self
 
@@ -137,10 +151,25 @@ def principal_components(rows: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarr
         axes = np.divide(axes, norms, out=np.zeros_like(axes), where=norms > 1e-6 * max(norms[0], 1e-30))
     else:
         axes = vectors.astype(np.float32)
-    axes = axes.T
-    signs = np.sign(axes[np.arange(len(axes)), np.abs(axes).argmax(axis=1)])
-    result = (mean, np.ascontiguousarray(axes * np.where(signs == 0, 1.0, signs)[:, None], dtype=np.float32))
+    result = (mean, _signed(axes.T))
     _principal_components[key] = result
     while len(_principal_components) > PRINCIPAL_COMPONENTS_KEPT:
         _principal_components.popitem(last=False)
     return result
+
+
+def incremental_axes(rows: np.ndarray, n: int, batch_rows: int) -> tuple[np.ndarray, np.ndarray]:
+    """As `principal_components`, from batches of `batch_rows` rows (IncrementalPCA): memory grows
+    with the batch and the width, time linearly with the rows, where the exact axes need the
+    rows' n x n Gram matrix (40 GB in float32 at 10^5 clips)."""
+    pca = IncrementalPCA(n)
+    # gen_batches merges a short last batch into the one before: each batch needs n rows.
+    for batch in gen_batches(len(rows), max(int(batch_rows), n), min_batch_size=n):
+        pca.partial_fit(np.asarray(rows[batch], dtype=np.float64))
+    return pca.mean_.astype(np.float32), _signed(pca.components_)
+
+
+def _signed(axes: np.ndarray) -> np.ndarray:
+    """The axes (rows) with each one's largest entry positive, so that the result is unique."""
+    signs = np.sign(axes[np.arange(len(axes)), np.abs(axes).argmax(axis=1)])
+    return np.ascontiguousarray(axes * np.where(signs == 0, 1.0, signs)[:, None], dtype=np.float32)

@@ -8,7 +8,7 @@ import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from tqdm import tqdm
 
 from emofusion.errors import ClassifierConfigError
+from emofusion.learning.kernel_map import fit_kernel_map, linear_one_vs_one, mapped
 from emofusion.learning.training_process import (
     DNN_FOLDER_PREFIX,
     early_stopping_rows,
@@ -39,7 +40,11 @@ logger = logging.getLogger(__name__)
 FRESH_PROCESS_WEIGHTS = 10_000_000  # first-layer weights from which a network trains in a process of its own
 # The dense network's Keras dtype policies.
 DENSE_NETWORK_PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
-
+# The SVM's exact kernel up to this many training clips (its n x n matrix: 3.2 GB in float64 at
+# 20,000), a Nyström map of this many columns above; both chosen in docs/speed.md.
+EXACT_KERNEL_MAX_CLIPS = 20_000
+APPROXIMATE_COMPONENTS = 1_000
+HeldOutScores = Callable[[np.ndarray, np.ndarray], np.ndarray]  # (train rows, held-out rows) -> scores
 
 
 class KernelSVC(ClassifierMixin, BaseEstimator):
@@ -49,14 +54,24 @@ class KernelSVC(ClassifierMixin, BaseEstimator):
     matrix product makes the whole training kernel in about a second. Only the support vectors are
     kept for prediction. With `probability`, class probabilities come from a multinomial logistic
     calibration of the SVM's scores, fitted on cross-validated scores of the training clips
-    (Platt's idea; scikit-learn deprecates SVC's own `probability`)."""
+    (Platt's idea; scikit-learn deprecates SVC's own `probability`).
+
+    The exact kernel is n x n: above `exact_kernel_max_clips` training clips, the rows are mapped
+    by Nyström's approximation of the same kernel (`approximate_components` columns) and
+    classified by linear one-vs-one SVMs, so time and memory grow linearly with the clips; the
+    scores, their calibration and the answers are made alike (the linear kernel needs no map).
+    `kernel_path_` says which was used: exact, nystroem or linear."""
 
     def __init__(self, kernel: str = "rbf", C: float = 1.0, gamma: float | str = "scale",
-                 probability: bool = True, random_state: int | None = None) -> None:
+                 probability: bool = True, exact_kernel_max_clips: int = EXACT_KERNEL_MAX_CLIPS,
+                 approximate_components: int = APPROXIMATE_COMPONENTS,
+                 random_state: int | None = None) -> None:
         self.kernel = kernel
         self.C = C
         self.gamma = gamma
         self.probability = probability
+        self.exact_kernel_max_clips = exact_kernel_max_clips
+        self.approximate_components = approximate_components
         self.random_state = random_state
 
     def _kernel(self, X: np.ndarray, Y: np.ndarray) -> np.ndarray:
@@ -69,44 +84,77 @@ class KernelSVC(ClassifierMixin, BaseEstimator):
             raise ClassifierConfigError(f"svm kernel '{self.kernel}' is not one of: rbf, linear")
         X, y = validate_data(self, X, y, dtype=np.float32)
         check_classification_targets(y)
+        if len(np.unique(y)) < 2:
+            raise ValueError("the svm needs clips of at least 2 emotions, got 1 class")
         self.gamma_ = 1.0 / (X.shape[1] * float(X.var())) if self.gamma == "scale" else float(self.gamma)
+        if len(X) > self.exact_kernel_max_clips:
+            scores_of = self._fit_approximate(X, y)
+        else:
+            scores_of = self._fit_exact(X, y)
+        self.classes_ = self.svc_.classes_
+        if self.probability:
+            scores = self._cross_validated_scores(y, scores_of)
+            self.calibrator_ = LogisticRegression(max_iter=1000).fit(scores, y)
+        return self
+
+    def _fit_exact(self, X: np.ndarray, y: np.ndarray) -> HeldOutScores:
+        """libsvm on the whole kernel matrix; returns how held-out rows are scored by an SVM fitted
+        on the others, cut from that one matrix."""
         kernel = self._kernel(X, X)
+        self.kernel_path_ = "exact"
         self.svc_ = SVC(kernel="precomputed", C=self.C).fit(kernel, y)
         self.support_vectors_ = X[self.svc_.support_]
         self.n_training_rows_ = len(X)
-        self.classes_ = self.svc_.classes_
-        if self.probability:
-            self.calibrator_ = LogisticRegression(max_iter=1000).fit(
-                self._cross_validated_scores(kernel, y), y)
-        return self
 
-    def _cross_validated_scores(self, kernel: np.ndarray, y: np.ndarray) -> np.ndarray:
-        """Scores of each training clip from an SVM that did not see it, cut from the one kernel
-        matrix already computed, for the probability calibration."""
+        def scores_of(train: np.ndarray, held_out: np.ndarray) -> np.ndarray:
+            svc = SVC(kernel="precomputed", C=self.C).fit(kernel[np.ix_(train, train)], y[train])
+            return svc.decision_function(kernel[np.ix_(held_out, train)])
+        return scores_of
+
+    def _fit_approximate(self, X: np.ndarray, y: np.ndarray) -> HeldOutScores:
+        """Linear one-vs-one SVMs on the Nyström map of the RBF kernel (the rows themselves for the
+        linear kernel), made once; held-out rows are scored by SVMs fitted on the others' images
+        (the map's landmark rows are drawn from all training clips, as `gamma_` is computed from
+        all of them)."""
+        self.kernel_path_ = "nystroem" if self.kernel == "rbf" else "linear"
+        self.kernel_map_ = (fit_kernel_map(X, self.gamma_, self.approximate_components, self.random_state)
+                            if self.kernel == "rbf" else None)
+        features = mapped(self.kernel_map_, X)
+        self.svc_ = linear_one_vs_one(self.C, self.random_state).fit(features, y)
+
+        def scores_of(train: np.ndarray, held_out: np.ndarray) -> np.ndarray:
+            svc = linear_one_vs_one(self.C, self.random_state).fit(features[train], y[train])
+            return svc.decision_function(features[held_out])
+        return scores_of
+
+    def _cross_validated_scores(self, y: np.ndarray, scores_of: HeldOutScores) -> np.ndarray:
+        """Scores of each training clip from an SVM that did not see it, for the probability
+        calibration."""
         folds = min(5, int(np.unique(y, return_counts=True)[1].min()))
         if folds < 2:
             raise ValueError("svm probabilities need at least 2 training clips of every emotion")
         scores = np.zeros((len(y), len(self.classes_) if len(self.classes_) > 2 else 1))
         splitter = StratifiedKFold(folds, shuffle=True, random_state=self.random_state)
         for train, held_out in splitter.split(y, y):
-            svc = SVC(kernel="precomputed", C=self.C).fit(kernel[np.ix_(train, train)], y[train])
-            held_out_scores = svc.decision_function(kernel[np.ix_(held_out, train)])
-            scores[held_out] = held_out_scores.reshape(len(held_out), -1)
+            scores[held_out] = scores_of(train, held_out).reshape(len(held_out), -1)
         return scores
 
-    def _test_kernel(self, X: np.ndarray) -> np.ndarray:
-        # libsvm indexes a precomputed kernel by training row; rows that are not support vectors
-        # have no weight, so their columns can stay zero.
+    def _inputs(self, X: np.ndarray) -> np.ndarray:
+        """What the fitted SVMs score: the rows' Nyström images, or their kernel with the training
+        rows. libsvm indexes a precomputed kernel by training row; rows that are not support vectors
+        have no weight, so their columns can stay zero."""
         check_is_fitted(self)
         X = validate_data(self, X, dtype=np.float32, reset=False)
+        if getattr(self, "kernel_path_", "exact") != "exact":  # models fitted before it had no path
+            return mapped(self.kernel_map_, X)
         kernel = np.zeros((len(X), self.n_training_rows_))
         kernel[:, self.svc_.support_] = self._kernel(X, self.support_vectors_)
         return kernel
 
     def decision_function(self, X: np.ndarray) -> np.ndarray:
         """Per-class scores aggregated from the one-vs-one votes (scikit-learn's 'ovr' shape)."""
-        kernel = self._test_kernel(X)
-        return self.svc_.decision_function(kernel)
+        inputs = self._inputs(X)
+        return self.svc_.decision_function(inputs)
 
     def predict(self, X: np.ndarray) -> np.ndarray:
         """The most probable class when the SVM gives probabilities, so that scored predictions,
@@ -114,7 +162,8 @@ class KernelSVC(ClassifierMixin, BaseEstimator):
         if self.probability:
             most_probable = self.predict_proba(X).argmax(axis=1)
             return self.classes_[most_probable]
-        return self.svc_.predict(self._test_kernel(X))
+        inputs = self._inputs(X)
+        return self.svc_.predict(inputs)
 
     @available_if(lambda self: self.probability)
     def predict_proba(self, X: np.ndarray) -> np.ndarray:

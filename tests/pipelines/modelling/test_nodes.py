@@ -176,6 +176,17 @@ def test_the_model_card_and_metrics_record_the_split_as_it_was_made():
     assert interval["low"] <= metrics["unweighted_average_recall"] <= interval["high"]
 
 
+def test_the_model_card_and_the_log_say_which_fold_used_an_approximation(caplog):
+    features, clips = fused(n_per_emotion=36, width=40)
+    split = split_clips(clips, RANDOM_SPLIT, 0)
+    _, card, _ = fit(features, split, {"kind": "svm", "C": 1.0}, {"b": {"pca": 5}})
+    assert [fold["costs"] for fold in card["model_selection"]] == [{"pca": "exact", "kernel": "exact"}]
+    with caplog.at_level(logging.INFO, logger="emofusion"):
+        _, card, _ = fit(features, split, {"kind": "svm", "C": 1.0, "exact_kernel_max_clips": 0})
+    assert [fold["costs"] for fold in card["model_selection"]] == [{"kernel": "nystroem"}]
+    assert any("exact methods take: kernel nystroem" in record.getMessage() for record in caplog.records)
+
+
 def test_a_model_refuses_fused_features_made_with_other_fusion_or_stream_settings():
     features, clips = fused()
     mfcc = ClipArray(features.clip_ids, features.values[:, :2], {"made_with": {"mfcc": {"n_mfcc": 40}}})

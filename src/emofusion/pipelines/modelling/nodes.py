@@ -17,7 +17,7 @@ from sklearn.pipeline import Pipeline
 from emofusion.clip_array import ClipArray
 from emofusion.finished_folds import FinishedFolds
 from emofusion.fusion_layout import CNN_STREAM
-from emofusion.learning.assembly import select_and_fit
+from emofusion.learning.assembly import cost_paths, select_and_fit
 from emofusion.learning.domain import describe_domain
 from emofusion.learning.folds import (
     check_model_inputs,
@@ -67,7 +67,8 @@ def fit_and_predict(fused_features: ClipArray, data_split: pd.DataFrame,
     rerun reuses the folds made with the same settings unless `parameters["resume"]` is false.
 
     The model card holds what predicting new audio must reproduce, the label order and how every
-    feature stream was made, what was chosen on each fold's validation clips and the split used."""
+    feature stream was made, what was chosen on each fold's validation clips, the methods its size
+    chose (`costs`: the exact kernel and PCA, or their linear-cost approximations) and the split used."""
     check_model_inputs(fused_features, data_split_settings, fusion_variant_options, parameters)
     metadata = fused_features.metadata
     out_of_domain = parameters["out_of_domain"]
@@ -124,8 +125,13 @@ def _fit_fold(fused_features: ClipArray, rows: pd.DataFrame, emotion: Mapping[st
                 f"chose {chosen} of {selection['candidates']} candidates, " if chosen else "",
                 selection["validation_uar"], len(test_ids),
                 float((table["emotion"] == table["predicted"]).mean()), time.perf_counter() - started)
+    costs = cost_paths(model)
+    approximate = {step: path for step, path in costs.items() if path != "exact"}
+    if approximate:
+        logger.info("Fold %d/%d: more training clips than the exact methods take: %s", fold + 1, folds,
+                    ", ".join(f"{step} {path}" for step, path in approximate.items()))
     return {"model": model if keep_model else None, "domain": domain if keep_model else None,
-            "selection": {"fold": int(fold), **selection}, "predictions": table}
+            "selection": {"fold": int(fold), **selection, "costs": costs}, "predictions": table}
 
 
 def corpus_scores(**metrics: Mapping[str, Any]) -> pd.DataFrame:
