@@ -180,6 +180,16 @@ def _fit_early(model: Pipeline, preprocessed: dict[str, Pipeline], train: tuple[
     return _uar(transformed, estimator), estimator, shared
 
 
+def _voting_while_searching(classifier_options: Mapping[str, Any], random_seed: int, late: bool,
+                            candidates: int) -> dict[str, Any]:
+    """A classifier that calibrates probabilities by extra fits (the SVM) compares the candidates of
+    early fusion by its vote, without them; the chosen one is then scored as it answers (its most
+    probable class)."""
+    calibrates = (classifier_options.get("probability", True)
+                  and "probability" in build_classifier(classifier_options, random_seed).get_params())
+    return {"probability": False} if not late and candidates > 1 and calibrates else {}
+
+
 def select_and_fit(features_metadata: Mapping[str, Any], classifier_options: Mapping[str, Any],
                    reduction_options: Mapping[str, Any] | None, random_seed: int,
                    train: tuple[np.ndarray, np.ndarray], validation: tuple[np.ndarray, np.ndarray],
@@ -209,12 +219,7 @@ def select_and_fit(features_metadata: Mapping[str, Any], classifier_options: Map
         return build_model(candidate_blocks, groups, {**settings, **overrides}, candidate_reduction, balanced,
                            random_seed)
 
-    # A classifier that calibrates probabilities by extra fits (the SVM) compares the candidates of
-    # early fusion by its vote, without them; the chosen one is then scored as it answers (its most
-    # probable class).
-    voting = ({"probability": False} if not late and len(candidates) > 1
-              and classifier_options.get("probability", True)
-              and "probability" in build_classifier(classifier_options, random_seed).get_params() else {})
+    voting = _voting_while_searching(classifier_options, random_seed, late, len(candidates))
     best: tuple[float, dict[str, Any], Any, Pipeline] | None = None
     preprocessed: dict[str, Pipeline] = {}
     for candidate in candidates:
