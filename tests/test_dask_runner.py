@@ -85,3 +85,13 @@ def test_a_node_s_error_on_a_worker_fails_the_run_with_its_message(cluster_engin
     with pytest.raises(ValueError, match="cannot score 3 values"):
         DaskRunner().run(steps, catalog)
     assert "Node score failed on a Dask worker: cannot score 3 values" in caplog.text
+
+
+def test_without_the_run_s_cluster_the_runner_opens_one_of_the_execution_settings_and_closes_it(tmp_path):
+    total_file = PickleDataset(filepath=str(tmp_path / "total.pkl"))
+    catalog = DataCatalog({"values": MemoryDataset([1, 2, 3]), "total": total_file,
+                           "parameters": MemoryDataset({"execution": {"workers": 1}})})
+    DaskRunner().run(Pipeline([node(double, "values", "doubled"), node(total, "doubled", "total")]), catalog)
+    assert total_file.load() == 12
+    with pytest.raises(ValueError, match="No global client"):
+        distributed.get_client()
