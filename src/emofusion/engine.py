@@ -45,6 +45,7 @@ class DaskEngine:
         if self._client is not None:
             return self._client
         # Imported here: a run on the local engine, and every worker process, does without Dask.
+        import dask
         import distributed
 
         # Dask's scheduler and nannies say each connection they make at INFO, which would bury the
@@ -52,6 +53,9 @@ class DaskEngine:
         logging.getLogger("distributed").setLevel(logging.WARNING)
 
         if self.scheduler_address is None:
+            # Nodes run as tasks by emofusion.runner start processes on a worker (a network's
+            # training process), which a daemonic worker may not. Read as each worker starts.
+            dask.config.set({"distributed.worker.daemon": False})
             workers = self.workers or os.cpu_count() or 1
             self._cluster = distributed.LocalCluster(
                 n_workers=workers, threads_per_worker=1, processes=True,

@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
+from contextlib import contextmanager
 from functools import partial
 from typing import Any, TypeVar
 
@@ -45,8 +46,28 @@ def die_with_parent(parent_pid: int) -> None:
     threading.Thread(target=watch, name="die-with-parent", daemon=True).start()
 
 
+# Set in a thread running a node as a Dask task (emofusion.runner). The cluster gives each task one of
+# its worker's threads: a pool the task started would take cores the scheduler places other tasks on,
+# and memory the worker's nanny does not count (it watches its worker's process alone). So there a
+# model's folds, and a node's chunks, run one after another in the task; the models side by side on
+# the cluster's workers are the parallelism.
+_cluster_task = threading.local()
+
+
+@contextmanager
+def one_job_at_a_time() -> Iterator[None]:
+    """Within, `n_jobs` means one job in this thread (see `_cluster_task`)."""
+    _cluster_task.active = True
+    try:
+        yield
+    finally:
+        _cluster_task.active = False
+
+
 def effective_n_jobs(n_jobs: int) -> int:
-    """``-1`` means every core; never more workers than cores."""
+    """``-1`` means every core; never more workers than cores, and one in a cluster's task."""
+    if getattr(_cluster_task, "active", False):
+        return 1
     cores = os.cpu_count() or 1
     return cores if n_jobs is None or n_jobs <= 0 else min(n_jobs, cores)
 

@@ -77,7 +77,8 @@ def fit_and_predict(fused_features: ClipArray, data_split: pd.DataFrame,
                  "reduction": reduction_options, "random_seed": random_seed, "out_of_domain": out_of_domain}
 
     def train(todo: list[int], inputs: Mapping[int, tuple[pd.DataFrame, dict[str, str]]]) -> Any:
-        # The folds to train run side by side, one per worker process (`n_jobs`), each stored as it ends.
+        # The folds to train run side by side, one per worker process (`n_jobs`), each stored as it ends;
+        # one after another in a Dask task (emofusion.runner), where the models are side by side.
         first = min(inputs)
         # The kind's estimator by import path: the worker processes get no parameters to find it in.
         classifier = with_estimator(classifier_options, parameters)
