@@ -1,7 +1,7 @@
-"""The generated instances, in one place: which fusion variants, models (every fusion variant with
-every classifier) and fine-tuned models the active configuration names, the rules for their names,
-and the catalog names of their outputs. Pipelines, hooks, validation and the CLI ask this module,
-and nothing else, which instances there are.
+"""The checks and names of the generated instances: fusion variants, classifiers and fine-tuned
+models, the rules for their names, and the catalog names of their outputs; and which parameters the
+pipelines are built from. Which instances a configuration has is emofusion.run_spec's answer,
+parsed once from these checks.
 
 Kedro hands parameters to nodes only when they run; the namespaced pipelines, though, must exist
 before that. Kedro builds its pipeline registry lazily, at the first look-up of a pipeline, and
@@ -12,7 +12,7 @@ hands its configuration loader, which knows the environment (`--env`, KEDRO_ENV 
 it: the pipelines are built from the same parameters as the nodes get. Without a session (`kedro
 registry list`, tests), the environment is the one in KEDRO_ENV.
 
-Every pipeline's pipeline.py imports this module, so it sits below the pipelines and imports none
+Pipelines import this module, so it sits below the pipelines and imports none
 of them: the checks it calls (a fusion variant's layout, the classifiers, the fine-tuning entries)
 live below it too (emofusion.fusion_layout, emofusion.learning). Building every pipeline is
 emofusion.pipeline_registry's, above them."""

@@ -6,7 +6,6 @@ parse per configuration (`run_spec` keeps the last ones by content), so no setti
 
 from __future__ import annotations
 
-import copy
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -27,7 +26,6 @@ from emofusion.registry import FeatureStream, feature_streams
 
 @dataclass(frozen=True, eq=False)
 class RunSpec:
-    parameters: Mapping[str, Any]
     streams: dict[str, FeatureStream]
     variants: dict[str, dict[str, Any]]  # name -> layout (fusion_layout.variant_layout)
     models: list[tuple[str, str]]  # (variant, classifier) of modelling
@@ -87,14 +85,14 @@ def run_spec(parameters: Mapping[str, Any] | None = None) -> RunSpec:
     if key not in _parsed:
         if len(_parsed) >= 8:
             _parsed.pop(next(iter(_parsed)))
-        _parsed[key] = _parse(copy.deepcopy(dict(parameters)))
+        _parsed[key] = _parse(parameters)
     return _parsed[key]
 
 
-def _parse(parameters: dict[str, Any]) -> RunSpec:
+def _parse(parameters: Mapping[str, Any]) -> RunSpec:
     streams = feature_streams(parameters)
     variants = validated_fusion_variants(parameters["fusion_variants"], streams)
     classifiers = validated_classifiers(parameters, streams)
-    return RunSpec(parameters=parameters, streams=streams, variants=variants,
+    return RunSpec(streams=streams, variants=variants,
                    models=[(variant, classifier) for variant in variants for classifier in classifiers],
                    fine_tuning=fine_tuning_entries(parameters))

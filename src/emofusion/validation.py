@@ -230,10 +230,11 @@ def _rule_errors(parameters: Mapping[str, Any], project_path: Path) -> list[str]
 
 
 def _block_weight_errors(parameters: Mapping[str, Any]) -> None:
-    unknown = sorted(set(parameters["block_weights"]) - set(feature_streams(parameters)))
+    known = feature_streams(parameters)
+    unknown = sorted(set(parameters["block_weights"]) - set(known))
     if unknown:
         raise ParameterError(f"block_weights: {unknown} are no known stream (built in, `opensmile` entries "
-                             f"and `feature_streams`: {sorted(feature_streams(parameters))})")
+                             f"and `feature_streams`: {sorted(known)})")
 
 
 def _tracking_errors(tracking: Tracking, parameters: Mapping[str, Any]) -> list[str]:
