@@ -1,10 +1,16 @@
+import pickle
+import shutil
+
 import numpy as np
+import pandas as pd
 import pytest
 from kedro.io import DatasetError
 
 from emofusion.clip_array import ClipArray
 from emofusion.datasets import ClipArrayDataset
 from emofusion.errors import DamagedDatasetError
+from emofusion.fused_columns import FusedColumns
+from emofusion.pipelines.fusion.nodes import fuse_feature_streams
 
 
 def test_select_aligns_by_clip_id():
@@ -86,3 +92,61 @@ def test_a_damaged_array_is_named_before_numpy_reads_it(tmp_path, damage, messag
         dataset.load()
     assert isinstance(refused.value.__cause__, DamagedDatasetError)
     assert f"The stored clip array '{tmp_path / 'features'}' is damaged: {message}" in str(refused.value)
+
+
+def stored_stream(folder, clip_ids, values, made_with):
+    """A stream saved and read back as a run's nodes see it: a memory map of its file."""
+    dataset = ClipArrayDataset(path=str(folder), load_args={"mmap_mode": "r"})
+    dataset.save(ClipArray(np.array(clip_ids), values, {"made_with": made_with}))
+    return dataset.load()
+
+
+def test_a_fused_variant_is_stored_as_a_view_of_its_streams_and_reads_back_the_same_values(tmp_path):
+    rng = np.random.default_rng(0)
+    clips = [f"c{i}" for i in range(40)]
+    cnn = stored_stream(tmp_path / "cnn", clips[::-1], rng.standard_normal((40, 3, 50)).astype(np.float32),
+                        {"backbone": "x"})
+    mfcc = ClipArray(np.array(clips), rng.standard_normal((40, 4)))  # in memory: kept in the view's folder
+    manifest = pd.DataFrame({"clip_id": clips[5:], "speaker": [f"s{i % 3}" for i in range(35)]})
+    fused = fuse_feature_streams(manifest, {"streams": ["mfcc", "transfer_features"],
+                                            "speaker_normalisation": "speaker"},
+                                 {"mfcc": 1.0, "transfer_features": 1.0}, "balanced", {"min_clips": 5},
+                                 {"backbone": "x"}, mfcc, cnn)
+    assert isinstance(fused.values, FusedColumns) and fused.values.shape == (35, 154)
+    dataset = ClipArrayDataset(path=str(tmp_path / "fused"), load_args={"mmap_mode": "r"})
+    dataset.save(fused)
+    assert not (tmp_path / "fused" / "values.npy").exists()
+    stored = sum(file.stat().st_size for file in (tmp_path / "fused").iterdir())
+    assert stored < (tmp_path / "cnn/values.npy").stat().st_size
+    loaded = dataset.load()
+    assert dataset.damage() is None and list(loaded.clip_ids) == clips[5:]
+    expected = np.asarray(fused.values)
+    np.testing.assert_array_equal(np.asarray(loaded.values), expected)
+    # Standardised by speaker: each speaker's rows have mean 0 in every column.
+    speakers = manifest["speaker"].to_numpy()
+    np.testing.assert_allclose(expected[speakers == "s1"].mean(axis=0), 0, atol=1e-5)
+    # Rows by index, by mask and in any order, as a fold reads them.
+    np.testing.assert_array_equal(loaded.values[np.array([7, 2, 30])], expected[[7, 2, 30]])
+    np.testing.assert_array_equal(loaded.values[speakers == "s2"], expected[speakers == "s2"])
+    np.testing.assert_array_equal(loaded.values[3], expected[3])
+    # Sent to a fold worker, it travels as file names and row numbers, not as the CNN's values.
+    sent = pickle.dumps(loaded)
+    np.testing.assert_array_equal(np.asarray(pickle.loads(sent).values), expected)
+    assert np.asarray(cnn.values[0]).tobytes() not in sent and b"values.npy" in sent
+
+
+def test_a_view_whose_stream_was_made_again_is_refused_not_read_in_the_wrong_order(tmp_path):
+    clips = ["a", "b", "c", "d", "e", "f"]
+    cnn = stored_stream(tmp_path / "cnn", clips, np.arange(12, dtype=np.float32).reshape(6, 2), {"taps": 1})
+    fused = fuse_feature_streams(pd.DataFrame({"clip_id": clips}), ["transfer_features"],
+                                 {"transfer_features": 1.0}, "balanced", {"min_clips": 2}, {"taps": 1}, cnn)
+    dataset = ClipArrayDataset(path=str(tmp_path / "fused"))
+    dataset.save(fused)
+    stored_stream(tmp_path / "cnn", clips, np.ones((6, 2), dtype=np.float32), {"taps": 2})  # other settings
+    assert "was made again since" in dataset.damage()
+    with pytest.raises(DatasetError, match="is damaged: the stream it reads at .* was made again since"):
+        dataset.load()
+    stored_stream(tmp_path / "cnn", clips[::-1], np.ones((6, 2), dtype=np.float32), {"taps": 1})  # reordered
+    assert "was made again since" in dataset.damage()
+    shutil.rmtree(tmp_path / "cnn")
+    assert "is gone" in dataset.damage()

@@ -10,6 +10,8 @@ import numpy as np
 
 from emofusion.errors import MissingClipsError
 
+ROWS_PER_COPY = 256  # rows copied at a time from a memory-mapped array, so that no step copies it whole
+
 
 @dataclass(frozen=True)
 class ClipArray:
@@ -33,9 +35,7 @@ class ClipArray:
         """A ClipArray that maps a whole file travels to another process as the file's name, not as
         its values: a model's fold workers read the rows they need, not hundreds of megabytes each."""
         if is_whole_file_map(self.values):
-            values = self.values
-            return _mapped_clip_array, (self.clip_ids, values.filename, values.dtype.str, values.offset,
-                                        values.shape, values.flags.f_contiguous, self.metadata)
+            return _mapped_clip_array, (self.clip_ids, map_arguments(self.values), self.metadata)
         return ClipArray, (self.clip_ids, self.values, self.metadata)
 
     def __len__(self) -> int:
@@ -66,8 +66,26 @@ def is_whole_file_map(values: np.ndarray) -> bool:
             and values.strides == root.strides)
 
 
-def _mapped_clip_array(clip_ids: np.ndarray, filename: str, dtype: str, offset: int, shape: tuple[int, ...],
-                       fortran_order: bool, metadata: dict[str, Any]) -> ClipArray:
-    values = np.memmap(filename, dtype=np.dtype(dtype), mode="r", offset=offset, shape=shape,
-                       order="F" if fortran_order else "C")
-    return ClipArray(clip_ids, values, metadata)
+def map_arguments(values: np.memmap) -> tuple[Any, ...]:
+    """What `reopen_map` needs to map the same file in another process."""
+    return values.filename, values.dtype.str, values.offset, values.shape, values.flags.f_contiguous
+
+
+def reopen_map(filename: str, dtype: str, offset: int, shape: tuple[int, ...], fortran_order: bool
+               ) -> np.memmap:
+    return np.memmap(filename, dtype=np.dtype(dtype), mode="r", offset=offset, shape=shape,
+                     order="F" if fortran_order else "C")
+
+
+def _mapped_clip_array(clip_ids: np.ndarray, arguments: tuple[Any, ...], metadata: dict[str, Any]
+                       ) -> ClipArray:
+    return ClipArray(clip_ids, reopen_map(*arguments), metadata)
+
+
+def read_rows(values: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """A copy of these rows. From a memory map, through a map of the same file that is closed
+    right after, so the pages read do not stay mapped in (and counted against) this process for
+    the rest of the node."""
+    if isinstance(values, np.memmap) and values.filename:
+        return reopen_map(*map_arguments(values))[rows]
+    return values[rows]

@@ -1,9 +1,19 @@
 """Kedro dataset for a :class:`ClipArray`: a folder with ``values.npy``, ``clip_ids.json`` and
-``metadata.json``. The values are a plain ``.npy`` file so they can be memory-mapped."""
+``metadata.json``. The values are a plain ``.npy`` file so they can be memory-mapped.
+
+A ClipArray of :class:`FusedColumns` (a fusion variant) is stored as what it reads, not as a copy:
+``columns.json`` names each stream's folder (relative to this one) with a fingerprint of its clip ids
+and settings, ``stream_rows.npy`` the stream's row for each clip, and ``group*.npy`` the statistics
+of a variant standardised per speaker or corpus. A stream that is not a memory map of a stored
+array (made in memory, or stored another way) is kept here as ``stream_<i>.npy``. Loading checks
+the fingerprints: a stream made again with other clips or settings since is reported as damage,
+never read in the wrong order."""
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -13,6 +23,9 @@ from kedro.io.core import AbstractDataset, DatasetError, get_protocol_and_path
 
 from emofusion.clip_array import ClipArray, is_whole_file_map
 from emofusion.errors import DamagedDatasetError
+from emofusion.fused_columns import FusedColumns, GroupStatistics, StreamColumns
+
+COLUMNS_FILE = "columns.json"
 
 
 class ClipArrayDataset(AbstractDataset[ClipArray, ClipArray]):
@@ -51,7 +64,8 @@ class ClipArrayDataset(AbstractDataset[ClipArray, ClipArray]):
         return {"path": str(self._path), "load_args": self._load_args, "optional": self._optional}
 
     def _exists(self) -> bool:
-        return (self._path / "values.npy").is_file() and (self._path / "clip_ids.json").is_file()
+        return (((self._path / "values.npy").is_file() or (self._path / COLUMNS_FILE).is_file())
+                and (self._path / "clip_ids.json").is_file())
 
     def damage(self) -> str | None:
         """What is wrong with the stored files, if anything: values cut short or padded against the
@@ -59,6 +73,8 @@ class ClipArrayDataset(AbstractDataset[ClipArray, ClipArray]):
         header and the ids, not the values."""
         if not self._exists():
             return None
+        if (self._path / COLUMNS_FILE).is_file():
+            return _changed_streams(self._path)
         values_file = self._path / "values.npy"
         try:
             with values_file.open("rb") as stream:
@@ -88,7 +104,10 @@ class ClipArrayDataset(AbstractDataset[ClipArray, ClipArray]):
         if damage:
             raise DamagedDatasetError(f"The stored clip array '{self._path}' is damaged: {damage}. "
                                       "Remake it by running the pipeline that makes it again.")
-        values = np.load(self._path / "values.npy", mmap_mode=self._load_args.get("mmap_mode"))
+        if (self._path / COLUMNS_FILE).is_file():
+            values = _load_fused_columns(self._path)
+        else:
+            values = np.load(self._path / "values.npy", mmap_mode=self._load_args.get("mmap_mode"))
         clip_ids = json.loads((self._path / "clip_ids.json").read_text())
         metadata_file = self._path / "metadata.json"
         metadata = json.loads(metadata_file.read_text()) if metadata_file.is_file() else {}
@@ -105,7 +124,10 @@ class ClipArrayDataset(AbstractDataset[ClipArray, ClipArray]):
         staging = self._path.with_name(self._path.name + ".saving")
         shutil.rmtree(staging, ignore_errors=True)
         staging.mkdir(parents=True)
-        np.save(staging / "values.npy", np.ascontiguousarray(data.values))
+        if isinstance(data.values, FusedColumns):
+            _save_fused_columns(data.values, staging, self._path)
+        else:
+            np.save(staging / "values.npy", np.ascontiguousarray(data.values))
         self._write_json(staging, data)
         shutil.rmtree(self._path, ignore_errors=True)
         staging.rename(self._path)
@@ -120,3 +142,76 @@ def _maps_whole_file(values: np.ndarray, values_file: Path) -> bool:
     """Whether ``values`` is the whole memory-mapped ``values_file``, not a view of part of it."""
     return (is_whole_file_map(values) and values_file.exists()
             and Path(values.filename).resolve() == values_file.resolve())
+
+
+def _stream_fingerprint(folder: Path) -> str:
+    """What a fused view relies on in a stored stream: its clip ids (the rows it reads) and the
+    settings that made its values."""
+    metadata_file = folder / "metadata.json"
+    made_with = json.loads(metadata_file.read_text()).get("made_with", {}) if metadata_file.is_file() else {}
+    digest = hashlib.sha256((folder / "clip_ids.json").read_bytes())
+    digest.update(json.dumps(made_with, sort_keys=True, default=str).encode())
+    return digest.hexdigest()
+
+
+def _stored_stream_folder(values: np.ndarray) -> Path | None:
+    """The folder of the stored ClipArray that `values` maps whole, if it is one."""
+    if not is_whole_file_map(values):
+        return None
+    file = Path(values.filename).resolve()
+    return file.parent if file.name == "values.npy" and (file.parent / "clip_ids.json").is_file() else None
+
+
+def _save_fused_columns(columns: FusedColumns, staging: Path, final: Path) -> None:
+    """`columns` as references to the stored streams it reads (paths relative to `final`, where
+    `staging` will be renamed to), and its statistics."""
+    streams = []
+    for index, stream in enumerate(columns.streams):
+        folder = _stored_stream_folder(stream.values)
+        if folder is None:
+            np.save(staging / f"stream_{index}.npy", np.ascontiguousarray(stream.values))
+            streams.append({"file": f"stream_{index}.npy"})
+        else:
+            streams.append({"folder": os.path.relpath(folder, final.resolve()),
+                            "fingerprint": _stream_fingerprint(folder)})
+    np.save(staging / "stream_rows.npy", np.stack([stream.rows for stream in columns.streams]))
+    statistics = columns.standardisation
+    if statistics is not None:
+        np.save(staging / "group.npy", statistics.group)
+        np.save(staging / "group_mean.npy", statistics.mean)
+        np.save(staging / "group_std.npy", statistics.std)
+    (staging / COLUMNS_FILE).write_text(json.dumps({"streams": streams,
+                                                    "standardised": statistics is not None}, indent=2))
+
+
+def _changed_streams(path: Path) -> str | None:
+    """Which streams a stored fused view reads are gone, damaged or made again since, if any."""
+    changed = []
+    for stream in json.loads((path / COLUMNS_FILE).read_text())["streams"]:
+        if "folder" not in stream:
+            continue
+        folder = (path / stream["folder"]).resolve()
+        source = ClipArrayDataset(path=str(folder))
+        if not source.exists():
+            changed.append(f"the stream it reads at '{folder}' is gone")
+        elif source.damage():
+            changed.append(f"the stream it reads at '{folder}' is damaged ({source.damage()}): make that "
+                           "stream again first")
+        elif _stream_fingerprint(folder) != stream["fingerprint"]:
+            changed.append(f"the stream it reads at '{folder}' was made again since, with other clips or "
+                           "settings")
+    return "; ".join(changed) or None
+
+
+def _load_fused_columns(path: Path) -> FusedColumns:
+    description = json.loads((path / COLUMNS_FILE).read_text())
+    rows = np.load(path / "stream_rows.npy")
+    files = [path / stream["folder"] / "values.npy" if "folder" in stream else path / stream["file"]
+             for stream in description["streams"]]
+    streams = [StreamColumns(np.load(file, mmap_mode="r"), stream_rows)
+               for file, stream_rows in zip(files, rows, strict=True)]
+    statistics = None
+    if description["standardised"]:
+        statistics = GroupStatistics(*(np.load(path / f"group{part}.npy", mmap_mode="r")
+                                       for part in ("", "_mean", "_std")))
+    return FusedColumns(streams, statistics)

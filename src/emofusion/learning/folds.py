@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from emofusion.clip_array import ClipArray
+from emofusion.clip_array import ClipArray, read_rows
 from emofusion.errors import MissingClipsError
 from emofusion.finished_folds import FinishedFolds, fold_fingerprint, resumed_folds
 from emofusion.learning.selection import by_speaker
@@ -36,7 +36,7 @@ def read_subset(features: ClipArray, rows: pd.DataFrame, emotion: Mapping[str, s
                        f"{error.missing[:3]}); the split and the features come from different runs: "
                        "run `kedro run` again") from error
     clip_ids = features.clip_ids[positions]
-    return _read_rows(features.values, positions), np.array([emotion[c] for c in clip_ids]), clip_ids
+    return read_rows(features.values, positions), np.array([emotion[c] for c in clip_ids]), clip_ids
 
 
 def speakers_apart(rows: pd.DataFrame, clip_ids: np.ndarray, data_split_settings: Mapping[str, Any]
@@ -54,17 +54,6 @@ def corpora_of(rows: pd.DataFrame, clip_ids: np.ndarray) -> np.ndarray:
     if "corpus" not in rows:
         return np.full(len(clip_ids), "corpus")
     return rows.drop_duplicates("clip_id").set_index("clip_id")["corpus"].astype(str).loc[clip_ids].to_numpy()
-
-
-def _read_rows(values: np.ndarray, rows: np.ndarray) -> np.ndarray:
-    """A copy of these rows. From a memory map, through a map of the same file that is closed
-    right after, so the pages read do not stay mapped in (and counted against) this process for
-    the rest of the node."""
-    if isinstance(values, np.memmap) and values.filename:
-        fresh = np.memmap(values.filename, dtype=values.dtype, mode="r", offset=values.offset,
-                          shape=values.shape)
-        return fresh[rows]
-    return values[rows]
 
 
 def check_model_inputs(fused_features: ClipArray, data_split_settings: Mapping[str, Any], fusion_variant: Any,

@@ -27,7 +27,7 @@ def test_streams_are_joined_by_clip_id_not_by_position():
     fused = fuse_feature_streams(manifest, ["mfcc", "transfer_features"], WEIGHTS, "balanced",
                                  SPEAKER_STATISTICS, {}, mfcc, cnn)
     assert list(fused.clip_ids) == ["c1", "c2", "c3"]
-    assert fused.values.tolist() == [[1, 1, 1.5], [2, 2, 2.5], [3, 3, 3.5]]
+    assert np.asarray(fused.values).tolist() == [[1, 1, 1.5], [2, 2, 2.5], [3, 3, 3.5]]
     assert [(b["stream"], b["start"], b["stop"], b["weight"]) for b in fused.metadata["blocks"]] == [
         ("mfcc", 0, 2, 1.0), ("transfer_features", 2, 3, 2.0)]
     assert fused.metadata["blocks"][1]["source"] == {"backbone": "x"}

@@ -15,32 +15,33 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from emofusion.clip_array import ClipArray
+from emofusion.clip_array import ROWS_PER_COPY, ClipArray
 from emofusion.errors import FusionConfigError, MissingClipsError
+from emofusion.fused_columns import FusedColumns, GroupStatistics, StreamColumns
 from emofusion.fusion_layout import BLOCK_SCALINGS, variant_layout
 from emofusion.provenance import check_made_with
-from emofusion.standardisation import ROWS_PER_COPY, standardise_by_speaker
+from emofusion.standardisation import apply_group_statistics, group_statistics
 
 logger = logging.getLogger(__name__)
 
 
-def _normalised_by_group(values: np.ndarray, clip_manifest: pd.DataFrame, by: str,
+def _statistics_by_group(values: np.ndarray, clip_manifest: pd.DataFrame, by: str,
                          speaker_statistics_options: Mapping[str, Any], features: str,
-                         pooled_axes: tuple[int, ...] = ()) -> dict[str, Any]:
-    """`standardise_by_speaker` with the manifest's speakers, or with its corpora (`by`: `speaker`
-    or `corpus`), counting recordings by `source_clip_id` where the manifest has it (windows of one
+                         pooled_axes: tuple[int, ...] = ()) -> tuple[GroupStatistics, dict[str, Any]]:
+    """`group_statistics` with the manifest's speakers, or with its corpora (`by`: `speaker` or
+    `corpus`), counting recordings by `source_clip_id` where the manifest has it (windows of one
     long clip), with the run's `speaker_statistics` (`min_clips` and, from `emofusion predict`, the
-    training run's `fallback`), logged; the record the metadata keeps."""
+    training run's `fallback`), logged; and the record the metadata keeps."""
     min_clips = int(speaker_statistics_options["min_clips"])
     given = speaker_statistics_options.get("fallback")
-    fallback, counts = standardise_by_speaker(values, clip_manifest[by], min_clips, given, pooled_axes,
-                                              clip_manifest.get("source_clip_id"))
+    statistics, fallback, counts = group_statistics(values, clip_manifest[by], min_clips, given, pooled_axes,
+                                                    clip_manifest.get("source_clip_id"))
     logger.info("Standardised %d clips (%s) by the statistics of their own %s (%d %s); %d clips "
                 "without a %s or with fewer than %d recordings of theirs fell back to the statistics "
                 "of %s", counts["normalised"], features, by, counts["speakers"],
                 "speakers" if by == "speaker" else "corpora", counts["fallback"], by, min_clips,
                 "all the training run's clips" if given is not None else f"all {len(values)} clips")
-    return {"by": by, "min_clips": min_clips, "fallback": fallback, "clip_counts": counts}
+    return statistics, {"by": by, "min_clips": min_clips, "fallback": fallback, "clip_counts": counts}
 
 
 def _rows_in_manifest_order(name: str, array: ClipArray, clip_ids: np.ndarray) -> np.ndarray:
@@ -70,8 +71,10 @@ def standardise_spectrograms_by_speaker(clip_manifest: pd.DataFrame, log_mel_spe
     values = np.empty((len(clip_ids), *source.shape[1:]), dtype=source.dtype)
     for first in range(0, len(rows), ROWS_PER_COPY):
         values[first:first + ROWS_PER_COPY] = source[rows[first:first + ROWS_PER_COPY]]
-    normalisation = _normalised_by_group(values, clip_manifest, "speaker", speaker_statistics_options,
-                                         "each mel band over its frames", pooled_axes=(2,))
+    statistics, normalisation = _statistics_by_group(values, clip_manifest, "speaker",
+                                                     speaker_statistics_options,
+                                                     "each mel band over its frames", pooled_axes=(2,))
+    apply_group_statistics(values, statistics)
     metadata = log_mel_spectrogram.metadata
     return ClipArray(clip_ids, values, {
         **metadata, "unit": "standard deviations of the speaker's mel band",
@@ -113,15 +116,12 @@ def fuse_feature_streams(clip_manifest: pd.DataFrame, fusion_variant: Any, block
     rows = {name: _rows_in_manifest_order(name, array, clip_ids)
             for name, array in zip(streams, arrays, strict=True)}
 
-    widths = [int(np.prod(array.values.shape[1:])) for array in arrays]
-    fused = np.empty((len(clip_ids), sum(widths)), dtype=np.float32)
+    fused = FusedColumns([StreamColumns(array.values, rows[name]) for name, array in zip(streams, arrays,
+                                                                                         strict=True)])
     blocks: list[dict[str, Any]] = []
     start = 0
-    for name, array, width in zip(streams, arrays, widths, strict=True):
-        stop = start + width
-        for first in range(0, len(clip_ids), ROWS_PER_COPY):
-            chunk = rows[name][first:first + ROWS_PER_COPY]
-            fused[first:first + len(chunk), start:stop] = array.values[chunk].reshape(len(chunk), width)
+    for name, array, stream in zip(streams, arrays, fused.streams, strict=True):
+        stop = start + stream.width
         blocks.append({"stream": name, "start": start, "stop": stop, "weight": float(block_weights[name]),
                        "source": array.metadata})
         start = stop
@@ -129,8 +129,9 @@ def fuse_feature_streams(clip_manifest: pd.DataFrame, fusion_variant: Any, block
                 ", ".join(f"{b['stream']} {b['stop'] - b['start']}" for b in blocks))
     normalisation = None
     if layout["speaker_normalisation"] != "none":
-        normalisation = _normalised_by_group(fused, clip_manifest, layout["speaker_normalisation"],
-                                             speaker_statistics_options, "every column")
+        statistics, normalisation = _statistics_by_group(
+            fused, clip_manifest, layout["speaker_normalisation"], speaker_statistics_options, "every column")
+        fused = fused.standardised(statistics)
         made_with["speaker_statistics.min_clips"] = normalisation["min_clips"]
     return ClipArray(clip_ids, fused, {"feature": "fused_features", "streams": list(streams),
                                        "fusion": layout["fusion"], "groups": layout["groups"],
