@@ -32,8 +32,9 @@ TINY_DEMO = ("demo_corpus.speakers=4,demo_corpus.clips_per_emotion=3,demo_corpus
 LOCAL = {
     "corpora": ["demo", "mine"],
     "corpus_sources": {"mine": {"reader": "folder", "path": "mine"}},
-    # The default backbone at its smallest input and without weights, to stay fast.
-    "transfer_features": {"weights": "none", "batch_size": 8},
+    # The offline backbone, small and without weights, to stay fast (the default one runs end to end in
+    # the paper environment's test and in test_stored_features.py).
+    "transfer_features": {"backbone": "squeezenet_v1_1", "weights": "none", "batch_size": 8},
     "backbones": {"inception_resnet_v2": {"input_size": [75, 75]},
                   "squeezenet_v1_1": {"input_size": [64, 64]}},
     "classifiers": {"dnn": {"epochs": 40, "patience": 5}},
@@ -121,6 +122,10 @@ def test_run_writes_manifests_rejections_and_features(finished_run, project):
         assert np.isfinite(feature.values.astype(np.float32)).all()
 
 
+# SqueezeNet's fire3 (15 x 15 x 128 at 64 x 64) and fire5 (7 x 7 x 256), mean and std over time.
+CNN_WIDTH = 2 * (15 * 128 + 7 * 256)
+
+
 def transfer_features(project: Path) -> ClipArrayDataset:
     return ClipArrayDataset(path=str(project / "data/04_feature/transfer_features")).load()
 
@@ -130,12 +135,11 @@ def test_run_extracts_transfer_features_and_says_the_weights_are_random(finished
     features = transfer_features(project)
     manifest = pd.read_csv(project / "data/03_primary/clip_manifest.csv")
     assert list(features.clip_ids) == manifest["clip_id"].tolist()
-    # mixed_5b (7 x 7 x 320 at 75 x 75) and mixed_6a (3 x 3 x 1088), mean and std over time
-    assert features.values.shape == (100, 2 * (7 * 320 + 3 * 1088)) and features.values.dtype == np.float32
+    assert features.values.shape == (100, CNN_WIDTH) and features.values.dtype == np.float32
     assert np.isfinite(features.values).all() and features.values.std() > 0
     meta = features.metadata
     assert (meta["backbone"], meta["pretrained"], meta["feature_shape"]) == (
-        "inception_resnet_v2", False, [[7, 7, 320], [3, 3, 1088]])
+        "squeezenet_v1_1", False, [[15, 15, 128], [7, 7, 256]])
     assert "RANDOM WEIGHTS" in log_of(finished_run) and "NOT pretrained" in log_of(finished_run)
 
 
@@ -143,7 +147,7 @@ def test_run_fuses_streams_and_trains_every_variant_and_classifier_above_chance(
                                                                                   parameters):
     assert finished_run.returncode == 0
     fused = ClipArrayDataset(path=str(project / "data/05_model_input/fused_features/mfcc_lpcc_cnn")).load()
-    assert fused.values.shape == (100, 80 + 24 + 2 * (7 * 320 + 3 * 1088))
+    assert fused.values.shape == (100, 80 + 24 + CNN_WIDTH)
     assert [b["stream"] for b in fused.metadata["blocks"]] == ["mfcc", "lpcc", "transfer_features"]
 
     # Standardised per speaker: the 4 demo speakers' clips by their own; the 4 clips of the corpus
@@ -171,9 +175,9 @@ def test_run_fuses_streams_and_trains_every_variant_and_classifier_above_chance(
     assert by_model["accuracy"].max() > 0.5 and by_model["accuracy"].median() > 0.3
     metrics = json.loads((project / "data/08_reporting/metrics/mfcc_cnn/dnn.json").read_text())
     assert metrics["features"][1] | {"width": 0} == {
-        "stream": "transfer_features", "width": 0, "weight": 1.0, "backbone": "inception_resnet_v2",
+        "stream": "transfer_features", "width": 0, "weight": 1.0, "backbone": "squeezenet_v1_1",
         "weights": "random initialisation (not pretrained)", "pretrained": False,
-        "backbone_requested": "inception_resnet_v2", "fallback_reason": None}
+        "backbone_requested": "squeezenet_v1_1", "fallback_reason": None}
     assert (project / "data/06_models/mfcc_cnn/dnn.pkl").is_file()
 
 

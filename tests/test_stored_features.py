@@ -21,7 +21,7 @@ from tests.test_end_to_end import (
 )
 
 KEPT = ("mfcc", "lpcc", "mfcc_cnn")
-LOCAL = {"transfer_features": DEMO_RUN_LOCAL["transfer_features"], "backbones": DEMO_RUN_LOCAL["backbones"],
+LOCAL = {"transfer_features": {"weights": "none", "batch_size": 8}, "backbones": DEMO_RUN_LOCAL["backbones"],
          "fusion_variants": variants_switched_off_but(*KEPT),
          "classifiers": {"dnn": None},
          "tracking": {"enabled": False}}
