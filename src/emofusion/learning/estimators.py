@@ -315,20 +315,24 @@ def train_dense_network(params: Mapping[str, Any], n_classes: int, train_path: P
     model = keras.Sequential(network)
     model.compile(optimizer=keras.optimizers.Adam(params["learning_rate"]),
                   loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-    # One copy of the training matrix in TensorFlow; batches are gathered from it by shuffled row
-    # numbers, so no shuffle buffer holds a second copy.
-    features, labels = tf.constant(X), tf.constant(y)
+    # Each batch is read from the memory-mapped training file by shuffled row numbers: memory holds
+    # a batch, not the training matrix, whatever the corpus's size.
     stopping = tf.data.Dataset.from_tensor_slices((np.load(stopping_path), stopping_y)).batch(256)
-    del X  # unmaps the file: TensorFlow holds the only copy
-    shutil.rmtree(train_path.parent, ignore_errors=True)  # read: nothing is left for a kill to strand
+
+    def read_batch(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return np.asarray(X[rows]), y[rows]
+
+    width = X.shape[1]
     train = (tf.data.Dataset.range(len(y))
              .shuffle(len(y), seed=params["random_state"], reshuffle_each_iteration=True)
              .batch(params["batch_size"])
-             .map(lambda rows: (tf.gather(features, rows), tf.gather(labels, rows)))
+             .map(lambda rows: tuple(tf.ensure_shape(part, shape) for part, shape in zip(
+                 tf.numpy_function(read_batch, [rows], (tf.as_dtype(X.dtype), tf.as_dtype(y.dtype))),
+                 ((None, width), (None,)), strict=True)))
              .prefetch(1))
 
     # One progress bar per network on stderr; each epoch's scores at DEBUG.
-    progress = tqdm(total=params["epochs"], desc=f"Dense network, {int(features.shape[1]):,} inputs",
+    progress = tqdm(total=params["epochs"], desc=f"Dense network, {width:,} inputs",
                     unit="epoch", mininterval=1.0)
 
     def log_epoch(epoch: int, logs: Mapping[str, float]) -> None:
@@ -338,12 +342,16 @@ def train_dense_network(params: Mapping[str, Any], n_classes: int, train_path: P
         progress.set_postfix_str(f"held-out loss {logs['val_loss']:.3f}", refresh=False)
         progress.update()
 
-    with progress:
-        # shuffle=False: the dataset shuffles itself (Keras ignores the flag for a dataset, and warns).
-        history = model.fit(
-            train, validation_data=stopping, epochs=params["epochs"], verbose=0, shuffle=False,
-            callbacks=[keras.callbacks.EarlyStopping(patience=params["patience"], restore_best_weights=True),
-                       keras.callbacks.LambdaCallback(on_epoch_end=log_epoch)])
+    try:
+        with progress:
+            # shuffle=False: the dataset shuffles itself (Keras ignores the flag for a dataset, and warns).
+            history = model.fit(
+                train, validation_data=stopping, epochs=params["epochs"], verbose=0, shuffle=False,
+                callbacks=[keras.callbacks.EarlyStopping(patience=params["patience"],
+                                                         restore_best_weights=True),
+                           keras.callbacks.LambdaCallback(on_epoch_end=log_epoch)])
+    finally:  # the file goes (its pages with the map): nothing is left for a kill to strand
+        shutil.rmtree(train_path.parent, ignore_errors=True)
     return model.to_json(), model.get_weights(), history.history
 
 
