@@ -43,7 +43,7 @@ DENSE_NETWORK_PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
 # The SVM's exact kernel up to this many training clips (its n x n matrix: 3.2 GB in float64 at
 # 20,000), a Nyström map of this many columns above; both chosen in docs/speed.md.
 EXACT_KERNEL_MAX_CLIPS = 20_000
-APPROXIMATE_COMPONENTS = 1_000
+APPROXIMATE_COMPONENTS = 2_000
 HeldOutScores = Callable[[np.ndarray, np.ndarray], np.ndarray]  # (train rows, held-out rows) -> scores
 
 
