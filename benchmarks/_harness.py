@@ -50,13 +50,12 @@ def tree_pss(process: psutil.Process) -> int:
     return total
 
 
-def measured_kedro_run(project: Path, *args: str) -> dict[str, Any]:
-    """Run kedro, sampling the tree's PSS every 100 ms; returns seconds (overall and per node,
-    from the project's timing hook) and peak MB."""
-    env = dict(os.environ, KEDRO_DISABLE_TELEMETRY="1", COLUMNS="200")
+def measured_command(command: list[str], cwd: Path, env: dict[str, str] | None = None) -> dict[str, Any]:
+    """Run `command`, sampling its process tree's PSS every 100 ms; returns its wall seconds, peak MB,
+    exit status and output (stdout and stderr together)."""
     start = time.perf_counter()
-    process = subprocess.Popen([sys.executable, "-m", "kedro", "run", *args], cwd=project, env=env,
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    process = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               text=True)
     watched = psutil.Process(process.pid)
     peak = 0
     done = threading.Event()
@@ -75,8 +74,17 @@ def measured_kedro_run(project: Path, *args: str) -> dict[str, Any]:
     log, _ = process.communicate()
     done.set()
     sampler.join()
-    seconds = time.perf_counter() - start
-    if process.returncode:
+    return {"wall_s": time.perf_counter() - start, "peak_pss_mb": peak / 2**20,
+            "returncode": process.returncode, "log": log}
+
+
+def measured_kedro_run(project: Path, *args: str) -> dict[str, Any]:
+    """Run kedro, sampling the tree's PSS every 100 ms; returns seconds (overall and per node,
+    from the project's timing hook) and peak MB."""
+    env = dict(os.environ, KEDRO_DISABLE_TELEMETRY="1", COLUMNS="200")
+    figures = measured_command([sys.executable, "-m", "kedro", "run", *args], project, env)
+    log = figures["log"]
+    if figures["returncode"]:
         sys.exit(f"kedro run failed:\n{log[-5000:]}")
     node_seconds = {
         line.split("Node ")[1].split(" took")[0]: float(line.split(" took ")[1].split(" s")[0])
@@ -86,8 +94,8 @@ def measured_kedro_run(project: Path, *args: str) -> dict[str, Any]:
     pipeline_seconds = next(
         (float(line.split(" in ")[-1].split(" sec")[0]) for line in log.splitlines()
          if "Pipeline execution completed successfully in" in line), sum(node_seconds.values()))
-    return {"wall_s": seconds, "pipeline_s": pipeline_seconds, "peak_pss_mb": peak / 2**20,
-            "node_s": node_seconds, "log": log}
+    return {"wall_s": figures["wall_s"], "pipeline_s": pipeline_seconds,
+            "peak_pss_mb": figures["peak_pss_mb"], "node_s": node_seconds, "log": log}
 
 
 # Several benchmarks write docs/results.md: each one's own part lies between its markers.
