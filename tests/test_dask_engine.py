@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 import soundfile as sf
 
-from emofusion.engine import close_engine, current_engine, open_engine
+from emofusion.engine import chunk_tasks, close_engine, current_engine, open_engine
 from emofusion.errors import EngineUnreachableError
 from emofusion.hooks import ExecutionHooks
 from emofusion.parallel import imap_chunks
@@ -107,7 +107,8 @@ def test_the_run_hook_opens_the_engine_of_the_settings_and_closes_it_however_the
                                          "scheduler_address": in_process_cluster.scheduler_address}))
     for end in (lambda: hooks.after_pipeline_run({}, None, None),
                 lambda: hooks.on_pipeline_error(RuntimeError(), {}, None, None)):
-        hooks.before_pipeline_run({}, None, None)
+        opening = hooks.before_pipeline_run({}, None, None)  # a wrapper: its part before the others'
+        next(opening)
         assert current_engine().chunk_clips == 3
         client = current_engine().dask.client()
         assert client.status == "running"
@@ -177,3 +178,34 @@ def test_a_run_whose_scheduler_does_not_answer_stops_before_any_node_naming_the_
     # Not even the corpus manifest, the first node, which writes the demo corpus.
     made = [path for path in (project / "data").rglob("*") if path.is_file()]
     assert made == [], made
+
+
+def row_sums(chunk: np.ndarray) -> list[float]:
+    return [float(row.sum()) for row in chunk]
+
+
+def test_rows_of_a_mapped_file_go_to_workers_here_as_row_numbers_and_give_the_same_results(tmp_path):
+    values = np.arange(40 * 3, dtype=np.float32).reshape(40, 3)
+    np.save(tmp_path / "values.npy", values)
+    mapped = np.load(tmp_path / "values.npy", mmap_mode="r")
+    task, chunks = chunk_tasks(row_sums, mapped, 16, {}, same_machine=True)
+    assert chunks == [(0, 16), (16, 32), (32, 40)]  # no rows travel, only where they are
+    assert [s for arguments in chunks for s in task(*arguments)] == row_sums(values)
+    # A cluster elsewhere cannot read this machine's file: the rows themselves travel.
+    _, shipped = chunk_tasks(row_sums, mapped, 16, {}, same_machine=False)
+    assert [len(chunk) for chunk, in shipped] == [16, 16, 8]
+    # And the local engine's two workers, reading the rows from the file, give the same sums.
+    sums = imap_chunks(row_sums, mapped, n_jobs=2, chunk_size=16, description="sums")
+    assert list(sums) == row_sums(values)
+
+
+def test_a_run_stopped_by_another_hook_before_its_first_node_ends_the_engine_it_opened(in_process_cluster):
+    hooks = ExecutionHooks()
+    hooks.after_context_created(Context({"engine": "dask",
+                                         "scheduler_address": in_process_cluster.scheduler_address}))
+    opening = hooks.before_pipeline_run({}, None, None)
+    next(opening)
+    client = current_engine().dask.client()
+    with pytest.raises(RuntimeError, match="the lock"):
+        opening.throw(RuntimeError("the lock is held"))  # what RunLockHooks raises, say
+    assert current_engine().dask is None and client.status == "closed"

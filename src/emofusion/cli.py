@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import gc
 import logging
 import os
 import sys
@@ -107,7 +108,12 @@ def kedro_run() -> click.Command:
         holder = holder_of(lock)
         if holder is not None:
             raise RunLockedError(refusal_message(lock, holder))
-        return kedro_run_command.callback(*args, **kwargs)
+        result = kedro_run_command.callback(*args, **kwargs)
+        # The command's process ends next: its last garbage collection, over every object a run
+        # made and imported (a second on RAVDESS's per-clip stages), would free nothing the
+        # system does not take back at exit.
+        gc.freeze()
+        return result
 
     command = copy.copy(kedro_run_command)
     command.callback = functools.update_wrapper(run_unless_locked, kedro_run_command.callback)

@@ -86,6 +86,6 @@ def read_rows(values: np.ndarray, rows: np.ndarray) -> np.ndarray:
     """A copy of these rows. From a memory map, through a map of the same file that is closed
     right after, so the pages read do not stay mapped in (and counted against) this process for
     the rest of the node."""
-    if isinstance(values, np.memmap) and values.filename:
+    if is_whole_file_map(values):
         return reopen_map(*map_arguments(values))[rows]
     return values[rows]

@@ -11,8 +11,9 @@ from kedro.framework.context import KedroContext
 from kedro.framework.hooks import hook_impl
 from kedro.pipeline import Node, Pipeline
 
-from emofusion.engine import close_engine, open_engine
+from emofusion.engine import PER_CLIP_TAG, close_engine, open_engine
 from emofusion.errors import DamagedDatasetError, MissingInputError
+from emofusion.parallel import start_chunk_workers, stop_chunk_workers
 from emofusion.pipeline_registry import every_pipeline
 from emofusion.pipelines.modelling.nodes import summary_text
 from emofusion.run_lock import acquire, describe, lock_path, release
@@ -68,30 +69,50 @@ class RunLockHooks:
 
 
 class ExecutionHooks:
-    """The run's engine for its per-clip stages (`execution`, emofusion.engine): opened after the
-    run's lock is taken and its inputs checked, before its first node, so that a Dask scheduler that
-    does not answer stops the run before any work; closed when the run ends, however it ends, which
-    ends a cluster started for it."""
+    """The run's engine for its per-clip stages (`execution`, emofusion.engine): opened as the run
+    begins, before the other before_pipeline_run hooks (tryfirst), so that a Dask scheduler that
+    does not answer stops the run before any work; and where the run has per-clip nodes, its
+    workers (a local pool, or a cluster on this machine) start then, in the background, while
+    the other hooks open the MLflow store and check the run's inputs: their start-up, a second or
+    more of imports per worker, is then no longer in front of the first chunk. Closed when the run
+    ends, however it ends, which ends a cluster started for it."""
 
     def __init__(self) -> None:
         self._settings = Execution()
+        self._n_jobs = 1
 
     @hook_impl
     def after_context_created(self, context: KedroContext) -> None:
         self._settings = Execution.model_validate(context.params.get("execution") or {})
+        self._n_jobs = context.params.get("n_jobs", 1)
 
-    @hook_impl
-    def before_pipeline_run(self, run_params: dict[str, Any], pipeline: Pipeline, catalog: Any) -> None:
-        open_engine(**self._settings.model_dump())
+    @hook_impl(wrapper=True, tryfirst=True)
+    def before_pipeline_run(self, run_params: dict[str, Any], pipeline: Pipeline, catalog: Any) -> Any:
+        engine = open_engine(**self._settings.model_dump())
+        per_clip = pipeline.only_nodes_with_tags(PER_CLIP_TAG).nodes if pipeline is not None else []
+        if per_clip and engine.dask is not None:
+            engine.dask.start_in_background()
+        elif per_clip:
+            start_chunk_workers(self._n_jobs, sorted({node.func.__module__ for node in per_clip}))
+        try:
+            return (yield)
+        except BaseException:  # a run stopped by another hook (its lock, its inputs) ends its engine
+            self._close()
+            raise
 
     @hook_impl
     def after_pipeline_run(self, run_params: dict[str, Any], pipeline: Pipeline, catalog: Any) -> None:
-        close_engine()
+        self._close()
 
     @hook_impl
     def on_pipeline_error(self, error: Exception, run_params: dict[str, Any], pipeline: Pipeline,
                           catalog: Any) -> None:
+        self._close()
+
+    @staticmethod
+    def _close() -> None:
         close_engine()
+        stop_chunk_workers()
 
 
 class SummaryLastHooks:

@@ -31,7 +31,6 @@ from kedro.framework.project import settings
 
 from emofusion.errors import ClassifierConfigError, FineTuningConfigError, FusionConfigError
 from emofusion.fusion_layout import variant_layout
-from emofusion.learning.assembly import build_classifier
 from emofusion.learning.network_settings import LATE_FUSION, model_entries, network_input
 from emofusion.learning.validators import validated_reduction, validated_search
 from emofusion.registry import classifier_kinds, with_estimator
@@ -120,6 +119,10 @@ def validated_classifiers(parameters: Mapping[str, Any], streams: Collection[str
 
     Entries set to null are left out, as in `validated_fusion_variants`: an environment merged
     into conf/base key by key switches off a classifier with `<classifier>: null`."""
+    # scikit-learn is imported here, not with this module: the pipelines' modules import this one,
+    # and so does every worker process of the per-clip stages, which has no use for it.
+    from emofusion.learning.assembly import build_classifier
+
     classifiers = {name: options for name, options in parameters["classifiers"].items()
                    if options is not None}
     validated_reduction(parameters.get("reduction"), sorted(streams))

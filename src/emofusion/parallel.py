@@ -5,6 +5,7 @@ a model's folds)."""
 from __future__ import annotations
 
 import atexit
+import importlib
 import itertools
 import logging
 import logging.handlers
@@ -18,13 +19,12 @@ from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
-from functools import partial
 from typing import Any, TypeVar
 
 from joblib.externals.loky import get_reusable_executor
 from tqdm import tqdm
 
-from emofusion.engine import current_engine
+from emofusion.engine import chunk_tasks, current_engine, worker_thread_environment
 
 T = TypeVar("T")
 K = TypeVar("K", bound=Hashable)
@@ -72,6 +72,50 @@ def effective_n_jobs(n_jobs: int) -> int:
     return cores if n_jobs is None or n_jobs <= 0 else min(n_jobs, cores)
 
 
+_chunk_executor: Any = None
+
+
+def _chunk_workers(workers: int) -> Any:
+    """The local engine's worker processes, kept from one call to the next (and so from one node to
+    the next) while the arguments stay the same."""
+    global _chunk_executor
+    _chunk_executor = get_reusable_executor(max_workers=workers, initializer=die_with_parent,
+                                            initargs=(os.getpid(),), env=worker_thread_environment(workers))
+    return _chunk_executor
+
+
+def stop_chunk_workers() -> None:
+    """End the local engine's workers, idle once a run ends: killed now, rather than waited for at
+    the process's exit while each shuts itself down."""
+    global _chunk_executor
+    if _chunk_executor is not None:
+        _chunk_executor.shutdown(wait=True, kill_workers=True)
+        _chunk_executor = None
+
+
+def _local_map(func: Callable[..., list[T]], items: Sequence[Any], chunk_size: int, workers: int,
+               kwargs: dict[str, Any]) -> Iterator[list[T]]:
+    task, chunks = chunk_tasks(func, items, chunk_size, kwargs, same_machine=True)
+    return _chunk_workers(workers).map(task, *zip(*chunks, strict=True))
+
+
+def _import_modules(modules: Sequence[str]) -> None:
+    for module in modules:
+        importlib.import_module(module)
+
+
+def start_chunk_workers(n_jobs: int, modules: Sequence[str]) -> None:
+    """Start the local engine's workers for `imap_chunks` now, each importing `modules` (the
+    per-clip nodes' own), without waiting: a run calls this before its own start-up work
+    (tracking, checks), which then runs beside the workers' start-up instead of before it."""
+    workers = effective_n_jobs(n_jobs)
+    if workers < 2:
+        return
+    executor = _chunk_workers(workers)
+    for _ in range(workers):
+        executor.submit(_import_modules, modules)
+
+
 def imap_chunks(
     func: Callable[..., list[T]],
     items: Sequence[Any],
@@ -96,11 +140,9 @@ def imap_chunks(
     workers = effective_n_jobs(n_jobs)
     with tqdm(total=len(items), desc=description, unit="clip", mininterval=1.0) as progress:
         if engine.dask is not None:
-            outputs = engine.dask.map(func, chunks, kwargs)
+            outputs = engine.dask.map(func, items, chunk_size, kwargs)
         elif (isolated and "tensorflow" in sys.modules) or (workers > 1 and len(chunks) > 1):
-            executor = get_reusable_executor(max_workers=workers, initializer=die_with_parent,
-                                             initargs=(os.getpid(),))
-            outputs = executor.map(partial(func, **kwargs), chunks)
+            outputs = _local_map(func, items, chunk_size, workers, kwargs)
         else:
             outputs = (func(chunk, **kwargs) for chunk in chunks)
         for output in outputs:

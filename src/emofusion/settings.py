@@ -3,17 +3,23 @@
 import warnings
 
 from emofusion.configuration import ProjectConfigLoader, ProjectContext
-from emofusion.hooks import ExecutionHooks, NodeTimingHooks, RunLockHooks, StoredInputHooks, SummaryLastHooks
+from emofusion.hooks import (
+    ExecutionHooks,
+    NodeTimingHooks,
+    RunLockHooks,
+    StoredInputHooks,
+    SummaryLastHooks,
+)
 from emofusion.tracking import TrackingHooks
 
 # Kedro 1.7's own configuration loader calls OmegaConf's deprecated register_new_resolver for every
 # resolver, a warning per resolver per session: not ours to fix, and forty lines of every log.
 warnings.filterwarnings("ignore", message=r"register_new_resolver\(\) is deprecated", category=UserWarning)
 
-# Kedro calls the last first: the run's lock is taken before its inputs are checked, and the run's engine
-# (a Dask cluster) opened after both, before the first node. TrackingHooks says
+# Kedro calls the last first: the run's lock is taken before its inputs are checked. TrackingHooks says
 # itself when it acts: the MLflow run starts after the lock and the checks, and what the run made is
-# recorded before the lock is given back and the summary printed.
+# recorded before the lock is given back and the summary printed. ExecutionHooks says it too: the
+# run's engine opens before all of them, so that its workers start up while they run.
 HOOKS = (ExecutionHooks(), NodeTimingHooks(), StoredInputHooks(), SummaryLastHooks(), RunLockHooks(),
          TrackingHooks())
 # TrackingHooks drives kedro-mlflow's hook for this project: the plugin's own instance would open the

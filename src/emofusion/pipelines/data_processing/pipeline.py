@@ -1,5 +1,6 @@
 from kedro.pipeline import Pipeline, node
 
+from emofusion.engine import PER_CLIP_TAG
 from emofusion.run_spec import RunSpec
 
 from .nodes import build_corpus_manifest, preprocess_audio, report_clip_usage
@@ -20,6 +21,7 @@ def create_pipeline(spec: RunSpec) -> Pipeline:
             inputs=["corpus_manifest", "params:audio", "params:n_jobs"],
             outputs=["preprocessed_audio", "clip_manifest", "audio_rejections"],
             name="preprocess_audio",
+            tags=PER_CLIP_TAG,
         ),
         node(
             report_clip_usage,

@@ -1,5 +1,6 @@
 from kedro.pipeline import Pipeline, node
 
+from emofusion.engine import PER_CLIP_TAG
 from emofusion.run_spec import RunSpec
 
 from .nodes import extract_log_mel_spectrogram
@@ -13,9 +14,9 @@ def create_pipeline(spec: RunSpec) -> Pipeline:
     streams = [spec.streams[name] for name in spec.used_streams]
     return Pipeline([
         *(node(stream.extract(), inputs=["preprocessed_audio", f"params:{stream.settings}", "params:n_jobs"],
-               outputs=stream.name, name=f"extract_{stream.name}")
+               outputs=stream.name, name=f"extract_{stream.name}", tags=PER_CLIP_TAG)
           for stream in streams if stream.pipeline == "feature_extraction"),
         node(extract_log_mel_spectrogram,
              inputs=["preprocessed_audio", "params:log_mel_spectrogram", "params:n_jobs"],
-             outputs="log_mel_spectrogram", name="extract_log_mel_spectrogram"),
+             outputs="log_mel_spectrogram", name="extract_log_mel_spectrogram", tags=PER_CLIP_TAG),
     ])
