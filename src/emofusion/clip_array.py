@@ -32,11 +32,8 @@ class ClipArray:
             raise ValueError("ClipArray clip ids must be unique")
 
     def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
-        """A ClipArray that maps a whole file travels to another process as the file's name, not as
-        its values: a model's fold workers read the rows they need, not hundreds of megabytes each."""
-        if is_whole_file_map(self.values):
-            return _mapped_clip_array, (self.clip_ids, map_arguments(self.values), self.metadata)
-        return ClipArray, (self.clip_ids, self.values, self.metadata)
+        return rebuilt, (ClipArray, (np.asarray, (self.clip_ids,)), portable(self.values),
+                         (dict, (self.metadata,)))
 
     def __len__(self) -> int:
         return len(self.clip_ids)
@@ -77,9 +74,18 @@ def reopen_map(filename: str, dtype: str, offset: int, shape: tuple[int, ...], f
                      order="F" if fortran_order else "C")
 
 
-def _mapped_clip_array(clip_ids: np.ndarray, arguments: tuple[Any, ...], metadata: dict[str, Any]
-                       ) -> ClipArray:
-    return ClipArray(clip_ids, reopen_map(*arguments), metadata)
+def portable(values: np.ndarray) -> tuple[Any, tuple[Any, ...]]:
+    """How `values` travels to another process (a fold's worker), as a maker and its arguments: a
+    whole-file memory map as its file's name, mapped again there, so that the worker reads the
+    rows it needs, not hundreds of megabytes each; anything else as itself."""
+    if is_whole_file_map(values):
+        return reopen_map, map_arguments(values)
+    return np.asarray, (values,)
+
+
+def rebuilt(kind: type, *parts: tuple[Any, tuple[Any, ...]]) -> Any:
+    """`kind` of its parts, each made by its maker (`portable`) in the process that unpickles it."""
+    return kind(*(make(*arguments) for make, arguments in parts))
 
 
 def read_rows(values: np.ndarray, rows: np.ndarray) -> np.ndarray:

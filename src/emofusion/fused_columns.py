@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from emofusion.clip_array import ROWS_PER_COPY, is_whole_file_map, map_arguments, read_rows, reopen_map
+from emofusion.clip_array import ROWS_PER_COPY, portable, read_rows, rebuilt
 
 
 @dataclass(frozen=True)
@@ -25,7 +25,7 @@ class StreamColumns:
         return int(np.prod(self.values.shape[1:]))
 
     def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
-        return _rebuilt, (StreamColumns, *map(_portable, (self.values, self.rows)))
+        return rebuilt, (StreamColumns, *map(portable, (self.values, self.rows)))
 
 
 @dataclass(frozen=True)
@@ -38,19 +38,7 @@ class GroupStatistics:
     std: np.ndarray
 
     def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
-        return _rebuilt, (GroupStatistics, *map(_portable, (self.group, self.mean, self.std)))
-
-
-def _portable(values: np.ndarray) -> tuple[Any, tuple[Any, ...]]:
-    """How `values` travels to another process (a fold's worker): a whole-file memory map as its
-    file's name, mapped again there (as ClipArray does), not as its bytes; anything else as itself."""
-    if is_whole_file_map(values):
-        return reopen_map, map_arguments(values)
-    return np.asarray, (values,)
-
-
-def _rebuilt(kind: type, *parts: tuple[Any, tuple[Any, ...]]) -> Any:
-    return kind(*(make(*arguments) for make, arguments in parts))
+        return rebuilt, (GroupStatistics, *map(portable, (self.group, self.mean, self.std)))
 
 
 class FusedColumns:
