@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import soundfile as sf
+from kedro.pipeline import Pipeline, node
 
 from emofusion.engine import chunk_tasks, close_engine, current_engine, open_engine
 from emofusion.errors import EngineUnreachableError
@@ -107,7 +108,7 @@ def test_the_run_hook_opens_the_engine_of_the_settings_and_closes_it_however_the
                                          "scheduler_address": in_process_cluster.scheduler_address}))
     for end in (lambda: hooks.after_pipeline_run({}, None, None),
                 lambda: hooks.on_pipeline_error(RuntimeError(), {}, None, None)):
-        opening = hooks.before_pipeline_run({}, None, None)  # a wrapper: its part before the others'
+        opening = hooks.before_pipeline_run({}, Pipeline([]), None)  # a wrapper: its part before the others'
         next(opening)
         assert current_engine().chunk_clips == 3
         client = current_engine().dask.client()
@@ -203,9 +204,33 @@ def test_a_run_stopped_by_another_hook_before_its_first_node_ends_the_engine_it_
     hooks = ExecutionHooks()
     hooks.after_context_created(Context({"engine": "dask",
                                          "scheduler_address": in_process_cluster.scheduler_address}))
-    opening = hooks.before_pipeline_run({}, None, None)
+    opening = hooks.before_pipeline_run({}, Pipeline([]), None)
     next(opening)
     client = current_engine().dask.client()
     with pytest.raises(RuntimeError, match="the lock"):
         opening.throw(RuntimeError("the lock is held"))  # what RunLockHooks raises, say
     assert current_engine().dask is None and client.status == "closed"
+
+
+def test_the_local_workers_start_as_a_run_with_per_clip_nodes_begins_and_end_with_it():
+    from emofusion import parallel
+    from emofusion.engine import PER_CLIP_TAG
+
+    hooks = ExecutionHooks()
+    context = Context({"engine": "local"})
+    context.params["n_jobs"] = 2
+    hooks.after_context_created(context)
+    no_per_clip = Pipeline([node(row_sums, "values", "sums", name="sums")])
+    opening = hooks.before_pipeline_run({}, no_per_clip, None)
+    next(opening)
+    assert parallel._chunk_executor is None  # nothing to start them for
+    per_clip = Pipeline([node(row_sums, "values", "sums", name="sums", tags=PER_CLIP_TAG)])
+    opening = hooks.before_pipeline_run({}, per_clip, None)
+    next(opening)
+    workers = parallel._chunk_executor
+    assert workers is not None and workers._max_workers == 2
+    processes = list(workers._processes.values())
+    assert len(processes) == 2
+    hooks.after_pipeline_run({}, per_clip, None)
+    assert parallel._chunk_executor is None
+    assert not any(process.is_alive() for process in processes)

@@ -89,14 +89,14 @@ class ExecutionHooks:
     @hook_impl(wrapper=True, tryfirst=True)
     def before_pipeline_run(self, run_params: dict[str, Any], pipeline: Pipeline, catalog: Any) -> Any:
         engine = open_engine(**self._settings.model_dump())
-        per_clip = pipeline.only_nodes_with_tags(PER_CLIP_TAG).nodes if pipeline is not None else []
+        per_clip = pipeline.only_nodes_with_tags(PER_CLIP_TAG).nodes
         if per_clip and engine.dask is not None:
             engine.dask.start_in_background()
         elif per_clip:
             start_chunk_workers(self._n_jobs, sorted({node.func.__module__ for node in per_clip}))
         try:
             return (yield)
-        except BaseException:  # a run stopped by another hook (its lock, its inputs) ends its engine
+        except Exception:  # a run stopped by another hook (its lock, its inputs) ends its engine
             self._close()
             raise
 

@@ -136,15 +136,15 @@ def imap_chunks(
     `emofusion predict` does not pay for starting a worker."""
     engine = current_engine()
     chunk_size = chunk_size or engine.chunk_clips
-    chunks = [items[i : i + chunk_size] for i in range(0, len(items), chunk_size)]
+    starts = range(0, len(items), chunk_size)
     workers = effective_n_jobs(n_jobs)
     with tqdm(total=len(items), desc=description, unit="clip", mininterval=1.0) as progress:
         if engine.dask is not None:
             outputs = engine.dask.map(func, items, chunk_size, kwargs)
-        elif (isolated and "tensorflow" in sys.modules) or (workers > 1 and len(chunks) > 1):
+        elif (isolated and "tensorflow" in sys.modules) or (workers > 1 and len(starts) > 1):
             outputs = _local_map(func, items, chunk_size, workers, kwargs)
         else:
-            outputs = (func(chunk, **kwargs) for chunk in chunks)
+            outputs = (func(items[start : start + chunk_size], **kwargs) for start in starts)
         for output in outputs:
             yield from output
             progress.update(len(output))
