@@ -9,7 +9,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import joblib
 import numpy as np
 import pandas as pd
 import plotly.io
@@ -19,7 +18,7 @@ import soxr
 import yaml
 from omegaconf import OmegaConf
 
-from emofusion.datasets import ClipArrayDataset
+from emofusion.datasets import ClipArrayDataset, ModelDataset
 from tests.conftest import project_parameters
 
 PROJECT = Path(__file__).resolve().parents[1]
@@ -353,7 +352,8 @@ def test_predict_with_late_fusion_and_pca_models_repeats_their_test_predictions(
     probabilities = [column for column in tested if column.startswith("p_")]
     assert np.allclose(written[probabilities].to_numpy(float), tested[probabilities].to_numpy(float),
                        atol=1e-5)
-    fitted = joblib.load(project / f"data/06_models/{variant}/{classifier}.pkl")
+    fitted = ModelDataset(filepath=str(project / f"data/06_models/{variant}/{classifier}.pkl"),
+                          arrays=str(project / "data/06_models/shared_arrays")).load()
     if variant == "cnn":  # its CNN block is projected by the PCA fitted in training
         assert fitted.named_steps["reduce"].projections_[0] is not None
     elif "squeezenet" in classifier:  # a fine-tuned network, alone or late-fused with the SVM
@@ -586,7 +586,8 @@ def test_the_paper_environment_trains_exactly_the_reference_models(scratch_proje
     assert fused.values.shape == (96, 40 + 12 + 1536)  # unpooled: 1 x 1 x 1536 at 75 x 75
     assert [block["weight"] for block in fused.metadata["blocks"]] == [1.0, 1.0, 1.0]
     # Plain concatenation, every column at full width: no PCA, no search.
-    model = joblib.load(project / "data/06_models/mfcc_lpcc_ir/svm.pkl")
+    model = ModelDataset(filepath=str(project / "data/06_models/mfcc_lpcc_ir/svm.pkl"),
+                         arrays=str(project / "data/06_models/shared_arrays")).load()
     assert list(model.named_steps) == ["scale", "classify"] and not model.named_steps["scale"].balanced
     metrics = json.loads((project / "data/08_reporting/metrics/mfcc_lpcc_ir/svm.json").read_text())
     assert [(fold["candidates"], fold["chosen"]) for fold in metrics["model_selection"]] == [(1, {})]

@@ -27,9 +27,10 @@ def resumed(store, fold, made_with, parameters, make):
 def test_a_stored_fold_is_reused_exactly_and_only_with_the_same_settings(tmp_path, caplog):
     folder = tmp_path / "mfcc" / "svm_folds"
     made: list = []
-    first = resumed(FinishedFoldsDataset(path=str(folder)).load(), 0, MADE_WITH, {}, counting(made))
+    dataset = FinishedFoldsDataset(path=str(folder), arrays=str(folder.parent / "arrays"))
+    first = resumed(dataset.load(), 0, MADE_WITH, {}, counting(made))
     with caplog.at_level(logging.INFO, logger="emofusion"):
-        again = FinishedFoldsDataset(path=str(folder)).load()
+        again = dataset.load()
         reused = resumed(again, 0, MADE_WITH, {"resume": True}, counting(made))
         resumed(again, 1, MADE_WITH, {}, counting(made))  # never stored
         resumed(again, 0, {**MADE_WITH, "classifier": {"kind": "svm", "C": 10}}, {}, counting(made))
@@ -41,7 +42,7 @@ def test_a_stored_fold_is_reused_exactly_and_only_with_the_same_settings(tmp_pat
 
 
 def test_resume_false_trains_every_fold_again_and_stores_the_new_one(tmp_path):
-    store = FinishedFolds(tmp_path, "m")
+    store = FinishedFolds(tmp_path, "m", arrays=tmp_path / "arrays")
     made: list = []
     resumed(store, 0, MADE_WITH, {}, counting(made))
     resumed(store, 0, MADE_WITH, {"resume": False}, counting(made))
@@ -50,7 +51,7 @@ def test_resume_false_trains_every_fold_again_and_stores_the_new_one(tmp_path):
 
 
 def test_an_unreadable_fold_is_trained_again_with_a_warning(tmp_path, caplog):
-    store = FinishedFolds(tmp_path, "m")
+    store = FinishedFolds(tmp_path, "m", arrays=tmp_path / "arrays")
     resumed(store, 0, MADE_WITH, {}, counting([]))
     (tmp_path / "fold_0.joblib").write_bytes(b"cut sho")
     with caplog.at_level(logging.WARNING, logger="emofusion"):
@@ -73,7 +74,7 @@ def test_a_fold_s_fingerprint_follows_its_clips_not_their_order():
 
 
 def test_folds_made_in_any_order_are_each_stored_and_only_the_missing_ones_are_made(tmp_path):
-    store = FinishedFolds(tmp_path, "m")
+    store = FinishedFolds(tmp_path, "m", arrays=tmp_path / "arrays")
     resumed(store, 1, MADE_WITH, {}, counting([]))
     asked = []
 

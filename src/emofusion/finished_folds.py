@@ -10,14 +10,13 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-import joblib
 import pandas as pd
 
+from emofusion import shared_arrays
 from emofusion.provenance import changed_settings
 
 logger = logging.getLogger(__name__)
@@ -35,8 +34,9 @@ class FinishedFolds:
     settings, `keep` stores one as it finishes (written beside and renamed, so a kill mid-write
     leaves the fold missing, never half-written)."""
 
-    def __init__(self, folder: Path, model: str) -> None:
-        self.folder, self.model = Path(folder), model
+    def __init__(self, folder: Path, model: str, arrays: Path) -> None:
+        """`arrays`: the folder where large arrays are stored once (emofusion.shared_arrays)."""
+        self.folder, self.model, self.arrays = Path(folder), model, Path(arrays)
         self.reused: list[int] = []
         self.changed: dict[int, list[str]] = {}
 
@@ -45,7 +45,7 @@ class FinishedFolds:
 
     def reuse(self, fold: int, made_with: Mapping[str, Any]) -> Any | None:
         try:
-            stored = joblib.load(self._file(fold))
+            stored = shared_arrays.load(self._file(fold), self.arrays)
         except FileNotFoundError:
             return None
         except Exception as error:  # an unreadable file is a fold to train again, not a failed run
@@ -63,11 +63,9 @@ class FinishedFolds:
         """Store a fold; returns it as read back, so that a run that made it and one that reuses
         it go on with the same objects (a model pickled again after a round trip can differ in a
         few bytes from the one first pickled)."""
-        self.folder.mkdir(parents=True, exist_ok=True)
-        staging = self._file(fold).with_suffix(".saving")
-        joblib.dump({"made_with": json.loads(json.dumps(made_with, default=str)), "result": result}, staging)
-        os.replace(staging, self._file(fold))
-        return joblib.load(self._file(fold))["result"]
+        shared_arrays.dump({"made_with": json.loads(json.dumps(made_with, default=str)), "result": result},
+                           self._file(fold), self.arrays)
+        return shared_arrays.load(self._file(fold), self.arrays)["result"]
 
     def report(self, folds: int) -> None:
         """One log line: how many folds were reused, and which settings made others train again."""

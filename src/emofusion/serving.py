@@ -21,6 +21,7 @@ from importlib.metadata import requires
 from pathlib import Path
 from typing import Any
 
+import joblib
 import mlflow
 import pandas as pd
 from kedro.io import DataCatalog
@@ -147,6 +148,11 @@ def log_emotion_model(catalog: DataCatalog, project_path: Path, variant: str, cl
     with tempfile.TemporaryDirectory(prefix="emofusion-") as folder, warnings.catch_warnings():
         # An input example would be recordings, which MLflow would run through the model to log it.
         warnings.filterwarnings("ignore", message=".*input example was not provided")
+        # The model whole, its arrays in the one file: the project's model file names arrays that
+        # its data folder shares between models (emofusion.shared_arrays), which MLflow would not have.
+        files["trained_model"] = str(Path(folder) / "trained_model.pkl")
+        joblib.dump(catalog.load(model_dataset(variant, classifier, "trained_model")), files["trained_model"])
+        datasets["trained_model"] = {"type": "pickle.PickleDataset", "backend": "joblib"}
         settings = Path(folder) / "parameters.json"
         settings.write_text(json.dumps(parameters, indent=1, default=str))
         return mlflow.pyfunc.log_model(

@@ -18,24 +18,25 @@ class FinishedFoldsDataset(AbstractDataset[None, FinishedFolds]):
         "modelling.{variant}.{classifier}.finished_folds":
           type: emofusion.datasets.FinishedFoldsDataset
           path: data/06_models/{variant}/{classifier}_folds
+          arrays: data/06_models/shared_arrays   # large arrays stored once (emofusion.shared_arrays)
     """
 
-    def __init__(self, *, path: str, metadata: dict[str, Any] | None = None) -> None:
-        protocol, local_path = get_protocol_and_path(path)
-        if protocol != "file":
-            raise DatasetError(f"FinishedFoldsDataset only supports local paths, got '{path}'")
-        self._path = Path(local_path)
+    def __init__(self, *, path: str, arrays: str, metadata: dict[str, Any] | None = None) -> None:
+        paths = [get_protocol_and_path(where) for where in (path, arrays)]
+        if any(protocol != "file" for protocol, _ in paths):
+            raise DatasetError(f"FinishedFoldsDataset only supports local paths, got '{path}', '{arrays}'")
+        self._path, self._arrays = (Path(where) for _, where in paths)
         self.metadata = metadata
 
     def _describe(self) -> dict[str, Any]:
-        return {"path": str(self._path)}
+        return {"path": str(self._path), "arrays": str(self._arrays)}
 
     def _exists(self) -> bool:
         return True  # an empty store is a store: the first run finds no folds to reuse
 
     def load(self) -> FinishedFolds:
         model = self._path.name.removesuffix("_folds")
-        return FinishedFolds(self._path, model=f"{self._path.parent.name}.{model}")
+        return FinishedFolds(self._path, model=f"{self._path.parent.name}.{model}", arrays=self._arrays)
 
     def save(self, data: None) -> None:
         raise DatasetError("FinishedFoldsDataset is written fold by fold through the FinishedFolds it loads")

@@ -120,16 +120,20 @@ def test_a_model_refuses_a_split_made_with_other_settings_before_training():
     assert list(metrics["per_fold"]) == ["0", "1", "2"]
 
 
+def folds_in(folder):
+    return FinishedFolds(folder, "m.svm", arrays=folder / "arrays")
+
+
 def test_a_rerun_reuses_the_stored_folds_and_retrains_those_a_changed_setting_affects(tmp_path, caplog):
     features, clips = fused()
     folds = split_clips(clips, {"strategy": "speaker_independent", "speaker_folds": 3}, 0)
     svm = {"kind": "svm", "C": 1.0}
-    model, card, predictions = fit(features, folds, svm, finished_folds=FinishedFolds(tmp_path, "m.svm"))
-    assert sorted(path.name for path in tmp_path.iterdir()) == [f"fold_{k}.joblib" for k in range(3)]
+    model, card, predictions = fit(features, folds, svm, finished_folds=folds_in(tmp_path))
+    assert sorted(path.name for path in tmp_path.glob("fold_*")) == [f"fold_{k}.joblib" for k in range(3)]
     (tmp_path / "fold_2.joblib").unlink()  # as a run killed in its last fold leaves them
     caplog.clear()
     with caplog.at_level(logging.INFO, logger="emofusion"):
-        again = fit(features, folds, svm, finished_folds=FinishedFolds(tmp_path, "m.svm"))
+        again = fit(features, folds, svm, finished_folds=folds_in(tmp_path))
     assert "m.svm: 2 of 3 folds reused" in caplog.text
     trained = [record.getMessage()[:8] for record in caplog.records if record.getMessage().startswith("Fold")]
     assert trained == ["Fold 3/3"]
@@ -137,8 +141,8 @@ def test_a_rerun_reuses_the_stored_folds_and_retrains_those_a_changed_setting_af
     pd.testing.assert_frame_equal(again[2], predictions, check_exact=True)
     caplog.clear()
     with caplog.at_level(logging.INFO, logger="emofusion"):
-        fit(features, folds, {"kind": "svm", "C": 2.0}, finished_folds=FinishedFolds(tmp_path, "m.svm"))
-        fit(features, folds, {"kind": "svm", "C": 2.0}, finished_folds=FinishedFolds(tmp_path, "m.svm"),
+        fit(features, folds, {"kind": "svm", "C": 2.0}, finished_folds=folds_in(tmp_path))
+        fit(features, folds, {"kind": "svm", "C": 2.0}, finished_folds=folds_in(tmp_path),
             evaluation={"bootstrap_resamples": 500})  # a setting the folds do not depend on
     assert "m.svm: 3 stored folds were made with other settings (classifier.C)" in caplog.text
     assert "m.svm: 3 of 3 folds reused" in caplog.text
