@@ -19,8 +19,9 @@ import tempfile
 import time
 from pathlib import Path
 
-import joblib
 from _harness import measured_kedro_run, scratch_project, write_section
+
+from emofusion import shared_arrays
 
 BACKBONE = {"transfer_features": {"backbone": "squeezenet_v1_1", "weights": "imagenet"}}
 
@@ -31,10 +32,10 @@ def storing_cost(models: Path) -> tuple[float, int, int]:
     seconds = 0.0
     with tempfile.TemporaryDirectory() as scratch:
         for file in files:
-            stored = joblib.load(file)
+            stored = shared_arrays.load(file, models / "shared_arrays")
             started = time.perf_counter()
-            joblib.dump(stored, Path(scratch) / "fold.joblib")
-            joblib.load(Path(scratch) / "fold.joblib")
+            shared_arrays.dump(stored, Path(scratch) / "fold.joblib", Path(scratch) / "shared_arrays")
+            shared_arrays.load(Path(scratch) / "fold.joblib", Path(scratch) / "shared_arrays")
             seconds += time.perf_counter() - started
     return seconds, sum(file.stat().st_size for file in files), len(files)
 

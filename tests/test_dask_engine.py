@@ -216,6 +216,7 @@ def test_the_local_workers_start_as_a_run_with_per_clip_nodes_begins_and_end_wit
     from emofusion import parallel
     from emofusion.engine import PER_CLIP_TAG
 
+    parallel.stop_chunk_workers()  # those an earlier test in this process left
     hooks = ExecutionHooks()
     context = Context({"engine": "local"})
     context.params["n_jobs"] = 2
