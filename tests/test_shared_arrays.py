@@ -1,5 +1,6 @@
 """Model files whose large arrays are stored once, by content (emofusion.shared_arrays)."""
 
+import joblib
 import numpy as np
 import pytest
 from kedro.io import DatasetError
@@ -57,3 +58,10 @@ def test_a_model_whose_shared_array_is_gone_is_refused_naming_the_file(tmp_path)
     with pytest.raises(DatasetError, match="svm.pkl needs the array .* train the model again") as refused:
         svm.load()
     assert isinstance(refused.value.__cause__, DamagedDatasetError)  # what predict's refusal prints
+
+
+def test_a_model_file_an_earlier_version_wrote_with_joblib_still_loads(tmp_path):
+    axes = large(0)
+    joblib.dump(model(axes), tmp_path / "svm.pkl")
+    loaded = ModelDataset(filepath=str(tmp_path / "svm.pkl"), arrays=str(tmp_path / "shared_arrays")).load()
+    assert np.array_equal(loaded["reduce"]["axes"], axes) and loaded["classes"] == ["angry", "calm"]

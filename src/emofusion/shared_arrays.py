@@ -24,6 +24,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import joblib
 import numpy as np
 
 from emofusion.errors import DamagedDatasetError
@@ -53,10 +54,19 @@ class _Pickler(pickle.Pickler):
         return None
 
 
+class _JoblibFile(Exception):
+    """The file was written by `joblib.dump` (a model or fold file of an earlier version)."""
+
+
 class _Unpickler(pickle.Unpickler):
     def __init__(self, stream: io.BufferedIOBase, file: Path, folder: Path) -> None:
         super().__init__(stream)
         self.file, self.folder = file, folder
+
+    def find_class(self, module: str, name: str) -> Any:
+        if module == "joblib.numpy_pickle":  # joblib's wrapper of the arrays it writes after the pickle
+            raise _JoblibFile
+        return super().find_class(module, name)
 
     def persistent_load(self, name: str) -> np.ndarray:
         try:
@@ -100,8 +110,12 @@ def dump(value: Any, file: Path, folder: Path) -> None:
 
 
 def load(file: Path, folder: Path) -> Any:
-    with open(file, "rb") as stream:
-        return _Unpickler(stream, file, folder).load()
+    """What `dump` wrote; a file that `joblib.dump` wrote (an earlier version's) is read by joblib."""
+    try:
+        with open(file, "rb") as stream:
+            return _Unpickler(stream, file, folder).load()
+    except _JoblibFile:
+        return joblib.load(file)
 
 
 def _references(file: Path, folder: Path) -> Path:
