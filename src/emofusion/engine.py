@@ -6,6 +6,7 @@ chunks to the engine open, and without one (`emofusion predict`, a notebook) wor
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import threading
@@ -40,6 +41,12 @@ def worker_thread_environment(workers: int) -> dict[str, str]:
     MFCC node took 2.5 to 5 times as long with 2 threads in each of 2 workers on 2 cores)."""
     threads = str(max((os.cpu_count() or 1) // max(workers, 1), 1))
     return {name: os.environ.get(name, threads) for name in THREAD_COUNT_VARIABLES}
+
+
+def import_modules(modules: Sequence[str]) -> None:
+    """Run in a worker as it starts, so that the first chunk does not wait for the imports."""
+    for module in modules:
+        importlib.import_module(module)
 
 
 def _rows_of_file(func: Callable[..., list[Any]], arguments: tuple[Any, ...], start: int, stop: int,
@@ -80,17 +87,23 @@ class DaskEngine:
         if self.scheduler_address is not None:
             self.client()
 
-    def start_in_background(self) -> None:
-        """Start the cluster on this machine in a thread, while the run does its other start-up
-        work (its workers' start takes seconds); `client` waits for it, and raises what it raised."""
+    def start_in_background(self, modules: Sequence[str]) -> None:
+        """Start the cluster on this machine in a thread, its workers importing `modules`, while
+        the run does its other start-up work (the workers' start takes seconds); `client` waits
+        for it, and raises what it raised."""
         if self.scheduler_address is None and self._client is None:
-            threading.Thread(target=self._start_quietly, name="dask-cluster-start", daemon=True).start()
+            self._starting.acquire()  # here, so that no `client()` can come first; the thread releases it
+            threading.Thread(target=self._start_quietly, args=(modules,), name="dask-cluster-start",
+                             daemon=True).start()
 
-    def _start_quietly(self) -> None:
+    def _start_quietly(self, modules: Sequence[str]) -> None:
         try:
-            self.client()
+            self._client = self._connect()
+            self._client.run(import_modules, modules)
         except BaseException as error:  # raised again by the run's first `client()`
             self._start_error = error
+        finally:
+            self._starting.release()
 
     def client(self) -> Any:
         """The cluster's client, joining or starting the cluster on first use."""

@@ -90,10 +90,11 @@ class ExecutionHooks:
     def before_pipeline_run(self, run_params: dict[str, Any], pipeline: Pipeline, catalog: Any) -> Any:
         engine = open_engine(**self._settings.model_dump())
         per_clip = pipeline.only_nodes_with_tags(PER_CLIP_TAG).nodes
+        modules = sorted({node.func.__module__ for node in per_clip})
         if per_clip and engine.dask is not None:
-            engine.dask.start_in_background()
+            engine.dask.start_in_background(modules)
         elif per_clip:
-            start_chunk_workers(self._n_jobs, sorted({node.func.__module__ for node in per_clip}))
+            start_chunk_workers(self._n_jobs, modules)
         try:
             return (yield)
         except Exception:  # a run stopped by another hook (its lock, its inputs) ends its engine

@@ -5,7 +5,6 @@ a model's folds)."""
 from __future__ import annotations
 
 import atexit
-import importlib
 import itertools
 import logging
 import logging.handlers
@@ -24,7 +23,7 @@ from typing import Any, TypeVar
 from joblib.externals.loky import get_reusable_executor
 from tqdm import tqdm
 
-from emofusion.engine import chunk_tasks, current_engine, worker_thread_environment
+from emofusion.engine import chunk_tasks, current_engine, import_modules, worker_thread_environment
 
 T = TypeVar("T")
 K = TypeVar("K", bound=Hashable)
@@ -99,11 +98,6 @@ def _local_map(func: Callable[..., list[T]], items: Sequence[Any], chunk_size: i
     return _chunk_workers(workers).map(task, *zip(*chunks, strict=True))
 
 
-def _import_modules(modules: Sequence[str]) -> None:
-    for module in modules:
-        importlib.import_module(module)
-
-
 def start_chunk_workers(n_jobs: int, modules: Sequence[str]) -> None:
     """Start the local engine's workers for `imap_chunks` now, each importing `modules` (the
     per-clip nodes' own), without waiting: a run calls this before its own start-up work
@@ -113,7 +107,7 @@ def start_chunk_workers(n_jobs: int, modules: Sequence[str]) -> None:
         return
     executor = _chunk_workers(workers)
     for _ in range(workers):
-        executor.submit(_import_modules, modules)
+        executor.submit(import_modules, modules)
 
 
 def imap_chunks(
