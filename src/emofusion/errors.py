@@ -79,6 +79,11 @@ class EngineUnreachableError(EmoFusionError, ConnectionError):
     """The Dask cluster of `execution.scheduler_address` does not answer: said before any work."""
 
 
+class JoblibWrittenFile(EmoFusionError, ValueError):
+    """A model or fold file that an earlier version wrote with `joblib.dump`, met while reading the
+    current format (emofusion.shared_arrays), which then reads it with joblib."""
+
+
 class DamagedDatasetError(EmoFusionError, RuntimeError):
     """A stored dataset whose files do not agree with each other (cut short by a full disk, a copy
     stopped half-way): named, with how to remake it, instead of NumPy's error deep in a stack."""

@@ -27,7 +27,7 @@ from typing import Any
 import joblib
 import numpy as np
 
-from emofusion.errors import DamagedDatasetError
+from emofusion.errors import DamagedDatasetError, JoblibWrittenFile
 
 MIN_SHARED_BYTES = 1 << 20
 LOCK_FILE = ".lock"
@@ -54,10 +54,6 @@ class _Pickler(pickle.Pickler):
         return None
 
 
-class _JoblibFile(Exception):
-    """The file was written by `joblib.dump` (a model or fold file of an earlier version)."""
-
-
 class _Unpickler(pickle.Unpickler):
     def __init__(self, stream: io.BufferedIOBase, file: Path, folder: Path) -> None:
         super().__init__(stream)
@@ -65,7 +61,7 @@ class _Unpickler(pickle.Unpickler):
 
     def find_class(self, module: str, name: str) -> Any:
         if module == "joblib.numpy_pickle":  # joblib's wrapper of the arrays it writes after the pickle
-            raise _JoblibFile
+            raise JoblibWrittenFile(self.file)
         return super().find_class(module, name)
 
     def persistent_load(self, name: str) -> np.ndarray:
@@ -114,7 +110,7 @@ def load(file: Path, folder: Path) -> Any:
     try:
         with open(file, "rb") as stream:
             return _Unpickler(stream, file, folder).load()
-    except _JoblibFile:
+    except JoblibWrittenFile:
         return joblib.load(file)
 
 
