@@ -72,6 +72,7 @@ def effective_n_jobs(n_jobs: int) -> int:
 
 
 _chunk_executor: Any = None
+_starting: list[Future] = []  # the workers' imports that `start_chunk_workers` handed them
 
 
 def _chunk_workers(workers: int) -> Any:
@@ -88,6 +89,10 @@ def stop_chunk_workers() -> None:
     the process's exit while each shuts itself down."""
     global _chunk_executor
     if _chunk_executor is not None:
+        # Their imports first, if a run stopped before its first node: loky's manager thread fails
+        # on work items of a pool killed while they are queued.
+        wait(_starting)
+        _starting.clear()
         _chunk_executor.shutdown(wait=True, kill_workers=True)
         _chunk_executor = None
 
@@ -106,8 +111,7 @@ def start_chunk_workers(n_jobs: int, modules: Sequence[str]) -> None:
     if workers < 2:
         return
     executor = _chunk_workers(workers)
-    for _ in range(workers):
-        executor.submit(import_modules, modules)
+    _starting.extend(executor.submit(import_modules, modules) for _ in range(workers))
 
 
 def imap_chunks(
