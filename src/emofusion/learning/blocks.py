@@ -109,12 +109,22 @@ class BlockReducer(TransformerMixin, BaseEstimator):
         return self
 
     def transform(self, X: np.ndarray) -> np.ndarray:
+        """Row chunk by row chunk, so that no centred copy of a whole block (a CNN block of
+        98,304 columns) is made beside the input."""
         weights = self.weights or [1.0] * len(self.blocks)
-        return np.hstack([
-            weight * (np.asarray(X[:, start:stop], np.float32) if projection is None
-                      else (np.asarray(X[:, start:stop], np.float32) - projection[0]) @ projection[1].T)
-            for (start, stop), projection, weight in zip(self.blocks, self.projections_, weights,
-                                                         strict=True)])
+        widths = [stop - start if projection is None else len(projection[1])
+                  for (start, stop), projection in zip(self.blocks, self.projections_, strict=True)]
+        out = np.empty((len(X), sum(widths)), dtype=np.float32)
+        for first in range(0, len(X), ROWS_PER_CHUNK):
+            rows = slice(first, first + ROWS_PER_CHUNK)
+            column = 0
+            for (start, stop), projection, weight, width in zip(self.blocks, self.projections_, weights,
+                                                                widths, strict=True):
+                block = np.asarray(X[rows, start:stop], np.float32)
+                out[rows, column:column + width] = weight * (
+                    block if projection is None else (block - projection[0]) @ projection[1].T)
+                column += width
+        return out
 
 
 PRINCIPAL_COMPONENTS_KEPT = 8

@@ -8,7 +8,7 @@ from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from emofusion.learning import estimators
 from emofusion.learning.assembly import build_model, cost_paths
-from emofusion.learning.blocks import BlockReducer, principal_components
+from emofusion.learning.blocks import ROWS_PER_CHUNK, BlockReducer, principal_components
 from emofusion.learning.estimators import KernelSVC
 
 UAR_MARGIN = 0.03  # the Nyström SVM's UAR may fall this far below the exact one's on this problem
@@ -72,6 +72,16 @@ def test_incremental_pca_finds_the_exact_axes_of_a_low_rank_block():
     assert np.allclose(mean, reference_mean, atol=1e-4)
     assert np.allclose(np.abs(axes @ reference_axes.T), np.eye(6), atol=1e-3)  # the same span
     assert axes.dtype == np.float32
+
+
+def test_the_reduction_is_applied_row_chunk_by_row_chunk_with_the_whole_block_s_result():
+    rows = np.random.default_rng(0).standard_normal((ROWS_PER_CHUNK * 2 + 37, 300)).astype(np.float32)
+    reducer = BlockReducer([(0, 20), (20, 300)], [None, 16], [1.0, 0.5]).fit(rows)
+    mean, axes = reducer.projections_[1]
+    whole = np.hstack([rows[:, :20], 0.5 * ((rows[:, 20:] - mean) @ axes.T)])
+    reduced = reducer.transform(rows)
+    # Equal but for float32 rounding: BLAS sums a chunk's products in another order than the whole's.
+    assert reduced.dtype == np.float32 and np.allclose(reduced, whole, rtol=1e-5, atol=1e-5)
 
 
 def test_the_paths_taken_are_recorded_per_model():
