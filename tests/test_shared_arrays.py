@@ -65,3 +65,8 @@ def test_a_model_file_an_earlier_version_wrote_with_joblib_still_loads(tmp_path)
     joblib.dump(model(axes), tmp_path / "svm.pkl")
     loaded = ModelDataset(filepath=str(tmp_path / "svm.pkl"), arrays=str(tmp_path / "shared_arrays")).load()
     assert np.array_equal(loaded["reduce"]["axes"], axes) and loaded["classes"] == ["angry", "calm"]
+
+
+def test_a_model_file_at_a_url_is_refused_naming_the_dataset(tmp_path):
+    with pytest.raises(DatasetError, match="ModelDataset only supports local paths, got 's3://bucket/svm.pkl'"):
+        ModelDataset(filepath="s3://bucket/svm.pkl", arrays=str(tmp_path))

@@ -19,9 +19,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from kedro.io.core import AbstractDataset, DatasetError, get_protocol_and_path
+from kedro.io.core import AbstractDataset, DatasetError
 
 from emofusion.clip_array import ClipArray, is_whole_file_map
+from emofusion.datasets.local_paths import local_paths
 from emofusion.errors import DamagedDatasetError
 from emofusion.fused_columns import FusedColumns, GroupStatistics, StreamColumns
 
@@ -52,10 +53,7 @@ class ClipArrayDataset(AbstractDataset[ClipArray, ClipArray]):
         optional: bool = False,
         metadata: dict[str, Any] | None = None,
     ) -> None:
-        protocol, local_path = get_protocol_and_path(path)
-        if protocol != "file":
-            raise DatasetError(f"ClipArrayDataset only supports local paths, got '{path}'")
-        self._path = Path(local_path)
+        [self._path] = local_paths("ClipArrayDataset", path)
         self._load_args = dict(load_args or {})
         self._optional = optional
         self.metadata = metadata

@@ -4,11 +4,11 @@ finishes, which a dataset saved once at the node's end could not do."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
-from kedro.io.core import AbstractDataset, DatasetError, get_protocol_and_path
+from kedro.io.core import AbstractDataset, DatasetError
 
+from emofusion.datasets.local_paths import local_paths
 from emofusion.finished_folds import FinishedFolds
 
 
@@ -22,10 +22,7 @@ class FinishedFoldsDataset(AbstractDataset[None, FinishedFolds]):
     """
 
     def __init__(self, *, path: str, arrays: str, metadata: dict[str, Any] | None = None) -> None:
-        paths = [get_protocol_and_path(where) for where in (path, arrays)]
-        if any(protocol != "file" for protocol, _ in paths):
-            raise DatasetError(f"FinishedFoldsDataset only supports local paths, got '{path}', '{arrays}'")
-        self._path, self._arrays = (Path(where) for _, where in paths)
+        self._path, self._arrays = local_paths("FinishedFoldsDataset", path, arrays)
         self.metadata = metadata
 
     def _describe(self) -> dict[str, Any]:

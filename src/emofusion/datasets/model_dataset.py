@@ -4,12 +4,12 @@ several variants and both classifiers fit alike is on disk once, not once per mo
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
-from kedro.io.core import AbstractDataset, DatasetError, get_protocol_and_path
+from kedro.io.core import AbstractDataset
 
 from emofusion import shared_arrays
+from emofusion.datasets.local_paths import local_paths
 
 
 class ModelDataset(AbstractDataset[Any, Any]):
@@ -22,10 +22,7 @@ class ModelDataset(AbstractDataset[Any, Any]):
     """
 
     def __init__(self, *, filepath: str, arrays: str, metadata: dict[str, Any] | None = None) -> None:
-        paths = [get_protocol_and_path(path) for path in (filepath, arrays)]
-        if any(protocol != "file" for protocol, _ in paths):
-            raise DatasetError(f"ModelDataset only supports local paths, got '{filepath}', '{arrays}'")
-        self._filepath, self._arrays = (Path(path) for _, path in paths)
+        self._filepath, self._arrays = local_paths("ModelDataset", filepath, arrays)
         self.metadata = metadata
 
     def _describe(self) -> dict[str, Any]:
