@@ -1,5 +1,5 @@
-"""Every `kedro run` recorded in MLflow, and the chosen model logged as an MLflow model that answers as
-`emofusion predict` does, in process and over HTTP. One small trained project (the tiny demo corpus,
+"""Every `kedro run` that trains, scores or reports recorded in MLflow, and the chosen model logged as
+an MLflow model that answers as `emofusion predict` does, in process and over HTTP. One small trained project (the tiny demo corpus,
 two SVMs) is shared by every test; the later runs train one namespace from its stored features."""
 
 import base64
@@ -139,6 +139,17 @@ def test_a_run_with_tracking_off_writes_nothing_under_the_store(first_run_id, pr
     assert "mfcc.svm: 1 of 1 folds reused" in run.stderr  # it did run
     assert not recorded_runs(run) and "MLflow" not in run.stderr
     assert store_files(project) == before
+
+
+def test_a_run_that_only_prepares_features_is_not_recorded(first_run_id, project):
+    before = store_files(project)
+    run = kedro(project, "run", "--pipelines", "data_processing,feature_extraction,fusion", "--params",
+                TINY_DEMO, env=NO_SERVER)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "Corpus 'demo': " in run.stderr  # it did run
+    said = [line for line in run.stderr.splitlines() if "MLflow" in line]
+    assert len(said) == 1 and "Not recorded in MLflow: this run only prepares audio and features" in said[0]
+    assert not recorded_runs(run) and store_files(project) == before
 
 
 def test_an_unreachable_server_is_said_once_and_the_run_goes_on_or_stops_as_configured(first_run_id,

@@ -1,4 +1,5 @@
-"""Every `kedro run` as one MLflow run, through kedro-mlflow's hook: its tags (git commit, corpora,
+"""Every `kedro run` that trains, scores or reports as one MLflow run (one that only prepares audio
+and features is not recorded), through kedro-mlflow's hook: its tags (git commit, corpora,
 split, backbones requested and used, what it ran), every parameter as Kedro resolved them (flattened,
 `--params` included), each model's scores from model_summary.csv as metrics named
 `<variant>.<classifier>.<score>`, the report, the summary and the confusion matrices as artefacts,
@@ -34,6 +35,7 @@ from kedro.pipeline import Pipeline
 from emofusion import __version__
 from emofusion.errors import TrackingError
 from emofusion.inference import default_model
+from emofusion.pipeline_registry import every_pipeline
 from emofusion.run_spec import run_spec
 from emofusion.validation import Tracking
 
@@ -88,7 +90,10 @@ class TrackingHooks:
         opened before them (a run stopped for it takes no lock), and the MLflow run starts after them
         (a run refused for its lock or its inputs records nothing)."""
         self._hook = None
-        if self._settings.enabled and self._reachable():
+        if self._settings.enabled and not makes_results(pipeline):
+            logger.info("Not recorded in MLflow: this run only prepares audio and features (runs that "
+                        "train, score or report are)")
+        elif self._settings.enabled and self._reachable():
             self._open(Path(run_params["project_path"]))
         result = yield
         if self._hook is not None:
@@ -214,6 +219,16 @@ class TrackingHooks:
         model = log_emotion_model(catalog, project, variant, classifier, parameters)
         mlflow.set_tags({"emofusion.model": name, "emofusion.model_uri": model.model_uri})
         return model.model_uri
+
+
+def makes_results(pipeline: Pipeline) -> bool:
+    """Whether a run does more than the feature pipelines (`emofusion predict`'s: audio to fused
+    features): one that only prepares features has no scores, report or model to compare, and
+    opening the store would cost more than the per-clip work of a small corpus."""
+    spec = run_spec()
+    features = {node.name for part in every_pipeline(spec.feature_pipelines, spec).values()
+                for node in part.nodes}
+    return any(node.name not in features for node in pipeline.nodes)
 
 
 def kedro_mlflow_hook_class() -> type[MlflowHook]:
