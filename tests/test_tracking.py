@@ -1,6 +1,7 @@
 """Every `kedro run` that trains, scores or reports recorded in MLflow, and the chosen model logged as
-an MLflow model that answers as `emofusion predict` does, in process and over HTTP. One small trained project (the tiny demo corpus,
-two SVMs) is shared by every test; the later runs train one namespace from its stored features."""
+an MLflow model that answers as `emofusion predict` does, in process and over HTTP. One small trained
+project (the tiny demo corpus, two SVMs) is shared by every test; the later runs train one namespace
+from its stored features."""
 
 import base64
 import json
