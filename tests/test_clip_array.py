@@ -6,8 +6,8 @@ import pandas as pd
 import pytest
 from kedro.io import DatasetError
 
-from emofusion.clip_array import ClipArray
-from emofusion.datasets import ClipArrayDataset
+from emofusion.clip_array import ClipArray, RowPart, joined_outputs, row_parts
+from emofusion.datasets import ClipArrayDataset, ClipTableDataset
 from emofusion.errors import DamagedDatasetError
 from emofusion.fused_columns import FusedColumns
 from emofusion.pipelines.fusion.nodes import fuse_feature_streams
@@ -44,6 +44,54 @@ def test_dataset_round_trip_memory_maps(tmp_path):
     # Saving again replaces the folder whole.
     dataset.save(ClipArray(np.array(["z"]), np.ones((1, 2))))
     assert dataset.load().values.shape == (1, 2)
+
+
+def blocks(sizes, start=0):
+    """(audio, table) blocks of consecutive clips, `sizes` rows each."""
+    for size in sizes:
+        ids = np.array([f"c{i}" for i in range(start, start + size)])
+        values = np.arange(start * 3, (start + size) * 3, dtype=np.float32).reshape(size, 3)
+        yield ClipArray(ids, values, {"made": "here"}), pd.DataFrame({"clip_id": ids})
+        start += size
+
+
+def test_parts_are_written_as_they_come_and_read_back_as_one_array(tmp_path):
+    audio = ClipArrayDataset(path=str(tmp_path / "audio"), load_args={"mmap_mode": "r"})
+    table = ClipTableDataset(filepath=str(tmp_path / "table.csv"))
+    parts = list(row_parts(blocks([2, 0, 3])))
+    assert [(part.first, part.last) for part, _ in parts] == [(True, False), (False, False), (False, True)]
+    for audio_part, table_part in parts:
+        audio.save(audio_part)
+        table.save(table_part)
+        assert audio.exists() == audio_part.last  # nothing in place before the last part
+    expected_audio, expected_table = joined_outputs(parts)
+    loaded = audio.load()
+    assert isinstance(loaded.values, np.memmap) and audio.damage() is None
+    np.testing.assert_array_equal(loaded.values, expected_audio.values)
+    assert list(loaded.clip_ids) == [f"c{i}" for i in range(5)] and loaded.metadata == {"made": "here"}
+    pd.testing.assert_frame_equal(table.load(), expected_table)
+    # One part, and it is empty: an array of no rows.
+    for audio_part, _ in row_parts(blocks([0])):
+        audio.save(audio_part)
+    assert audio.load().values.shape == (0, 3)
+
+
+def test_a_save_stopped_between_parts_keeps_the_stored_array_and_the_next_starts_anew(tmp_path):
+    audio = ClipArrayDataset(path=str(tmp_path / "audio"))
+    audio.save(ClipArray(np.array(["old"]), np.zeros((1, 3), dtype=np.float32)))
+    stopped = [part for part, _ in row_parts(blocks([2, 2]))]
+    audio.save(stopped[0])  # the run stops here
+    assert list(audio.load().clip_ids) == ["old"]
+    for part, _ in row_parts(blocks([1, 1], start=7)):
+        audio.save(part)
+    assert list(audio.load().clip_ids) == ["c7", "c8"]
+    with pytest.raises(DatasetError, match="other than the first came first"):
+        ClipArrayDataset(path=str(tmp_path / "other")).save(stopped[1])
+    repeated = [RowPart(ClipArray(np.array(["a"]), np.zeros((1, 3))), True, False),
+                RowPart(ClipArray(np.array(["a"]), np.zeros((1, 3))), False, True)]
+    with pytest.raises(DatasetError, match="repeat clip ids"):
+        for part in repeated:
+            audio.save(part)
 
 
 def test_dataset_refuses_other_objects_and_missing_data(tmp_path):

@@ -16,6 +16,7 @@ import pytest
 import soundfile as sf
 from kedro.pipeline import Pipeline, node
 
+from emofusion.clip_array import joined_outputs
 from emofusion.engine import chunk_tasks, close_engine, current_engine, open_engine
 from emofusion.errors import EngineUnreachableError
 from emofusion.hooks import ExecutionHooks
@@ -62,7 +63,7 @@ def corpus(tmp_path) -> pd.DataFrame:
 
 def per_clip_stages(corpus, parameters):
     audio_options = dict(parameters["audio"], duration_s=1.0)
-    audio, manifest, rejected = preprocess_audio(corpus, audio_options, n_jobs=1)
+    audio, manifest, rejected = joined_outputs(preprocess_audio(corpus, audio_options, n_jobs=1))
     return (audio, manifest, rejected, extract_mfcc(audio, parameters["mfcc"], n_jobs=1),
             extract_lpcc(audio, parameters["lpcc"], n_jobs=1))
 

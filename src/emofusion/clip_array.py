@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from emofusion.errors import MissingClipsError
 
@@ -50,6 +51,44 @@ class ClipArray:
         """Rows for ``clip_ids`` in that order."""
         rows = self.positions(clip_ids)
         return ClipArray(np.asarray(clip_ids, dtype=str), self.values[rows], dict(self.metadata))
+
+
+@dataclass(frozen=True)
+class RowPart:
+    """Consecutive rows of one output of a generator node, which Kedro saves part by part as they are
+    yielded: `first` starts the output anew, `last` completes it. A ClipArray's parts go to its file
+    as they come (emofusion.datasets.ClipArrayDataset), so that no process holds every clip's rows;
+    a table's (a row per clip) are joined and saved whole."""
+
+    data: ClipArray | pd.DataFrame
+    first: bool
+    last: bool
+
+
+def joined(parts: Sequence[RowPart]) -> ClipArray | pd.DataFrame:
+    """The whole output from its parts, in memory: for `emofusion predict`'s few files, and for
+    callers of a generator node outside a Kedro run."""
+    data = [part.data for part in parts]
+    if isinstance(data[0], ClipArray):
+        return ClipArray(np.concatenate([piece.clip_ids for piece in data]),
+                         np.concatenate([piece.values for piece in data]), data[-1].metadata)
+    return pd.concat([piece for piece in data if len(piece)] or data[:1], ignore_index=True)
+
+
+def row_parts(blocks: Iterable[tuple[Any, ...]]) -> Iterator[tuple[RowPart, ...]]:
+    """Each output of each block (a tuple, one item per output) as a RowPart marked first or last,
+    a block looked ahead to know the last; `blocks` yields at least one, if only an empty one."""
+    iterator = iter(blocks)
+    held, first = next(iterator), True
+    for block in iterator:
+        yield tuple(RowPart(data, first, False) for data in held)
+        held, first = block, False
+    yield tuple(RowPart(data, first, True) for data in held)
+
+
+def joined_outputs(yielded: Iterable[tuple[RowPart, ...]]) -> tuple[ClipArray | pd.DataFrame, ...]:
+    """Each output of a generator node that yields one RowPart per output at a time, whole."""
+    return tuple(joined(parts) for parts in zip(*yielded, strict=True))
 
 
 def is_whole_file_map(values: np.ndarray) -> bool:

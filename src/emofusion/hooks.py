@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
 import time
 from pathlib import Path
@@ -11,6 +12,7 @@ from kedro.framework.context import KedroContext
 from kedro.framework.hooks import hook_impl
 from kedro.pipeline import Node, Pipeline
 
+from emofusion.clip_array import RowPart
 from emofusion.engine import PER_CLIP_TAG, close_engine, open_engine
 from emofusion.errors import DamagedDatasetError, MissingInputError
 from emofusion.parallel import start_chunk_workers, stop_chunk_workers
@@ -24,7 +26,8 @@ logger = logging.getLogger(__name__)
 
 class NodeTimingHooks:
     """Log each node's wall time, so a run says where its minutes went: at INFO from a second on, at
-    DEBUG below (dozens of quick figure, fusion and scoring nodes would fill the log)."""
+    DEBUG below (dozens of quick figure, fusion and scoring nodes would fill the log). A generator
+    node (preprocess_audio) is timed to the save of its last part, not its first."""
 
     def __init__(self) -> None:
         self._started: dict[str, float] = {}
@@ -35,6 +38,15 @@ class NodeTimingHooks:
 
     @hook_impl
     def after_node_run(self, node: Node, outputs: dict[str, Any]) -> None:
+        if not inspect.isgeneratorfunction(node.func):
+            self._log(node)
+
+    @hook_impl
+    def after_dataset_saved(self, dataset_name: str, data: Any, node: Node) -> None:
+        if isinstance(data, RowPart) and data.last and dataset_name == node.outputs[-1]:
+            self._log(node)
+
+    def _log(self, node: Node) -> None:
         seconds = time.perf_counter() - self._started.pop(node.name)
         logger.log(logging.INFO if seconds >= 1 else logging.DEBUG, "Node %s took %.1f s", node.name, seconds)
 

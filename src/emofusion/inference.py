@@ -11,6 +11,7 @@ features standardised per speaker needs the speaker of each file, and is refused
 
 from __future__ import annotations
 
+import inspect
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -23,6 +24,7 @@ from kedro.pipeline import Pipeline, pipeline
 from kedro.runner import SequentialRunner
 
 from emofusion.clip_array import ClipArray
+from emofusion.datasets import JoinedPartsMemoryDataset
 from emofusion.errors import DomainBatchError, ModelMismatchError, SpeakersNeededError
 from emofusion.instances import dotted_dataset_names, fused_features_name, model_dataset
 from emofusion.learning.predictions import prediction_table
@@ -141,6 +143,9 @@ def features_of(files: Sequence[Path], datasets: Sequence[str], pipelines: Mappi
                            "stored_transfer_features": MemoryDataset(None)})
     for name in steps.inputs() - {"corpus_manifest", "stored_transfer_features"}:
         catalog[name] = fallbacks[name] if name in fallbacks else _parameter(parameters, name)
+    for name in (name for step in steps.nodes if inspect.isgeneratorfunction(step.func)
+                 for name in step.outputs):
+        catalog[name] = JoinedPartsMemoryDataset()  # preprocess_audio's outputs, made in parts
     runner = SequentialRunner()
     runner.run(preprocessing, catalog)  # first, so that features are made only when a file is usable
     rejected = catalog["audio_rejections"].load()

@@ -1,5 +1,6 @@
 """Kedro dataset for a :class:`ClipArray`: a folder with ``values.npy``, ``clip_ids.json`` and
-``metadata.json``. The values are a plain ``.npy`` file so they can be memory-mapped.
+``metadata.json``. The values are a plain ``.npy`` file so they can be memory-mapped. A generator
+node's output comes in parts (:class:`RowPart`), whose rows are written as they come.
 
 A ClipArray of :class:`FusedColumns` (a fusion variant) is stored as what it reads, not as a copy:
 ``columns.json`` names each stream's folder (relative to this one) with a fingerprint of its clip ids
@@ -21,7 +22,7 @@ from typing import Any
 import numpy as np
 from kedro.io.core import AbstractDataset, DatasetError
 
-from emofusion.clip_array import ClipArray, is_whole_file_map
+from emofusion.clip_array import ClipArray, RowPart, is_whole_file_map
 from emofusion.datasets.local_paths import local_paths
 from emofusion.errors import DamagedDatasetError
 from emofusion.fused_columns import FusedColumns, GroupStatistics, StreamColumns
@@ -43,6 +44,8 @@ class ClipArrayDataset(AbstractDataset[ClipArray, ClipArray]):
     ``optional: true`` makes ``load`` return None while nothing is saved yet: a node can then read
     its own previous output (under a second catalog name) and decide whether it is still valid.
     Saving a memory-mapped array loaded from this very folder rewrites only the JSON files.
+    Saving :class:`RowPart` s (a generator node's output, part by part) appends each part's rows to
+    the values file; the folder is swapped in when the last part has come, as a whole save's is.
     """
 
     def __init__(
@@ -57,6 +60,7 @@ class ClipArrayDataset(AbstractDataset[ClipArray, ClipArray]):
         self._load_args = dict(load_args or {})
         self._optional = optional
         self.metadata = metadata
+        self._writer: _RowWriter | None = None
 
     def _describe(self) -> dict[str, Any]:
         return {"path": str(self._path), "load_args": self._load_args, "optional": self._optional}
@@ -111,29 +115,96 @@ class ClipArrayDataset(AbstractDataset[ClipArray, ClipArray]):
         metadata = json.loads(metadata_file.read_text()) if metadata_file.is_file() else {}
         return ClipArray(np.asarray(clip_ids, dtype=str), values, metadata)
 
-    def save(self, data: ClipArray) -> None:
+    def save(self, data: ClipArray | RowPart) -> None:
+        if isinstance(data, RowPart) and isinstance(data.data, ClipArray):
+            self._save_part(data)
+            return
         if not isinstance(data, ClipArray):
             raise DatasetError(f"ClipArrayDataset saves a ClipArray, got {type(data).__name__}")
         if _maps_whole_file(data.values, self._path / "values.npy"):
             # Values read from here unchanged (a reused result): the file already holds them.
-            self._write_json(self._path, data)
+            _write_json(self._path, data.clip_ids, data.metadata)
             return
-        # Write beside the target and swap, so an interrupted save never leaves a mixed folder.
-        staging = self._path.with_name(self._path.name + ".saving")
-        shutil.rmtree(staging, ignore_errors=True)
-        staging.mkdir(parents=True)
+        staging = self._new_staging()
         if isinstance(data.values, FusedColumns):
             _save_fused_columns(data.values, staging, self._path)
         else:
             np.save(staging / "values.npy", np.ascontiguousarray(data.values))
-        self._write_json(staging, data)
+        _write_json(staging, data.clip_ids, data.metadata)
+        self._swap_in(staging)
+
+    def _save_part(self, part: RowPart) -> None:
+        if part.first:
+            if self._writer is not None:  # a run that stopped between parts
+                self._writer.discard()
+            self._writer = _RowWriter(self._new_staging() / "values.npy", part.data.values)
+        elif self._writer is None:
+            raise DatasetError(f"'{self._path}': a part other than the first came first")
+        self._writer.append(part.data)
+        if part.last:
+            writer, self._writer = self._writer, None
+            clip_ids = writer.close()
+            if len(np.unique(clip_ids)) != len(clip_ids):
+                raise DatasetError(f"'{self._path}': its parts repeat clip ids")
+            _write_json(writer.file.parent, clip_ids, part.data.metadata)
+            self._swap_in(writer.file.parent)
+
+    def _new_staging(self) -> Path:
+        """An empty folder beside the target, swapped in when written: an interrupted save never
+        leaves a mixed folder."""
+        staging = self._path.with_name(self._path.name + ".saving")
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir(parents=True)
+        return staging
+
+    def _swap_in(self, staging: Path) -> None:
         shutil.rmtree(self._path, ignore_errors=True)
         staging.rename(self._path)
 
-    @staticmethod
-    def _write_json(folder: Path, data: ClipArray) -> None:
-        (folder / "clip_ids.json").write_text(json.dumps(data.clip_ids.tolist()))
-        (folder / "metadata.json").write_text(json.dumps(data.metadata, indent=2, default=str))
+
+class _RowWriter:
+    """values.npy written part by part: NumPy sizes its header for a row count of any length, so
+    the real count is written over it when the last part has come."""
+
+    def __init__(self, file: Path, first_rows: np.ndarray) -> None:
+        self.file = file
+        self._row_shape, self._dtype = first_rows.shape[1:], first_rows.dtype
+        self._stream = file.open("wb")
+        self._header_bytes = self._write_header(0)
+        self._rows = 0
+        self._clip_ids: list[np.ndarray] = []
+
+    def _write_header(self, rows: int) -> int:
+        self._stream.seek(0)
+        np.lib.format.write_array_header_1_0(self._stream, {
+            "descr": np.lib.format.dtype_to_descr(self._dtype), "fortran_order": False,
+            "shape": (rows, *self._row_shape)})
+        return self._stream.tell()
+
+    def append(self, part: ClipArray) -> None:
+        if part.values.shape[1:] != self._row_shape or part.values.dtype != self._dtype:
+            raise DatasetError(f"'{self.file}': a part of rows {part.values.shape[1:]} {part.values.dtype} "
+                               f"after rows {self._row_shape} {self._dtype}")
+        self._stream.seek(0, os.SEEK_END)
+        self._stream.write(np.ascontiguousarray(part.values).data)
+        self._rows += len(part)
+        self._clip_ids.append(part.clip_ids)
+
+    def close(self) -> np.ndarray:
+        """The clip ids of every row, the header's row count written."""
+        if self._write_header(self._rows) != self._header_bytes:
+            raise DatasetError(f"'{self.file}': {self._rows:,} rows do not fit its header")
+        self._stream.close()
+        return np.concatenate(self._clip_ids)
+
+    def discard(self) -> None:
+        self._stream.close()
+        shutil.rmtree(self.file.parent, ignore_errors=True)
+
+
+def _write_json(folder: Path, clip_ids: np.ndarray, metadata: dict[str, Any]) -> None:
+    (folder / "clip_ids.json").write_text(json.dumps(clip_ids.tolist()))
+    (folder / "metadata.json").write_text(json.dumps(metadata, indent=2, default=str))
 
 
 def _maps_whole_file(values: np.ndarray, values_file: Path) -> bool:

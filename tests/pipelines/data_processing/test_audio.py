@@ -1,13 +1,22 @@
 """Preprocessing of single clips, the preprocess_audio node and the synthetic demo corpus."""
 
+import logging
 
 import numpy as np
 import pandas as pd
 import pytest
 import soundfile as sf
+from kedro.framework.hooks import hook_impl
+from kedro.framework.hooks.manager import _create_hook_manager
+from kedro.io import DataCatalog, MemoryDataset
+from kedro.pipeline import Pipeline, node
+from kedro.runner import SequentialRunner
 
-from emofusion.clip_array import ClipArray
+from emofusion.clip_array import ClipArray, joined_outputs
+from emofusion.datasets import ClipArrayDataset, ClipTableDataset
 from emofusion.errors import ClipRejected, CorpusError
+from emofusion.hooks import NodeTimingHooks
+from emofusion.pipelines.data_processing import nodes as data_processing_nodes
 from emofusion.pipelines.data_processing.audio import (
     fix_duration,
     normalise,
@@ -241,8 +250,45 @@ def mixed_manifest(tmp_path):
     return manifest_for(paths)
 
 
+def test_a_kedro_run_stores_the_audio_part_by_part_as_one_array(mixed_manifest, audio_params, tmp_path,
+                                                                  monkeypatch, caplog):
+    """Through Kedro's runner, with parts of one clip's audio: the stored outputs are the whole
+    ones, and the node is timed to its last part."""
+    monkeypatch.setattr(data_processing_nodes, "PART_BYTES", 1)
+    whole = joined_outputs(preprocess_audio(mixed_manifest, audio_params, n_jobs=1))
+    catalog = DataCatalog({
+        "corpus_manifest": MemoryDataset(mixed_manifest), "params:audio": MemoryDataset(audio_params),
+        "params:n_jobs": MemoryDataset(1),
+        "preprocessed_audio": ClipArrayDataset(path=str(tmp_path / "audio"), load_args={"mmap_mode": "r"}),
+        "clip_manifest": ClipTableDataset(filepath=str(tmp_path / "clip_manifest.csv")),
+        "audio_rejections": ClipTableDataset(filepath=str(tmp_path / "audio_rejections.csv"))})
+    saved = []
+    timing = NodeTimingHooks()
+
+    class PartsSaved:
+        @hook_impl
+        def after_dataset_saved(self, dataset_name, data, node):
+            saved.append(dataset_name)
+
+    manager = _create_hook_manager()
+    manager.register(timing)
+    manager.register(PartsSaved())
+    caplog.set_level(logging.DEBUG, logger="emofusion.hooks")
+    steps = Pipeline([node(preprocess_audio, ["corpus_manifest", "params:audio", "params:n_jobs"],
+                           ["preprocessed_audio", "clip_manifest", "audio_rejections"])])
+    SequentialRunner().run(steps, catalog, hook_manager=manager)
+    assert saved.count("preprocessed_audio") == 4  # a part per good clip, then the rest (a rejection)
+    stored = catalog["preprocessed_audio"].load()
+    np.testing.assert_array_equal(stored.values, whole[0].values)
+    assert stored.clip_ids.tolist() == whole[0].clip_ids.tolist()
+    pd.testing.assert_frame_equal(catalog["clip_manifest"].load()[["clip_id", "source_sample_rate"]],
+                                  whole[1][["clip_id", "source_sample_rate"]])
+    assert sorted(catalog["audio_rejections"].load()["clip_id"]) == sorted(whole[2]["clip_id"])
+    assert len([record for record in caplog.records if "took" in record.getMessage()]) == 1
+
+
 def test_preprocess_audio_keeps_good_clips_in_order_and_rejects_bad(mixed_manifest, audio_params):
-    audio, clip_manifest, rejected = preprocess_audio(mixed_manifest, audio_params, n_jobs=1)
+    audio, clip_manifest, rejected = joined_outputs(preprocess_audio(mixed_manifest, audio_params, n_jobs=1))
     good = ["a/good1", "b/good2", "a/good3"]
     assert isinstance(audio, ClipArray)
     assert audio.clip_ids.tolist() == good
@@ -274,7 +320,7 @@ def test_preprocess_audio_keeps_good_clips_in_order_and_rejects_bad(mixed_manife
 
 
 def test_report_clip_usage_combines_both_rejection_tables(mixed_manifest, audio_params):
-    _, clip_manifest, rejected = preprocess_audio(mixed_manifest, audio_params, n_jobs=1)
+    _, clip_manifest, rejected = joined_outputs(preprocess_audio(mixed_manifest, audio_params, n_jobs=1))
     scan = pd.DataFrame([{"clip_id": "a/stray", "corpus": "a", "path": "/x/stray.wav",
                           "stage": "scan", "reason": "name does not match"}])
     report = report_clip_usage(clip_manifest, scan, rejected)
@@ -296,7 +342,7 @@ def test_all_clips_rejected_end_to_end_raises_corpus_error(tmp_path, audio_param
         "a/short": write(tmp_path / "short.wav", tone(0.1)),
     })
     with pytest.raises(CorpusError, match="All 2 clips were rejected"):
-        _, clip_manifest, rejected = preprocess_audio(manifest, audio_params, n_jobs=1)
+        _, clip_manifest, rejected = joined_outputs(preprocess_audio(manifest, audio_params, n_jobs=1))
         report_clip_usage(clip_manifest, pd.DataFrame(columns=REJECTION_COLUMNS), rejected)
 
 
@@ -395,7 +441,7 @@ def test_a_long_clip_is_cropped_and_the_crop_is_recorded(tmp_path, audio_params)
     path = write(tmp_path / "long.wav", speech_like(3.0))
     manifest = pd.DataFrame({"clip_id": ["long"], "corpus": "c", "path": [path]}
                             ).reindex(columns=CLIP_COLUMNS)
-    audio, clip_manifest, _ = preprocess_audio(manifest, audio_params, n_jobs=1)
+    audio, clip_manifest, _ = joined_outputs(preprocess_audio(manifest, audio_params, n_jobs=1))
     row = clip_manifest.iloc[0]
     assert audio.clip_ids.tolist() == ["long"] and row["source_clip_id"] == "long"
     assert row["speech_duration_s"] == pytest.approx(3.0, abs=0.05)
@@ -409,7 +455,7 @@ def test_a_long_clip_becomes_windows_of_the_clip_duration_when_asked(tmp_path, a
     manifest = pd.DataFrame({"clip_id": ["long", "short"], "corpus": "c", "path": [path, short],
                              "speaker": "s1"}).reindex(columns=CLIP_COLUMNS)
     params = dict(audio_params, long_clips="windows", window_hop_s=0.5)
-    audio, clip_manifest, rejected = preprocess_audio(manifest, params, n_jobs=1)
+    audio, clip_manifest, rejected = joined_outputs(preprocess_audio(manifest, params, n_jobs=1))
     windows = clip_manifest[clip_manifest["source_clip_id"] == "long"]
     speech_s = windows["speech_duration_s"].iloc[0]
     assert len(windows) == 1 + round((speech_s - 1.0) / 0.5)  # about every 0.5 s, from start to end

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from emofusion.clip_array import ClipArray
+from emofusion.clip_array import ClipArray, RowPart, row_parts
 from emofusion.errors import ClipRejected, CorpusError
 from emofusion.learning.splits import SPEAKER_SPLITS
 from emofusion.parallel import imap_chunks
@@ -20,6 +21,10 @@ from .corpora import CLIP_COLUMNS, REJECTION_COLUMNS, scan_corpus
 from .demo_corpus import write_demo_corpus
 
 logger = logging.getLogger(__name__)
+
+# The audio preprocess_audio hands Kedro at a time (about 350 clips of 3 s at 16 kHz): with the part
+# it looks ahead to, the most of a corpus's audio the run's process holds.
+PART_BYTES = 64 * 2**20
 
 
 def _label_map(corpus: str, source: Mapping[str, Any], label_maps: Mapping[str, Any],
@@ -140,55 +145,81 @@ def window_id(clip_id: str, start_s: float) -> str:
 
 def preprocess_audio(
     corpus_manifest: pd.DataFrame, audio_options: Mapping[str, Any], n_jobs: int
-) -> tuple[ClipArray, pd.DataFrame, pd.DataFrame]:
-    """Decode and preprocess every clip in parallel into one (clips, samples) float32 array.
+) -> Iterator[tuple[RowPart, RowPart, RowPart]]:
+    """Decode and preprocess every clip in parallel into (clips, samples) float32 rows, yielded part
+    by part as the workers finish them: Kedro stores each part as it comes, so that no process holds
+    the whole corpus's audio.
 
-    Returns the audio, the manifest of clips that passed (with their source format and which part
-    of the speech was kept: `window_start_s`, `kept_duration_s`; windows of one long clip share its
-    `source_clip_id`) and the clips rejected with the reason.
+    Yields parts of the audio, of the manifest of clips that passed (with their source format and
+    which part of the speech was kept: `window_start_s`, `kept_duration_s`; windows of one long clip
+    share its `source_clip_id`) and of the clips rejected with the reason
+    (`emofusion.clip_array.joined_outputs` makes each whole).
     """
+    yield from row_parts(_preprocessed_blocks(corpus_manifest, audio_options, n_jobs))
+
+
+def _preprocessed_blocks(corpus_manifest: pd.DataFrame, audio_options: Mapping[str, Any], n_jobs: int
+                         ) -> Iterator[tuple[ClipArray, pd.DataFrame, pd.DataFrame]]:
+    """(audio, manifest, rejections) of consecutive clips, about PART_BYTES of audio at a time,
+    then the rest (which may be empty)."""
     length = int(round(audio_options["duration_s"] * audio_options["sample_rate"]))
-    values = np.empty((len(corpus_manifest), length), dtype=np.float32)
-    used_ids, infos, rejections = [], [], []
+    rows_per_block = max(1, PART_BYTES // (length * np.dtype(np.float32).itemsize))
+    metadata = {"sample_rate": audio_options["sample_rate"], "duration_s": audio_options["duration_s"],
+                "preprocessing": dict(audio_options), "made_with": {"audio": dict(audio_options)}}
+    block = _AudioBlock(length, metadata)
+    long_clips: dict[str, int] = {}  # windows (or 1, cropped) of each clip longer than duration_s
     rows = list(zip(corpus_manifest["clip_id"], corpus_manifest["path"], strict=True))
     for clip_id, windows in imap_chunks(_preprocess_chunk, rows, n_jobs=n_jobs,
                                         description="Preprocessing audio",
                                         audio_options=audio_options):
         if isinstance(windows, str):
-            rejections.append({"clip_id": clip_id, "stage": "audio", "reason": windows})
+            block.rejections.append({"clip_id": clip_id, "stage": "audio", "reason": windows})
             continue
-        for signal, info in windows:
-            if len(used_ids) == len(values):  # windows of long clips: more rows than clips
-                values = np.concatenate([values, np.empty_like(values)])
-            values[len(used_ids)] = signal  # rejected clips leave no gap: rows stay compact
-            used_ids.append(window_id(clip_id, info["window_start_s"]) if len(windows) > 1 else clip_id)
-            infos.append({"clip_id": used_ids[-1], "source_clip_id": clip_id} | info)
-    info_table = pd.DataFrame(infos, columns=["clip_id", "source_clip_id", *CLIP_INFO_COLUMNS])
-    clip_manifest = info_table[["clip_id", "source_clip_id"]].merge(
-        corpus_manifest.rename(columns={"clip_id": "source_clip_id"}), on="source_clip_id"
-    )[CLIP_COLUMNS + ["source_clip_id"]].merge(info_table.drop(columns="source_clip_id"), on="clip_id")
-    rejected = pd.DataFrame(rejections, columns=["clip_id", "stage", "reason"]).merge(
-        corpus_manifest[["clip_id", "corpus", "path"]], on="clip_id")[REJECTION_COLUMNS]
-    _log_long_clips(clip_manifest, audio_options)
-    metadata = {"sample_rate": audio_options["sample_rate"], "duration_s": audio_options["duration_s"],
-                "preprocessing": dict(audio_options), "made_with": {"audio": dict(audio_options)}}
-    return ClipArray(np.array(used_ids), values[: len(used_ids)], metadata), clip_manifest, rejected
+        for signal, info in windows:  # rejected clips leave no gap: rows stay compact
+            block.clip_ids.append(window_id(clip_id, info["window_start_s"]) if len(windows) > 1 else clip_id)
+            block.signals.append(signal)
+            block.infos.append({"clip_id": block.clip_ids[-1], "source_clip_id": clip_id} | info)
+            if info["speech_duration_s"] > audio_options["duration_s"]:
+                long_clips[clip_id] = long_clips.get(clip_id, 0) + 1
+        if len(block.clip_ids) >= rows_per_block:
+            yield block.tables(corpus_manifest)
+            block = _AudioBlock(length, metadata)
+    _log_long_clips(len(long_clips), sum(long_clips.values()), audio_options)
+    yield block.tables(corpus_manifest)
 
 
-def _log_long_clips(clip_manifest: pd.DataFrame, audio: Mapping[str, Any]) -> None:
+@dataclass
+class _AudioBlock:
+    length: int
+    metadata: dict[str, Any]
+    clip_ids: list[str] = field(default_factory=list)
+    signals: list[np.ndarray] = field(default_factory=list)
+    infos: list[dict[str, Any]] = field(default_factory=list)
+    rejections: list[dict[str, Any]] = field(default_factory=list)
+
+    def tables(self, corpus_manifest: pd.DataFrame) -> tuple[ClipArray, pd.DataFrame, pd.DataFrame]:
+        values = (np.stack(self.signals).astype(np.float32, copy=False) if self.signals
+                  else np.empty((0, self.length), dtype=np.float32))
+        info_table = pd.DataFrame(self.infos, columns=["clip_id", "source_clip_id", *CLIP_INFO_COLUMNS])
+        clip_manifest = info_table[["clip_id", "source_clip_id"]].merge(
+            corpus_manifest.rename(columns={"clip_id": "source_clip_id"}), on="source_clip_id"
+        )[CLIP_COLUMNS + ["source_clip_id"]].merge(info_table.drop(columns="source_clip_id"), on="clip_id")
+        rejected = pd.DataFrame(self.rejections, columns=["clip_id", "stage", "reason"]).merge(
+            corpus_manifest[["clip_id", "corpus", "path"]], on="clip_id")[REJECTION_COLUMNS]
+        return ClipArray(np.array(self.clip_ids, dtype=str), values, self.metadata), clip_manifest, rejected
+
+
+def _log_long_clips(clips: int, rows: int, audio: Mapping[str, Any]) -> None:
     """Say how many clips were longer than `audio.duration_s`, and what became of them."""
-    long = clip_manifest.loc[clip_manifest["speech_duration_s"] > audio["duration_s"], "source_clip_id"]
-    if long.empty:
+    if not clips:
         return
     if audio.get("long_clips", "crop") == "windows":
         logger.info("%d clips were longer than audio.duration_s = %s s: cut into %d windows every %s s "
-                    "(audio.long_clips = windows)", long.nunique(), audio["duration_s"], len(long),
-                    audio["window_hop_s"])
+                    "(audio.long_clips = windows)", clips, audio["duration_s"], rows, audio["window_hop_s"])
     else:
         logger.info("%d clips were longer than audio.duration_s = %s s and were cropped to it (audio.crop "
                     "= %s; clip_manifest has each one's speech_duration_s and kept_duration_s; "
-                    "audio.long_clips = windows uses all of them)", len(long), audio["duration_s"],
-                    audio["crop"])
+                    "audio.long_clips = windows uses all of them)", clips, audio["duration_s"], audio["crop"])
 
 
 def report_clip_usage(
