@@ -145,7 +145,7 @@ def features_of(files: Sequence[Path], datasets: Sequence[str], pipelines: Mappi
         catalog[name] = fallbacks[name] if name in fallbacks else _parameter(parameters, name)
     for name in (name for step in steps.nodes if inspect.isgeneratorfunction(step.func)
                  for name in step.outputs):
-        catalog[name] = JoinedPartsMemoryDataset()  # preprocess_audio's outputs, made in parts
+        catalog[name] = JoinedPartsMemoryDataset()  # preprocess_audio and log-mel outputs: in parts
     runner = SequentialRunner()
     runner.run(preprocessing, catalog)  # first, so that features are made only when a file is usable
     rejected = catalog["audio_rejections"].load()
@@ -177,11 +177,12 @@ def _with_own_fallbacks(steps: Pipeline, parameters: Mapping[str, Any],
     return steps, fallbacks
 
 
-class KeptDataset(MemoryDataset):
+class KeptDataset(JoinedPartsMemoryDataset):
     """A feature that predict asked for, kept when the runner would release it: a runner frees each
     in-memory dataset after the last step that reads it, so a requested dataset that another
     requested one is made from (the spectrograms of a fine-tuned network, which the CNN features of a
-    fused variant are made from too) would be gone before it could be returned."""
+    fused variant are made from too) would be gone before it could be returned. Made in parts, as
+    the spectrograms are, it is joined."""
 
     def _release(self) -> None:
         pass

@@ -12,11 +12,11 @@ from kedro.io import DataCatalog, MemoryDataset
 from kedro.pipeline import Pipeline, node
 from kedro.runner import SequentialRunner
 
+from emofusion import clip_array
 from emofusion.clip_array import ClipArray, joined_outputs
 from emofusion.datasets import ClipArrayDataset, ClipTableDataset
 from emofusion.errors import ClipRejected, CorpusError
 from emofusion.hooks import NodeTimingHooks
-from emofusion.pipelines.data_processing import nodes as data_processing_nodes
 from emofusion.pipelines.data_processing.audio import (
     fix_duration,
     normalise,
@@ -254,7 +254,7 @@ def test_a_kedro_run_stores_the_audio_part_by_part_as_one_array(mixed_manifest, 
                                                                   monkeypatch, caplog):
     """Through Kedro's runner, with parts of one clip's audio: the stored outputs are the whole
     ones, and the node is timed to its last part."""
-    monkeypatch.setattr(data_processing_nodes, "PART_BYTES", 1)
+    monkeypatch.setattr(clip_array, "PART_BYTES", 1)
     whole = joined_outputs(preprocess_audio(mixed_manifest, audio_params, n_jobs=1))
     catalog = DataCatalog({
         "corpus_manifest": MemoryDataset(mixed_manifest), "params:audio": MemoryDataset(audio_params),

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from scipy.signal import lfilter
 
-from emofusion.clip_array import ClipArray
+from emofusion import clip_array
+from emofusion.clip_array import ClipArray, joined
 from emofusion.pipelines.feature_extraction.features import (
     clip_statistics,
     log_mel_spectrogram,
@@ -127,7 +128,7 @@ def audio():
 def test_feature_nodes_keep_clip_ids_and_shapes(audio, parameters):
     mfcc = extract_mfcc(audio, dict(parameters["mfcc"], statistics=["mean", "std"]), n_jobs=1)
     lpcc = extract_lpcc(audio, parameters["lpcc"], n_jobs=1)
-    log_mel = extract_log_mel_spectrogram(audio, parameters["log_mel_spectrogram"], n_jobs=1)
+    log_mel = joined(list(extract_log_mel_spectrogram(audio, parameters["log_mel_spectrogram"], n_jobs=1)))
     for feature in (mfcc, lpcc, log_mel):
         assert list(feature.clip_ids) == ["c/b", "c/a", "c/c"]
     assert mfcc.values.shape == (3, 80) and mfcc.values.dtype == np.float32
@@ -143,6 +144,16 @@ def test_feature_nodes_keep_clip_ids_and_shapes(audio, parameters):
     assert lpcc.metadata["made_with"] == {"audio": {"sample_rate": SR}, "lpcc": parameters["lpcc"]}
     assert log_mel.metadata["made_with"] == {"audio": {"sample_rate": SR},
                                              "log_mel_spectrogram": parameters["log_mel_spectrogram"]}
+
+
+def test_log_mel_spectrograms_come_in_parts_of_the_part_size_in_clip_order(audio, parameters, monkeypatch):
+    whole = joined(list(extract_log_mel_spectrogram(audio, parameters["log_mel_spectrogram"], n_jobs=1)))
+    monkeypatch.setattr(clip_array, "PART_BYTES", whole.values[0].nbytes * 2)  # two clips a part
+    parts = list(extract_log_mel_spectrogram(audio, parameters["log_mel_spectrogram"], n_jobs=1))
+    assert [len(part.data) for part in parts] == [2, 1]
+    assert [(part.first, part.last) for part in parts] == [(True, False), (False, True)]
+    np.testing.assert_array_equal(joined(parts).values, whole.values)
+    assert list(joined(parts).clip_ids) == ["c/b", "c/a", "c/c"]
 
 
 @pytest.mark.parametrize(("stream", "width"), [("egemaps", 88), ("compare", 6373)])

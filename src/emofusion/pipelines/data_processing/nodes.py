@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from emofusion.clip_array import ClipArray, RowPart, row_parts
+from emofusion.clip_array import ClipArray, RowPart, row_parts, rows_per_part
 from emofusion.errors import ClipRejected, CorpusError
 from emofusion.learning.splits import SPEAKER_SPLITS
 from emofusion.parallel import imap_chunks
@@ -21,10 +21,6 @@ from .corpora import CLIP_COLUMNS, REJECTION_COLUMNS, scan_corpus
 from .demo_corpus import write_demo_corpus
 
 logger = logging.getLogger(__name__)
-
-# The audio preprocess_audio hands Kedro at a time (about 350 clips of 3 s at 16 kHz): with the part
-# it looks ahead to, the most of a corpus's audio the run's process holds.
-PART_BYTES = 64 * 2**20
 
 
 def _label_map(corpus: str, source: Mapping[str, Any], label_maps: Mapping[str, Any],
@@ -147,8 +143,8 @@ def preprocess_audio(
     corpus_manifest: pd.DataFrame, audio_options: Mapping[str, Any], n_jobs: int
 ) -> Iterator[tuple[RowPart, RowPart, RowPart]]:
     """Decode and preprocess every clip in parallel into (clips, samples) float32 rows, yielded part
-    by part as the workers finish them: Kedro stores each part as it comes, so that no process holds
-    the whole corpus's audio.
+    by part (`clip_array.PART_BYTES`) as the workers finish them: Kedro stores each part as it
+    comes, so that no process holds the whole corpus's audio.
 
     Yields parts of the audio, of the manifest of clips that passed (with their source format and
     which part of the speech was kept: `window_start_s`, `kept_duration_s`; windows of one long clip
@@ -160,10 +156,10 @@ def preprocess_audio(
 
 def _preprocessed_blocks(corpus_manifest: pd.DataFrame, audio_options: Mapping[str, Any], n_jobs: int
                          ) -> Iterator[tuple[ClipArray, pd.DataFrame, pd.DataFrame]]:
-    """(audio, manifest, rejections) of consecutive clips, about PART_BYTES of audio at a time,
-    then the rest (which may be empty)."""
+    """(audio, manifest, rejections) of consecutive clips, a part's worth of audio at a time, then
+    the rest (which may be empty)."""
     length = int(round(audio_options["duration_s"] * audio_options["sample_rate"]))
-    rows_per_block = max(1, PART_BYTES // (length * np.dtype(np.float32).itemsize))
+    rows_per_block = rows_per_part((length,), np.float32)
     metadata = {"sample_rate": audio_options["sample_rate"], "duration_s": audio_options["duration_s"],
                 "preprocessing": dict(audio_options), "made_with": {"audio": dict(audio_options)}}
     block = _AudioBlock(length, metadata)

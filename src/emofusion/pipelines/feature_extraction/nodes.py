@@ -3,13 +3,13 @@ spectrogram arrays."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from importlib.metadata import version
 from typing import Any
 
 import numpy as np
 
-from emofusion.clip_array import ClipArray
+from emofusion.clip_array import ClipArray, RowPart, row_parts, rows_per_part
 from emofusion.parallel import imap_chunks
 
 from .features import (
@@ -109,19 +109,39 @@ def _spectrograms(chunk: np.ndarray, sample_rate: int, dtype: str, spectrogram_o
 
 def extract_log_mel_spectrogram(preprocessed_audio: ClipArray,
                                 log_mel_spectrogram_options: Mapping[str, Any], n_jobs: int
-                                ) -> ClipArray:
+                                ) -> Iterator[RowPart]:
     """(clips, n_mels, frames) log-mel spectrograms (`log_mel_spectrogram`) at native resolution,
-    stored as `dtype`; turning them into CNN images is transfer_features' job."""
+    stored as `dtype`; turning them into CNN images is transfer_features' job. Yielded part by part
+    (`clip_array.PART_BYTES`), as preprocess_audio's audio: the spectrograms of a corpus are as
+    large as its audio."""
     sample_rate = preprocessed_audio.metadata["sample_rate"]
+    dtype = log_mel_spectrogram_options["dtype"]
     spectrograms = imap_chunks(_spectrograms, preprocessed_audio.values, n_jobs=n_jobs,
-                               description="Log-mel spectrograms", sample_rate=sample_rate,
-                               dtype=log_mel_spectrogram_options["dtype"],
+                               description="Log-mel spectrograms", sample_rate=sample_rate, dtype=dtype,
                                spectrogram_options=_all_but(log_mel_spectrogram_options, "dtype"))
-    values = np.stack(list(spectrograms))
-    return ClipArray(preprocessed_audio.clip_ids, values, {
-        "feature": "log_mel_spectrogram", "unit": "dB re the clip's loudest bin",
-        "axes": ["clip", "mel", "frame"],
-        "sample_rate": sample_rate, "parameters": dict(log_mel_spectrogram_options),
-        "audio": _audio_settings(preprocessed_audio),
-        "made_with": _made_with(preprocessed_audio, "log_mel_spectrogram",
-                                log_mel_spectrogram_options)})
+    metadata = {"feature": "log_mel_spectrogram", "unit": "dB re the clip's loudest bin",
+                "axes": ["clip", "mel", "frame"],
+                "sample_rate": sample_rate, "parameters": dict(log_mel_spectrogram_options),
+                "audio": _audio_settings(preprocessed_audio),
+                "made_with": _made_with(preprocessed_audio, "log_mel_spectrogram",
+                                        log_mel_spectrogram_options)}
+    for (part,) in row_parts(_blocks(preprocessed_audio.clip_ids, spectrograms, dtype, metadata)):
+        yield part
+
+
+def _blocks(clip_ids: np.ndarray, rows: Iterator[np.ndarray], dtype: str, metadata: dict[str, Any]
+            ) -> Iterator[tuple[ClipArray]]:
+    """Consecutive rows as ClipArrays of a part's size, the first fixing it; one empty ClipArray for
+    no clips."""
+    first = next(rows, None)
+    if first is None:
+        yield (ClipArray(clip_ids, np.empty((0, 0, 0), dtype=dtype), metadata),)
+        return
+    size = rows_per_part(first.shape, dtype)
+    block, start = [first], 0
+    for row in rows:
+        if len(block) == size:
+            yield (ClipArray(clip_ids[start : start + size], np.stack(block), metadata),)
+            block, start = [], start + size
+        block.append(row)
+    yield (ClipArray(clip_ids[start:], np.stack(block), metadata),)
