@@ -84,6 +84,10 @@ class JoblibWrittenFile(EmoFusionError, ValueError):
     current format (emofusion.shared_arrays), which then reads it with joblib."""
 
 
+class CatalogEntryError(EmoFusionError, ValueError):
+    """A catalog entry that cannot take what the node making it yields (an output made in parts)."""
+
+
 class DamagedDatasetError(EmoFusionError, RuntimeError):
     """A stored dataset whose files do not agree with each other (cut short by a full disk, a copy
     stopped half-way): named, with how to remake it, instead of NumPy's error deep in a stack."""

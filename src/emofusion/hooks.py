@@ -13,8 +13,10 @@ from kedro.framework.hooks import hook_impl
 from kedro.pipeline import Node, Pipeline
 
 from emofusion.clip_array import RowPart
+from emofusion.datasets import ClipArrayDataset
+from emofusion.datasets.row_parts import JoinedParts
 from emofusion.engine import PER_CLIP_TAG, close_engine, open_engine
-from emofusion.errors import DamagedDatasetError, MissingInputError
+from emofusion.errors import CatalogEntryError, DamagedDatasetError, MissingInputError
 from emofusion.parallel import start_chunk_workers, stop_chunk_workers
 from emofusion.pipeline_registry import every_pipeline
 from emofusion.pipelines.modelling.nodes import summary_text
@@ -128,6 +130,17 @@ class ExecutionHooks:
         stop_chunk_workers()
 
 
+def _check_part_outputs(pipeline: Pipeline, catalog: Any) -> None:
+    wrong = [f"{name} ({type(catalog.get(name)).__name__})" for step in pipeline.nodes
+             if inspect.isgeneratorfunction(step.func) for name in step.outputs
+             if not isinstance(catalog.get(name), ClipArrayDataset | JoinedParts)]
+    if wrong:
+        raise CatalogEntryError(
+            f"These outputs are made in parts, and their catalog entries take each part as the whole: "
+            f"{', '.join(wrong)}. Declare them as conf/base/catalog.yml does: a clip table as "
+            "emofusion.datasets.ClipTableDataset, an array as emofusion.datasets.ClipArrayDataset.")
+
+
 class SummaryLastHooks:
     """The model summary as the last lines of a run that made it, after the report's nodes."""
 
@@ -142,10 +155,13 @@ class StoredInputHooks:
     """Stop a run before it starts when an input that another pipeline makes is not there yet, or
     is damaged, and say how to make it: `kedro run --pipelines=modelling` on a fresh project says to
     make the features first, and a fused-features file cut short names itself and the node that
-    remakes it, instead of failing in a node with NumPy's error."""
+    remakes it, instead of failing in a node with NumPy's error. Likewise an output that a generator
+    node yields in parts whose catalog entry would take each part as the whole (a plain CSV dataset
+    fails at the first part; an in-memory one would keep the last part alone)."""
 
     @hook_impl
     def before_pipeline_run(self, run_params: dict[str, Any], pipeline: Pipeline, catalog: Any) -> None:
+        _check_part_outputs(pipeline, catalog)
         made = every_pipeline()
         made_by = {output: name for name, steps in made.items() for output in steps.all_outputs()}
         missing, damaged = {}, []

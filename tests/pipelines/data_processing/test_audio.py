@@ -11,12 +11,13 @@ from kedro.framework.hooks.manager import _create_hook_manager
 from kedro.io import DataCatalog, MemoryDataset
 from kedro.pipeline import Pipeline, node
 from kedro.runner import SequentialRunner
+from kedro_datasets.pandas import CSVDataset
 
 from emofusion import clip_array
 from emofusion.clip_array import ClipArray, joined_outputs
 from emofusion.datasets import ClipArrayDataset, ClipTableDataset
-from emofusion.errors import ClipRejected, CorpusError
-from emofusion.hooks import NodeTimingHooks
+from emofusion.errors import CatalogEntryError, ClipRejected, CorpusError
+from emofusion.hooks import NodeTimingHooks, StoredInputHooks
 from emofusion.pipelines.data_processing.audio import (
     fix_duration,
     normalise,
@@ -285,6 +286,18 @@ def test_a_kedro_run_stores_the_audio_part_by_part_as_one_array(mixed_manifest, 
                                   whole[1][["clip_id", "source_sample_rate"]])
     assert sorted(catalog["audio_rejections"].load()["clip_id"]) == sorted(whole[2]["clip_id"])
     assert len([record for record in caplog.records if "took" in record.getMessage()]) == 1
+
+
+@pytest.mark.parametrize("entry", [CSVDataset(filepath="manifest.csv"), MemoryDataset()])
+def test_an_output_made_in_parts_declared_as_a_whole_table_stops_the_run_before_it_starts(entry, tmp_path):
+    catalog = DataCatalog({"preprocessed_audio": ClipArrayDataset(path=str(tmp_path / "audio")),
+                           "clip_manifest": entry,
+                           "audio_rejections": ClipTableDataset(filepath=str(tmp_path / "rejections.csv"))})
+    steps = Pipeline([node(preprocess_audio, ["corpus_manifest", "params:audio", "params:n_jobs"],
+                           ["preprocessed_audio", "clip_manifest", "audio_rejections"])])
+    said = rf"made in parts.*: clip_manifest \({type(entry).__name__}\)"
+    with pytest.raises(CatalogEntryError, match=said):
+        StoredInputHooks().before_pipeline_run({}, steps, catalog)
 
 
 def test_preprocess_audio_keeps_good_clips_in_order_and_rejects_bad(mixed_manifest, audio_params):
