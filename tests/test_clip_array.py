@@ -60,11 +60,14 @@ def test_parts_are_written_as_they_come_and_read_back_as_one_array(tmp_path):
     table = ClipTableDataset(filepath=str(tmp_path / "table.csv"))
     parts = list(row_parts(blocks([2, 0, 3])))
     assert [(part.first, part.last) for part, _ in parts] == [(True, False), (False, False), (False, True)]
+    expected_audio, expected_table = joined_outputs(parts)
     for audio_part, table_part in parts:
         audio.save(audio_part)
         table.save(table_part)
         assert audio.exists() == audio_part.last  # nothing in place before the last part
-    expected_audio, expected_table = joined_outputs(parts)
+    # Each part let go of its rows once saved: the runner may keep the parts themselves a while.
+    with pytest.raises(ValueError, match="taken by the dataset"):
+        parts[0][0].taken()
     loaded = audio.load()
     assert isinstance(loaded.values, np.memmap) and audio.damage() is None
     np.testing.assert_array_equal(loaded.values, expected_audio.values)

@@ -56,22 +56,39 @@ class ClipArray:
         return ClipArray(np.asarray(clip_ids, dtype=str), self.values[rows], dict(self.metadata))
 
 
-@dataclass(frozen=True)
 class RowPart:
     """Consecutive rows of one output of a generator node, which Kedro saves part by part as they are
     yielded: `first` starts the output anew, `last` completes it. A ClipArray's parts go to its file
     as they come (emofusion.datasets.ClipArrayDataset), so that no process holds every clip's rows;
-    a table's (a row per clip) are joined and saved whole."""
+    a table's (a row per clip) are joined and saved whole.
 
-    data: ClipArray | pd.DataFrame
-    first: bool
-    last: bool
+    A dataset takes the rows (`taken`) and the part lets go of them: Kedro's runner keeps the parts
+    of a node with several outputs until it has saved them all (itertools.tee keeps up to 57), which
+    would otherwise hold every part of a corpus's audio."""
+
+    def __init__(self, data: ClipArray | pd.DataFrame, first: bool, last: bool) -> None:
+        self._data: ClipArray | pd.DataFrame | None = data
+        self.first, self.last = first, last
+
+    @property
+    def data(self) -> ClipArray | pd.DataFrame:
+        if self._data is None:
+            raise ValueError("this part's rows were taken by the dataset that saved them")
+        return self._data
+
+    def taken(self) -> ClipArray | pd.DataFrame:
+        data, self._data = self.data, None
+        return data
 
 
 def joined(parts: Sequence[RowPart]) -> ClipArray | pd.DataFrame:
     """The whole output from its parts, in memory: for `emofusion predict`'s few files, and for
     callers of a generator node outside a Kedro run."""
-    data = [part.data for part in parts]
+    return concatenated([part.data for part in parts])
+
+
+def concatenated(data: Sequence[ClipArray | pd.DataFrame]) -> ClipArray | pd.DataFrame:
+    """Consecutive rows as one ClipArray or table."""
     if isinstance(data[0], ClipArray):
         return ClipArray(np.concatenate([piece.clip_ids for piece in data]),
                          np.concatenate([piece.values for piece in data]), data[-1].metadata)

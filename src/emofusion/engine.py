@@ -11,7 +11,7 @@ import logging
 import os
 import threading
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from functools import partial
 from typing import Any
 
@@ -23,8 +23,9 @@ logger = logging.getLogger(__name__)
 DEFAULT_CHUNK_CLIPS = 32
 # The tag of the nodes whose clips go through `imap_chunks` (the per-clip stages).
 PER_CLIP_TAG = "per_clip"
-# Chunks handed to the cluster per worker before the oldest is waited for: enough to keep every
-# worker busy while one result travels back, few enough that results waiting here stay a few chunks.
+# Chunks handed to the workers (a cluster's or the local pool's) per worker before the oldest is
+# waited for: enough to keep every worker busy while one result travels back and the caller stores
+# what it has, few enough that results waiting here stay a few chunks.
 CHUNKS_PER_WORKER = 2
 
 
@@ -52,6 +53,25 @@ def import_modules(modules: Sequence[str]) -> None:
 def _rows_of_file(func: Callable[..., list[Any]], arguments: tuple[Any, ...], start: int, stop: int,
                   **kwargs: Any) -> list[Any]:
     return func(reopen_map(*arguments)[start:stop], **kwargs)
+
+
+def in_order(submit: Callable[..., Any], chunks: Iterable[tuple[Any, ...]], in_flight: int
+             ) -> Iterator[Any]:
+    """The result of `submit(*arguments)` (a future) for each chunk's arguments, in input order,
+    with at most `in_flight` chunks submitted ahead: the caller holds a few chunks' inputs and
+    results, never all, however much faster the workers are than it (a generator node storing each
+    part as it comes). Chunks not yet waited for are cancelled when the caller stops early."""
+    pending: deque[Any] = deque()
+    try:
+        for arguments in chunks:
+            pending.append(submit(*arguments))
+            if len(pending) >= in_flight:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+    finally:
+        for future in pending:
+            future.cancel()
 
 
 def chunk_tasks(func: Callable[..., list[Any]], items: Sequence[Any], chunk_size: int,
@@ -166,22 +186,13 @@ class DaskEngine:
         task, chunks = chunk_tasks(func, items, chunk_size, kwargs,
                                    same_machine=self.scheduler_address is None)
         in_flight = CHUNKS_PER_WORKER * max(sum(client.nthreads().values()), 1)
-        pending: deque[Any] = deque()
         try:
-            for arguments in chunks:
-                pending.append(client.submit(task, *arguments, pure=False))
-                if len(pending) >= in_flight:
-                    yield pending.popleft().result()
-            while pending:
-                yield pending.popleft().result()
+            yield from in_order(partial(client.submit, task, pure=False), chunks, in_flight)
         except KilledWorker as error:
             raise RuntimeError(
                 f"Dask workers running {getattr(func, '__name__', func)} died again and again ({error}); "
                 "most likely killed for lack of memory: raise execution.worker_memory or lower "
                 "execution.chunk_clips") from error
-        finally:  # a failed or abandoned map: the chunks left are not wanted
-            for future in pending:
-                future.cancel()
 
     def close(self) -> None:
         with self._starting:  # a start in the background finishes first

@@ -18,12 +18,20 @@ from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
+from functools import partial
 from typing import Any, TypeVar
 
 from joblib.externals.loky import get_reusable_executor
 from tqdm import tqdm
 
-from emofusion.engine import chunk_tasks, current_engine, import_modules, worker_thread_environment
+from emofusion.engine import (
+    CHUNKS_PER_WORKER,
+    chunk_tasks,
+    current_engine,
+    import_modules,
+    in_order,
+    worker_thread_environment,
+)
 
 T = TypeVar("T")
 K = TypeVar("K", bound=Hashable)
@@ -100,7 +108,7 @@ def stop_chunk_workers() -> None:
 def _local_map(func: Callable[..., list[T]], items: Sequence[Any], chunk_size: int, workers: int,
                kwargs: dict[str, Any]) -> Iterator[list[T]]:
     task, chunks = chunk_tasks(func, items, chunk_size, kwargs, same_machine=True)
-    return _chunk_workers(workers).map(task, *zip(*chunks, strict=True))
+    return in_order(partial(_chunk_workers(workers).submit, task), chunks, CHUNKS_PER_WORKER * workers)
 
 
 def start_chunk_workers(n_jobs: int, modules: Sequence[str]) -> None:

@@ -140,13 +140,14 @@ class ClipArrayDataset(AbstractDataset[ClipArray, ClipArray]):
             self._writer = _RowWriter(self._new_staging() / "values.npy", part.data.values)
         elif self._writer is None:
             raise DatasetError(f"'{self._path}': a part other than the first came first")
-        self._writer.append(part.data)
+        rows = part.taken()
+        self._writer.append(rows)
         if part.last:
             writer, self._writer = self._writer, None
             clip_ids = writer.close()
             if len(np.unique(clip_ids)) != len(clip_ids):
                 raise DatasetError(f"'{self._path}': its parts repeat clip ids")
-            _write_json(writer.file.parent, clip_ids, part.data.metadata)
+            _write_json(writer.file.parent, clip_ids, rows.metadata)
             self._swap_in(writer.file.parent)
 
     def _new_staging(self) -> Path:

@@ -9,13 +9,13 @@ from typing import Any
 from kedro.io import MemoryDataset
 from kedro_datasets.pandas import CSVDataset
 
-from emofusion.clip_array import RowPart, joined
+from emofusion.clip_array import RowPart, concatenated
 
 
 class JoinedParts:
     """Parts kept until the last has come, then saved joined as one output; anything else as usual."""
 
-    _parts: list[RowPart]
+    _parts: list[Any]
 
     def save(self, data: Any) -> None:
         if not isinstance(data, RowPart):
@@ -23,10 +23,10 @@ class JoinedParts:
             return
         if data.first:
             self._parts = []
-        self._parts.append(data)
+        self._parts.append(data.taken())
         if data.last:
             parts, self._parts = self._parts, []
-            super().save(joined(parts))  # type: ignore[misc]
+            super().save(concatenated(parts))  # type: ignore[misc]
 
 
 class ClipTableDataset(JoinedParts, CSVDataset):
