@@ -236,8 +236,9 @@ def markdown(table: pd.DataFrame, command: str, smoke: bool) -> str:
     table = table.fillna({"slowest": ""})
     lines = ["## Measured figures", ""]
     if smoke:
-        lines += [wrapped("**A smoke run**, at sizes other than the issue's: it shows that the benchmark "
-                          "works, not how the pipelines scale."), ""]
+        lines += [wrapped("**A partial run**, at sizes other than the issue's (1,000, 5,000 and 20,000 "
+                          "clips, modelling alone on 10^5): the bars below compare the sizes that were "
+                          "run, not the issue's."), ""]
     lines += [
         wrapped(f"`{command}`, run on {date.today().isoformat()} on {os.cpu_count()} cores, {memory:.0f} GB "
                 f"of memory ({platform.system()}, Python {platform.python_version()}). Wall seconds include "
