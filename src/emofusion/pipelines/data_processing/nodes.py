@@ -186,6 +186,8 @@ def _preprocessed_blocks(corpus_manifest: pd.DataFrame, audio_options: Mapping[s
 
 @dataclass
 class _AudioBlock:
+    """The clips of one part as they arrive, made into the part's three outputs at its end."""
+
     length: int
     metadata: dict[str, Any]
     clip_ids: list[str] = field(default_factory=list)
