@@ -131,9 +131,10 @@ class ExecutionHooks:
 
 
 def _check_part_outputs(pipeline: Pipeline, catalog: Any) -> None:
-    wrong = [f"{name} ({type(catalog.get(name)).__name__})" for step in pipeline.nodes
-             if inspect.isgeneratorfunction(step.func) for name in step.outputs
-             if not isinstance(catalog.get(name), ClipArrayDataset | JoinedParts)]
+    entries = {name: catalog.get(name) for step in pipeline.nodes
+               if inspect.isgeneratorfunction(step.func) for name in step.outputs}
+    wrong = [f"{name} ({type(entry).__name__})" for name, entry in entries.items()
+             if not isinstance(entry, ClipArrayDataset | JoinedParts)]
     if wrong:
         raise CatalogEntryError(
             f"These outputs are made in parts, and their catalog entries take each part as the whole: "

@@ -125,12 +125,12 @@ def extract_log_mel_spectrogram(preprocessed_audio: ClipArray,
                 "audio": _audio_settings(preprocessed_audio),
                 "made_with": _made_with(preprocessed_audio, "log_mel_spectrogram",
                                         log_mel_spectrogram_options)}
-    for (part,) in row_parts(_blocks(preprocessed_audio.clip_ids, spectrograms, dtype, metadata)):
+    for (part,) in row_parts(_spectrogram_blocks(preprocessed_audio.clip_ids, spectrograms, dtype, metadata)):
         yield part
 
 
-def _blocks(clip_ids: np.ndarray, rows: Iterator[np.ndarray], dtype: str, metadata: dict[str, Any]
-            ) -> Iterator[tuple[ClipArray]]:
+def _spectrogram_blocks(clip_ids: np.ndarray, rows: Iterator[np.ndarray], dtype: str,
+                        metadata: dict[str, Any]) -> Iterator[tuple[ClipArray]]:
     """Consecutive rows as ClipArrays of a part's size, the first fixing it; one empty ClipArray for
     no clips."""
     first = next(rows, None)
