@@ -44,6 +44,10 @@ DENSE_NETWORK_PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
 # 20,000), a Nyström map of this many columns above; both chosen in docs/speed.md.
 EXACT_KERNEL_MAX_CLIPS = 20_000
 APPROXIMATE_COMPONENTS = 2_000
+# Rows narrower than this go to libsvm as they are: it evaluates the kernel from them as fast as
+# BLAS makes the n x n matrix, in memory linear in the clips (docs/speed.md).
+KERNEL_MATRIX_MIN_COLUMNS = 512
+LIBSVM_CACHE_MB = 500
 HeldOutScores = Callable[[np.ndarray, np.ndarray], np.ndarray]  # (train rows, held-out rows) -> scores
 
 
@@ -56,15 +60,19 @@ class KernelSVC(ClassifierMixin, BaseEstimator):
     calibration of the SVM's scores, fitted on cross-validated scores of the training clips
     (Platt's idea; scikit-learn deprecates SVC's own `probability`).
 
-    The exact kernel is n x n: above `exact_kernel_max_clips` training clips, the rows are mapped
+    Rows narrower than `kernel_matrix_min_columns` are given to libsvm as they are (its own
+    kernel evaluations are nearly as fast there, and need no n x n matrix). Otherwise the exact
+    kernel is an n x n matrix: above `exact_kernel_max_clips` training clips, the rows are mapped
     by Nyström's approximation of the same kernel (`approximate_components` columns) and
     classified by linear one-vs-one SVMs, so time and memory grow linearly with the clips; the
     scores, their calibration and the answers are made alike (the linear kernel needs no map).
-    `kernel_path_` says which was used: exact, nystroem or linear."""
+    `kernel_path_` says which was used: exact (the kernel matrix), exact_libsvm (libsvm's own
+    evaluations), nystroem or linear."""
 
     def __init__(self, kernel: str = "rbf", C: float = 1.0, gamma: float | str = "scale",
                  probability: bool = True, exact_kernel_max_clips: int = EXACT_KERNEL_MAX_CLIPS,
                  approximate_components: int = APPROXIMATE_COMPONENTS,
+                 kernel_matrix_min_columns: int = KERNEL_MATRIX_MIN_COLUMNS,
                  random_state: int | None = None) -> None:
         self.kernel = kernel
         self.C = C
@@ -72,6 +80,7 @@ class KernelSVC(ClassifierMixin, BaseEstimator):
         self.probability = probability
         self.exact_kernel_max_clips = exact_kernel_max_clips
         self.approximate_components = approximate_components
+        self.kernel_matrix_min_columns = kernel_matrix_min_columns
         self.random_state = random_state
 
     def _kernel(self, X: np.ndarray, Y: np.ndarray) -> np.ndarray:
@@ -89,6 +98,8 @@ class KernelSVC(ClassifierMixin, BaseEstimator):
         self.gamma_ = 1.0 / (X.shape[1] * float(X.var())) if self.gamma == "scale" else float(self.gamma)
         if len(X) > self.exact_kernel_max_clips:
             scores_of = self._fit_approximate(X, y)
+        elif X.shape[1] < self.kernel_matrix_min_columns:
+            scores_of = self._fit_on_rows(X, y)
         else:
             scores_of = self._fit_exact(X, y)
         self.classes_ = self.svc_.classes_
@@ -110,6 +121,19 @@ class KernelSVC(ClassifierMixin, BaseEstimator):
             svc = SVC(kernel="precomputed", C=self.C).fit(kernel[np.ix_(train, train)], y[train])
             return svc.decision_function(kernel[np.ix_(held_out, train)])
         return scores_of
+
+    def _fit_on_rows(self, X: np.ndarray, y: np.ndarray) -> HeldOutScores:
+        """libsvm with its own kernel evaluations (cached), the rows as they are."""
+        self.kernel_path_ = "exact_libsvm"
+        rows = X.astype(np.float64)
+        self.svc_ = self._svc_on_rows().fit(rows, y)
+
+        def scores_of(train: np.ndarray, held_out: np.ndarray) -> np.ndarray:
+            return self._svc_on_rows().fit(rows[train], y[train]).decision_function(rows[held_out])
+        return scores_of
+
+    def _svc_on_rows(self) -> SVC:
+        return SVC(kernel=self.kernel, C=self.C, gamma=self.gamma_, cache_size=LIBSVM_CACHE_MB)
 
     def _fit_approximate(self, X: np.ndarray, y: np.ndarray) -> HeldOutScores:
         """Linear one-vs-one SVMs on the Nyström map of the RBF kernel (the rows themselves for the
@@ -140,12 +164,15 @@ class KernelSVC(ClassifierMixin, BaseEstimator):
         return scores
 
     def _inputs(self, X: np.ndarray) -> np.ndarray:
-        """What the fitted SVMs score: the rows' Nyström images, or their kernel with the training
-        rows. libsvm indexes a precomputed kernel by training row; rows that are not support vectors
-        have no weight, so their columns can stay zero."""
+        """What the fitted SVMs score: the rows themselves, their Nyström images, or their kernel
+        with the training rows. libsvm indexes a precomputed kernel by training row; rows that are
+        not support vectors have no weight, so their columns can stay zero."""
         check_is_fitted(self)
         X = validate_data(self, X, dtype=np.float32, reset=False)
-        if getattr(self, "kernel_path_", "exact") != "exact":  # models fitted before it had no path
+        path = getattr(self, "kernel_path_", "exact")  # models fitted before it had no path
+        if path == "exact_libsvm":
+            return X.astype(np.float64)
+        if path != "exact":
             return mapped(self.kernel_map_, X)
         kernel = np.zeros((len(X), self.n_training_rows_))
         kernel[:, self.svc_.support_] = self._kernel(X, self.support_vectors_)

@@ -35,17 +35,19 @@ def test_block_scaler_standardises_columns_of_every_scale_side_by_side():
     assert not scaled[:, 3].any()  # a constant column stays 0
 
 
-def test_kernel_svc_predicts_as_libsvm_does_with_its_own_kernel():
+@pytest.mark.parametrize("kernel_matrix_min_columns", [0, 31])  # the kernel matrix; the rows
+def test_kernel_svc_predicts_as_libsvm_does_with_its_own_kernel(kernel_matrix_min_columns):
     rng = np.random.default_rng(1)
     X = rng.normal(size=(120, 30)).astype(np.float32)
     y = np.where(X[:, 0] + X[:, 1] ** 2 > 0.5, "a", np.where(X[:, 2] > 0, "b", "c"))
     X_test = rng.normal(size=(50, 30)).astype(np.float32)
-    ours = KernelSVC(C=3.0, gamma=0.05, probability=False).fit(X, y)
+    ours = KernelSVC(C=3.0, gamma=0.05, probability=False,
+                     kernel_matrix_min_columns=kernel_matrix_min_columns).fit(X, y)
     assert not hasattr(ours, "predict_proba")  # so callers can tell, as with scikit-learn's SVC
     reference = SVC(C=3.0, gamma=0.05).fit(X.astype(np.float64), y)
     assert np.array_equal(ours.predict(X_test), reference.predict(X_test))
     assert np.allclose(ours.decision_function(X_test), reference.decision_function(X_test), atol=1e-4)
-    assert len(ours.support_vectors_) == len(reference.support_vectors_) < len(X)
+    assert len(ours.svc_.support_) == len(reference.support_) < len(X)
 
 
 def test_the_dense_network_trains_in_its_own_process_reproducibly_and_logs_here(caplog):

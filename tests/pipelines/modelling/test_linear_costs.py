@@ -28,7 +28,7 @@ def test_the_nystroem_svm_scores_as_the_exact_one_within_the_margin():
     uar = {}
     for threshold in (10_000, 0):
         svm = KernelSVC(C=10.0, exact_kernel_max_clips=threshold, approximate_components=500,
-                        random_state=0).fit(X, y)
+                        kernel_matrix_min_columns=0, random_state=0).fit(X, y)
         uar[svm.kernel_path_] = recall_score(y_test, svm.predict(X_test), average="macro")
     assert uar["exact"] > 0.8
     assert uar["nystroem"] >= uar["exact"] - UAR_MARGIN
@@ -51,6 +51,22 @@ def test_above_the_threshold_no_kernel_of_the_clips_is_built(monkeypatch):
                        random_state=0).fit(X, y)
     scores = voting.decision_function(X[:200])
     assert np.array_equal(voting.predict(X[:200]), voting.classes_[scores.argmax(axis=1)])
+
+
+def test_narrow_rows_go_to_libsvm_as_they_are_with_the_kernel_matrix_s_answers(monkeypatch):
+    X, y = curved_problem(1500, seed=5)
+    X_test, _ = curved_problem(1000, seed=6)
+    matrix = KernelSVC(C=10.0, kernel_matrix_min_columns=0, random_state=0).fit(X, y)
+    matrix_answers, matrix_probabilities = matrix.predict(X_test), matrix.predict_proba(X_test)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a kernel matrix was computed")
+
+    monkeypatch.setattr(estimators, "rbf_kernel", refuse)
+    rows = KernelSVC(C=10.0, kernel_matrix_min_columns=9, random_state=0).fit(X, y)
+    assert (matrix.kernel_path_, rows.kernel_path_) == ("exact", "exact_libsvm")
+    assert (rows.predict(X_test) == matrix_answers).mean() >= 0.99
+    assert np.abs(rows.predict_proba(X_test) - matrix_probabilities).max() < 0.05
 
 
 def test_the_linear_kernel_above_the_threshold_is_linear_svms_on_the_rows():
@@ -92,7 +108,7 @@ def test_the_paths_taken_are_recorded_per_model():
     early = build_model(blocks, None, classifier, {"b": {"pca": 3}}, True, 0).fit(X, y)
     assert cost_paths(early) == {"pca": "exact", "kernel": "nystroem"}
     late = build_model(blocks, [["a"], ["b"]], {"kind": "svm"}, None, True, 0).fit(X, y)
-    assert cost_paths(late) == {"kernel.0": "exact", "kernel.1": "exact"}
+    assert cost_paths(late) == {"kernel.0": "exact_libsvm", "kernel.1": "exact_libsvm"}
 
 
 @pytest.mark.parametrize("setting", [{"exact_kernel_max_clips": -1}, {"approximate_components": 0}])

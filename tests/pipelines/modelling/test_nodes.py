@@ -184,7 +184,7 @@ def test_the_model_card_and_the_log_say_which_fold_used_an_approximation(caplog)
     features, clips = fused(n_per_emotion=36, width=40)
     split = split_clips(clips, RANDOM_SPLIT, 0)
     _, card, _ = fit(features, split, {"kind": "svm", "C": 1.0}, {"b": {"pca": 5}})
-    assert [fold["costs"] for fold in card["model_selection"]] == [{"pca": "exact", "kernel": "exact"}]
+    assert [fold["costs"] for fold in card["model_selection"]] == [{"pca": "exact", "kernel": "exact_libsvm"}]
     with caplog.at_level(logging.INFO, logger="emofusion"):
         _, card, _ = fit(features, split, {"kind": "svm", "C": 1.0, "exact_kernel_max_clips": 0})
     assert [fold["costs"] for fold in card["model_selection"]] == [{"kernel": "nystroem"}]

@@ -127,7 +127,7 @@ def _fit_fold(fused_features: ClipArray, rows: pd.DataFrame, emotion: Mapping[st
                 selection["validation_uar"], len(test_ids),
                 float((table["emotion"] == table["predicted"]).mean()), time.perf_counter() - started)
     costs = cost_paths(model)
-    approximate = {step: path for step, path in costs.items() if path != "exact"}
+    approximate = {step: path for step, path in costs.items() if not path.startswith("exact")}
     if approximate:
         logger.info("Fold %d/%d: more training clips than the exact methods take: %s", fold + 1, folds,
                     ", ".join(f"{step} {path}" for step, path in approximate.items()))
