@@ -17,13 +17,17 @@ from emofusion.datasets import ClipArrayDataset
 from emofusion.datasets.row_parts import JoinedParts
 from emofusion.engine import PER_CLIP_TAG, close_engine, open_engine
 from emofusion.errors import CatalogEntryError, DamagedDatasetError, MissingInputError
+from emofusion.instances import check_classifier_options, pipeline_parameters
 from emofusion.parallel import start_chunk_workers, stop_chunk_workers
 from emofusion.pipeline_registry import every_pipeline
 from emofusion.pipelines.modelling.nodes import summary_text
 from emofusion.run_lock import acquire, describe, lock_path, release
+from emofusion.run_spec import run_spec
 from emofusion.validation import Execution
 
 logger = logging.getLogger(__name__)
+
+MODEL_PIPELINES = ("modelling", "fine_tuning")  # the pipelines that fit models
 
 
 class NodeTimingHooks:
@@ -158,12 +162,16 @@ class StoredInputHooks:
     make the features first, and a fused-features file cut short names itself and the node that
     remakes it, instead of failing in a node with NumPy's error. Likewise an output that a generator
     node yields in parts whose catalog entry would take each part as the whole (a plain CSV dataset
-    fails at the first part; an in-memory one would keep the last part alone)."""
+    fails at the first part; an in-memory one would keep the last part alone), and, in a run that
+    fits models, a classifier option its estimator does not take."""
 
     @hook_impl
     def before_pipeline_run(self, run_params: dict[str, Any], pipeline: Pipeline, catalog: Any) -> None:
         _check_part_outputs(pipeline, catalog)
         made = every_pipeline()
+        fitting = {node.name for name in MODEL_PIPELINES for node in made[name].nodes}
+        if any(node.name in fitting for node in pipeline.nodes):
+            check_classifier_options(pipeline_parameters(), run_spec().streams)
         made_by = {output: name for name, steps in made.items() for output in steps.all_outputs()}
         missing, damaged = {}, []
         for dataset in sorted(pipeline.inputs()):

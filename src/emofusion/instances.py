@@ -33,7 +33,7 @@ from emofusion.errors import ClassifierConfigError, FineTuningConfigError, Fusio
 from emofusion.fusion_layout import variant_layout
 from emofusion.learning.network_settings import LATE_FUSION, model_entries, network_input
 from emofusion.learning.validators import validated_reduction, validated_search
-from emofusion.registry import classifier_kinds, with_estimator
+from emofusion.registry import check_kind, classifier_kinds, with_estimator
 
 # The configuration loader of the latest context in this process, and where the pipelines were last
 # read from (conf_source, env, runtime parameters).
@@ -114,23 +114,36 @@ def validated_fusion_variants(fusion_variants: Mapping[str, Any], streams: Colle
 
 
 def validated_classifiers(parameters: Mapping[str, Any], streams: Collection[str]) -> list[str]:
-    """The names of the `classifiers` entries, each checked so that an unknown kind or option fails
-    here, before anything runs, with the `reduction` and search grids over the known `streams`.
+    """The names of the `classifiers` entries, each name and kind checked so that they fail here,
+    before anything runs, with the `reduction` over the known `streams`. Their options and search
+    grids are checked against their estimators by `check_classifier_options`, before a run that
+    fits models: every run's process builds the pipelines, and one that fits none has no use for
+    scikit-learn (half a second of imports).
 
     Entries set to null are left out, as in `validated_fusion_variants`: an environment merged
     into conf/base key by key switches off a classifier with `<classifier>: null`."""
-    # scikit-learn is imported here, not with this module: the pipelines' modules import this one,
-    # and so does every worker process of the per-clip stages, which has no use for it.
-    from emofusion.learning.assembly import build_classifier
-
-    classifiers = {name: options for name, options in parameters["classifiers"].items()
-                   if options is not None}
+    classifiers = _classifier_entries(parameters)
     validated_reduction(parameters.get("reduction"), sorted(streams))
     for name, options in classifiers.items():
         check_name(name, "classifier", ClassifierConfigError)
+        check_kind(options.get("kind"), classifier_kinds(parameters))
+    return list(classifiers)
+
+
+def check_classifier_options(parameters: Mapping[str, Any], streams: Collection[str]) -> None:
+    """Each `classifiers` entry's options and search grid against its estimator's parameters (an
+    unknown option fails here, by its name, not in the middle of a fit)."""
+    # scikit-learn is imported here, not with this module: the pipelines' modules import this one,
+    # and so do the runs that fit no model and the per-clip stages' workers.
+    from emofusion.learning.assembly import build_classifier
+
+    for options in _classifier_entries(parameters).values():
         build_classifier(with_estimator(options, parameters), 0)
         validated_search(options, sorted(streams), classifier_kinds(parameters))
-    return list(classifiers)
+
+
+def _classifier_entries(parameters: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    return {name: options for name, options in parameters["classifiers"].items() if options is not None}
 
 
 def fine_tuning_entries(parameters: Mapping[str, Any]) -> dict[str, dict[str, Any]]:

@@ -112,11 +112,16 @@ def with_estimator(classifier: Mapping[str, Any], parameters: Mapping[str, Any])
     return {**classifier, "estimator": kinds[kind]}
 
 
-def estimator_class(kind: str, kinds: Mapping[str, str] = BUILT_IN_CLASSIFIER_KINDS) -> type:
-    """The estimator of a classifier `kind` named in `kinds` (`classifier_kinds`' answer)."""
+def check_kind(kind: str, kinds: Mapping[str, str]) -> None:
+    """A classifier `kind` is one of `kinds`, checked without importing its estimator."""
     if kind not in kinds:
         raise ClassifierConfigError(f"classifier kind '{kind}' is not one of: {sorted(kinds)} (a new kind "
                                     "is an entry of classifier_kinds: kind -> import path of its estimator)")
+
+
+def estimator_class(kind: str, kinds: Mapping[str, str] = BUILT_IN_CLASSIFIER_KINDS) -> type:
+    """The estimator of a classifier `kind` named in `kinds` (`classifier_kinds`' answer)."""
+    check_kind(kind, kinds)
     estimator = _imported(kinds[kind], f"classifier_kinds.{kind}", ClassifierConfigError)
     if not (isinstance(estimator, type) and hasattr(estimator, "fit") and hasattr(estimator, "get_params")):
         raise ClassifierConfigError(f"classifier_kinds.{kind}: {kinds[kind]} is not a scikit-learn estimator "

@@ -8,7 +8,6 @@ from typing import Any
 
 import pandas as pd
 from kedro.pipeline import Node, node
-from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
 from emofusion.learning.selection import resampling_units, units_of
 from emofusion.learning.uncertainty import bootstrap_scores, classification_scores
@@ -48,6 +47,9 @@ def evaluate_predictions(test_predictions: pd.DataFrame, model_card: Mapping[str
     models that never saw it); the share of test clips flagged out of the training clips' domain,
     overall and per corpus; with the split used, the features used and what was chosen on each
     fold's validation clips."""
+    # scikit-learn: not imported by every run's process, which builds the pipelines with this node
+    from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
+
     truth, predicted = test_predictions["emotion"].astype(str), test_predictions["predicted"].astype(str)
     labels = sorted(set(truth) | set(predicted))
     precision, recall, f1, support = precision_recall_fscore_support(truth, predicted, labels=labels,

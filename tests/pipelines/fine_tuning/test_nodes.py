@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from emofusion.clip_array import ClipArray
-from emofusion.pipelines.fine_tuning import nodes
+from emofusion.pipelines.fine_tuning import estimators, nodes
 from emofusion.pipelines.fusion.nodes import fuse_feature_streams, standardise_spectrograms_by_speaker
 from emofusion.run_spec import run_spec
 
@@ -46,7 +46,7 @@ def clips() -> tuple[pd.DataFrame, pd.DataFrame, dict]:
 
 def test_a_network_on_speaker_standardised_spectrograms_records_it_for_predict(monkeypatch, parameters,
                                                                               clips):
-    monkeypatch.setattr(nodes, "FineTunedNetwork", StandInNetwork)
+    monkeypatch.setattr(estimators, "FineTunedNetwork", StandInNetwork)
     manifest, split, settings = clips
     parameters["split"]["strategy"] = "random"
     parameters["speaker_statistics"] = {"min_clips": 3}

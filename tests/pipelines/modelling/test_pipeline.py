@@ -1,7 +1,20 @@
 """modelling's pipeline: one namespace per variant and classifier, and one summary of them all."""
 
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from kedro.io import DataCatalog
+
+from emofusion import hooks
+from emofusion.errors import ClassifierConfigError
+from emofusion.pipeline_registry import every_pipeline
 from emofusion.pipelines.modelling import create_pipeline
 from emofusion.run_spec import run_spec
+
+PROJECT = Path(__file__).resolve().parents[3]
 
 
 def test_one_namespaced_pipeline_per_variant_and_classifier(parameters):
@@ -36,3 +49,38 @@ def test_one_namespaced_pipeline_per_variant_and_classifier(parameters):
                                   *(f"fusion.{v}.fused_features" for v in variants),
                                   *(f"modelling.{v}.{c}.finished_folds"
                                     for v in variants for c in classifiers)}
+
+
+EVERY_PIPELINE_BUILT = """
+import json, sys
+from pathlib import Path
+import emofusion.settings
+from emofusion.instances import pipeline_parameters
+from emofusion.pipeline_registry import every_pipeline
+from emofusion.run_spec import run_spec
+
+every_pipeline(spec=run_spec(pipeline_parameters(Path.cwd())))
+print(json.dumps(sorted({name.split(".")[0] for name in sys.modules} & {"sklearn", "tensorflow", "keras"})))
+"""
+
+
+def test_the_settings_and_every_pipeline_are_built_without_scikit_learn():
+    """Every `kedro run` process builds every pipeline: one that fits no model (the per-clip
+    stages) should not pay for scikit-learn's imports."""
+    built = subprocess.run([sys.executable, "-c", EVERY_PIPELINE_BUILT], cwd=PROJECT, capture_output=True,
+                           text=True, timeout=300)
+    assert built.returncode == 0, built.stderr[-3000:]
+    assert json.loads(built.stdout.strip().splitlines()[-1]) == []
+
+
+def test_classifier_options_are_checked_before_a_run_that_fits_models_only(parameters, monkeypatch):
+    parameters["classifiers"]["svm"]["depth"] = 3
+    spec = run_spec(parameters)  # parsed without the estimators: the option is not checked yet
+    made = every_pipeline(spec=spec)
+    monkeypatch.setattr(hooks, "pipeline_parameters", lambda: parameters)
+    monkeypatch.setattr(hooks, "run_spec", lambda: spec)
+    monkeypatch.setattr(hooks, "every_pipeline", lambda: made)
+    with pytest.raises(ClassifierConfigError, match=r"svm does not take \['depth'\]"):
+        hooks.StoredInputHooks().before_pipeline_run({}, made["modelling"], DataCatalog())
+    hooks.StoredInputHooks().before_pipeline_run(
+        {}, made["data_processing"].only_nodes("build_corpus_manifest"), DataCatalog())

@@ -8,19 +8,16 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
-from sklearn.metrics import recall_score
 
 from emofusion.clip_array import ClipArray
 from emofusion.finished_folds import FinishedFolds
 from emofusion.instances import fused_features_name
-from emofusion.learning.assembly import build_model, fused_layout
-from emofusion.learning.estimators import fit_model
 from emofusion.learning.folds import (
     check_model_inputs,
     fold_results,
@@ -33,10 +30,12 @@ from emofusion.learning.folds import (
 from emofusion.learning.late_fusion import best_late_weights
 from emofusion.learning.network_settings import network_input
 from emofusion.learning.predictions import combined_predictions, prediction_table
+from emofusion.learning.uncertainty import classification_scores
 from emofusion.provenance import check_made_with
 from emofusion.registry import with_estimator
 
-from .estimators import FineTunedNetwork, InputLateFusion, combined_probabilities
+if TYPE_CHECKING:
+    from .estimators import FineTunedNetwork, InputLateFusion
 
 logger = logging.getLogger(__name__)
 
@@ -44,7 +43,9 @@ SPLIT_REMAKE = "`kedro run --nodes=split_clips`, then this run again; or `kedro 
 
 
 def _uar(emotions: np.ndarray, predicted: np.ndarray) -> float:
-    return float(recall_score(emotions, predicted, average="macro", zero_division=0))
+    scores = classification_scores(pd.DataFrame({"emotion": np.asarray(emotions),
+                                                 "predicted": np.asarray(predicted)}))
+    return float(scores["unweighted_average_recall"])
 
 
 def _network_block(spectrograms: ClipArray, settings: Mapping[str, Any]) -> dict[str, Any]:
@@ -146,6 +147,9 @@ def _fine_tune_fold(
 ) -> dict[str, Any]:
     """One fold's network, its choice and history, and its validation and test predictions; the
     network itself only where the node returns it."""
+    # scikit-learn and TensorFlow: not imported by every run's process, which builds this pipeline
+    from .estimators import FineTunedNetwork
+
     started = time.perf_counter()
     X_train, y_train, train_ids = read_subset(spectrograms, rows, emotion, "train")
     network = FineTunedNetwork(settings).fit(
@@ -202,6 +206,11 @@ def late_fuse_and_predict(
     features are standardised per speaker, the model card says so under
     `features.speaker_normalisation` (`emofusion predict` then needs the speakers), and each input
     keeps its own fallback statistics in its metadata under `inputs`."""
+    # scikit-learn: not imported by every run's process, which builds this pipeline
+    from emofusion.learning.assembly import build_model, fused_layout
+
+    from .estimators import InputLateFusion  # scikit-learn's estimator interface
+
     variant, random_seed = model_options["variant"], parameters["random_seed"]
     check_model_inputs(
         fused_features, data_split_settings, parameters["fusion_variants"][variant], parameters
@@ -247,6 +256,11 @@ def _late_fuse_fold(fused_features: ClipArray, rows: pd.DataFrame, emotion: Mapp
     """One fold of late fusion: the classical model fitted on the training clips, the two weights
     chosen on the validation clips, the test clips predicted once. Returns the weights, the test
     predictions and the record of the choice."""
+    # scikit-learn: not imported by every run's process, which builds this pipeline
+    from emofusion.learning.estimators import fit_model
+
+    from .estimators import combined_probabilities  # a module of scikit-learn estimators
+
     X_train, y_train, train_ids = read_subset(fused_features, rows, emotion, "train")
     X_validation, y_validation, validation_ids = read_subset(fused_features, rows, emotion, "validation")
     fit_model(classical, X_train, y_train, speakers_apart(rows, train_ids, data_split_settings))

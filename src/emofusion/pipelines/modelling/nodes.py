@@ -8,17 +8,14 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
-from sklearn.pipeline import Pipeline
 
 from emofusion.clip_array import ClipArray
 from emofusion.finished_folds import FinishedFolds
 from emofusion.fusion_layout import CNN_STREAM
-from emofusion.learning.assembly import cost_paths, select_and_fit
-from emofusion.learning.domain import describe_domain
 from emofusion.learning.folds import (
     check_model_inputs,
     corpora_of,
@@ -43,6 +40,9 @@ from emofusion.learning.selection import (
 from emofusion.learning.uncertainty import SCORES, bootstrap_scores, verdict
 from emofusion.parallel import finished_in_processes
 from emofusion.registry import with_estimator
+
+if TYPE_CHECKING:
+    from sklearn.pipeline import Pipeline
 
 logger = logging.getLogger(__name__)
 
@@ -107,6 +107,10 @@ def _fit_fold(fused_features: ClipArray, rows: pd.DataFrame, emotion: Mapping[st
     """One fold's choice, fit and test predictions, each test clip flagged in or out of the domain
     of the fold's training clips (`describe_domain`); its model and domain only where the node
     returns them."""
+    # scikit-learn: not imported by every run's process, which builds this pipeline
+    from emofusion.learning.assembly import cost_paths, select_and_fit
+    from emofusion.learning.domain import describe_domain  # scikit-learn too
+
     started = time.perf_counter()
     X_train, y_train, train_ids = read_subset(fused_features, rows, emotion, "train")
     validation = read_subset(fused_features, rows, emotion, "validation")[:2]
