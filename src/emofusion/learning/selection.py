@@ -14,7 +14,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy.stats import binomtest
 
 from emofusion.learning.uncertainty import classification_scores, paired_bootstrap_difference
 
@@ -84,6 +83,8 @@ def mcnemar_test(predictions: pd.DataFrame, reference: pd.DataFrame) -> tuple[fl
 
     Returns the p-value, the clips only `predictions` got right and the clips only `reference`
     got right (p = 1 when there are none)."""
+    from scipy.stats import binomtest  # a second of imports, for the summary only: not in every run's process
+
     keys = ["fold", "clip_id"]
     right = [frame[keys].astype({"clip_id": str}).assign(
         right=(frame["predicted"].astype(str) == frame["emotion"].astype(str)).to_numpy())
