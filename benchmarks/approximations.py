@@ -16,7 +16,12 @@ test UAR of each, the difference and its paired bootstrap interval over speakers
 `--synthetic N` fits the SVM on N synthetic rows of `--columns` columns (eight emotions), then
 PCA 256 of them and the SVM on its output, each by the method the default thresholds choose for
 N rows (`--exact`: the exact ones), and reports each one's wall time and the process's peak
-resident memory.
+resident memory. `--kernel-matrix-min-columns` sets the SVM's: 0 makes the kernel matrix of rows
+of any width, the default gives rows under 512 columns to libsvm as they are.
+
+    PYTHONPATH=src python benchmarks/approximations.py --synthetic 16000 --columns 192 --svm-only
+    PYTHONPATH=src python benchmarks/approximations.py --synthetic 16000 --columns 192 --svm-only \
+        --kernel-matrix-min-columns 0
 """
 
 from __future__ import annotations
@@ -113,24 +118,25 @@ def peak_rss_gb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 ** 2  # Linux: kilobytes
 
 
-def synthetic(n: int, columns: int, exact: bool, seed: int) -> None:
+def synthetic(n: int, columns: int, exact: bool, seed: int, svm: Mapping[str, Any], svm_only: bool) -> None:
     """Time and peak memory of the models on `n` synthetic rows: with the default thresholds, or
     with the exact methods forced (`exact`), for their cost at a size both can run."""
     started = time.perf_counter()
     X, y = synthetic_rows(n, columns, seed)
     print(f"{n:,} x {columns:,} rows made: {time.perf_counter() - started:.0f} s, "
-          f"peak {peak_rss_gb():.1f} GB")
+          f"peak {peak_rss_gb():.2f} GB")
     blocks = [{"stream": "synthetic", "start": 0, "stop": columns, "weight": 1.0}]
-    for name, reduction in (("SVM", None), ("PCA 256, then SVM", {"synthetic": {"pca": 256}})):
+    models = [("SVM", None), ("PCA 256, then SVM", {"synthetic": {"pca": 256}})]
+    for name, reduction in models[:1] if svm_only else models:
         started = time.perf_counter()
-        model = build_model(blocks, None, {**SVM, **({"exact_kernel_max_clips": n} if exact else {})},
+        model = build_model(blocks, None, {**svm, **({"exact_kernel_max_clips": n} if exact else {})},
                             reduction, True, seed)
         if exact and reduction:
             model.set_params(reduce__exact_max_clips=n)
         model.fit(X[:-2000], y[:-2000])
         accuracy = float((model.predict(X[-2000:]) == y[-2000:]).mean())
         print(f"{name}: {cost_paths(model)}, {time.perf_counter() - started:.0f} s, accuracy on 2,000 "
-              f"held-out rows {accuracy:.3f}, peak {peak_rss_gb():.1f} GB", flush=True)
+              f"held-out rows {accuracy:.3f}, peak {peak_rss_gb():.2f} GB", flush=True)
 
 
 def markdown(table: pd.DataFrame) -> str:
@@ -154,10 +160,15 @@ def main() -> None:
     parser.add_argument("--synthetic", type=int, help="instead: this many synthetic rows")
     parser.add_argument("--columns", type=int, default=6000)
     parser.add_argument("--exact", action="store_true", help="--synthetic with the exact methods forced")
+    parser.add_argument("--kernel-matrix-min-columns", type=int, help="--synthetic: the SVM's setting")
+    parser.add_argument("--svm-only", action="store_true", help="--synthetic: the SVM alone, no PCA")
     parser.add_argument("--seed", type=int, default=42)
     arguments = parser.parse_args()
     if arguments.synthetic:
-        synthetic(arguments.synthetic, arguments.columns, arguments.exact, arguments.seed)
+        matrix = arguments.kernel_matrix_min_columns
+        synthetic(arguments.synthetic, arguments.columns, arguments.exact, arguments.seed,
+                  {**SVM, **({"kernel_matrix_min_columns": matrix} if matrix is not None else {})},
+                  arguments.svm_only)
         return
     if arguments.features is None or arguments.split is None:
         parser.error("--features and --split are needed (or --synthetic N)")

@@ -68,7 +68,8 @@ def test_the_paper_environment_is_the_reference_design(paper_parameters):
     assert parameters["classifiers"]["svm"] == {"kind": "svm", "kernel": "rbf", "C": 10.0, "gamma": "scale",
                                                 "probability": True, "search": None,
                                                 "exact_kernel_max_clips": 20000,
-                                                "approximate_components": 1000}
+                                                "approximate_components": 1000,
+                                                "kernel_matrix_min_columns": 512}
     assert parameters["classifiers"]["dnn"] == {
         "kind": "dnn", "layers": [{"units": 512, "dropout": 0.5}, {"units": 256}], "learning_rate": 0.001,
         "epochs": 100, "batch_size": 32, "patience": 10, "early_stopping_fraction": 0.15,

@@ -118,6 +118,7 @@ class ClassifierNumbers(BaseModel):
     gamma: Literal["scale"] | float | None = None
     exact_kernel_max_clips: int | None = Field(default=None, ge=0)
     approximate_components: int | None = Field(default=None, ge=1)
+    kernel_matrix_min_columns: int | None = Field(default=None, ge=0)
     layers: list[Layer] | None = None
     learning_rate: float | None = Field(default=None, gt=0)
     epochs: int | None = Field(default=None, gt=0)

@@ -47,7 +47,6 @@ APPROXIMATE_COMPONENTS = 2_000
 # Rows narrower than this go to libsvm as they are: it evaluates the kernel from them as fast as
 # BLAS makes the n x n matrix, in memory linear in the clips (docs/speed.md).
 KERNEL_MATRIX_MIN_COLUMNS = 512
-LIBSVM_CACHE_MB = 500
 HeldOutScores = Callable[[np.ndarray, np.ndarray], np.ndarray]  # (train rows, held-out rows) -> scores
 
 
@@ -123,7 +122,7 @@ class KernelSVC(ClassifierMixin, BaseEstimator):
         return scores_of
 
     def _fit_on_rows(self, X: np.ndarray, y: np.ndarray) -> HeldOutScores:
-        """libsvm with its own kernel evaluations (cached), the rows as they are."""
+        """libsvm with its own kernel evaluations (in its cache of 200 MB), the rows as they are."""
         self.kernel_path_ = "exact_libsvm"
         rows = X.astype(np.float64)
         self.svc_ = self._svc_on_rows().fit(rows, y)
@@ -133,7 +132,7 @@ class KernelSVC(ClassifierMixin, BaseEstimator):
         return scores_of
 
     def _svc_on_rows(self) -> SVC:
-        return SVC(kernel=self.kernel, C=self.C, gamma=self.gamma_, cache_size=LIBSVM_CACHE_MB)
+        return SVC(kernel=self.kernel, C=self.C, gamma=self.gamma_)
 
     def _fit_approximate(self, X: np.ndarray, y: np.ndarray) -> HeldOutScores:
         """Linear one-vs-one SVMs on the Nyström map of the RBF kernel (the rows themselves for the
