@@ -1,5 +1,6 @@
 """No orphans: the processes a run starts end when it is killed, however it is killed."""
 
+import json
 import os
 import subprocess
 import sys
@@ -7,8 +8,8 @@ import time
 
 import psutil
 
-# A run's two kinds of children: per-clip workers (loky) and the DNN training process (spawned),
-# both busy for a minute.
+# A run's two kinds of children: per-clip workers (forked by a forkserver) and the DNN training
+# process (spawned), both busy for a minute.
 PARENT = """
 import threading, time
 from emofusion.parallel import imap_chunks
@@ -54,3 +55,43 @@ def _running(process: psutil.Process) -> bool:
         return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
         return False
+
+
+PROBE = """
+import os, sys
+
+def probe(chunk):
+    from threadpoolctl import threadpool_info
+    threads = max(pool["num_threads"] for pool in threadpool_info())
+    seen = ("librosa.feature.spectral" in sys.modules, os.environ.get("OMP_NUM_THREADS"), threads)
+    return [seen] * len(chunk)
+"""
+
+WORKERS_STARTED = """
+import json
+from emofusion.engine import worker_thread_environment
+from emofusion.parallel import imap_chunks, start_chunk_workers, stop_chunk_workers
+from probe import probe
+
+start_chunk_workers(2, ["emofusion.pipelines.feature_extraction.nodes"])
+seen = list(imap_chunks(probe, list(range(8)), n_jobs=2, chunk_size=1, description="probing"))
+stop_chunk_workers()
+print(json.dumps({"seen": sorted(set(map(tuple, seen))),
+                  "expected_threads": worker_thread_environment(2)["OMP_NUM_THREADS"]}))
+"""
+
+
+def test_local_workers_start_with_the_per_clip_imports_made_and_their_share_of_the_cores(tmp_path):
+    """Each worker has the per-clip modules and the librosa submodules they name (WORKER_IMPORTS)
+    before its first chunk, and its BLAS the threads the engine gives it (cores / workers)."""
+    (tmp_path / "probe.py").write_text(PROBE)
+    environment = {key: value for key, value in os.environ.items() if key not in ("OMP_NUM_THREADS",
+                                                                                  "OPENBLAS_NUM_THREADS")}
+    run = subprocess.run([sys.executable, "-c", WORKERS_STARTED], capture_output=True, text=True, timeout=300,
+                         env={**environment, "PYTHONPATH": os.pathsep.join(
+                             [str(tmp_path), *filter(None, [os.environ.get("PYTHONPATH")])]),
+                              "TQDM_DISABLE": "1"})
+    assert run.returncode == 0, run.stderr[-3000:]
+    report = json.loads(run.stdout.strip().splitlines()[-1])
+    threads = report["expected_threads"]
+    assert report["seen"] == [[True, threads, int(threads)]]

@@ -12,7 +12,7 @@ import multiprocessing
 import os
 import threading
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from functools import partial
 from typing import Any
 
@@ -45,9 +45,42 @@ def worker_thread_environment(workers: int) -> dict[str, str]:
     return {name: os.environ.get(name, threads) for name in THREAD_COUNT_VARIABLES}
 
 
+def forkserver_context(preload: Sequence[str], environment: Mapping[str, str]) -> Any:
+    """multiprocessing's forkserver context, its server started now (one per process, by the first
+    caller) with `environment` set and `preload` imported, so that each worker forked from it
+    starts with those imports made and NumPy's thread counts read, instead of importing them anew
+    in every worker; None where the system has no forkserver (Windows)."""
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return None
+    from multiprocessing import forkserver
+
+    context = multiprocessing.get_context("forkserver")
+    saved = {name: os.environ.get(name) for name in environment}
+    os.environ.update(environment)
+    try:
+        context.set_forkserver_preload(list(preload))
+        forkserver.ensure_running()
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+    return context
+
+
+def with_worker_imports(modules: Sequence[str]) -> list[str]:
+    """`modules` and those each names in its `WORKER_IMPORTS`: what a per-clip worker needs
+    imported before its first chunk (librosa loads its submodules on first use, about a second in
+    each worker, which a worker forked from a server that imported them once does not pay)."""
+    named = [name for module in modules
+             for name in getattr(importlib.import_module(module), "WORKER_IMPORTS", ())]
+    return list(dict.fromkeys([*modules, *named]))
+
+
 def import_modules(modules: Sequence[str]) -> None:
     """Run in a worker as it starts, so that the first chunk does not wait for the imports."""
-    for module in modules:
+    for module in with_worker_imports(modules):
         importlib.import_module(module)
 
 
@@ -138,14 +171,12 @@ class DaskEngine:
 
     def _connect(self, modules: Sequence[str] = ()) -> Any:
         """Join the cluster at the address, or start one on this machine whose workers are forked
-        from a server process that has imported Dask and `modules` once (multiprocessing's
-        forkserver, where the system has it), instead of each worker importing them anew: on
-        2 cores a 2-worker cluster was ready with the per-clip nodes' modules in 1.2 s instead of
-        2.3 s, and closed in 0.03 s instead of 0.55 s."""
+        from a server process that has imported Dask and `modules` once (`forkserver_context`):
+        on 2 cores a 2-worker cluster was ready with the per-clip nodes' modules in 1.2 s instead
+        of 2.3 s, and closed in 0.03 s instead of 0.55 s."""
         # Imported here: a run on the local engine, and every worker process, does without Dask.
         import dask
         import distributed
-        from distributed.utils import get_mp_context
 
         # Dask's scheduler and nannies say each connection they make at INFO, which would bury the
         # run's own lines; their warnings (a worker lost, one short of memory) still show.
@@ -163,11 +194,9 @@ class DaskEngine:
                 # its pages in again (the per-clip stages on RAVDESS took 1.6 times as long).
                 "distributed.nanny.pre-spawn-environ": {**worker_thread_environment(workers),
                                                         "MALLOC_TRIM_THRESHOLD_": None}})
-            if "forkserver" in multiprocessing.get_all_start_methods():
-                # The server starts with the first worker, after the nanny has set the variables
-                # above in this process: it imports NumPy with the workers' thread counts.
+            if forkserver_context(["distributed", *with_worker_imports(modules)],
+                                  worker_thread_environment(workers)):
                 dask.config.set({"distributed.worker.multiprocessing-method": "forkserver"})
-                get_mp_context().set_forkserver_preload(["distributed", *modules])
             self._cluster = distributed.LocalCluster(
                 n_workers=workers, threads_per_worker=1, processes=True,
                 memory_limit=self.worker_memory or "auto")

@@ -28,8 +28,10 @@ from emofusion.engine import (
     CHUNKS_PER_WORKER,
     chunk_tasks,
     current_engine,
+    forkserver_context,
     import_modules,
     in_order,
+    with_worker_imports,
     worker_thread_environment,
 )
 
@@ -38,17 +40,27 @@ K = TypeVar("K", bound=Hashable)
 
 
 def die_with_parent(parent_pid: int) -> None:
-    """Make this child process end when `parent_pid`, the process that started it, ends, however it
-    ends (`kill -9` included): workers hold hundreds of megabytes, and a training process would
-    train on. A thread checks twice a second that the parent is still there. (Linux's parent-death
-    signal, prctl PR_SET_PDEATHSIG, is not used: it fires when the *thread* that started the child
-    ends, which a pool's helper thread may do while the process lives on.)"""
+    """Make this child process end when `parent_pid`, the process that started its pool, ends,
+    however it ends (`kill -9` included): workers hold hundreds of megabytes, and a training process
+    would train on. A thread checks twice a second that the parent is still there (the process
+    itself, not this one's parent: a worker forked by a forkserver is the server's child). Linux's
+    parent-death signal, prctl PR_SET_PDEATHSIG, is not used: it fires when the *thread* that
+    started the child ends, which a pool's helper thread may do while the process lives on."""
+    def alive() -> bool:
+        try:
+            os.kill(parent_pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:  # there, and not ours to signal
+            return True
+        return True
+
     def watch() -> None:
-        while os.getppid() == parent_pid:
+        while alive():
             time.sleep(0.5)
         os._exit(1)
 
-    if os.getppid() != parent_pid:  # the parent was gone before the watch began
+    if not alive():  # the parent was gone before the watch began
         os._exit(1)
     threading.Thread(target=watch, name="die-with-parent", daemon=True).start()
 
@@ -80,35 +92,48 @@ def effective_n_jobs(n_jobs: int) -> int:
 
 
 _chunk_executor: Any = None
+_chunk_executor_workers = 0
 _starting: list[Future] = []  # the workers' imports that `start_chunk_workers` handed them
 
 
-def _chunk_workers(workers: int) -> Any:
+def _chunk_workers(workers: int, modules: Sequence[str]) -> Any:
     """The local engine's worker processes, kept from one call to the next (and so from one node to
-    the next) while the arguments stay the same."""
-    global _chunk_executor
-    _chunk_executor = get_reusable_executor(max_workers=workers, initializer=die_with_parent,
-                                            initargs=(os.getpid(),), env=worker_thread_environment(workers))
+    the next) while their number stays the same: forked from a server that has imported `modules`
+    once (`forkserver_context`), or where the system has none, loky's spawned processes."""
+    global _chunk_executor, _chunk_executor_workers
+    if _chunk_executor is not None and _chunk_executor_workers == workers:
+        return _chunk_executor
+    stop_chunk_workers()
+    _chunk_executor_workers = workers
+    environment = worker_thread_environment(workers)
+    context = forkserver_context(with_worker_imports(modules), environment)
+    _chunk_executor = (ProcessPoolExecutor(workers, mp_context=context, initializer=die_with_parent,
+                                           initargs=(os.getpid(),)) if context is not None
+                       else get_reusable_executor(max_workers=workers, initializer=die_with_parent,
+                                                  initargs=(os.getpid(),), env=environment))
     return _chunk_executor
 
 
 def stop_chunk_workers() -> None:
-    """End the local engine's workers, idle once a run ends: killed now, rather than waited for at
-    the process's exit while each shuts itself down."""
+    """End the local engine's workers, idle once a run ends: now, rather than at the process's exit."""
     global _chunk_executor
     if _chunk_executor is not None:
         # Their imports first, if a run stopped before its first node: loky's manager thread fails
         # on work items of a pool killed while they are queued.
         wait(_starting)
         _starting.clear()
-        _chunk_executor.shutdown(wait=True, kill_workers=True)
+        if isinstance(_chunk_executor, ProcessPoolExecutor):
+            _chunk_executor.shutdown(wait=True, cancel_futures=True)
+        else:
+            _chunk_executor.shutdown(wait=True, kill_workers=True)
         _chunk_executor = None
 
 
 def _local_map(func: Callable[..., list[T]], items: Sequence[Any], chunk_size: int, workers: int,
                kwargs: dict[str, Any]) -> Iterator[list[T]]:
     task, chunks = chunk_tasks(func, items, chunk_size, kwargs, same_machine=True)
-    return in_order(partial(_chunk_workers(workers).submit, task), chunks, CHUNKS_PER_WORKER * workers)
+    executor = _chunk_workers(workers, [getattr(func, "__module__", None) or __name__])
+    return in_order(partial(executor.submit, task), chunks, CHUNKS_PER_WORKER * workers)
 
 
 def start_chunk_workers(n_jobs: int, modules: Sequence[str]) -> None:
@@ -118,7 +143,7 @@ def start_chunk_workers(n_jobs: int, modules: Sequence[str]) -> None:
     workers = effective_n_jobs(n_jobs)
     if workers < 2:
         return
-    executor = _chunk_workers(workers)
+    executor = _chunk_workers(workers, modules)
     _starting.extend(executor.submit(import_modules, modules) for _ in range(workers))
 
 

@@ -21,6 +21,10 @@ from .features import (
     opensmile_functionals,
 )
 
+# librosa's submodules that the feature functions use and librosa loads on first use: a per-clip
+# worker imports them as it starts (emofusion.engine.with_worker_imports).
+WORKER_IMPORTS = ("librosa.feature.spectral", "librosa.filters")
+
 
 def _audio_settings(audio: ClipArray) -> dict[str, Any]:
     """The preprocessing behind a feature, kept in its metadata so that a trained model can check
