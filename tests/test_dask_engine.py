@@ -229,6 +229,7 @@ def test_the_local_workers_start_as_a_run_with_per_clip_nodes_begins_and_end_wit
     per_clip = Pipeline([node(row_sums, "values", "sums", name="sums", tags=PER_CLIP_TAG)])
     opening = hooks.before_pipeline_run({}, per_clip, None)
     next(opening)
+    parallel._start.wait()  # they start in a thread, beside the run's own start-up
     workers = parallel._chunk_executor
     assert workers is not None and workers._max_workers == 2
     processes = list(workers._processes.values())

@@ -89,6 +89,35 @@ def _rows_of_file(func: Callable[..., list[Any]], arguments: tuple[Any, ...], st
     return func(reopen_map(*arguments)[start:stop], **kwargs)
 
 
+class BackgroundStart:
+    """Start-up work run in a thread (a worker pool's or a cluster's: seconds of imports) while the
+    run does its own; `wait`, where its result is first needed, blocks until it is done and raises
+    what it raised."""
+
+    def __init__(self) -> None:
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+
+    def start(self, work: Callable[[], None], name: str) -> None:
+        self.wait(raise_error=False)
+        self._thread = threading.Thread(target=self._run, args=(work,), name=name, daemon=True)
+        self._thread.start()
+
+    def _run(self, work: Callable[[], None]) -> None:
+        try:
+            work()
+        except BaseException as error:  # raised again by `wait`
+            self._error = error
+
+    def wait(self, raise_error: bool = True) -> None:
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join()
+            self._thread = None
+        error, self._error = self._error, None
+        if error is not None and raise_error:
+            raise error
+
+
 def in_order(submit: Callable[..., Any], chunks: Iterable[tuple[Any, ...]], in_flight: int
              ) -> Iterator[Any]:
     """The result of `submit(*arguments)` (a future) for each chunk's arguments, in input order,
@@ -134,8 +163,8 @@ class DaskEngine:
         self.worker_memory = worker_memory
         self._client: Any = None
         self._cluster: Any = None
-        self._starting = threading.Lock()
-        self._start_error: BaseException | None = None
+        self._connecting = threading.Lock()
+        self._start = BackgroundStart()
 
     def open(self) -> None:
         if self.scheduler_address is not None:
@@ -146,25 +175,16 @@ class DaskEngine:
         the run does its other start-up work (the workers' start takes seconds); `client` waits
         for it, and raises what it raised."""
         if self.scheduler_address is None and self._client is None:
-            self._starting.acquire()  # here, so that no `client()` can come first; the thread releases it
-            threading.Thread(target=self._start_quietly, args=(modules,), name="dask-cluster-start",
-                             daemon=True).start()
+            self._start.start(partial(self._start_with, modules), "dask-cluster-start")
 
-    def _start_quietly(self, modules: Sequence[str]) -> None:
-        try:
-            self._client = self._connect(modules)
-            self._client.run(import_modules, modules)
-        except BaseException as error:  # raised again by the run's first `client()`
-            self._start_error = error
-        finally:
-            self._starting.release()
+    def _start_with(self, modules: Sequence[str]) -> None:
+        self._client = self._connect(modules)
+        self._client.run(import_modules, modules)
 
     def client(self) -> Any:
         """The cluster's client, joining or starting the cluster on first use."""
-        with self._starting:
-            if self._start_error is not None:
-                error, self._start_error = self._start_error, None
-                raise error
+        with self._connecting:
+            self._start.wait()
             if self._client is None:
                 self._client = self._connect()
         return self._client
@@ -236,7 +256,8 @@ class DaskEngine:
                 "execution.chunk_clips") from error
 
     def close(self) -> None:
-        with self._starting:  # a start in the background finishes first
+        with self._connecting:
+            self._start.wait(raise_error=False)  # a start in the background finishes first
             self._close()
 
     def _close(self) -> None:

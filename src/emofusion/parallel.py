@@ -26,6 +26,7 @@ from tqdm import tqdm
 
 from emofusion.engine import (
     CHUNKS_PER_WORKER,
+    BackgroundStart,
     chunk_tasks,
     current_engine,
     forkserver_context,
@@ -94,19 +95,7 @@ def effective_n_jobs(n_jobs: int) -> int:
 _chunk_executor: Any = None
 _chunk_executor_workers = 0
 _starting: list[Future] = []  # the workers' imports that `start_chunk_workers` handed them
-_starter: threading.Thread | None = None  # `start_chunk_workers`'s, while it starts them
-_start_error: BaseException | None = None
-
-
-def _started(raise_error: bool = True) -> None:
-    """Wait for the workers' start in the background (`start_chunk_workers`); raise what it raised."""
-    global _starter, _start_error
-    if _starter is not None and _starter is not threading.current_thread():
-        _starter.join()
-        _starter = None
-    error, _start_error = _start_error, None
-    if error is not None and raise_error:
-        raise error
+_start = BackgroundStart()  # `start_chunk_workers`'s
 
 
 def _chunk_workers(workers: int, modules: Sequence[str]) -> Any:
@@ -130,7 +119,7 @@ def _chunk_workers(workers: int, modules: Sequence[str]) -> Any:
 def stop_chunk_workers() -> None:
     """End the local engine's workers, idle once a run ends: now, rather than at the process's exit."""
     global _chunk_executor
-    _started(raise_error=False)
+    _start.wait(raise_error=False)
     if _chunk_executor is not None:
         # Their imports first, if a run stopped before its first node: loky's manager thread fails
         # on work items of a pool killed while they are queued.
@@ -146,7 +135,7 @@ def stop_chunk_workers() -> None:
 def _local_map(func: Callable[..., list[T]], items: Sequence[Any], chunk_size: int, workers: int,
                kwargs: dict[str, Any]) -> Iterator[list[T]]:
     task, chunks = chunk_tasks(func, items, chunk_size, kwargs, same_machine=True)
-    _started()
+    _start.wait()
     executor = _chunk_workers(workers, [getattr(func, "__module__", None) or __name__])
     return in_order(partial(executor.submit, task), chunks, CHUNKS_PER_WORKER * workers)
 
@@ -156,22 +145,15 @@ def start_chunk_workers(n_jobs: int, modules: Sequence[str]) -> None:
     per-clip nodes' own), in a thread: a run calls this before its own start-up work (tracking,
     checks), which then runs beside the workers' start-up (the forkserver's imports, a second or
     two) instead of after it. The first chunks wait for it."""
-    global _starter
     workers = effective_n_jobs(n_jobs)
     if workers < 2:
         return
 
     def start() -> None:
-        global _start_error
-        try:
-            executor = _chunk_workers(workers, modules)
-            _starting.extend(executor.submit(import_modules, modules) for _ in range(workers))
-        except BaseException as error:  # raised again by the first chunks' `_started`
-            _start_error = error
+        executor = _chunk_workers(workers, modules)
+        _starting.extend(executor.submit(import_modules, modules) for _ in range(workers))
 
-    _started(raise_error=False)
-    _starter = threading.Thread(target=start, name="chunk-workers-start", daemon=True)
-    _starter.start()
+    _start.start(start, "chunk-workers-start")
 
 
 def imap_chunks(
