@@ -4,8 +4,10 @@ on the local engine; a scheduler that does not answer stops the run before any w
 
 import logging
 import os
+import socket
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import dask
@@ -138,6 +140,24 @@ def test_a_chunk_whose_worker_dies_runs_again_and_every_item_comes_back_once(tmp
                                 marker=str(marker))) == items
     assert marker.exists()  # a worker did die
     assert "Started a Dask cluster of 2 workers on this machine; its dashboard: http" in caplog.text
+
+
+def test_a_cluster_whose_dashboard_port_is_taken_gives_its_own_in_the_log_without_a_warning(caplog):
+    with socket.socket() as holder:
+        try:
+            holder.bind(("", 8787))  # Dask's dashboard port
+            holder.listen()
+        except OSError:  # taken already: the case under test
+            pass
+        with warnings.catch_warnings(record=True) as caught, caplog.at_level(logging.INFO,
+                                                                             "emofusion.engine"):
+            warnings.simplefilter("always")
+            open_engine(engine="dask", workers=1)
+            current_engine().dask.client()
+            close_engine()
+    assert not [warning for warning in caught if "already in use" in str(warning.message)]
+    started = next(record.getMessage() for record in caplog.records if "its dashboard" in record.getMessage())
+    assert "http" in started and ":8787/" not in started
 
 
 def test_a_chunk_that_kills_worker_after_worker_stops_the_map_saying_what_to_change(tmp_path):

@@ -11,6 +11,7 @@ import logging
 import multiprocessing
 import os
 import threading
+import warnings
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from functools import partial
@@ -217,6 +218,9 @@ class DaskEngine:
             if forkserver_context(["distributed", *with_worker_imports(modules)],
                                   worker_thread_environment(workers)):
                 dask.config.set({"distributed.worker.multiprocessing-method": "forkserver"})
+            # Another cluster on this machine (another run's) holds the dashboard's port: Dask
+            # takes a free one, which the log line below gives, instead of a warning as well.
+            warnings.filterwarnings("ignore", message=r"Port \d+ is already in use", category=UserWarning)
             self._cluster = distributed.LocalCluster(
                 n_workers=workers, threads_per_worker=1, processes=True,
                 memory_limit=self.worker_memory or "auto")
