@@ -44,8 +44,9 @@ DENSE_NETWORK_PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
 # 20,000), a Nyström map of this many columns above; both chosen in docs/speed.md.
 EXACT_KERNEL_MAX_CLIPS = 20_000
 APPROXIMATE_COMPONENTS = 2_000
-# Rows narrower than this go to libsvm as they are: it evaluates the kernel from them as fast as
-# BLAS makes the n x n matrix, in memory linear in the clips (docs/speed.md).
+# Rows narrower than this go to libsvm as they are: it evaluates the kernel from them in memory
+# linear in the clips, 1.5 to 2.5 times the time of the BLAS-made n x n matrix at 192 columns and
+# 5,000 to 14,000 clips, far slower on wider rows (docs/speed.md).
 KERNEL_MATRIX_MIN_COLUMNS = 512
 HeldOutScores = Callable[[np.ndarray, np.ndarray], np.ndarray]  # (train rows, held-out rows) -> scores
 
@@ -60,7 +61,7 @@ class KernelSVC(ClassifierMixin, BaseEstimator):
     (Platt's idea; scikit-learn deprecates SVC's own `probability`).
 
     Rows narrower than `kernel_matrix_min_columns` are given to libsvm as they are (its own
-    kernel evaluations are nearly as fast there, and need no n x n matrix). Otherwise the exact
+    kernel evaluations take somewhat longer there, but need no n x n matrix). Otherwise the exact
     kernel is an n x n matrix: above `exact_kernel_max_clips` training clips, the rows are mapped
     by Nyström's approximation of the same kernel (`approximate_components` columns) and
     classified by linear one-vs-one SVMs, so time and memory grow linearly with the clips; the
