@@ -97,6 +97,29 @@ def test_a_save_stopped_between_parts_keeps_the_stored_array_and_the_next_starts
             audio.save(part)
 
 
+def test_a_part_whose_write_fails_stops_the_next_save_and_keeps_the_stored_array(tmp_path, monkeypatch):
+    """Parts are written in a thread while the run makes the next: a write's error is raised by the
+    next save, not lost with the thread."""
+    from emofusion.datasets import clip_array_dataset
+
+    audio = ClipArrayDataset(path=str(tmp_path / "audio"))
+    audio.save(ClipArray(np.array(["old"]), np.zeros((1, 3), dtype=np.float32)))
+
+    def full_disk(self, values):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(clip_array_dataset._RowWriter, "_write", full_disk)
+    parts = [part for part, _ in row_parts(blocks([2, 2, 2]))]
+    audio.save(parts[0])
+    with pytest.raises(DatasetError, match="No space left"):
+        audio.save(parts[1])
+    assert list(audio.load().clip_ids) == ["old"]
+    monkeypatch.undo()
+    for part, _ in row_parts(blocks([1, 1], start=7)):  # the next run starts anew
+        audio.save(part)
+    assert list(audio.load().clip_ids) == ["c7", "c8"]
+
+
 def test_dataset_refuses_other_objects_and_missing_data(tmp_path):
     dataset = ClipArrayDataset(path=str(tmp_path / "nothing"))
     with pytest.raises(DatasetError):

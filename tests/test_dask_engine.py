@@ -160,6 +160,22 @@ def test_a_cluster_whose_dashboard_port_is_taken_gives_its_own_in_the_log_withou
     assert "http" in started and ":8787/" not in started
 
 
+def test_the_engine_opened_with_the_same_settings_is_kept_with_the_cluster_it_started():
+    """The `kedro run` command opens the run's engine and starts its cluster (emofusion.run_start);
+    the run's hook, opening the engine of the same settings and asking for the same workers, keeps
+    both: one cluster, started once."""
+    engine = open_engine(engine="dask", workers=1)
+    modules = ["emofusion.pipelines.feature_extraction.nodes"]
+    engine.dask.start_in_background(modules)
+    starting = engine.dask._start._thread
+    assert open_engine(engine="dask", workers=1) is engine
+    engine.dask.start_in_background(modules)
+    assert engine.dask._start._thread is starting
+    assert len(engine.dask.client().nthreads()) == 1
+    assert open_engine(engine="dask", workers=1, chunk_clips=5) is not engine  # other settings: anew
+    assert engine.dask._client is None  # the first one's cluster ended with it
+
+
 def test_a_chunk_that_kills_worker_after_worker_stops_the_map_saying_what_to_change(tmp_path):
     with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
         open_engine(engine="dask", workers=1)

@@ -1,6 +1,9 @@
-"""Kedro CLI hooks: `kedro viz` loads the project in a server process, where a refused setting
-printed a traceback and left the command waiting for a server that never started. The settings are
-checked here first, in the command's own process, and a refusal ends it with its message alone."""
+"""Kedro CLI hooks, for what must happen before Kedro builds a session.
+
+- `kedro viz` loads the project in a server process, where a refused setting printed a traceback
+  and left the command waiting for a server that never started. The settings are checked here
+  first, in the command's own process, and a refusal ends it with its message alone.
+- `kedro run` starts its per-clip workers as the command starts (emofusion.run_start)."""
 
 from __future__ import annotations
 
@@ -9,8 +12,10 @@ from typing import Any
 
 import click
 from kedro.framework.cli.hooks import cli_hook_impl
+from kedro.framework.cli.utils import _split_params
 
 from emofusion.errors import EmoFusionError
+from emofusion.run_start import start_run_workers
 from emofusion.tracking import kedro_mlflow_hook_class
 
 VIEWER_SUBCOMMANDS = ("run", "build", "deploy")
@@ -22,7 +27,6 @@ class ViewerSettingsCheck:
         if (not command_args or command_args[0] != "viz" or project_metadata is None
                 or project_metadata.package_name != "emofusion"):
             return
-        from kedro.framework.cli.utils import _split_params
         from kedro.framework.session import KedroSession
         from kedro_viz.launchers.cli.run import run as viewer_run
 
@@ -43,5 +47,7 @@ class ViewerSettingsCheck:
 
 
 cli_hooks = ViewerSettingsCheck()
-# Every `kedro` command imports kedro-mlflow for its commands, after this module: first here, quietly.
+# A `kedro run`'s workers start before kedro-mlflow is imported: every `kedro` command imports it for
+# its commands, after this module; first here, quietly.
+start_run_workers(sys.argv[1:])
 kedro_mlflow_hook_class()

@@ -152,6 +152,12 @@ def chunk_tasks(func: Callable[..., list[Any]], items: Sequence[Any], chunk_size
     return partial(func, **kwargs), [(items[start : start + chunk_size],) for start in starts]
 
 
+def _worker_preload(modules: Sequence[str]) -> list[str]:
+    """What the server that forks a cluster's workers on this machine imports: Dask's worker, and
+    the per-clip modules with their `WORKER_IMPORTS`."""
+    return ["distributed", *with_worker_imports(modules)]
+
+
 class DaskEngine:
     """A Dask cluster for one run. A cluster on this machine starts when the first chunk is sent, so
     that a run without per-clip stages starts none; a cluster at an address is joined at `open`,
@@ -166,6 +172,7 @@ class DaskEngine:
         self._cluster: Any = None
         self._connecting = threading.Lock()
         self._start = BackgroundStart()
+        self._started_modules: frozenset[str] = frozenset()
 
     def open(self) -> None:
         if self.scheduler_address is not None:
@@ -174,12 +181,18 @@ class DaskEngine:
     def start_in_background(self, modules: Sequence[str]) -> None:
         """Start the cluster on this machine in a thread, its workers importing `modules`, while
         the run does its other start-up work (the workers' start takes seconds); `client` waits
-        for it, and raises what it raised."""
-        if self.scheduler_address is None and self._client is None:
+        for it, and raises what it raised. Nothing new where a start already asked for them."""
+        if self.scheduler_address is None and not set(modules) <= self._started_modules:
+            self._started_modules = frozenset(modules)
+            # The workers' server starts in this thread, its imports at once in its own process,
+            # rather than once the thread below has imported Dask (this process's lock on Python
+            # shared with the run's own start-up).
+            forkserver_context(_worker_preload(modules), worker_thread_environment(self._local_workers()))
             self._start.start(partial(self._start_with, modules), "dask-cluster-start")
 
     def _start_with(self, modules: Sequence[str]) -> None:
-        self._client = self._connect(modules)
+        if self._client is None:
+            self._client = self._connect(modules)
         self._client.run(import_modules, modules)
 
     def client(self) -> Any:
@@ -204,7 +217,7 @@ class DaskEngine:
         logging.getLogger("distributed").setLevel(logging.WARNING)
 
         if self.scheduler_address is None:
-            workers = self.workers or os.cpu_count() or 1
+            workers = self._local_workers()
             dask.config.set({
                 # Nodes run as tasks by emofusion.runner start processes on a worker (a network's
                 # training process), which a daemonic worker may not. Read as each worker starts.
@@ -215,8 +228,7 @@ class DaskEngine:
                 # its pages in again (the per-clip stages on RAVDESS took 1.6 times as long).
                 "distributed.nanny.pre-spawn-environ": {**worker_thread_environment(workers),
                                                         "MALLOC_TRIM_THRESHOLD_": None}})
-            if forkserver_context(["distributed", *with_worker_imports(modules)],
-                                  worker_thread_environment(workers)):
+            if forkserver_context(_worker_preload(modules), worker_thread_environment(workers)):
                 dask.config.set({"distributed.worker.multiprocessing-method": "forkserver"})
             # Another cluster on this machine (another run's) holds the dashboard's port: Dask
             # takes a free one, which the log line below gives, instead of a warning as well.
@@ -238,6 +250,9 @@ class DaskEngine:
         logger.info("Joined the Dask cluster at %s (%d workers); its dashboard: %s", self.scheduler_address,
                     len(client.nthreads()), client.dashboard_link)
         return client
+
+    def _local_workers(self) -> int:
+        return self.workers or os.cpu_count() or 1
 
     def map(self, func: Callable[..., list[Any]], items: Sequence[Any], chunk_size: int,
             kwargs: dict[str, Any]) -> Iterator[list[Any]]:
@@ -273,11 +288,14 @@ class DaskEngine:
 
 
 class Engine:
-    """The run's engine: how many clips a chunk holds, and the Dask cluster if `engine: dask`."""
+    """The run's engine: how many clips a chunk holds, and the Dask cluster if `engine: dask`;
+    `settings`, the `execution` settings it was opened with (None: the default, opened by none)."""
 
-    def __init__(self, chunk_clips: int = DEFAULT_CHUNK_CLIPS, dask: DaskEngine | None = None) -> None:
+    def __init__(self, chunk_clips: int = DEFAULT_CHUNK_CLIPS, dask: DaskEngine | None = None,
+                 settings: dict[str, Any] | None = None) -> None:
         self.chunk_clips = chunk_clips
         self.dask = dask
+        self.settings = settings
 
 
 _current = Engine()
@@ -291,13 +309,18 @@ def open_engine(engine: str = "local", scheduler_address: str | None = None,
                 chunk_clips: int = DEFAULT_CHUNK_CLIPS, workers: int | None = None,
                 worker_memory: str | None = None) -> Engine:
     """Make the engine of the `execution` settings (checked by emofusion.validation) the one
-    `imap_chunks` uses, until `close_engine`."""
+    `imap_chunks` uses, until `close_engine`. The engine open is kept if it was opened with the
+    same settings: the `kedro run` command opens the run's before the run (emofusion.cli_hooks)."""
     global _current
+    settings = {"engine": engine, "scheduler_address": scheduler_address, "chunk_clips": chunk_clips,
+                "workers": workers, "worker_memory": worker_memory}
+    if _current.settings == settings:
+        return _current
     close_engine()
     dask = DaskEngine(scheduler_address, workers, worker_memory) if engine == "dask" else None
     if dask is not None:
         dask.open()
-    _current = Engine(chunk_clips, dask)
+    _current = Engine(chunk_clips, dask, settings)
     return _current
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import inspect
 import logging
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -15,10 +16,10 @@ from kedro.pipeline import Node, Pipeline
 from emofusion.clip_array import RowPart
 from emofusion.datasets import ClipArrayDataset
 from emofusion.datasets.row_parts import JoinedParts
-from emofusion.engine import PER_CLIP_TAG, close_engine, open_engine
+from emofusion.engine import PER_CLIP_TAG, open_engine
 from emofusion.errors import CatalogEntryError, DamagedDatasetError, MissingInputError
 from emofusion.instances import check_classifier_options, pipeline_parameters
-from emofusion.parallel import start_chunk_workers, stop_chunk_workers
+from emofusion.parallel import start_engine_workers, stop_engine_workers
 from emofusion.pipeline_registry import every_pipeline
 from emofusion.pipelines.modelling.nodes import summary_text
 from emofusion.run_lock import acquire, describe, lock_path, release
@@ -86,14 +87,25 @@ class RunLockHooks:
             self._path = None
 
 
+def function_module(step: Node) -> str:
+    """The module of a node's function: of the function a partial wraps (a stream's extractor with
+    keywords), which a worker imports, not functools."""
+    function = step.func
+    while isinstance(function, partial):
+        function = function.func
+    return function.__module__
+
+
 class ExecutionHooks:
     """The run's engine for its per-clip stages (`execution`, emofusion.engine): opened as the run
     begins, before the other before_pipeline_run hooks (tryfirst), so that a Dask scheduler that
     does not answer stops the run before any work; and where the run has per-clip nodes, its
     workers (a local pool, or a cluster on this machine) start then, in the background, while
     the other hooks open the MLflow store and check the run's inputs: their start-up, a second or
-    more of imports per worker, is then no longer in front of the first chunk. Closed when the run
-    ends, however it ends, which ends a cluster started for it."""
+    more of imports per worker, is then no longer in front of the first chunk. A `kedro run`
+    started them earlier still (emofusion.cli_hooks): they are kept if the run has per-clip nodes
+    and the same settings. Closed when the run ends, however it ends, which ends a cluster started
+    for it."""
 
     def __init__(self) -> None:
         self._settings = Execution()
@@ -106,32 +118,26 @@ class ExecutionHooks:
 
     @hook_impl(wrapper=True, tryfirst=True)
     def before_pipeline_run(self, run_params: dict[str, Any], pipeline: Pipeline, catalog: Any) -> Any:
-        engine = open_engine(**self._settings.model_dump())
         per_clip = pipeline.only_nodes_with_tags(PER_CLIP_TAG).nodes
-        modules = sorted({node.func.__module__ for node in per_clip})
-        if per_clip and engine.dask is not None:
-            engine.dask.start_in_background(modules)
-        elif per_clip:
-            start_chunk_workers(self._n_jobs, modules)
+        if not per_clip:  # those the `kedro run` command started before it knew the run's nodes
+            stop_engine_workers()
+        engine = open_engine(**self._settings.model_dump())  # or the command's, if the same
+        if per_clip:
+            start_engine_workers(engine, self._n_jobs, sorted({function_module(node) for node in per_clip}))
         try:
             return (yield)
         except Exception:  # a run stopped by another hook (its lock, its inputs) ends its engine
-            self._close()
+            stop_engine_workers()
             raise
 
     @hook_impl
     def after_pipeline_run(self, run_params: dict[str, Any], pipeline: Pipeline, catalog: Any) -> None:
-        self._close()
+        stop_engine_workers()
 
     @hook_impl
     def on_pipeline_error(self, error: Exception, run_params: dict[str, Any], pipeline: Pipeline,
                           catalog: Any) -> None:
-        self._close()
-
-    @staticmethod
-    def _close() -> None:
-        close_engine()
-        stop_chunk_workers()
+        stop_engine_workers()
 
 
 def _check_part_outputs(pipeline: Pipeline, catalog: Any) -> None:

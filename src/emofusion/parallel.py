@@ -27,7 +27,9 @@ from tqdm import tqdm
 from emofusion.engine import (
     CHUNKS_PER_WORKER,
     BackgroundStart,
+    Engine,
     chunk_tasks,
+    close_engine,
     current_engine,
     forkserver_context,
     import_modules,
@@ -96,6 +98,7 @@ _chunk_executor: Any = None
 _chunk_executor_workers = 0
 _starting: list[Future] = []  # the workers' imports that `start_chunk_workers` handed them
 _start = BackgroundStart()  # `start_chunk_workers`'s
+_started_for: tuple[int, frozenset[str]] = (0, frozenset())  # the workers and modules it was asked for
 
 
 def _chunk_workers(workers: int, modules: Sequence[str]) -> Any:
@@ -105,7 +108,7 @@ def _chunk_workers(workers: int, modules: Sequence[str]) -> Any:
     global _chunk_executor, _chunk_executor_workers
     if _chunk_executor is not None and _chunk_executor_workers == workers:
         return _chunk_executor
-    stop_chunk_workers()
+    _shut_down_chunk_workers()
     _chunk_executor_workers = workers
     environment = worker_thread_environment(workers)
     context = forkserver_context(with_worker_imports(modules), environment)
@@ -118,8 +121,14 @@ def _chunk_workers(workers: int, modules: Sequence[str]) -> Any:
 
 def stop_chunk_workers() -> None:
     """End the local engine's workers, idle once a run ends: now, rather than at the process's exit."""
-    global _chunk_executor
+    global _started_for
     _start.wait(raise_error=False)
+    _started_for = (0, frozenset())
+    _shut_down_chunk_workers()
+
+
+def _shut_down_chunk_workers() -> None:
+    global _chunk_executor
     if _chunk_executor is not None:
         # Their imports first, if a run stopped before its first node: loky's manager thread fails
         # on work items of a pool killed while they are queued.
@@ -144,16 +153,38 @@ def start_chunk_workers(n_jobs: int, modules: Sequence[str]) -> None:
     """Start the local engine's workers for `imap_chunks` now, each importing `modules` (the
     per-clip nodes' own), in a thread: a run calls this before its own start-up work (tracking,
     checks), which then runs beside the workers' start-up (the forkserver's imports, a second or
-    two) instead of after it. The first chunks wait for it."""
+    two) instead of after it. The first chunks wait for it. Nothing new where a start already asked
+    for as many workers and these modules (the `kedro run` command's, emofusion.cli_hooks)."""
+    global _started_for
     workers = effective_n_jobs(n_jobs)
-    if workers < 2:
+    if workers < 2 or (workers == _started_for[0] and set(modules) <= _started_for[1]):
         return
+    _started_for = (workers, frozenset(modules))
+    # The workers' server starts in this thread, its imports at once in its own process, rather than
+    # once the thread below has had its share of this process's time (and of its lock on Python).
+    forkserver_context(with_worker_imports(modules), worker_thread_environment(workers))
 
     def start() -> None:
         executor = _chunk_workers(workers, modules)
         _starting.extend(executor.submit(import_modules, modules) for _ in range(workers))
 
     _start.start(start, "chunk-workers-start")
+
+
+def start_engine_workers(engine: Engine, n_jobs: int, modules: Sequence[str]) -> None:
+    """Start the per-clip workers of `engine` in the background, each importing `modules`: a
+    cluster on this machine (`engine: dask`), else the local engine's `n_jobs` workers."""
+    if engine.dask is not None:
+        engine.dask.start_in_background(modules)
+    else:
+        start_chunk_workers(n_jobs, modules)
+
+
+def stop_engine_workers() -> None:
+    """End the per-clip workers, a cluster started on this machine included; back to the default
+    engine."""
+    close_engine()
+    stop_chunk_workers()
 
 
 def imap_chunks(

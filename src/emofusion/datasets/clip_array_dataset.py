@@ -16,6 +16,7 @@ import hashlib
 import json
 import os
 import shutil
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -165,7 +166,11 @@ class ClipArrayDataset(AbstractDataset[ClipArray, ClipArray]):
 
 class _RowWriter:
     """values.npy written part by part: NumPy sizes its header for a row count of any length, so
-    the real count is written over it when the last part has come."""
+    the real count is written over it when the last part has come. Each part is written in a
+    thread while the run makes the next one, one part at a time (a part's write waits for the one
+    before): on the 2-core machine, where the disk takes writes at about 250 MB/s, each 55 MB part of
+    RAVDESS's audio held the run's process 0.28 s, and the workers, their results not collected,
+    waited with it."""
 
     def __init__(self, file: Path, first_rows: np.ndarray) -> None:
         self.file = file
@@ -174,6 +179,8 @@ class _RowWriter:
         self._header_bytes = self._write_header(0)
         self._rows = 0
         self._clip_ids: list[np.ndarray] = []
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="row-writer")
+        self._writing: Future | None = None
 
     def _write_header(self, rows: int) -> int:
         self._stream.seek(0)
@@ -186,19 +193,34 @@ class _RowWriter:
         if part.values.shape[1:] != self._row_shape or part.values.dtype != self._dtype:
             raise DatasetError(f"'{self.file}': a part of rows {part.values.shape[1:]} {part.values.dtype} "
                                f"after rows {self._row_shape} {self._dtype}")
-        self._stream.seek(0, os.SEEK_END)
-        self._stream.write(np.ascontiguousarray(part.values).data)
+        self._written()
+        self._writing = self._thread.submit(self._write, np.ascontiguousarray(part.values))
         self._rows += len(part)
         self._clip_ids.append(part.clip_ids)
 
+    def _write(self, values: np.ndarray) -> None:
+        self._stream.seek(0, os.SEEK_END)
+        self._stream.write(values.data)
+
+    def _written(self) -> None:
+        """Wait for the part being written; raise what its write raised."""
+        writing, self._writing = self._writing, None
+        if writing is not None:
+            writing.result()
+
     def close(self) -> np.ndarray:
         """The clip ids of every row, the header's row count written."""
+        try:
+            self._written()
+        finally:
+            self._thread.shutdown()
         if self._write_header(self._rows) != self._header_bytes:
             raise DatasetError(f"'{self.file}': {self._rows:,} rows do not fit its header")
         self._stream.close()
         return np.concatenate(self._clip_ids)
 
     def discard(self) -> None:
+        self._thread.shutdown(wait=True)
         self._stream.close()
         shutil.rmtree(self.file.parent, ignore_errors=True)
 

@@ -1,0 +1,63 @@
+"""What a `kedro run` does as the command starts, before Kedro builds its session: its per-clip
+workers start (emofusion.cli_hooks calls `start_run_workers`)."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import kedro.framework.project as kedro_project
+from kedro.framework.cli.project import run as kedro_run_command
+from kedro.framework.cli.utils import _split_params
+from kedro.framework.project import settings
+from kedro.utils import find_kedro_project
+
+from emofusion.engine import open_engine
+from emofusion.parallel import start_engine_workers
+from emofusion.pipeline_registry import PER_CLIP_NODE_MODULES
+from emofusion.validation import Execution
+
+logger = logging.getLogger(__name__)
+
+
+def run_parameters(project: Path, arguments: Sequence[str]) -> dict[str, Any]:
+    """The parameters a `kedro run` with `arguments` gets (its --env, --conf-source, --params), read
+    as its session will read them."""
+    options = kedro_run_command.make_context("run", list(arguments), resilient_parsing=True).params
+    loader = settings.CONFIG_LOADER_CLASS(
+        conf_source=options.get("conf_source") or str(project / settings.CONF_SOURCE),
+        env=options.get("env") or os.getenv("KEDRO_ENV"),
+        runtime_params=_split_params(None, None, options.get("params") or ""),
+        **settings.CONFIG_LOADER_ARGS)
+    return loader["parameters"]
+
+
+def start_run_workers(arguments: Sequence[str]) -> bool:
+    """Start a `kedro run`'s per-clip workers (a local pool, or a Dask cluster on this machine) as
+    the command starts, by its `execution` and `n_jobs` settings, each importing every per-clip
+    node's module; whether it started them. Kedro imports its CLI hooks before it loads the
+    plugins' commands (kedro-mlflow's import MLflow) and builds the session and the pipeline: 1.4 s
+    in which the run's process keeps one core busy, while the workers' start (their server's
+    imports, 2 s) waited for the run to begin. The run's hook (emofusion.hooks.ExecutionHooks)
+    keeps them where the run has per-clip nodes and the same settings, and stops them otherwise.
+    Settings the run will refuse start nothing here: the run reads them again and says what is wrong."""
+    if (arguments[:1] != ["run"] or {"-h", "--help"} & set(arguments)
+            or kedro_project.PACKAGE_NAME != "emofusion"):  # the hooks of every Kedro project here
+        return False
+    project = find_kedro_project(Path.cwd())
+    if project is None:
+        return False
+    try:
+        parameters = run_parameters(project, arguments[1:])
+        execution = Execution.model_validate(parameters.get("execution") or {})
+    except Exception as error:  # the run reads them again, and refuses them with its own message
+        logger.debug("Per-clip workers not started with the command: %s", error)
+        return False
+    if execution.scheduler_address is not None:  # joined, with a timeout, when the run opens its engine
+        return False
+    start_engine_workers(open_engine(**execution.model_dump()), parameters.get("n_jobs", 1),
+                         PER_CLIP_NODE_MODULES)
+    return True

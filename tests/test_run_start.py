@@ -1,0 +1,120 @@
+"""A `kedro run` starts its per-clip workers as the command starts (emofusion.run_start), by the
+settings its session will read; the run's hook keeps them when it finds the same settings and
+per-clip nodes, and stops them otherwise."""
+
+import subprocess
+import sys
+
+import pytest
+from kedro.framework.project import configure_project
+from kedro.pipeline import Pipeline, node
+
+from emofusion import parallel
+from emofusion.engine import PER_CLIP_TAG, current_engine
+from emofusion.hooks import ExecutionHooks, function_module
+from emofusion.parallel import stop_engine_workers
+from emofusion.pipeline_registry import PER_CLIP_NODE_MODULES, every_pipeline
+from emofusion.run_spec import run_spec
+from emofusion.run_start import start_run_workers
+
+
+class Context:
+    def __init__(self, **params):
+        self.params = params
+
+
+def row_sums(chunk):
+    return [sum(row) for row in chunk]
+
+
+PER_CLIP = Pipeline([node(row_sums, "values", "sums", name="sums", tags=PER_CLIP_TAG)])
+NO_PER_CLIP = Pipeline([node(row_sums, "values", "sums", name="sums")])
+
+
+@pytest.fixture
+def in_a_project(scratch_project, monkeypatch):
+    """This process as a `kedro` command in a scratch project: Kedro's CLI has bootstrapped it."""
+    monkeypatch.chdir(scratch_project())
+    configure_project("emofusion")
+    stop_engine_workers()  # those an earlier test in this process left
+    yield
+    stop_engine_workers()
+
+
+def started(hooks: ExecutionHooks, pipeline: Pipeline, **params) -> None:
+    hooks.after_context_created(Context(**params))
+    next(hooks.before_pipeline_run({}, pipeline, None))  # a wrapper: its part before the others'
+
+
+def test_the_command_starts_the_workers_of_the_run_s_settings_and_the_run_keeps_them(in_a_project):
+    assert start_run_workers(["run", "--params", "n_jobs=2,execution.chunk_clips=5"])
+    engine = current_engine()
+    assert engine.chunk_clips == 5
+    parallel._start.wait()
+    workers = parallel._chunk_executor
+    assert workers is not None and workers._max_workers == 2
+    hooks = ExecutionHooks()
+    started(hooks, PER_CLIP, n_jobs=2, execution={"chunk_clips": 5})
+    assert current_engine() is engine and parallel._chunk_executor is workers
+    hooks.after_pipeline_run({}, PER_CLIP, None)
+    assert parallel._chunk_executor is None
+
+
+def test_a_run_with_other_settings_or_without_per_clip_nodes_does_not_keep_them(in_a_project):
+    assert start_run_workers(["run", "--params", "n_jobs=2"])
+    parallel._start.wait()
+    workers = parallel._chunk_executor
+    processes = list(workers._processes.values())
+    hooks = ExecutionHooks()
+    started(hooks, NO_PER_CLIP, n_jobs=2, execution={})
+    assert parallel._chunk_executor is None  # ended, not left idle through the run
+    assert not any(process.is_alive() for process in processes)
+    hooks.after_pipeline_run({}, NO_PER_CLIP, None)
+
+    assert start_run_workers(["run", "--params", "n_jobs=2"])
+    engine = current_engine()
+    started(hooks, PER_CLIP, n_jobs=2, execution={"chunk_clips": 7})  # the run's own settings win
+    assert current_engine() is not engine and current_engine().chunk_clips == 7
+    hooks.after_pipeline_run({}, PER_CLIP, None)
+
+
+@pytest.mark.parametrize("arguments", [
+    ["viz"],
+    ["run", "--help"],
+    ["run", "--params", "execution.chunk_clips=0"],  # refused by the run itself, with its message
+    ["run", "--params", "execution.engine=dask,execution.scheduler_address=tcp://127.0.0.1:9"],
+    ["run", "--env", "no_such_environment"],
+])
+def test_nothing_starts_for_other_commands_settings_the_run_refuses_or_a_cluster_to_join(in_a_project,
+                                                                                         arguments):
+    assert not start_run_workers(arguments)
+    assert current_engine().settings is None and parallel._chunk_executor is None
+
+
+def test_nothing_starts_outside_a_project(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert not start_run_workers(["run"])
+
+
+def test_the_modules_started_with_the_command_are_those_of_every_per_clip_node(parameters):
+    """Every per-clip node's function (a stream's extractor included) lives in a module the command's
+    workers import; were one elsewhere, the run would start its workers again, later."""
+    modules = {function_module(step) for pipeline in every_pipeline(spec=run_spec(parameters)).values()
+               for step in pipeline.only_nodes_with_tags(PER_CLIP_TAG).nodes}
+    assert modules == set(PER_CLIP_NODE_MODULES)
+
+
+def test_the_workers_import_a_pipeline_s_nodes_without_its_wiring():
+    """The per-clip workers import the nodes' modules; the pipeline's wiring, Kedro's project
+    settings and the run's configuration stay out of them."""
+    script = ("import sys\n"
+              f"for name in {list(PER_CLIP_NODE_MODULES)!r}: __import__(name)\n"
+              "print(sorted(name for name in sys.modules if name.endswith('.pipeline')\n"
+              "             or name in ('kedro.framework.project', 'emofusion.run_spec')))\n"
+              "from emofusion.pipelines.data_processing import create_pipeline\n"
+              "print(create_pipeline.__module__)\n")
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr[-2000:]
+    imported, wiring = run.stdout.strip().splitlines()
+    assert imported == "[]"
+    assert wiring == "emofusion.pipelines.data_processing.pipeline"  # still there when asked for
