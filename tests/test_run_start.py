@@ -2,6 +2,7 @@
 settings its session will read; the run's hook keeps them when it finds the same settings and
 per-clip nodes, and stops them otherwise."""
 
+import os
 import subprocess
 import sys
 
@@ -118,3 +119,29 @@ def test_the_workers_import_a_pipeline_s_nodes_without_its_wiring():
     imported, wiring = run.stdout.strip().splitlines()
     assert imported == "[]"
     assert wiring == "emofusion.pipelines.data_processing.pipeline"  # still there when asked for
+
+
+COMMAND_ENDING = """
+import sys
+from kedro.framework.startup import bootstrap_project
+from pathlib import Path
+
+bootstrap_project(Path.cwd())  # as Kedro's CLI does before it imports the CLI hooks
+sys.argv = ["kedro", "run", "--params", "n_jobs=2"]
+import emofusion.cli_hooks as hooks  # the workers start here
+from emofusion import parallel
+
+assert parallel._started_for[0] == 2
+{end}
+"""
+
+
+def test_workers_still_starting_end_with_the_command_without_a_trace(scratch_project):
+    """A command that ends while its workers start (a run refused before its pipeline, Ctrl-C)
+    ends them first: left to the process's exit, a worker forked as it ends fails with a traceback."""
+    script = COMMAND_ENDING.format(end="hooks.cli_hooks.after_command_run(None, sys.argv[1:], 1)\n"
+                                       "assert parallel._chunk_executor is None")
+    run = subprocess.run([sys.executable, "-c", script], cwd=scratch_project(), capture_output=True,
+                         text=True, timeout=120, env=dict(os.environ, KEDRO_DISABLE_TELEMETRY="1"))
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "Traceback" not in run.stderr, run.stderr[-3000:]

@@ -15,13 +15,14 @@ from kedro.framework.cli.hooks import cli_hook_impl
 from kedro.framework.cli.utils import _split_params
 
 from emofusion.errors import EmoFusionError
+from emofusion.parallel import stop_engine_workers
 from emofusion.run_start import start_run_workers
 from emofusion.tracking import kedro_mlflow_hook_class
 
 VIEWER_SUBCOMMANDS = ("run", "build", "deploy")
 
 
-class ViewerSettingsCheck:
+class ProjectCliHooks:
     @cli_hook_impl
     def before_command_run(self, project_metadata: Any, command_args: list[str]) -> None:
         if (not command_args or command_args[0] != "viz" or project_metadata is None
@@ -45,8 +46,15 @@ class ViewerSettingsCheck:
             click.echo(f"Error: {error}", err=True)
             sys.exit(1)
 
+    @cli_hook_impl
+    def after_command_run(self, project_metadata: Any, command_args: list[str], exit_code: int) -> None:
+        """The workers a `kedro run` started as it began end with the command, however it ends:
+        left to the process's exit while they start (a run stopped before its pipeline, Ctrl-C),
+        a worker forked as the process ends fails to read what it was sent, with a traceback."""
+        stop_engine_workers()
 
-cli_hooks = ViewerSettingsCheck()
+
+cli_hooks = ProjectCliHooks()
 # A `kedro run`'s workers start before kedro-mlflow is imported: every `kedro` command imports it for
 # its commands, after this module; first here, quietly.
 start_run_workers(sys.argv[1:])

@@ -18,7 +18,8 @@ from kedro.utils import find_kedro_project
 from emofusion.engine import open_engine
 from emofusion.parallel import start_engine_workers
 from emofusion.pipeline_registry import PER_CLIP_NODE_MODULES
-from emofusion.validation import Execution
+from emofusion.run_lock import holder_of, lock_path
+from emofusion.validation import Execution, validate_parameters
 
 logger = logging.getLogger(__name__)
 
@@ -43,15 +44,20 @@ def start_run_workers(arguments: Sequence[str]) -> bool:
     in which the run's process keeps one core busy, while the workers' start (their server's
     imports, 2 s) waited for the run to begin. The run's hook (emofusion.hooks.ExecutionHooks)
     keeps them where the run has per-clip nodes and the same settings, and stops them otherwise.
-    Settings the run will refuse start nothing here: the run reads them again and says what is wrong."""
+    Settings the run will refuse, and a project whose lock another run holds, start nothing here:
+    the run reads the settings again and says what is wrong. The command's CLI hook ends them with
+    the command, however it ends."""
     if (arguments[:1] != ["run"] or {"-h", "--help"} & set(arguments)
             or kedro_project.PACKAGE_NAME != "emofusion"):  # the hooks of every Kedro project here
         return False
     project = find_kedro_project(Path.cwd())
     if project is None:
         return False
+    if holder_of(lock_path(project)) is not None:  # refused at once by the project's `run`
+        return False
     try:
         parameters = run_parameters(project, arguments[1:])
+        validate_parameters(parameters, project)
         execution = Execution.model_validate(parameters.get("execution") or {})
     except Exception as error:  # the run reads them again, and refuses them with its own message
         logger.debug("Per-clip workers not started with the command: %s", error)
