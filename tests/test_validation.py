@@ -130,3 +130,16 @@ def test_kedro_viz_with_a_wrong_setting_stops_with_its_message(scratch_project):
     assert run.returncode == 1
     assert run.stderr.strip().splitlines()[-1].endswith("(got 'middle')")
     assert "Traceback" not in run.stderr
+
+
+def test_kedro_run_of_a_pipeline_the_project_lacks_names_those_it_has(scratch_project, monkeypatch):
+    from click.testing import CliRunner
+
+    from emofusion.cli import kedro_run
+
+    monkeypatch.chdir(scratch_project())
+    for option in (["--pipelines", "data_processing,feature_extration"], ["--pipeline", "modeling"]):
+        result = CliRunner().invoke(kedro_run(), option)
+        assert result.exit_code == 1
+        assert "No pipeline named" in result.output and "its pipelines: data_processing," in result.output
+        assert "Traceback" not in result.output

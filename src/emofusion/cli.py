@@ -23,6 +23,7 @@ from emofusion.errors import (
     ModelMismatchError,
     RunLockedError,
     SpeakersNeededError,
+    UnknownPipelineError,
 )
 from emofusion.inference import (
     default_model,
@@ -30,7 +31,7 @@ from emofusion.inference import (
     predict_emotions,
 )
 from emofusion.instances import trained_models
-from emofusion.pipeline_registry import every_pipeline
+from emofusion.pipeline_registry import every_pipeline, pipeline_names
 from emofusion.prediction_inputs import audio_files, corpus_note, speaker_fallback_note, speakers_from_csv
 from emofusion.run_lock import holder_of, lock_path, refusal_message
 from emofusion.run_spec import run_spec
@@ -95,6 +96,17 @@ class ProjectCommands(click.Group):
         return sorted({*super().list_commands(ctx), "run"})
 
 
+def check_pipeline_names(requested: list[str | None]) -> None:
+    """Refuse pipeline names the project does not have, naming those it has (Kedro says it with a
+    traceback, once the session is built)."""
+    known = [*pipeline_names(), "__default__"]
+    unknown = [name for name in requested if name and name not in known]
+    if unknown:
+        raise UnknownPipelineError(
+            f"No pipeline named {', '.join(map(repr, unknown))} in this project; its pipelines: "
+            f"{', '.join(known[:-1])} (`kedro run` without --pipelines runs them all)")
+
+
 @functools.cache
 def kedro_run() -> click.Command:
     """Kedro's `kedro run`, refusals printed as messages, refused at once while another run holds
@@ -108,6 +120,7 @@ def kedro_run() -> click.Command:
         holder = holder_of(lock)
         if holder is not None:
             raise RunLockedError(refusal_message(lock, holder))
+        check_pipeline_names([kwargs.get("pipeline"), *(kwargs.get("pipelines") or [])])
         result = kedro_run_command.callback(*args, **kwargs)
         # The command's process ends next: its last garbage collection, over every object a run
         # made and imported (a second on RAVDESS's per-clip stages), would free nothing the

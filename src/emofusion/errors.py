@@ -70,6 +70,10 @@ class RunLockedError(EmoFusionError, RuntimeError):
     """Another run holds this project's data folder."""
 
 
+class UnknownPipelineError(EmoFusionError, ValueError):
+    """`kedro run --pipeline(s)` names a pipeline the project does not have."""
+
+
 class TrackingError(EmoFusionError, ConnectionError):
     """The MLflow tracking server cannot be reached, or stopped answering, and `tracking.unreachable`
     says to stop."""

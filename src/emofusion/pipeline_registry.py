@@ -26,12 +26,16 @@ def register_pipelines() -> dict[str, Pipeline]:
     return pipelines
 
 
+def pipeline_names() -> list[str]:
+    """The project's pipelines: the folders of emofusion.pipelines."""
+    return [module.name for module in pkgutil.iter_modules(package.__path__) if module.ispkg]
+
+
 def every_pipeline(names: Collection[str] | None = None, spec: RunSpec | None = None) -> dict[str, Pipeline]:
     """Each folder of emofusion.pipelines (or those `names`), built from `spec` (default: the
     session's configuration's): during a run Kedro's own registry holds only the pipelines that
     were asked for, and `emofusion predict` needs only the feature pipelines, not the cost of
     building every model's."""
     spec = spec or run_spec()
-    return {module.name: importlib.import_module(f"{package.__name__}.{module.name}").create_pipeline(spec)
-            for module in pkgutil.iter_modules(package.__path__)
-            if module.ispkg and (names is None or module.name in names)}
+    return {name: importlib.import_module(f"{package.__name__}.{name}").create_pipeline(spec)
+            for name in pipeline_names() if names is None or name in names}
