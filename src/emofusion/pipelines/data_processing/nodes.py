@@ -162,7 +162,7 @@ def _preprocessed_blocks(corpus_manifest: pd.DataFrame, audio_options: Mapping[s
     rows_per_block = rows_per_part((length,), np.float32)
     metadata = {"sample_rate": audio_options["sample_rate"], "duration_s": audio_options["duration_s"],
                 "preprocessing": dict(audio_options), "made_with": {"audio": dict(audio_options)}}
-    block = _AudioBlock(length, metadata)
+    block = _AudioBlock(length, rows_per_block, metadata)
     long_clips: dict[str, int] = {}  # windows (or 1, cropped) of each clip longer than duration_s
     rows = list(zip(corpus_manifest["clip_id"], corpus_manifest["path"], strict=True))
     for clip_id, windows in imap_chunks(_preprocess_chunk, rows, n_jobs=n_jobs,
@@ -172,32 +172,42 @@ def _preprocessed_blocks(corpus_manifest: pd.DataFrame, audio_options: Mapping[s
             block.rejections.append({"clip_id": clip_id, "stage": "audio", "reason": windows})
             continue
         for signal, info in windows:  # rejected clips leave no gap: rows stay compact
-            block.clip_ids.append(window_id(clip_id, info["window_start_s"]) if len(windows) > 1 else clip_id)
-            block.signals.append(signal)
+            block.add(window_id(clip_id, info["window_start_s"]) if len(windows) > 1 else clip_id, signal)
             block.infos.append({"clip_id": block.clip_ids[-1], "source_clip_id": clip_id} | info)
             if info["speech_duration_s"] > audio_options["duration_s"]:
                 long_clips[clip_id] = long_clips.get(clip_id, 0) + 1
         if len(block.clip_ids) >= rows_per_block:
             yield block.tables(corpus_manifest)
-            block = _AudioBlock(length, metadata)
+            block = _AudioBlock(length, rows_per_block, metadata)
     _log_long_clips(len(long_clips), sum(long_clips.values()), audio_options)
     yield block.tables(corpus_manifest)
 
 
 @dataclass
 class _AudioBlock:
-    """The clips of one part as they arrive, made into the part's three outputs at its end."""
+    """The clips of one part as they arrive, made into the part's three outputs at its end. Each
+    signal is copied into the part's rows as it comes, while the workers make the next, rather than
+    all of them at the part's end (a 55 MB copy, while no result was collected)."""
 
     length: int
+    rows: int
     metadata: dict[str, Any]
     clip_ids: list[str] = field(default_factory=list)
-    signals: list[np.ndarray] = field(default_factory=list)
     infos: list[dict[str, Any]] = field(default_factory=list)
     rejections: list[dict[str, Any]] = field(default_factory=list)
+    values: np.ndarray = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.values = np.empty((self.rows, self.length), dtype=np.float32)
+
+    def add(self, clip_id: str, signal: np.ndarray) -> None:
+        if len(self.clip_ids) == len(self.values):  # a long clip's windows past the part's size
+            self.values = np.concatenate([self.values, np.empty_like(self.values[:self.rows])])
+        self.values[len(self.clip_ids)] = signal
+        self.clip_ids.append(clip_id)
 
     def tables(self, corpus_manifest: pd.DataFrame) -> tuple[ClipArray, pd.DataFrame, pd.DataFrame]:
-        values = (np.stack(self.signals).astype(np.float32, copy=False) if self.signals
-                  else np.empty((0, self.length), dtype=np.float32))
+        values = self.values[:len(self.clip_ids)]
         info_table = pd.DataFrame(self.infos, columns=["clip_id", "source_clip_id", *CLIP_INFO_COLUMNS])
         clip_manifest = info_table[["clip_id", "source_clip_id"]].merge(
             corpus_manifest.rename(columns={"clip_id": "source_clip_id"}), on="source_clip_id"
