@@ -12,8 +12,9 @@ from kedro.io import DataCatalog, MemoryDataset
 from kedro.pipeline import Pipeline, node
 from kedro_datasets.pickle import PickleDataset
 
-from emofusion.engine import close_engine, open_engine, worker_thread_environment
+from emofusion.engine import close_engine, open_engine
 from emofusion.runner import DaskRunner
+from emofusion.worker_server import worker_thread_environment
 from tests.test_end_to_end import TINY_DEMO, kedro, log_of
 from tests.test_no_lost_work import LOCAL
 

@@ -7,6 +7,7 @@ import sys
 import time
 
 import psutil
+import pytest
 
 # A run's two kinds of children: per-clip workers (forked by a forkserver) and the DNN training
 # process (spawned), both busy for a minute.
@@ -68,30 +69,39 @@ def probe(chunk):
 """
 
 WORKERS_STARTED = """
-import json
-from emofusion.engine import worker_thread_environment
+import json, sys
+from emofusion.engine import with_worker_imports
+from emofusion.worker_server import forkserver_context, worker_thread_environment
 from emofusion.parallel import imap_chunks, start_chunk_workers, stop_chunk_workers
 from probe import probe
 
+if sys.argv[1:] == ["server-of-one-worker"]:  # a server started before the workers' count was known
+    forkserver_context(with_worker_imports(["emofusion.pipelines.feature_extraction.nodes"]),
+                       worker_thread_environment(1))
 start_chunk_workers(2, ["emofusion.pipelines.feature_extraction.nodes"])
 seen = list(imap_chunks(probe, list(range(8)), n_jobs=2, chunk_size=1, description="probing"))
 stop_chunk_workers()
+server_workers = 1 if sys.argv[1:] == ["server-of-one-worker"] else 2
 print(json.dumps({"seen": sorted(set(map(tuple, seen))),
+                  "server_threads": worker_thread_environment(server_workers)["OMP_NUM_THREADS"],
                   "expected_threads": worker_thread_environment(2)["OMP_NUM_THREADS"]}))
 """
 
 
-def test_local_workers_start_with_the_per_clip_imports_made_and_their_share_of_the_cores(tmp_path):
+@pytest.mark.parametrize("server", ["", "server-of-one-worker"])
+def test_local_workers_start_with_the_per_clip_imports_made_and_their_share_of_the_cores(tmp_path, server):
     """Each worker has the per-clip modules and the librosa submodules they name (WORKER_IMPORTS)
-    before its first chunk, and its BLAS the threads the engine gives it (cores / workers)."""
+    before its first chunk, and its BLAS the threads the engine gives it (cores / workers), also
+    when forked from a server started with another count (a `kedro run`'s, emofusion.worker_server);
+    its environment says the server's."""
     (tmp_path / "probe.py").write_text(PROBE)
     environment = {key: value for key, value in os.environ.items() if key not in ("OMP_NUM_THREADS",
                                                                                   "OPENBLAS_NUM_THREADS")}
-    run = subprocess.run([sys.executable, "-c", WORKERS_STARTED], capture_output=True, text=True, timeout=300,
+    run = subprocess.run([sys.executable, "-c", WORKERS_STARTED, *filter(None, [server])],
+                         capture_output=True, text=True, timeout=300,
                          env={**environment, "PYTHONPATH": os.pathsep.join(
                              [str(tmp_path), *filter(None, [os.environ.get("PYTHONPATH")])]),
                               "TQDM_DISABLE": "1"})
     assert run.returncode == 0, run.stderr[-3000:]
     report = json.loads(run.stdout.strip().splitlines()[-1])
-    threads = report["expected_threads"]
-    assert report["seen"] == [[True, threads, int(threads)]]
+    assert report["seen"] == [[True, report["server_threads"], int(report["expected_threads"])]]

@@ -2,6 +2,7 @@
 settings its session will read; the run's hook keeps them when it finds the same settings and
 per-clip nodes, and stops them otherwise."""
 
+import json
 import os
 import subprocess
 import sys
@@ -14,9 +15,11 @@ from emofusion import parallel
 from emofusion.engine import PER_CLIP_TAG, current_engine
 from emofusion.hooks import ExecutionHooks, function_module
 from emofusion.parallel import stop_engine_workers
-from emofusion.pipeline_registry import PER_CLIP_NODE_MODULES, every_pipeline
+from emofusion.pipeline_registry import every_pipeline
+from emofusion.run_lock import acquire, lock_path, release
 from emofusion.run_spec import run_spec
 from emofusion.run_start import start_run_workers
+from emofusion.worker_server import PER_CLIP_NODE_MODULES, start_for_kedro_run
 
 
 class Context:
@@ -145,3 +148,60 @@ def test_workers_still_starting_end_with_the_command_without_a_trace(scratch_pro
                          text=True, timeout=120, env=dict(os.environ, KEDRO_DISABLE_TELEMETRY="1"))
     assert run.returncode == 0, run.stderr[-3000:]
     assert "Traceback" not in run.stderr, run.stderr[-3000:]
+
+
+SERVER_STARTED = """
+import json, multiprocessing, sys
+sys.argv = ["kedro", "run"]
+from emofusion.worker_server import start_for_kedro_run
+from probe import imported
+
+started = start_for_kedro_run()
+queue = multiprocessing.get_context("forkserver").SimpleQueue()
+worker = multiprocessing.get_context("forkserver").Process(target=imported, args=(queue,))
+worker.start()
+worker.join()
+print(json.dumps({"started": started, "worker": queue.get(),
+                  "command": "librosa.feature.spectral" in sys.modules}))
+"""
+IMPORTED = """
+import sys
+
+def imported(queue):
+    queue.put([name in sys.modules for name in ("emofusion.pipelines.data_processing.nodes",
+                                                "emofusion.pipelines.feature_extraction.nodes",
+                                                "librosa.feature.spectral")])
+"""
+
+
+def test_a_kedro_run_starts_its_workers_server_first_with_their_modules(scratch_project, tmp_path):
+    """Kedro's CLI calls the `kedro.init` entry point first of all: the server the workers are forked
+    from starts there, and imports the per-clip modules in its own process, not in the command's."""
+    (tmp_path / "probe.py").write_text(IMPORTED)
+    run = subprocess.run([sys.executable, "-c", SERVER_STARTED], cwd=scratch_project(), capture_output=True,
+                         text=True, timeout=120, env=dict(os.environ, PYTHONPATH=os.pathsep.join(
+                             [str(tmp_path), *filter(None, [os.environ.get("PYTHONPATH")])])))
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert json.loads(run.stdout.strip().splitlines()[-1]) == {
+        "started": True, "worker": [True, True, True], "command": False}
+
+
+def test_no_server_starts_for_another_command_project_or_a_held_lock(scratch_project, tmp_path, monkeypatch):
+    project = scratch_project()
+    monkeypatch.chdir(project)
+    for arguments in (["kedro", "viz"], ["kedro", "run", "--help"]):
+        monkeypatch.setattr(sys, "argv", arguments)
+        assert not start_for_kedro_run()
+    monkeypatch.setattr(sys, "argv", ["kedro", "run"])
+    acquire(lock_path(project))  # another run's, as far as the command can tell
+    try:
+        assert not start_for_kedro_run()
+    finally:
+        release(lock_path(project))
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "pyproject.toml").write_text('[tool.kedro]\npackage_name = "spaceflights"\n')
+    monkeypatch.chdir(other)
+    assert not start_for_kedro_run()
+    monkeypatch.chdir(tmp_path)  # no project at all
+    assert not start_for_kedro_run()

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import importlib
 import logging
-import multiprocessing
 import os
 import threading
 import warnings
@@ -19,6 +18,7 @@ from typing import Any
 
 from emofusion.clip_array import is_whole_file_map, map_arguments, reopen_map
 from emofusion.errors import EngineUnreachableError
+from emofusion.worker_server import forkserver_context, limit_threads, worker_thread_environment
 
 logger = logging.getLogger(__name__)
 
@@ -29,45 +29,6 @@ PER_CLIP_TAG = "per_clip"
 # waited for: enough to keep every worker busy while one result travels back and the caller stores
 # what it has, few enough that results waiting here stay a few chunks.
 CHUNKS_PER_WORKER = 2
-
-
-# The variables through which numerical libraries (OpenBLAS, MKL, OpenMP, numba) take their thread
-# counts: joblib's own list, which it sets in the workers of `joblib.Parallel`.
-THREAD_COUNT_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_NUM_THREADS",
-                          "VECLIB_MAXIMUM_THREADS", "NUMBA_NUM_THREADS", "NUMEXPR_NUM_THREADS")
-
-
-def worker_thread_environment(workers: int) -> dict[str, str]:
-    """Thread counts for each of `workers` processes that share this machine's cores: the cores
-    divided among them, as `joblib.Parallel` does, unless this process's environment sets them.
-    Without, each worker's BLAS starts a thread per core and they fight for the cores (RAVDESS's
-    MFCC node took 2.5 to 5 times as long with 2 threads in each of 2 workers on 2 cores)."""
-    threads = str(max((os.cpu_count() or 1) // max(workers, 1), 1))
-    return {name: os.environ.get(name, threads) for name in THREAD_COUNT_VARIABLES}
-
-
-def forkserver_context(preload: Sequence[str], environment: Mapping[str, str]) -> Any:
-    """multiprocessing's forkserver context, its server started now (one per process, by the first
-    caller) with `environment` set and `preload` imported, so that each worker forked from it
-    starts with those imports made and NumPy's thread counts read, instead of importing them anew
-    in every worker; None where the system has no forkserver (Windows)."""
-    if "forkserver" not in multiprocessing.get_all_start_methods():
-        return None
-    from multiprocessing import forkserver
-
-    context = multiprocessing.get_context("forkserver")
-    saved = {name: os.environ.get(name) for name in environment}
-    os.environ.update(environment)
-    try:
-        context.set_forkserver_preload(list(preload))
-        forkserver.ensure_running()
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
-    return context
 
 
 def with_worker_imports(modules: Sequence[str]) -> list[str]:
@@ -152,6 +113,13 @@ def chunk_tasks(func: Callable[..., list[Any]], items: Sequence[Any], chunk_size
     return partial(func, **kwargs), [(items[start : start + chunk_size],) for start in starts]
 
 
+def _prepare_worker(modules: Sequence[str], environment: Mapping[str, str]) -> None:
+    """A cluster's worker on this machine: `modules` imported, and its thread counts set (forked from
+    a server a `kedro run` may have started before it knew the cluster's size)."""
+    import_modules(modules)
+    limit_threads(environment)
+
+
 def _worker_preload(modules: Sequence[str]) -> list[str]:
     """What the server that forks a cluster's workers on this machine imports: Dask's worker, and
     the per-clip modules with their `WORKER_IMPORTS`."""
@@ -193,7 +161,10 @@ class DaskEngine:
     def _start_with(self, modules: Sequence[str]) -> None:
         if self._client is None:
             self._client = self._connect(modules)
-        self._client.run(import_modules, modules)
+        if self.scheduler_address is None:
+            self._client.run(_prepare_worker, modules, worker_thread_environment(self._local_workers()))
+        else:
+            self._client.run(import_modules, modules)
 
     def client(self) -> Any:
         """The cluster's client, joining or starting the cluster on first use."""

@@ -31,12 +31,11 @@ from emofusion.engine import (
     chunk_tasks,
     close_engine,
     current_engine,
-    forkserver_context,
     import_modules,
     in_order,
     with_worker_imports,
-    worker_thread_environment,
 )
+from emofusion.worker_server import forkserver_context, limit_threads, worker_thread_environment
 
 T = TypeVar("T")
 K = TypeVar("K", bound=Hashable)
@@ -112,11 +111,16 @@ def _chunk_workers(workers: int, modules: Sequence[str]) -> Any:
     _chunk_executor_workers = workers
     environment = worker_thread_environment(workers)
     context = forkserver_context(with_worker_imports(modules), environment)
-    _chunk_executor = (ProcessPoolExecutor(workers, mp_context=context, initializer=die_with_parent,
-                                           initargs=(os.getpid(),)) if context is not None
+    _chunk_executor = (ProcessPoolExecutor(workers, mp_context=context, initializer=_start_chunk_worker,
+                                           initargs=(os.getpid(), environment)) if context is not None
                        else get_reusable_executor(max_workers=workers, initializer=die_with_parent,
                                                   initargs=(os.getpid(),), env=environment))
     return _chunk_executor
+
+
+def _start_chunk_worker(parent_pid: int, environment: dict[str, str]) -> None:
+    die_with_parent(parent_pid)
+    limit_threads(environment)  # forked from a server that may have been started with other counts
 
 
 def stop_chunk_workers() -> None:

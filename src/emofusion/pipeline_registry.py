@@ -12,11 +12,6 @@ from kedro.pipeline import Pipeline
 import emofusion.pipelines as package
 from emofusion.run_spec import RunSpec, run_spec
 
-# The modules of the per-clip nodes (tagged emofusion.engine.PER_CLIP_TAG) of every pipeline: what
-# workers started before the run's pipeline is built import (emofusion.cli_hooks). A test checks it.
-PER_CLIP_NODE_MODULES = ("emofusion.pipelines.data_processing.nodes",
-                         "emofusion.pipelines.feature_extraction.nodes")
-
 
 def register_pipelines() -> dict[str, Pipeline]:
     """Every folder under ``pipelines/`` is a pipeline, built from the session's run specification;

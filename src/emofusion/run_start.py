@@ -17,9 +17,9 @@ from kedro.utils import find_kedro_project
 
 from emofusion.engine import open_engine
 from emofusion.parallel import start_engine_workers
-from emofusion.pipeline_registry import PER_CLIP_NODE_MODULES
 from emofusion.run_lock import holder_of, lock_path
 from emofusion.validation import Execution, validate_parameters
+from emofusion.worker_server import PER_CLIP_NODE_MODULES
 
 logger = logging.getLogger(__name__)
 
@@ -39,14 +39,14 @@ def run_parameters(project: Path, arguments: Sequence[str]) -> dict[str, Any]:
 def start_run_workers(arguments: Sequence[str]) -> bool:
     """Start a `kedro run`'s per-clip workers (a local pool, or a Dask cluster on this machine) as
     the command starts, by its `execution` and `n_jobs` settings, each importing every per-clip
-    node's module; whether it started them. Kedro imports its CLI hooks before it loads the
-    plugins' commands (kedro-mlflow's import MLflow) and builds the session and the pipeline: 1.4 s
-    in which the run's process keeps one core busy, while the workers' start (their server's
-    imports, 2 s) waited for the run to begin. The run's hook (emofusion.hooks.ExecutionHooks)
-    keeps them where the run has per-clip nodes and the same settings, and stops them otherwise.
-    Settings the run will refuse, and a project whose lock another run holds, start nothing here:
-    the run reads the settings again and says what is wrong. The command's CLI hook ends them with
-    the command, however it ends."""
+    node's module; whether it started them. Kedro imports its CLI hooks once it has read the
+    project's settings, before it loads the plugins' commands (kedro-mlflow's import MLflow) and
+    builds the session and the pipeline (1.4 s); the workers are forked from the server the command
+    started before (emofusion.worker_server) and start meanwhile instead of after. The run's hook
+    (emofusion.hooks.ExecutionHooks) keeps them where the run has per-clip nodes and the same
+    settings, and stops them otherwise. Settings the run will refuse, and a project whose lock
+    another run holds, start nothing here: the run reads the settings again and says what is wrong.
+    The command's CLI hook ends them with the command, however it ends."""
     if (arguments[:1] != ["run"] or {"-h", "--help"} & set(arguments)
             or kedro_project.PACKAGE_NAME != "emofusion"):  # the hooks of every Kedro project here
         return False

@@ -1,0 +1,97 @@
+"""The server process that the per-clip workers on this machine are forked from (multiprocessing's
+forkserver), and its start as a `kedro run` command starts (`start_for_kedro_run`, a `kedro.init`
+entry point, which Kedro's CLI calls before anything else). Kept light: the command imports this
+module first, and the server should start before the command has imported much."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import sys
+import tomllib
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from kedro.utils import find_kedro_project
+from threadpoolctl import threadpool_limits
+
+from emofusion.run_lock import holder_of, lock_path
+
+# The modules of the project's per-clip nodes (a test checks them against the pipelines): what the
+# workers started before a run's pipeline is built import (emofusion.worker_preload, run_start).
+PER_CLIP_NODE_MODULES = ("emofusion.pipelines.data_processing.nodes",
+                         "emofusion.pipelines.feature_extraction.nodes")
+# What the server a `kedro run` starts at once imports: PER_CLIP_NODE_MODULES and their WORKER_IMPORTS.
+PRELOAD_MODULE = "emofusion.worker_preload"
+
+
+# The variables through which numerical libraries (OpenBLAS, MKL, OpenMP, numba) take their thread
+# counts: joblib's own list, which it sets in the workers of `joblib.Parallel`.
+THREAD_COUNT_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_NUM_THREADS",
+                          "VECLIB_MAXIMUM_THREADS", "NUMBA_NUM_THREADS", "NUMEXPR_NUM_THREADS")
+
+
+def worker_thread_environment(workers: int) -> dict[str, str]:
+    """Thread counts for each of `workers` processes that share this machine's cores: the cores
+    divided among them, as `joblib.Parallel` does, unless this process's environment sets them.
+    Without, each worker's BLAS starts a thread per core and they fight for the cores (RAVDESS's
+    MFCC node took 2.5 to 5 times as long with 2 threads in each of 2 workers on 2 cores)."""
+    threads = str(max((os.cpu_count() or 1) // max(workers, 1), 1))
+    return {name: os.environ.get(name, threads) for name in THREAD_COUNT_VARIABLES}
+
+
+def limit_threads(environment: Mapping[str, str]) -> None:
+    """Give this worker's BLAS and OpenMP the thread counts of `environment`
+    (`worker_thread_environment`) now that it runs: a worker forked from a server started before
+    the run's worker count was known has the server's."""
+    threadpool_limits({"blas": int(environment["OPENBLAS_NUM_THREADS"]),
+                       "openmp": int(environment["OMP_NUM_THREADS"])})
+
+
+def forkserver_context(preload: Sequence[str], environment: Mapping[str, str]) -> Any:
+    """multiprocessing's forkserver context, its server started now (one per process, by the first
+    caller) with `environment` set and `preload` imported, so that each worker forked from it
+    starts with those imports made and NumPy's thread counts read, instead of importing them anew
+    in every worker; None where the system has no forkserver (Windows)."""
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return None
+    from multiprocessing import forkserver
+
+    context = multiprocessing.get_context("forkserver")
+    saved = {name: os.environ.get(name) for name in environment}
+    os.environ.update(environment)
+    try:
+        context.set_forkserver_preload(list(preload))
+        forkserver.ensure_running()
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+    return context
+
+
+def start_for_kedro_run() -> bool:
+    """Start the per-clip workers' server as a `kedro run` of this project starts (Kedro's CLI calls
+    its `kedro.init` entry points first of all, 0.2 s in), importing the per-clip nodes' modules in
+    its own process (`PRELOAD_MODULE`, 2 s) while the command reads the project's settings, loads
+    the plugins' commands and builds the session (2 s more). Whether it started it. The run's
+    workers are forked from it when the project's settings are read (emofusion.run_start), each
+    given its share of the cores then: the server's own thread counts are those of one worker per
+    core. Nothing starts for another command, another project, or a project whose lock another
+    run holds."""
+    arguments = sys.argv[1:]
+    if arguments[:1] != ["run"] or {"-h", "--help"} & set(arguments):
+        return False
+    project = find_kedro_project(Path.cwd())
+    if project is None or holder_of(lock_path(project)) is not None:
+        return False
+    try:
+        metadata = tomllib.loads((project / "pyproject.toml").read_text())
+    except (OSError, tomllib.TOMLDecodeError):
+        return False  # Kedro says what is wrong with it
+    if metadata.get("tool", {}).get("kedro", {}).get("package_name") != "emofusion":
+        return False
+    return forkserver_context([PRELOAD_MODULE], worker_thread_environment(os.cpu_count() or 1)) is not None
