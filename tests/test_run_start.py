@@ -19,7 +19,10 @@ from emofusion.pipeline_registry import every_pipeline
 from emofusion.run_lock import acquire, lock_path, release
 from emofusion.run_spec import run_spec
 from emofusion.run_start import start_run_workers
-from emofusion.worker_server import PER_CLIP_NODE_MODULES, start_for_kedro_run
+from emofusion.worker_server import (
+    PER_CLIP_NODE_MODULES,
+    start_for_kedro_run,
+)
 
 
 class Context:
@@ -88,6 +91,7 @@ def test_a_run_with_other_settings_or_without_per_clip_nodes_does_not_keep_them(
     ["run", "--params", "execution.chunk_clips=0"],  # refused by the run itself, with its message
     ["run", "--params", "execution.engine=dask,execution.scheduler_address=tcp://127.0.0.1:9"],
     ["run", "--env", "no_such_environment"],
+    ["run", "--pipelines", "modelling,reporting"],  # no per-clip node to start workers for
 ])
 def test_nothing_starts_for_other_commands_settings_the_run_refuses_or_a_cluster_to_join(in_a_project,
                                                                                          arguments):
@@ -186,10 +190,12 @@ def test_a_kedro_run_starts_its_workers_server_first_with_their_modules(scratch_
         "started": True, "worker": [True, True, True], "command": False}
 
 
-def test_no_server_starts_for_another_command_project_or_a_held_lock(scratch_project, tmp_path, monkeypatch):
+def test_no_server_starts_for_another_command_project_pipeline_or_a_held_lock(scratch_project, tmp_path,
+                                                                             monkeypatch):
     project = scratch_project()
     monkeypatch.chdir(project)
-    for arguments in (["kedro", "viz"], ["kedro", "run", "--help"]):
+    for arguments in (["kedro", "viz"], ["kedro", "run", "--help"], ["kedro", "run", "-p", "modelling"],
+                      ["kedro", "run", "--pipelines=modelling,reporting"]):
         monkeypatch.setattr(sys, "argv", arguments)
         assert not start_for_kedro_run()
     monkeypatch.setattr(sys, "argv", ["kedro", "run"])

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,15 +19,14 @@ from emofusion.engine import open_engine
 from emofusion.parallel import start_engine_workers
 from emofusion.run_lock import holder_of, lock_path
 from emofusion.validation import Execution, validate_parameters
-from emofusion.worker_server import PER_CLIP_NODE_MODULES
+from emofusion.worker_server import PER_CLIP_NODE_MODULES, may_run_per_clip_nodes
 
 logger = logging.getLogger(__name__)
 
 
-def run_parameters(project: Path, arguments: Sequence[str]) -> dict[str, Any]:
-    """The parameters a `kedro run` with `arguments` gets (its --env, --conf-source, --params), read
-    as its session will read them."""
-    options = kedro_run_command.make_context("run", list(arguments), resilient_parsing=True).params
+def run_parameters(project: Path, options: Mapping[str, Any]) -> dict[str, Any]:
+    """The parameters a `kedro run` with these `options` gets (its --env, --conf-source, --params),
+    read as its session will read them."""
     loader = settings.CONFIG_LOADER_CLASS(
         conf_source=options.get("conf_source") or str(project / settings.CONF_SOURCE),
         env=options.get("env") or os.getenv("KEDRO_ENV"),
@@ -44,8 +43,9 @@ def start_run_workers(arguments: Sequence[str]) -> bool:
     builds the session and the pipeline (1.4 s); the workers are forked from the server the command
     started before (emofusion.worker_server) and start meanwhile instead of after. The run's hook
     (emofusion.hooks.ExecutionHooks) keeps them where the run has per-clip nodes and the same
-    settings, and stops them otherwise. Settings the run will refuse, and a project whose lock
-    another run holds, start nothing here: the run reads the settings again and says what is wrong.
+    settings, and stops them otherwise. A run of pipelines without per-clip nodes, settings the run
+    will refuse, and a project whose lock another run holds start nothing here: the run reads the
+    settings again and says what is wrong.
     The command's CLI hook ends them with the command, however it ends."""
     if (arguments[:1] != ["run"] or {"-h", "--help"} & set(arguments)
             or kedro_project.PACKAGE_NAME != "emofusion"):  # the hooks of every Kedro project here
@@ -56,7 +56,10 @@ def start_run_workers(arguments: Sequence[str]) -> bool:
     if holder_of(lock_path(project)) is not None:  # refused at once by the project's `run`
         return False
     try:
-        parameters = run_parameters(project, arguments[1:])
+        options = kedro_run_command.make_context("run", list(arguments[1:]), resilient_parsing=True).params
+        if not may_run_per_clip_nodes([options.get("pipeline"), *(options.get("pipelines") or [])]):
+            return False
+        parameters = run_parameters(project, options)
         validate_parameters(parameters, project)
         execution = Execution.model_validate(parameters.get("execution") or {})
     except Exception as error:  # the run reads them again, and refuses them with its own message
