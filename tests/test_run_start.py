@@ -155,8 +155,9 @@ def test_workers_still_starting_end_with_the_command_without_a_trace(scratch_pro
 
 
 SERVER_STARTED = """
-import json, multiprocessing, sys
-sys.argv = ["kedro", "run"]
+import json, multiprocessing, os, sys
+sys.argv = ["kedro", "run", *sys.argv[1:]]
+os.cpu_count = lambda: 2  # two workers, on a machine of one core too
 from emofusion.worker_server import start_for_kedro_run
 from probe import imported
 
@@ -169,25 +170,34 @@ print(json.dumps({"started": started, "worker": queue.get(),
                   "command": "librosa.feature.spectral" in sys.modules}))
 """
 IMPORTED = """
-import sys
+import os, sys
 
 def imported(queue):
     queue.put([name in sys.modules for name in ("emofusion.pipelines.data_processing.nodes",
                                                 "emofusion.pipelines.feature_extraction.nodes",
-                                                "librosa.feature.spectral")])
+                                                "librosa.feature.spectral", "distributed")]
+              + [os.environ.get("OMP_NUM_THREADS")])
 """
 
 
-def test_a_kedro_run_starts_its_workers_server_first_with_their_modules(scratch_project, tmp_path):
+@pytest.mark.parametrize(("arguments", "dask", "threads"), [
+    ([], False, "1"),  # n_jobs -1: a worker per core, a thread each
+    (["--params", "execution.engine=dask,execution.workers=1"], True, "2"),
+])
+def test_a_kedro_run_starts_its_workers_server_first_with_their_modules(scratch_project, tmp_path, arguments,
+                                                                        dask, threads):
     """Kedro's CLI calls the `kedro.init` entry point first of all: the server the workers are forked
-    from starts there, and imports the per-clip modules in its own process, not in the command's."""
+    from starts there, by the run's settings, and imports the per-clip modules (and Dask, for a
+    cluster on this machine) in its own process, not in the command's."""
     (tmp_path / "probe.py").write_text(IMPORTED)
-    run = subprocess.run([sys.executable, "-c", SERVER_STARTED], cwd=scratch_project(), capture_output=True,
-                         text=True, timeout=120, env=dict(os.environ, PYTHONPATH=os.pathsep.join(
-                             [str(tmp_path), *filter(None, [os.environ.get("PYTHONPATH")])])))
+    environment = {name: value for name, value in os.environ.items() if not name.endswith("_NUM_THREADS")}
+    environment["PYTHONPATH"] = os.pathsep.join([str(tmp_path),
+                                                 *filter(None, [os.environ.get("PYTHONPATH")])])
+    run = subprocess.run([sys.executable, "-c", SERVER_STARTED, *arguments], cwd=scratch_project(),
+                         capture_output=True, text=True, timeout=120, env=environment)
     assert run.returncode == 0, run.stderr[-3000:]
     assert json.loads(run.stdout.strip().splitlines()[-1]) == {
-        "started": True, "worker": [True, True, True], "command": False}
+        "started": True, "worker": [True, True, True, dask, threads], "command": False}
 
 
 def test_no_server_starts_for_another_command_project_pipeline_or_a_held_lock(scratch_project, tmp_path,

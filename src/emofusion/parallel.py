@@ -35,7 +35,12 @@ from emofusion.engine import (
     in_order,
     with_worker_imports,
 )
-from emofusion.worker_server import forkserver_context, limit_threads, worker_thread_environment
+from emofusion.worker_server import (
+    forkserver_context,
+    limit_threads,
+    local_workers,
+    worker_thread_environment,
+)
 
 T = TypeVar("T")
 K = TypeVar("K", bound=Hashable)
@@ -87,10 +92,7 @@ def one_job_at_a_time() -> Iterator[None]:
 
 def effective_n_jobs(n_jobs: int) -> int:
     """``-1`` means every core; never more workers than cores, and one in a cluster's task."""
-    if getattr(_cluster_task, "active", False):
-        return 1
-    cores = os.cpu_count() or 1
-    return cores if n_jobs is None or n_jobs <= 0 else min(n_jobs, cores)
+    return 1 if getattr(_cluster_task, "active", False) else local_workers(n_jobs)
 
 
 _chunk_executor: Any = None

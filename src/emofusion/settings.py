@@ -3,6 +3,7 @@
 import warnings
 
 from emofusion.configuration import ProjectConfigLoader, ProjectContext
+from emofusion.configuration_files import CONF_SOURCE, CONFIG_LOADER_ARGUMENTS
 from emofusion.hooks import (
     ExecutionHooks,
     NodeTimingHooks,
@@ -29,13 +30,6 @@ DISABLE_HOOKS_FOR_PLUGINS = ("kedro_mlflow",)  # its distribution's name
 # Builds the fusion and modelling pipelines from the session's environment (see configuration.py).
 CONTEXT_CLASS = ProjectContext
 
+CONF_SOURCE = CONF_SOURCE  # read before these settings too (emofusion.worker_server)
 CONFIG_LOADER_CLASS = ProjectConfigLoader
-CONFIG_LOADER_ARGS = {
-    "base_env": "base",
-    "default_run_env": "local",
-    # conf/local/parameters*.yml may override single nested keys (e.g. one corpus path)
-    # instead of replacing a whole top-level block.
-    "merge_strategy": {"parameters": "soft"},
-    # kedro-mlflow's settings: where runs are recorded (conf/base/mlflow.yml, conf/local/mlflow.yml).
-    "config_patterns": {"mlflow": ["mlflow*", "mlflow*/**"]},
-}
+CONFIG_LOADER_ARGS = CONFIG_LOADER_ARGUMENTS

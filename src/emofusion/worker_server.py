@@ -16,6 +16,7 @@ from typing import Any
 from kedro.utils import find_kedro_project
 from threadpoolctl import threadpool_limits
 
+from emofusion.configuration_files import CONF_SOURCE, CONFIG_LOADER_ARGUMENTS
 from emofusion.run_lock import holder_of, lock_path
 
 # The modules of the project's per-clip nodes (a test checks them against the pipelines): what the
@@ -24,6 +25,9 @@ PER_CLIP_NODE_MODULES = ("emofusion.pipelines.data_processing.nodes",
                          "emofusion.pipelines.feature_extraction.nodes")
 # What the server a `kedro run` starts at once imports: PER_CLIP_NODE_MODULES and their WORKER_IMPORTS.
 PRELOAD_MODULE = "emofusion.worker_preload"
+# The `kedro run` options `run_options` reads, and the key each value goes under.
+RUN_OPTIONS = {"--pipeline": "pipelines", "-p": "pipelines", "--pipelines": "pipelines", "--env": "env",
+               "-e": "env", "--params": "params", "--conf-source": "conf_source"}
 # The pipelines that have per-clip nodes, and the default one, which has all.
 PER_CLIP_PIPELINES = frozenset({*(module.split(".")[2] for module in PER_CLIP_NODE_MODULES), "__default__"})
 
@@ -35,15 +39,48 @@ def may_run_per_clip_nodes(pipelines: Iterable[str | None]) -> bool:
     return not named or bool(named & PER_CLIP_PIPELINES)
 
 
-def named_pipelines(arguments: Sequence[str]) -> list[str]:
-    """The pipelines `kedro run` arguments name, read without Kedro's CLI (0.45 s to import)."""
-    names = []
+def run_options(arguments: Sequence[str]) -> dict[str, list[str]]:
+    """The values of the `kedro run` options read here (--pipeline(s), --env, --params,
+    --conf-source), each pipeline a value of its own; read without Kedro's CLI (0.45 s to import)."""
+    values: dict[str, list[str]] = {key: [] for key in set(RUN_OPTIONS.values())}
     for position, argument in enumerate(arguments):
-        option, _, value = argument.partition("=")
-        if option in ("--pipeline", "-p", "--pipelines"):
-            value = value or (arguments[position + 1] if position + 1 < len(arguments) else "")
-            names.extend(name.strip() for name in value.split(","))
-    return names
+        option, equals, value = argument.partition("=")
+        if option in RUN_OPTIONS:
+            if not equals:
+                value = arguments[position + 1] if position + 1 < len(arguments) else ""
+            key = RUN_OPTIONS[option]
+            values[key].extend(value.split(",") if key == "pipelines" else [value])
+    return values
+
+
+def local_workers(n_jobs: int | None) -> int:
+    """``-1`` (or none) means every core; never more workers than cores."""
+    cores = os.cpu_count() or 1
+    return cores if n_jobs is None or n_jobs <= 0 else min(n_jobs, cores)
+
+
+def server_settings(project: Path, options: Mapping[str, list[str]]) -> tuple[list[str], int] | None:
+    """What the workers' server of a run with these options imports and for how many workers on
+    this machine, from the run's `execution` and `n_jobs` as Kedro's config loader reads them (the
+    run checks them later, and says what is wrong); None when no worker of this machine will be
+    forked from it (one job, or a Dask cluster at an address)."""
+    # Here, not at the top: the workers import this module, and need no configuration loader.
+    from kedro.config import OmegaConfigLoader
+    from kedro.framework.cli.utils import _split_params
+
+    loader = OmegaConfigLoader(
+        conf_source=(options["conf_source"] or [str(project / CONF_SOURCE)])[-1],
+        env=(options["env"] or [os.getenv("KEDRO_ENV")])[-1],
+        runtime_params=_split_params(None, None, options["params"][-1]) if options["params"] else {},
+        **CONFIG_LOADER_ARGUMENTS)
+    parameters = loader["parameters"]
+    execution = parameters.get("execution") or {}
+    if execution.get("engine", "local") == "dask":
+        if execution.get("scheduler_address") is not None:
+            return None
+        return [PRELOAD_MODULE, "distributed"], execution.get("workers") or os.cpu_count() or 1
+    workers = local_workers(parameters.get("n_jobs", 1))
+    return ([PRELOAD_MODULE], workers) if workers > 1 else None
 
 
 # The variables through which numerical libraries (OpenBLAS, MKL, OpenMP, numba) take their thread
@@ -97,14 +134,17 @@ def start_for_kedro_run() -> bool:
     """Start the per-clip workers' server as a `kedro run` of this project starts (Kedro's CLI calls
     its `kedro.init` entry points first of all, 0.2 s in), importing the per-clip nodes' modules in
     its own process (`PRELOAD_MODULE`, 2 s) while the command reads the project's settings, loads
-    the plugins' commands and builds the session (2 s more). Whether it started it. The run's
-    workers are forked from it when the project's settings are read (emofusion.run_start), each
-    given its share of the cores then: the server's own thread counts are those of one worker per
-    core. Nothing starts for another command, another project, a run of pipelines without per-clip
-    nodes, or a project whose lock another run holds."""
+    the plugins' commands and builds the session (2 s more). Whether it started it. It is started
+    for the run's `execution` settings (Dask, on a cluster started on this machine, is imported
+    too) and with its workers' thread counts; the workers are forked from it once Kedro has read
+    the project's settings (emofusion.run_start). Nothing starts for another command, another
+    project, a run of pipelines without per-clip nodes, settings that cannot be read, one job, a
+    cluster at an address, or a project whose lock another run holds."""
     arguments = sys.argv[1:]
-    if (arguments[:1] != ["run"] or {"-h", "--help"} & set(arguments)
-            or not may_run_per_clip_nodes(named_pipelines(arguments[1:]))):
+    if arguments[:1] != ["run"] or {"-h", "--help"} & set(arguments):
+        return False
+    options = run_options(arguments[1:])
+    if not may_run_per_clip_nodes(options["pipelines"]):
         return False
     project = find_kedro_project(Path.cwd())
     if project is None or holder_of(lock_path(project)) is not None:
@@ -115,4 +155,11 @@ def start_for_kedro_run() -> bool:
         return False  # Kedro says what is wrong with it
     if metadata.get("tool", {}).get("kedro", {}).get("package_name") != "emofusion":
         return False
-    return forkserver_context([PRELOAD_MODULE], worker_thread_environment(os.cpu_count() or 1)) is not None
+    try:
+        settings = server_settings(project, options)
+    except Exception:  # the run reads its settings again, and refuses them with its own message
+        return False
+    if settings is None:
+        return False
+    preload, workers = settings
+    return forkserver_context(preload, worker_thread_environment(workers)) is not None
