@@ -2,6 +2,12 @@
 in a module of their own so that a `kedro run` can read its `execution` settings as its first step
 (emofusion.worker_server), before Kedro imports the project's settings (settings.py uses them too)."""
 
+import warnings
+
+# Kedro 1.7's own configuration loader calls OmegaConf's deprecated register_new_resolver for every
+# resolver, a warning per resolver per session: not ours to fix, and forty lines of every log.
+warnings.filterwarnings("ignore", message=r"register_new_resolver\(\) is deprecated", category=UserWarning)
+
 CONF_SOURCE = "conf"  # Kedro's default, relative to the project folder
 
 CONFIG_LOADER_ARGUMENTS = {

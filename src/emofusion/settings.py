@@ -1,7 +1,5 @@
 """Kedro project settings."""
 
-import warnings
-
 from emofusion.configuration import ProjectConfigLoader, ProjectContext
 from emofusion.configuration_files import CONF_SOURCE, CONFIG_LOADER_ARGUMENTS
 from emofusion.hooks import (
@@ -12,10 +10,6 @@ from emofusion.hooks import (
     SummaryLastHooks,
 )
 from emofusion.tracking import TrackingHooks
-
-# Kedro 1.7's own configuration loader calls OmegaConf's deprecated register_new_resolver for every
-# resolver, a warning per resolver per session: not ours to fix, and forty lines of every log.
-warnings.filterwarnings("ignore", message=r"register_new_resolver\(\) is deprecated", category=UserWarning)
 
 # Kedro calls the last first: the run's lock is taken before its inputs are checked. TrackingHooks says
 # itself when it acts: the MLflow run starts after the lock and the checks, and what the run made is
