@@ -4,14 +4,10 @@ workers start (emofusion.cli_hooks calls `start_run_workers`)."""
 from __future__ import annotations
 
 import logging
-import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import kedro.framework.project as kedro_project
-from kedro.framework.cli.project import run as kedro_run_command
-from kedro.framework.cli.utils import _split_params
 from kedro.framework.project import settings
 from kedro.utils import find_kedro_project
 
@@ -19,20 +15,9 @@ from emofusion.engine import open_engine
 from emofusion.parallel import start_engine_workers
 from emofusion.run_lock import holder_of, lock_path
 from emofusion.validation import Execution, validate_parameters
-from emofusion.worker_server import PER_CLIP_NODE_MODULES, may_run_per_clip_nodes
+from emofusion.worker_server import PER_CLIP_NODE_MODULES, may_run_per_clip_nodes, run_options, run_parameters
 
 logger = logging.getLogger(__name__)
-
-
-def run_parameters(project: Path, options: Mapping[str, Any]) -> dict[str, Any]:
-    """The parameters a `kedro run` with these `options` gets (its --env, --conf-source, --params),
-    read as its session will read them."""
-    loader = settings.CONFIG_LOADER_CLASS(
-        conf_source=options.get("conf_source") or str(project / settings.CONF_SOURCE),
-        env=options.get("env") or os.getenv("KEDRO_ENV"),
-        runtime_params=_split_params(None, None, options.get("params") or ""),
-        **settings.CONFIG_LOADER_ARGS)
-    return loader["parameters"]
 
 
 def start_run_workers(arguments: Sequence[str]) -> bool:
@@ -55,11 +40,11 @@ def start_run_workers(arguments: Sequence[str]) -> bool:
         return False
     if holder_of(lock_path(project)) is not None:  # refused at once by the project's `run`
         return False
+    options = run_options(arguments[1:])
+    if not may_run_per_clip_nodes(options["pipelines"]):
+        return False
     try:
-        options = kedro_run_command.make_context("run", list(arguments[1:]), resilient_parsing=True).params
-        if not may_run_per_clip_nodes([options.get("pipeline"), *(options.get("pipelines") or [])]):
-            return False
-        parameters = run_parameters(project, options)
+        parameters = run_parameters(project, options, settings.CONFIG_LOADER_CLASS)
         validate_parameters(parameters, project)
         execution = Execution.model_validate(parameters.get("execution") or {})
     except Exception as error:  # the run reads them again, and refuses them with its own message

@@ -59,21 +59,29 @@ def local_workers(n_jobs: int | None) -> int:
     return cores if n_jobs is None or n_jobs <= 0 else min(n_jobs, cores)
 
 
-def server_settings(project: Path, options: Mapping[str, list[str]]) -> tuple[list[str], int] | None:
-    """What the workers' server of a run with these options imports and for how many workers on
-    this machine, from the run's `execution` and `n_jobs` as Kedro's config loader reads them (the
-    run checks them later, and says what is wrong); None when no worker of this machine will be
-    forked from it (one job, or a Dask cluster at an address)."""
+def run_parameters(project: Path, options: Mapping[str, list[str]], loader_class: type | None = None
+                   ) -> dict[str, Any]:
+    """The parameters a `kedro run` with these `options` (`run_options`: --env, --conf-source,
+    --params) gets, read as its session will read them: with the project's config loader class
+    once Kedro has read the project's settings, with Kedro's own before."""
     # Here, not at the top: the workers import this module, and need no configuration loader.
     from kedro.config import OmegaConfigLoader
     from kedro.framework.cli.utils import _split_params
 
-    loader = OmegaConfigLoader(
+    loader = (loader_class or OmegaConfigLoader)(
         conf_source=(options["conf_source"] or [str(project / CONF_SOURCE)])[-1],
         env=(options["env"] or [os.getenv("KEDRO_ENV")])[-1],
         runtime_params=_split_params(None, None, options["params"][-1]) if options["params"] else {},
         **CONFIG_LOADER_ARGUMENTS)
-    parameters = loader["parameters"]
+    return loader["parameters"]
+
+
+def server_settings(project: Path, options: Mapping[str, list[str]]) -> tuple[list[str], int] | None:
+    """What the workers' server of a run with these options imports and for how many workers on
+    this machine, from the run's `execution` and `n_jobs` (the run checks them later, and says
+    what is wrong); None when no worker of this machine will be forked from it (one job, or a Dask
+    cluster at an address)."""
+    parameters = run_parameters(project, options)
     execution = parameters.get("execution") or {}
     if execution.get("engine", "local") == "dask":
         if execution.get("scheduler_address") is not None:
