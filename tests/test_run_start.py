@@ -221,3 +221,23 @@ def test_no_server_starts_for_another_command_project_pipeline_or_a_held_lock(sc
     assert not start_for_kedro_run()
     monkeypatch.chdir(tmp_path)  # no project at all
     assert not start_for_kedro_run()
+
+
+def test_the_first_step_never_stops_a_command(scratch_project, tmp_path, monkeypatch):
+    """Kedro's CLI calls the `kedro.init` entry point before every command and does not catch what it
+    raises: a server that cannot start, or a project file that cannot be read, starts nothing."""
+    from emofusion import worker_server
+
+    def no_server(*arguments):
+        raise OSError(24, "Too many open files")
+
+    monkeypatch.setattr(sys, "argv", ["kedro", "run"])
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    monkeypatch.chdir(scratch_project())
+    monkeypatch.setattr(worker_server, "forkserver_context", no_server)
+    assert not start_for_kedro_run()
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "pyproject.toml").write_text("[tool.kedro]\npackage_name = \n")
+    monkeypatch.chdir(broken)
+    assert not start_for_kedro_run()

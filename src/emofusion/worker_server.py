@@ -5,6 +5,7 @@ module first, and the server should start before the command has imported much."
 
 from __future__ import annotations
 
+import logging
 import multiprocessing
 import os
 import sys
@@ -18,6 +19,8 @@ from threadpoolctl import threadpool_limits
 
 from emofusion.configuration_files import CONF_SOURCE, CONFIG_LOADER_ARGUMENTS
 from emofusion.run_lock import holder_of, lock_path
+
+logger = logging.getLogger(__name__)
 
 # The modules of the project's per-clip nodes (a test checks them against the pipelines): what the
 # workers started before a run's pipeline is built import (emofusion.worker_preload, run_start).
@@ -151,22 +154,28 @@ def start_for_kedro_run() -> bool:
     arguments = sys.argv[1:]
     if arguments[:1] != ["run"] or {"-h", "--help"} & set(arguments):
         return False
-    options = run_options(arguments[1:])
+    # Kedro's CLI runs this before every `kedro` command of every project here, and does not catch
+    # what it raises: whatever goes wrong (an unreadable file, settings that cannot be read, a server
+    # that cannot start) only means the run starts its workers itself, later, and says what is wrong.
+    try:
+        return _start_for_run(run_options(arguments[1:]))
+    except Exception as error:
+        logger.debug("The per-clip workers' server was not started with the command: %s", error)
+        return False
+
+
+def _start_for_run(options: Mapping[str, list[str]]) -> bool:
     if not may_run_per_clip_nodes(options["pipelines"]):
         return False
     project = find_kedro_project(Path.cwd())
-    if project is None or holder_of(lock_path(project)) is not None:
+    if project is None:
         return False
-    try:
-        metadata = tomllib.loads((project / "pyproject.toml").read_text())
-    except (OSError, tomllib.TOMLDecodeError):
-        return False  # Kedro says what is wrong with it
+    metadata = tomllib.loads((project / "pyproject.toml").read_text())
     if metadata.get("tool", {}).get("kedro", {}).get("package_name") != "emofusion":
         return False
-    try:
-        settings = server_settings(project, options)
-    except Exception:  # the run reads its settings again, and refuses them with its own message
+    if holder_of(lock_path(project)) is not None:  # refused at once by the project's `run`
         return False
+    settings = server_settings(project, options)
     if settings is None:
         return False
     preload, workers = settings
