@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import importlib
 import logging
-import os
 import threading
 import warnings
 from collections import deque
@@ -18,7 +17,12 @@ from typing import Any
 
 from emofusion.clip_array import is_whole_file_map, map_arguments, reopen_map
 from emofusion.errors import EngineUnreachableError
-from emofusion.worker_server import forkserver_context, limit_threads, worker_thread_environment
+from emofusion.worker_server import (
+    cluster_workers,
+    forkserver_context,
+    limit_threads,
+    worker_thread_environment,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -223,7 +227,7 @@ class DaskEngine:
         return client
 
     def _local_workers(self) -> int:
-        return self.workers or os.cpu_count() or 1
+        return cluster_workers(self.workers)
 
     def map(self, func: Callable[..., list[Any]], items: Sequence[Any], chunk_size: int,
             kwargs: dict[str, Any]) -> Iterator[list[Any]]:
@@ -281,7 +285,7 @@ def open_engine(engine: str = "local", scheduler_address: str | None = None,
                 worker_memory: str | None = None) -> Engine:
     """Make the engine of the `execution` settings (checked by emofusion.validation) the one
     `imap_chunks` uses, until `close_engine`. The engine open is kept if it was opened with the
-    same settings: the `kedro run` command opens the run's before the run (emofusion.cli_hooks)."""
+    same settings: the `kedro run` command opens the run's before the run (emofusion.run_start)."""
     global _current
     settings = {"engine": engine, "scheduler_address": scheduler_address, "chunk_clips": chunk_clips,
                 "workers": workers, "worker_memory": worker_memory}

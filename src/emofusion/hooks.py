@@ -103,7 +103,7 @@ class ExecutionHooks:
     workers (a local pool, or a cluster on this machine) start then, in the background, while
     the other hooks open the MLflow store and check the run's inputs: their start-up, a second or
     more of imports per worker, is then no longer in front of the first chunk. A `kedro run`
-    started them earlier still (emofusion.cli_hooks): they are kept if the run has per-clip nodes
+    started them earlier still (emofusion.run_start): they are kept if the run has per-clip nodes
     and the same settings. Closed when the run ends, however it ends, which ends a cluster started
     for it."""
 

@@ -160,7 +160,7 @@ def start_chunk_workers(n_jobs: int, modules: Sequence[str]) -> None:
     per-clip nodes' own), in a thread: a run calls this before its own start-up work (tracking,
     checks), which then runs beside the workers' start-up (the forkserver's imports, a second or
     two) instead of after it. The first chunks wait for it. Nothing new where a start already asked
-    for as many workers and these modules (the `kedro run` command's, emofusion.cli_hooks)."""
+    for as many workers and these modules (the `kedro run` command's, emofusion.run_start)."""
     global _started_for
     workers = effective_n_jobs(n_jobs)
     if workers < 2 or (workers == _started_for[0] and set(modules) <= _started_for[1]):

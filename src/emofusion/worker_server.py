@@ -79,6 +79,11 @@ def run_parameters(project: Path, options: Mapping[str, list[str]], loader_class
     return loader["parameters"]
 
 
+def cluster_workers(workers: int | None) -> int:
+    """The workers of a Dask cluster started on this machine: `execution.workers`, else one per core."""
+    return workers or os.cpu_count() or 1
+
+
 def server_settings(project: Path, options: Mapping[str, list[str]]) -> tuple[list[str], int] | None:
     """What the workers' server of a run with these options imports and for how many workers on
     this machine, from the run's `execution` and `n_jobs` (the run checks them later, and says
@@ -89,7 +94,7 @@ def server_settings(project: Path, options: Mapping[str, list[str]]) -> tuple[li
     if execution.get("engine", "local") == "dask":
         if execution.get("scheduler_address") is not None:
             return None
-        return [PRELOAD_MODULE, "distributed"], execution.get("workers") or os.cpu_count() or 1
+        return [PRELOAD_MODULE, "distributed"], cluster_workers(execution.get("workers"))
     workers = local_workers(parameters.get("n_jobs", 1))
     return ([PRELOAD_MODULE], workers) if workers > 1 else None
 
