@@ -9,6 +9,8 @@ import time
 import psutil
 import pytest
 
+from emofusion.worker_server import THREAD_COUNT_VARIABLES
+
 # A run's two kinds of children: per-clip workers (forked by a forkserver) and the DNN training
 # process (spawned), both busy for a minute.
 PARENT = """
@@ -86,6 +88,43 @@ print(json.dumps({"seen": sorted(set(map(tuple, seen))),
                   "server_threads": worker_thread_environment(server_workers)["OMP_NUM_THREADS"],
                   "expected_threads": worker_thread_environment(2)["OMP_NUM_THREADS"]}))
 """
+
+
+FOLD_PROBE = """
+import os
+
+def probe():
+    from threadpoolctl import threadpool_info
+    return (max(pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"),
+            os.environ.get("TF_NUM_INTRAOP_THREADS"), os.environ.get("TF_NUM_INTEROP_THREADS"))
+"""
+
+FOLDS_RUN = """
+import json
+import numpy  # BLAS loaded here first, as in a run, with a thread per core
+from emofusion.parallel import finished_in_processes
+from emofusion.worker_server import worker_thread_environment
+from fold_probe import probe
+
+seen = sorted(set(value for _, value in finished_in_processes(probe, {k: () for k in range(4)}, n_jobs=2,
+                                                              description="probing")))
+print(json.dumps({"seen": seen, "expected": int(worker_thread_environment(2)["OPENBLAS_NUM_THREADS"])}))
+"""
+
+
+def test_a_model_s_fold_workers_and_their_networks_get_their_share_of_the_cores(tmp_path):
+    """Folds side by side: each worker's BLAS and the TensorFlow of the network it trains get
+    cores / workers threads, not a thread per core each, which made every fold up to twice as long."""
+    (tmp_path / "fold_probe.py").write_text(FOLD_PROBE)
+    environment = {key: value for key, value in os.environ.items() if key not in THREAD_COUNT_VARIABLES}
+    run = subprocess.run([sys.executable, "-c", FOLDS_RUN], capture_output=True, text=True, timeout=300,
+                         env={**environment, "PYTHONPATH": os.pathsep.join(
+                             [str(tmp_path), *filter(None, [os.environ.get("PYTHONPATH")])]),
+                              "TQDM_DISABLE": "1"})
+    assert run.returncode == 0, run.stderr[-3000:]
+    report = json.loads(run.stdout.strip().splitlines()[-1])
+    expected = report["expected"]
+    assert report["seen"] == [[expected, str(expected), str(expected)]]
 
 
 @pytest.mark.parametrize("server", ["", "server-of-one-worker"])

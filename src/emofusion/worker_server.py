@@ -101,8 +101,10 @@ def server_settings(project: Path, options: Mapping[str, list[str]]) -> tuple[li
 
 # The variables through which numerical libraries (OpenBLAS, MKL, OpenMP, numba) take their thread
 # counts: joblib's own list, which it sets in the workers of `joblib.Parallel`.
+# TensorFlow reads its own two (TF_NUM_*) when it starts: a worker's network trains on its share too.
 THREAD_COUNT_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_NUM_THREADS",
-                          "VECLIB_MAXIMUM_THREADS", "NUMBA_NUM_THREADS", "NUMEXPR_NUM_THREADS")
+                          "VECLIB_MAXIMUM_THREADS", "NUMBA_NUM_THREADS", "NUMEXPR_NUM_THREADS",
+                          "TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS")
 
 
 def worker_thread_environment(workers: int) -> dict[str, str]:
