@@ -154,7 +154,7 @@ def results_text(results: dict, args: argparse.Namespace) -> str:
              "--features-from <workdirs of benchmarks/evaluation.py>", "```", "",
              f"`kedro run --pipelines=modelling` took {ravdess['modelling_s']:.0f} s (RAVDESS) and "
              f"`--pipelines=fusion,modelling` {results['leave_one_corpus_out']['modelling_s']:.0f} s "
-             "(leave one corpus out) on the shared 2-core machine, on stored features.", "",
+             "(leave one corpus out) on the 2-core machine, on stored features.", "",
              "RAVDESS alone, speaker independent (6 folds), SVM on the classical variants as they are. "
              "Share of RAVDESS test clips flagged out of their model's training domain:", ""]
     lines += [f"- {row['variant']}.{row['classifier']}: {100 * row['out_of_domain']:.1f}% of "

@@ -149,6 +149,12 @@ def main() -> None:
         for done, split in enumerate(within):
             run(project, split, results, *(["--pipelines=modelling"] if done or args.reuse_features else []),
                 "--params", f"split.strategy={split}")
+            if done or args.reuse_features:
+                figures = results[split]["run"]
+                features = "the run above" if done else "an earlier run"
+                figures["note"] = (f"On the stored features of {features}: `kedro run --pipelines=modelling` "
+                                   f"took {figures['wall_s']:.0f} s (peak "
+                                   f"{figures['peak_pss_mb'] / 1024:.1f} GB, PSS of the process tree).")
     if "cross_corpus" in args.splits:
         project = scratch_project({
             "corpora": ["ravdess", "urdu"], **BACKBONE,
