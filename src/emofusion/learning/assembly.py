@@ -162,22 +162,26 @@ def _late_uar(model: Pipeline, validation: tuple[np.ndarray, np.ndarray], weight
     return _uar(validation, model)
 
 
-def _fit_early(model: Pipeline, preprocessed: dict[str, Pipeline], train: tuple[np.ndarray, np.ndarray],
-               validation: tuple[np.ndarray, np.ndarray], train_groups: np.ndarray | None
-               ) -> tuple[float, Any, Pipeline]:
-    """An early-fusion candidate fitted and scored: its scaling and PCA fitted once per signature
-    (`preprocessed`, shared by the candidates that differ only after them), its classifier on the
-    transformed clips. Returns the score, the classifier and the shared preprocessing."""
+def _fit_early(model: Pipeline, preprocessed: dict[str, tuple[Pipeline, np.ndarray, np.ndarray]],
+               train: tuple[np.ndarray, np.ndarray], validation: tuple[np.ndarray, np.ndarray],
+               train_groups: np.ndarray | None) -> tuple[float, Any, Pipeline]:
+    """An early-fusion candidate fitted and scored: its scaling and PCA fitted, and the training and
+    validation clips transformed, once per signature (`preprocessed`, shared by the candidates that
+    differ only after them), its classifier on the transformed clips. Returns the score, the
+    classifier and the shared preprocessing."""
     preprocess, estimator = model[:-1], model[-1]
     signature = _fit_signature(preprocess)
-    if signature not in preprocessed:
-        preprocessed[signature] = preprocess.fit(*train)
-    shared = preprocessed[signature]
+    if signature not in preprocessed:  # with a PCA step, the clips transformed once, without weights
+        fitted = preprocess.fit(*train)
+        if "reduce" in fitted.named_steps:
+            fitted.named_steps["reduce"].set_params(weights=[])
+        preprocessed[signature] = (fitted, fitted.transform(train[0]), fitted.transform(validation[0]))
+    shared, train_rows, validation_rows = preprocessed[signature]
     if "reduce" in model.named_steps:
-        shared.named_steps["reduce"].set_params(weights=model.named_steps["reduce"].weights)
-    fit_model(estimator, shared.transform(train[0]), train[1], train_groups)
-    transformed = (shared.transform(validation[0]), validation[1])
-    return _uar(transformed, estimator), estimator, shared
+        reducer = shared.named_steps["reduce"].set_params(weights=model.named_steps["reduce"].weights)
+        train_rows, validation_rows = reducer.reweighted(train_rows), reducer.reweighted(validation_rows)
+    fit_model(estimator, train_rows, train[1], train_groups)
+    return _uar((validation_rows, validation[1]), estimator), estimator, shared
 
 
 def _voting_while_searching(classifier_options: Mapping[str, Any], random_seed: int, late: bool,
@@ -221,7 +225,7 @@ def select_and_fit(features_metadata: Mapping[str, Any], classifier_options: Map
 
     voting = _voting_while_searching(classifier_options, random_seed, late, len(candidates))
     best: tuple[float, dict[str, Any], Any, Pipeline] | None = None
-    preprocessed: dict[str, Pipeline] = {}
+    preprocessed: dict[str, tuple[Pipeline, np.ndarray, np.ndarray]] = {}
     for candidate in candidates:
         model = build(candidate, **voting)
         if late:  # the combiner weights act at prediction: one fit serves them all

@@ -108,12 +108,16 @@ class BlockReducer(TransformerMixin, BaseEstimator):
         self.n_features_in_ = X.shape[1]
         return self
 
+    def _widths(self) -> list[int]:
+        """Each block's columns in the output."""
+        return [stop - start if projection is None else len(projection[1])
+                for (start, stop), projection in zip(self.blocks, self.projections_, strict=True)]
+
     def transform(self, X: np.ndarray) -> np.ndarray:
         """Row chunk by row chunk, so that no centred copy of a whole block (a CNN block of
         98,304 columns) is made beside the input."""
         weights = self.weights or [1.0] * len(self.blocks)
-        widths = [stop - start if projection is None else len(projection[1])
-                  for (start, stop), projection in zip(self.blocks, self.projections_, strict=True)]
+        widths = self._widths()
         out = np.empty((len(X), sum(widths)), dtype=np.float32)
         for first in range(0, len(X), ROWS_PER_CHUNK):
             rows = slice(first, first + ROWS_PER_CHUNK)
@@ -124,6 +128,18 @@ class BlockReducer(TransformerMixin, BaseEstimator):
                 out[rows, column:column + width] = weight * (
                     block if projection is None else (block - projection[0]) @ projection[1].T)
                 column += width
+        return out
+
+    def reweighted(self, unweighted: np.ndarray) -> np.ndarray:
+        """`transform`'s output with this reducer's weights, from its output with weights 1 (the
+        same numbers: `transform` multiplies each block by its weight last), so that candidates
+        differing only in block weights transform the clips once."""
+        weights = self.weights or [1.0] * len(self.blocks)
+        out = np.empty_like(unweighted)
+        column = 0
+        for weight, width in zip(weights, self._widths(), strict=True):
+            out[:, column:column + width] = weight * unweighted[:, column:column + width]
+            column += width
         return out
 
 

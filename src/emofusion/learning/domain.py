@@ -54,40 +54,46 @@ class TrainingDomain(BaseEstimator):
         scaled = self.scaler_.transform(X)
         kept = max(1, min(int(self.components), scaled.shape[1], len(X) - 1))
         self.centre_, self.axes_ = principal_components(scaled, kept)
-        self.variances_ = np.maximum(self._projected(scaled)[1].var(axis=0), TINY)
-        within, off = self._parts(scaled)
+        centred, projected = self._projected(scaled)
+        self.variances_ = np.maximum(projected.var(axis=0), TINY)
+        within, off = self._parts(centred, projected)
+        del centred, projected
         self.within_scale_ = max(float(within.mean()), TINY)
         off_mean = float(off.mean())
         self.off_scale_ = off_mean if off_mean > TINY * max(float(np.square(scaled).mean()), 1.0) else None
-        return self.calibrate(X)
+        return self._threshold(self._scaled_distance(within, off), len(X))
 
     def _projected(self, scaled: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The scaled rows centred on the training clips, and their coordinates on the principal axes."""
         centred = np.asarray(scaled, dtype=np.float64) - self.centre_
         return centred, centred @ self.axes_.T.astype(np.float64)
 
-    def _parts(self, scaled: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Per row: the squared Mahalanobis distance within the principal axes, and the squared
-        distance off them (0 when the axes span every column)."""
-        centred, projected = self._projected(scaled)
+    def _parts(self, centred: np.ndarray, projected: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Per row (`_projected`): the squared Mahalanobis distance within the principal axes, and
+        the squared distance off them (0 when the axes span every column)."""
         within = np.square(projected) / self.variances_
         off = np.maximum(np.square(centred).sum(axis=1) - np.square(projected).sum(axis=1), 0.0)
         return within.sum(axis=1), off
 
+    def _scaled_distance(self, within: np.ndarray, off: np.ndarray) -> np.ndarray:
+        return within / self.within_scale_ + (off / self.off_scale_ if self.off_scale_ else 0.0)
+
     def distance(self, X: np.ndarray) -> np.ndarray:
         """Per row, its distance to the training clips: about 2 for a typical training clip (1 within
         the principal axes, 1 off them), more the further out."""
-        within, off = self._parts(self.scaler_.transform(X))
-        return within / self.within_scale_ + (off / self.off_scale_ if self.off_scale_ else 0.0)
+        return self._scaled_distance(*self._parts(*self._projected(self.scaler_.transform(X))))
 
     def calibrate(self, X: np.ndarray) -> TrainingDomain:
         """Set the threshold on these clips (a fold's validation clips, which `fit` never saw): the
         ceil((n + 1) * pass_share)-th smallest distance, so that a new clip like them passes with
         probability at least `pass_share` (a conformal quantile; the largest, when n is too small)."""
-        distances = np.sort(self.distance(X))
-        rank = min(math.ceil((len(distances) + 1) * float(self.pass_share)), len(distances))
+        return self._threshold(self.distance(X), len(X))
+
+    def _threshold(self, distances: np.ndarray, clips: int) -> TrainingDomain:
+        distances = np.sort(distances)
+        rank = min(math.ceil((clips + 1) * float(self.pass_share)), clips)
         self.threshold_ = float(distances[rank - 1])
-        self.calibration_clips_ = len(distances)
+        self.calibration_clips_ = clips
         return self
 
     def in_domain(self, X: np.ndarray) -> np.ndarray:

@@ -9,7 +9,7 @@ import pytest
 from sklearn.svm import SVC
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
-from emofusion.learning.blocks import BlockScaler
+from emofusion.learning.blocks import BlockReducer, BlockScaler
 from emofusion.learning.estimators import DenseNetworkClassifier, KernelSVC
 from emofusion.learning.predictions import prediction_table
 from emofusion.learning.training_process import early_stopping_rows
@@ -122,3 +122,15 @@ def deviations(estimator) -> dict[str, str]:
     expected_failed_checks=deviations)
 def test_the_estimators_follow_scikit_learn_s_conventions(estimator, check):
     check(estimator)
+
+
+def test_the_reduced_clips_take_each_candidate_s_block_weights_without_being_transformed_again():
+    """The SVM's search transforms the clips once per fitted PCA and gives each candidate its block
+    weights afterwards (`BlockReducer.reweighted`): the same numbers, bit for bit, as transforming
+    them with those weights."""
+    X = np.random.default_rng(0).normal(size=(60, 40)).astype(np.float32)
+    reducer = BlockReducer([(0, 8), (8, 40)], [None, 5], [0.5, 2.0]).fit(X)
+    weighted = reducer.transform(X)
+    unweighted = reducer.set_params(weights=[]).transform(X)
+    assert not np.array_equal(unweighted, weighted)
+    assert np.array_equal(reducer.set_params(weights=[0.5, 2.0]).reweighted(unweighted), weighted)
