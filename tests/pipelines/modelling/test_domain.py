@@ -75,6 +75,26 @@ def test_the_threshold_passes_the_stated_share_of_the_clips_it_was_set_on_and_no
     assert other.calibration_clips_ == 40 and domain.calibration_clips_ == 96
 
 
+def test_a_fold_s_description_that_only_flags_flags_the_same_clips_at_the_same_distances():
+    """A fold whose model no one keeps describes its domain without the raw statistics that
+    `--same-domain` needs; its distances, over more clips than one chunk of rows, are the
+    formula's: Mahalanobis within the principal axes plus the squared distance off them."""
+    _, training = generated_corpus("acted", speakers=30, clips=10)
+    _, validation = generated_corpus("acted", speakers=4, seed=1)
+    _, test = generated_corpus("other", speakers=8, clips=10, seed=2, tilt_db=6.0)
+    full = describe_domain(BLOCKS, training, ["acted"] * len(training), validation, OPTIONS)
+    flags_only = describe_domain(BLOCKS, training, None, validation, OPTIONS, raw_statistics=False)
+    assert not hasattr(flags_only, "mean_") and hasattr(full, "mean_")
+    assert flags_only.threshold_ == full.threshold_
+    np.testing.assert_array_equal(flags_only.distance(test), full.distance(test))
+    centred = full.scaler_.transform(test).astype(np.float64) - full.centre_
+    projected = centred @ full.axes_.T.astype(np.float64)
+    expected = ((np.square(projected) / full.variances_).sum(axis=1) / full.within_scale_
+                + (np.square(centred).sum(axis=1) - np.square(projected).sum(axis=1)) / full.off_scale_)
+    assert len(test) > 256
+    np.testing.assert_allclose(full.distance(test), expected, rtol=1e-9)
+
+
 def test_a_batch_of_one_emotion_spreads_far_less_than_a_corpus_and_a_gain_moves_no_spread():
     _, training = generated_corpus("acted")
     reference = feature_statistics(training)[1]

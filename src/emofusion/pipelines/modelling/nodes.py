@@ -118,7 +118,7 @@ def _fit_fold(fused_features: ClipArray, rows: pd.DataFrame, emotion: Mapping[st
                                       random_seed, (X_train, y_train), validation,
                                       speakers_apart(rows, train_ids, data_split_settings))
     domain = describe_domain(fused_features.metadata, X_train, corpora_of(rows, train_ids), validation[0],
-                             out_of_domain_options)
+                             out_of_domain_options, raw_statistics=keep_model)
     del X_train
     X_test, y_test, test_ids = read_subset(fused_features, rows, emotion, "test")
     table = prediction_table(model, X_test, pd.DataFrame({"fold": fold, "clip_id": test_ids,
