@@ -34,7 +34,7 @@ from sklearn.neighbors import NearestNeighbors
 
 from emofusion.clip_array import read_rows
 from emofusion.datasets import ClipArrayDataset
-from emofusion.learning.domain import describe_domain
+from emofusion.learning.domain import conformal_threshold, describe_domain
 from emofusion.learning.splits import split_clips
 
 VARIANTS = ("egemaps_mfcc_lpcc", "compare_egemaps_mfcc_lpcc")
@@ -59,9 +59,7 @@ def relative_distances(features: np.ndarray, metadata: dict, folds: pd.DataFrame
         nearest = NearestNeighbors(n_neighbors=1).fit(domain.scaler_.transform(rows["train"]))
         validation, test, other = (nearest.kneighbors(domain.scaler_.transform(X))[0][:, 0]
                                    for X in (rows["validation"], rows["test"], urdu))
-        validation = np.sort(validation)  # the same conformal quantile as the model's threshold
-        threshold = validation[min(int(np.ceil((len(validation) + 1) * float(options["pass_share"]))),
-                                   len(validation)) - 1]
+        threshold = conformal_threshold(validation, float(options["pass_share"]))  # as the model's
         found["test_nearest"].append(test / threshold)
         found["urdu_nearest"].append(other / threshold)
     return found

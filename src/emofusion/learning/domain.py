@@ -28,6 +28,13 @@ from emofusion.standardisation import feature_statistics, relative_spread
 TINY = 1e-12
 
 
+def conformal_threshold(distances: np.ndarray, pass_share: float) -> float:
+    """The ceil((n + 1) * pass_share)-th smallest of n held-out distances (the largest, when n is
+    too small): a new clip like them is at most this far with probability at least `pass_share`."""
+    distances = np.sort(distances)
+    return float(distances[min(math.ceil((len(distances) + 1) * pass_share), len(distances)) - 1])
+
+
 class TrainingDomain(BaseEstimator):
     """The training clips' distribution, in the model's scaled space, with a threshold on the
     distance to it (`distance`, `in_domain`). Also the training clips' raw statistics (`mean_`,
@@ -102,9 +109,7 @@ class TrainingDomain(BaseEstimator):
         return self._threshold(self.distance(X), len(X))
 
     def _threshold(self, distances: np.ndarray, clips: int) -> TrainingDomain:
-        distances = np.sort(distances)
-        rank = min(math.ceil((clips + 1) * float(self.pass_share)), clips)
-        self.threshold_ = float(distances[rank - 1])
+        self.threshold_ = conformal_threshold(distances, float(self.pass_share))
         self.calibration_clips_ = clips
         return self
 
